@@ -1,0 +1,20 @@
+"""Errors that end a run with exit code 2 and one line on stderr."""
+
+from __future__ import annotations
+
+
+class CkptlintError(Exception):
+    """Base class: anything the CLI turns into ``ckptlint: error: PATH: reason``."""
+
+
+class UnreadableCheckpoint(CkptlintError):
+    """The input is missing, truncated, corrupt or not a checkpoint (rule CK001, exit 2)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class UsageError(CkptlintError):
+    """Bad options or configuration (exit 2)."""

@@ -1,0 +1,48 @@
+"""The expectation a checkpoint is checked against: what a model definition will ask for."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ckptlint.checkpoint import Checkpoint
+
+
+class ExpectedTensor(BaseModel):
+    """Shape and dtype a model definition gives one parameter or persistent buffer."""
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+class Expected(BaseModel):
+    """An expected parameter tree, named the way the expected model names its keys.
+
+    Keys are a torch model's ``state_dict()`` keys, or a flax parameter path joined with ``/``
+    relative to the ``params`` collection.
+    """
+
+    arch: str  # contract name: clippo, bv-vit, bv-siglip, open_clip, hf-clip, hf-clip-vision, hf-siglip, timm-vit, ...
+    variant: str | None = None  # "B/16", "ViT-B-16", "custom"
+    source: Literal["flag", "inferred", "model", "spec"] = "flag"
+    framework: str = "torch"  # big_vision | open_clip | hf | timm | torch | flax
+    key_sep: str = "."
+    tensors: dict[str, ExpectedTensor] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)  # width, depth, heads, patch, image_size, context_length...
+    towers: dict[str, list[str]] = Field(default_factory=dict)  # tower -> key prefixes, e.g. {"text": ["txt/"]}
+    preprocessing: dict[str, Any] = Field(default_factory=dict)  # mean/std/size/interpolation when known
+    description: str = ""  # e.g. "big_vision proj.clippo.one_tower"
+
+
+def expected_from_checkpoint(ckpt: Checkpoint, source: Literal["spec", "model"] = "spec") -> Expected:
+    """Use a reference checkpoint (or a dumped spec JSON read back as a Checkpoint) as the expectation."""
+    return Expected(
+        arch="spec",
+        variant=None,
+        source=source,
+        framework="flax" if ckpt.key_sep == "/" else "torch",
+        key_sep=ckpt.key_sep,
+        tensors={k: ExpectedTensor(shape=t.shape, dtype=t.dtype) for k, t in ckpt.tensors.items()},
+        description=f"reference {ckpt.path}",
+    )

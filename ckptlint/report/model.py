@@ -1,0 +1,89 @@
+"""The Report model: exactly the JSON of CONTRACT.md, schema_version "1"."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ckptlint import __version__
+from ckptlint.findings import Finding, Severity
+
+SCHEMA_VERSION = "1"
+
+
+class ToolInfo(BaseModel):
+    name: str = "ckptlint"
+    version: str = __version__
+
+
+class ArchInfo(BaseModel):
+    name: str
+    variant: str | None = None
+    source: Literal["flag", "inferred", "model", "spec"]
+
+
+class ShapeMismatch(BaseModel):
+    key: str
+    expected: list[int]
+    actual: list[int]
+
+
+class DtypeMismatch(BaseModel):
+    key: str
+    expected: str
+    actual: str
+
+
+class Diff(BaseModel):
+    """Raw comparison with the expectation, in the expected model's key names."""
+
+    missing: list[str] = Field(default_factory=list)
+    unexpected: list[str] = Field(default_factory=list)
+    shape_mismatch: list[ShapeMismatch] = Field(default_factory=list)
+    dtype_mismatch: list[DtypeMismatch] = Field(default_factory=list)
+
+
+class FileReport(BaseModel):
+    path: str
+    format: str | None = None
+    layout: str = "unknown"
+    arch: ArchInfo | None = None
+    num_tensors: int = 0
+    num_params: int = 0
+    error: str | None = None
+    findings: list[Finding] = Field(default_factory=list)
+    diff: Diff | None = None
+
+
+class Summary(BaseModel):
+    files: int = 0
+    errors: int = 0
+    warnings: int = 0
+    infos: int = 0
+
+
+class Report(BaseModel):
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    tool: ToolInfo = Field(default_factory=ToolInfo)
+    files: list[FileReport] = Field(default_factory=list)
+    summary: Summary = Field(default_factory=Summary)
+
+    def summarize(self) -> Report:
+        """Recompute ``summary`` from the files' findings."""
+        counts = {s: 0 for s in Severity}
+        for f in self.files:
+            for fd in f.findings:
+                counts[fd.severity] += 1
+        self.summary = Summary(
+            files=len(self.files),
+            errors=counts[Severity.ERROR],
+            warnings=counts[Severity.WARNING],
+            infos=counts[Severity.INFO],
+        )
+        return self
+
+    def worst(self) -> Severity | None:
+        """The highest severity among all findings, or None."""
+        sev = [fd.severity for f in self.files for fd in f.findings]
+        return max(sev, key=lambda s: s.rank) if sev else None
