@@ -54,11 +54,19 @@ class Checkpoint(BaseModel):
     format: str  # safetensors | safetensors-sharded | torch-zip | torch-legacy | pickle | npz | npy | flax-msgpack | hf-dir | open_clip-dir
     key_sep: str = "."  # how the file's nested names are joined: "." for torch/HF, "/" for big_vision/flax
     tensors: dict[str, TensorInfo] = Field(default_factory=dict)
-    groups: list[str] = Field(default_factory=list)  # top-level containers: params/opt/chrono, state_dict/optimizer
-    metadata: dict[str, Any] = Field(default_factory=dict)  # embedded: safetensors __metadata__, non-tensor values
+    groups: list[str] = Field(
+        default_factory=list
+    )  # top-level containers: params/opt/chrono, state_dict/optimizer
+    metadata: dict[str, Any] = Field(
+        default_factory=dict
+    )  # embedded: safetensors __metadata__, non-tensor values
     sidecars: list[Sidecar] = Field(default_factory=list)
-    files: list[str] = Field(default_factory=list)  # every file actually read (shards, the weights inside a folder)
-    findings: list[Finding] = Field(default_factory=list)  # reader-level findings, e.g. CK301 unsafe pickle global
+    files: list[str] = Field(
+        default_factory=list
+    )  # every file actually read (shards, the weights inside a folder)
+    findings: list[Finding] = Field(
+        default_factory=list
+    )  # reader-level findings, e.g. CK301 unsafe pickle global
 
     @property
     def num_params(self) -> int:

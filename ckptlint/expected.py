@@ -29,8 +29,12 @@ class Expected(BaseModel):
     framework: str = "torch"  # big_vision | open_clip | hf | timm | torch | flax
     key_sep: str = "."
     tensors: dict[str, ExpectedTensor] = Field(default_factory=dict)
-    params: dict[str, Any] = Field(default_factory=dict)  # width, depth, heads, patch, image_size, context_length...
-    towers: dict[str, list[str]] = Field(default_factory=dict)  # tower -> key prefixes, e.g. {"text": ["txt/"]}
+    params: dict[str, Any] = Field(
+        default_factory=dict
+    )  # width, depth, heads, patch, image_size, context_length...
+    towers: dict[str, list[str]] = Field(
+        default_factory=dict
+    )  # tower -> key prefixes, e.g. {"text": ["txt/"]}
     preprocessing: dict[str, Any] = Field(default_factory=dict)  # mean/std/size/interpolation when known
     description: str = ""  # e.g. "big_vision proj.clippo.one_tower"
 

@@ -21,6 +21,10 @@ class ArchInfo(BaseModel):
     name: str
     variant: str | None = None
     source: Literal["flag", "inferred", "model", "spec"]
+    description: str | None = None  # e.g. "big_vision proj.clippo.one_tower" (extension of the contract)
+    inferred_from: str | None = (
+        None  # evidence for the variant, e.g. "params/img/embedding/kernel [16,16,3,768]"
+    )
 
 
 class ShapeMismatch(BaseModel):
@@ -51,6 +55,9 @@ class FileReport(BaseModel):
     arch: ArchInfo | None = None
     num_tensors: int = 0
     num_params: int = 0
+    num_bytes: int = 0  # extension: bytes of all tensors
+    groups: list[str] = Field(default_factory=list)  # extension: top-level groups (params, opt, chrono...)
+    dtypes: dict[str, int] = Field(default_factory=dict)  # extension: parameter count per dtype
     error: str | None = None
     findings: list[Finding] = Field(default_factory=list)
     diff: Diff | None = None
