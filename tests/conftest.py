@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import tvshim  # noqa: F401  (before any test imports open_clip/timm: see tests/tvshim.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("CKPTLINT_CORPUS", ROOT.parent / "shared" / "corpus"))

@@ -1,0 +1,178 @@
+"""Header-read benchmark: ckptlint dump vs torch.load(mmap) / safetensors safe_open / np.load, side by side.
+
+Builds ~1 GiB files of each format (and a 10 GiB safetensors with the same tensor count) under
+``benchmarks/_data`` with the real libraries, then measures, per format, the whole process's wall time and
+peak RSS (median of N runs, each a fresh interpreter) of:
+  - ``ckptlint dump --format json FILE``
+  - the format's own library opening the file the cheapest way it offers
+and, in one process, the time of each further file after the first (``ckptlint.dump`` API).
+
+Run by hand: ``python benchmarks/bench_read.py [--runs 10] [--keep]``. Prints a Markdown table for README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "_data"
+PY = sys.executable
+CKPTLINT = [PY, "-m", "ckptlint"]
+N_TENSORS = 256  # 256 tensors × 1M float32 = 1 GiB
+NUMEL = 1 << 20
+
+
+def _state_dict():
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return {
+        f"blocks.{i // 8}.layer{i % 8}.weight": torch.randn(1024, 1024, generator=g) for i in range(N_TENSORS)
+    }
+
+
+def build() -> dict[str, Path]:
+    """Write every benchmark file once (skipped when present)."""
+    DATA.mkdir(exist_ok=True)
+    files = {
+        "safetensors": DATA / "w1g.safetensors",
+        "safetensors-10g": DATA / "w10g.safetensors",
+        "torch-zip": DATA / "w1g.pt",
+        "torch-legacy": DATA / "w1g_legacy.pt",
+        "npz": DATA / "w1g.npz",
+        "flax-msgpack": DATA / "w1g.msgpack",
+    }
+    if all(p.exists() for p in files.values()):
+        return files
+    import numpy as np
+    import torch
+    from flax import serialization
+    from safetensors.torch import save_file
+
+    sd = _state_dict()
+    save_file(sd, files["safetensors"])
+    torch.save(sd, files["torch-zip"])
+    torch.save(sd, files["torch-legacy"], _use_new_zipfile_serialization=False)
+    arrays = {k.replace(".", "/"): v.numpy() for k, v in sd.items()}
+    np.savez(files["npz"], **arrays)
+    nested: dict = {}
+    for k, v in arrays.items():
+        node = nested
+        *parents, leaf = k.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    files["flax-msgpack"].write_bytes(serialization.to_bytes(nested))
+    del sd, arrays, nested
+    _write_big_safetensors(files["safetensors-10g"])
+    return files
+
+
+def _write_big_safetensors(path: Path) -> None:
+    """10 GiB, same tensor count (10 MiB each). safetensors' save_file would need 20 GiB of RAM here, so the
+    header is written per the safetensors spec and the data region left sparse; the library row of the
+    table opens this very file with safe_open, which validates it."""
+    header, offset = {}, 0
+    for i in range(N_TENSORS):
+        n = 2560 * 1024 * 4
+        header[f"blocks.{i // 8}.layer{i % 8}.weight"] = {
+            "dtype": "F32",
+            "shape": [2560, 1024],
+            "data_offsets": [offset, offset + n],
+        }
+        offset += n
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with path.open("wb") as fh:
+        fh.write(len(blob).to_bytes(8, "little") + blob)
+        fh.truncate(8 + len(blob) + offset)
+
+
+LIB_SNIPPETS = {
+    "safetensors": "from safetensors import safe_open\nf=safe_open(P,'np')\n[f.get_slice(k).get_shape() for k in f.keys()]",
+    "safetensors-10g": "from safetensors import safe_open\nf=safe_open(P,'np')\n[f.get_slice(k).get_shape() for k in f.keys()]",
+    "torch-zip": "import torch\nsd=torch.load(P,mmap=True,weights_only=True)\n[v.shape for v in sd.values()]",
+    "torch-legacy": "import torch\nsd=torch.load(P,weights_only=True)\n[v.shape for v in sd.values()]",
+    "npz": "import numpy as np\nz=np.load(P)\n[z[k].shape for k in z.files]",
+    "flax-msgpack": "from flax import serialization\nd=serialization.msgpack_restore(open(P,'rb').read())",
+}
+LIB_NAMES = {
+    "safetensors": "safe_open",
+    "safetensors-10g": "safe_open",
+    "torch-zip": "torch.load(mmap=True, weights_only=True)",
+    "torch-legacy": "torch.load(weights_only=True) (mmap needs zip)",
+    "npz": "np.load + each array",
+    "flax-msgpack": "flax msgpack_restore",
+}
+
+
+def _rss_of(cmd: list[str]) -> float:
+    out = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], check=True, capture_output=True, text=True)
+    return int(out.stderr.strip().splitlines()[-1]) / 1024
+
+
+def median_run(cmd: list[str], runs: int) -> tuple[float, float]:
+    walls = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        walls.append(time.perf_counter() - t0)
+    return statistics.median(walls), _rss_of(cmd)
+
+
+def further_files_ms(paths: list[Path]) -> float:
+    """Median ms per file for files after the first, read in one process through the Python API."""
+    code = (
+        "import sys,time,json\nimport ckptlint\nfrom ckptlint.report.dump_json import render\n"
+        "from ckptlint.layout import detect_layout\nps=sys.argv[1:]\n"
+        "c=ckptlint.dump(ps[0]); render(c, detect_layout(c).name)\nts=[]\n"
+        "for _ in range(3):\n for p in ps[1:]:\n  t=time.perf_counter(); c=ckptlint.dump(p); render(c, detect_layout(c).name)\n"
+        "  ts.append(time.perf_counter()-t)\nts.sort(); print(json.dumps(ts[len(ts)//2]*1000))"
+    )
+    out = subprocess.run([PY, "-c", code, *map(str, paths)], check=True, capture_output=True, text=True)
+    return float(out.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--keep", action="store_true", help="keep benchmarks/_data")
+    args = ap.parse_args()
+    files = build()
+    rows = []
+    for fmt, path in files.items():
+        size = path.stat().st_size / (1 << 30)
+        ck_wall, ck_rss = median_run([*CKPTLINT, "dump", "--format", "json", str(path)], args.runs)
+        lib_wall, lib_rss = median_run(
+            [PY, "-c", f"P={str(path)!r}\n" + LIB_SNIPPETS[fmt]], max(3, args.runs // 3)
+        )
+        rows.append((fmt, f"{size:.1f} GiB", N_TENSORS, ck_wall, ck_rss, LIB_NAMES[fmt], lib_wall, lib_rss))
+    further = further_files_ms(list(files.values()))
+    startup, startup_rss = median_run([*CKPTLINT, "--version"], args.runs)
+    print(
+        f"machine: {os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}, Python {sys.version.split()[0]}"
+    )
+    print(
+        f"`ckptlint --version`: {startup:.3f} s, {startup_rss:.0f} MiB; each further file in one process: {further:.2f} ms\n"
+    )
+    print(
+        "| format | size | tensors | ckptlint dump (s) | RSS (MiB) | library | library (s) | RSS (MiB) | speed-up |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for fmt, size, n, cw, cr, lib, lw, lr in rows:
+        print(
+            f"| {fmt} | {size} | {n} | {cw:.3f} | {cr:.0f} | {lib} | {lw:.3f} | {lr:.0f} | {lw / cw:.1f}× |"
+        )
+    if not args.keep:
+        for p in files.values():
+            p.unlink()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Write the tiny bundled example checkpoints with the real libraries (open_clip, timm, transformers).
+
+Run: ``python examples/make_examples.py`` (needs the test extra). Each example is one real mistake from
+the seed stories, at a size that fits in a repository. ``clippo_tiny.npz`` is not made here: big_vision
+is not an installable package; it is the team's file written by big_vision's own code (commit fd2d3bd,
+``utils.save_checkpoint``) — see README "Examples".
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+# isort: off
+import tvshim  # noqa: E402,F401  (must precede open_clip: lets it import with CPU torch)
+
+import open_clip  # noqa: E402
+import timm  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from transformers import CLIPConfig, CLIPModel  # noqa: E402
+# isort: on
+
+TINY_OPEN_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {
+        "image_size": 32,
+        "layers": 2,
+        "width": 64,
+        "head_width": 32,
+        "patch_size": 8,
+        "mlp_ratio": 2.0,
+    },
+    "text_cfg": {
+        "context_length": 16,
+        "vocab_size": 100,
+        "width": 32,
+        "heads": 2,
+        "layers": 2,
+        "mlp_ratio": 2.0,
+    },
+}
+
+
+def tiny_open_clip() -> torch.nn.Module:
+    """An open_clip CLIP with the tiny config above, registered under the name ``ckptlint-tiny``."""
+    open_clip.factory._MODEL_CONFIGS["ckptlint-tiny"] = TINY_OPEN_CLIP
+    torch.manual_seed(0)
+    return open_clip.create_model("ckptlint-tiny")
+
+
+def main() -> None:
+    model = tiny_open_clip()
+    # DDP-wrapped save: every key gets the `module.` prefix (what DistributedDataParallel's state_dict does).
+    ddp_sd = {f"module.{k}": v for k, v in torch.nn.DataParallel(model).module.state_dict().items()}
+    torch.save(ddp_sd, HERE / "openclip_tiny_ddp.pt")
+
+    # timm's CLIP ViT holds only the vision tower (seed story 5).
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_base_patch16_clip_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        embed_dim=64,
+        depth=2,
+        num_heads=2,
+        mlp_ratio=2.0,
+        num_classes=32,
+    )
+    save_file(vit.state_dict(), HERE / "timm_vit_clip_tiny.safetensors")
+
+    # HF transformers CLIPModel saved with save_pretrained (seed story 3: the HF file, not the open_clip one).
+    cfg = CLIPConfig(
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 2,
+            "max_position_embeddings": 16,
+            "vocab_size": 100,
+            "bos_token_id": 98,
+            "eos_token_id": 99,
+            "pad_token_id": 1,
+        },
+        vision_config={
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=32,
+    )
+    torch.manual_seed(0)
+    CLIPModel(cfg).save_pretrained(HERE / "hf_clip_tiny")
+    (HERE / "open_clip_tiny_config.json").write_text(json.dumps(TINY_OPEN_CLIP, indent=1) + "\n")
+    for path in HERE.rglob("*"):
+        if path.is_file():
+            path.chmod(0o644)
+    print("wrote examples to", HERE)
+
+
+if __name__ == "__main__":
+    main()
