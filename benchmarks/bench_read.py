@@ -13,6 +13,7 @@ Run by hand: ``python benchmarks/bench_read.py [--runs 10] [--keep]``. Prints a 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
