@@ -1,29 +1,77 @@
 """ckptlint: a checkpoint compatibility linter and diagnostics tool for ML weights.
 
+Python API (the CLI calls the same functions)::
+
+    import ckptlint
+    report = ckptlint.check("clippo_b16.npz", arch="bv-vit")   # -> ckptlint.report.model.Report
+    for f in report.files:
+        for finding in f.findings:
+            print(finding.code, finding.message, finding.fix)
+    ckpt = ckptlint.dump("model.safetensors")                   # -> ckptlint.checkpoint.Checkpoint
+
 The package import is kept light: the CLI's start-up path must not pull numpy, torch or jax.
 Public API functions import what they need when called.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from os import PathLike
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from ckptlint.checkpoint import Checkpoint
+    from ckptlint.report.model import Report
+
+__all__ = ["__version__", "check", "dump"]
 
 
-def dump(path: str) -> Checkpoint:
-    """Read the structure of the checkpoint at ``path`` (header-only, never executes it)."""
+def dump(path: str | PathLike[str]) -> Checkpoint:
+    """Read the structure of the checkpoint at ``path`` (header-only, never executes it).
+
+    Raises ``ckptlint.errors.UnreadableCheckpoint`` for a missing, truncated or corrupt input.
+    """
     from ckptlint.readers import read_checkpoint
 
     return read_checkpoint(path)
 
 
-def __getattr__(name: str) -> Any:  # lazy public API added by later modules
-    if name == "check":
-        from ckptlint.api import check
+def check(
+    paths: str | PathLike[str] | Sequence[str | PathLike[str]],
+    *,
+    arch: str | None = None,
+    model: str | None = None,
+    spec: str | None = None,
+    select: Sequence[str] | None = None,
+    ignore: Sequence[str] | None = None,
+    jobs: int = 1,
+) -> Report:
+    """Check one or more checkpoints (files, folders or globs) and return one ``Report``.
 
-        return check
-    raise AttributeError(name)
+    The same as ``ckptlint check PATH... --isolated`` with the same options: folders are walked, unreadable
+    inputs become a file entry with ``error`` set, and nothing is printed. ``select``/``ignore`` take codes or
+    prefixes (``"CK1"``); unknown codes raise ``ckptlint.errors.UsageError``.
+    """
+    from ckptlint.config import Config, validate_arch, validate_codes
+    from ckptlint.discover import expand_paths
+    from ckptlint.runner import plan, run
+
+    if sum(x is not None for x in (arch, model, spec)) > 1:
+        from ckptlint.errors import UsageError
+
+        raise UsageError("give at most one of arch, model, spec")
+    items = [paths] if isinstance(paths, (str, PathLike)) else list(paths)
+    if arch is not None:
+        validate_arch(arch, "arch")
+    tasks = plan(
+        expand_paths([str(p) for p in items]),
+        arch=arch,
+        model=model,
+        spec=spec,
+        select=validate_codes(list(select), "select") if select is not None else None,
+        ignore=validate_codes(list(ignore), "ignore") if ignore is not None else None,
+        config=Config(),
+    )
+    return run(tasks, jobs=jobs, progress=False)

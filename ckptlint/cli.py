@@ -15,6 +15,7 @@ from ckptlint import __version__
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 FAIL_ON = ("error", "warning", "info", "never")
+FORMATS = ("text", "json", "sarif", "markdown", "github")
 
 
 class _State:
@@ -37,7 +38,19 @@ def _emit(text: str, output: str | None) -> None:
         click.echo(text, nl=False)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _render(report: Any, fmt: str, *, verbose: bool, fail_on: str, to_file: bool) -> str:
+    """Pick the reporter; the text reporter gets colour only when writing to a terminal."""
+    if fmt == "text":
+        from ckptlint.report import text
+
+        colour = False if to_file else text.use_colour(sys.stdout)
+        return text.render(report, verbose=verbose, fail_on=fail_on, colour=colour)
+    from ckptlint.report import render
+
+    return render(report, fmt, verbose=verbose, fail_on=fail_on)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, "--version", prog_name="ckptlint")
 @click.option("--debug", is_flag=True, help="Show a traceback for errors (for bug reports).")
 def cli(debug: bool) -> None:
@@ -78,54 +91,83 @@ def dump(path: str, fmt: str, depth: int | None, pattern: str | None, output: st
 )
 @click.option("--spec", default=None, help="Expectation from a `ckptlint dump --format json` file.")
 @click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "sarif", "markdown", "github"]),
-    default="text",
-    show_default=True,
+    "--format", "fmt", type=click.Choice(FORMATS), default=None, help="Report format  [default: text]"
 )
 @click.option("--output", "-o", default=None, help="Write the report to FILE.")
-@click.option("--fail-on", type=click.Choice(FAIL_ON), default="error", show_default=True)
+@click.option(
+    "--fail-on", type=click.Choice(FAIL_ON), default=None, help="Exit 1 at this severity  [default: error]"
+)
 @click.option("--select", default=None, help="Comma-separated codes or prefixes to report (e.g. CK1,CK201).")
 @click.option("--ignore", default=None, help="Comma-separated codes or prefixes to drop.")
 @click.option("--verbose", "-v", is_flag=True, help="Show every raw missing/unexpected/mismatched key.")
+@click.option(
+    "--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel reads."
+)
+@click.option("--config", "config_file", default=None, help="Read settings from this TOML file.")
+@click.option("--isolated", is_flag=True, help="Ignore pyproject.toml / ckptlint.toml settings.")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar [default: on a terminal, long runs]."
+)
 def check(
     paths: tuple[str, ...],
     arch: str | None,
     model: str | None,
     spec: str | None,
-    fmt: str,
+    fmt: str | None,
     output: str | None,
-    fail_on: str,
+    fail_on: str | None,
     select: str | None,
     ignore: str | None,
     verbose: bool,
+    jobs: int,
+    config_file: str | None,
+    isolated: bool,
+    progress: bool | None,
 ) -> None:
-    """Check checkpoints against an architecture and explain the root cause of every problem."""
+    """Check checkpoints (files, folders, globs) and explain the root cause of every problem."""
     if sum(x is not None for x in (arch, model, spec)) > 1:
         raise click.UsageError("give at most one of --arch, --model, --spec")
-    from ckptlint.api import check as run_check
+    from pathlib import Path
 
-    report = run_check(
-        list(paths), arch=arch, model=model, spec=spec, select=_codes(select), ignore=_codes(ignore)
+    from ckptlint import config as cfgmod
+    from ckptlint.discover import expand_paths
+    from ckptlint.runner import plan, run
+
+    if isolated:
+        cfg = cfgmod.Config()
+    else:
+        cfg = cfgmod.load_config(Path(config_file) if config_file else cfgmod.find_config())
+    fmt = fmt or cfg.format
+    fail_on = fail_on or cfg.fail_on
+    if arch is not None:
+        cfgmod.validate_arch(arch, "--arch")
+    tasks = plan(
+        expand_paths(list(paths)),
+        arch=arch,
+        model=model,
+        spec=spec,
+        select=cfgmod.validate_codes(_codes(select), "--select") if select is not None else None,
+        ignore=cfgmod.validate_codes(_codes(ignore), "--ignore") if ignore is not None else None,
+        config=cfg,
     )
-    from ckptlint.report import render
-
-    _emit(render(report, fmt, verbose=verbose, fail_on=fail_on), output)
+    report = run(tasks, jobs=jobs, progress=progress)
     unreadable = [f for f in report.files if f.error]
-    if unreadable and len(report.files) == 1:
-        _die(f"{unreadable[0].path}: {unreadable[0].error}")
-    sys.exit(_exit_code(report, fail_on, unreadable=bool(unreadable)))
-
-
-def _codes(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    return [c.strip().upper() for c in value.split(",") if c.strip()]
-
-
-def _exit_code(report: Any, fail_on: str, unreadable: bool) -> int:
+    if unreadable and len(report.files) == 1 and fmt == "text" and not output:
+        _die(f"{unreadable[0].path}: {unreadable[0].error}")  # the report would only repeat this line
+    _emit(_render(report, fmt, verbose=verbose, fail_on=fail_on, to_file=bool(output)), output)
     if unreadable:
+        more = f" (and {len(unreadable) - 1} more unreadable)" if len(unreadable) > 1 else ""
+        _die(f"{unreadable[0].path}: {unreadable[0].error}{more}")
+    sys.exit(exit_code(report, fail_on))
+
+
+def _codes(value: str) -> list[str]:
+    return [c.strip() for c in value.split(",") if c.strip()]
+
+
+def exit_code(report: Any, fail_on: str) -> int:
+    """CONTRACT: 2 when an input was unreadable, 1 when a finding is at/above ``fail_on``, else 0."""
+    if any(f.error for f in report.files):
         return EXIT_ERROR
     if fail_on == "never":
         return EXIT_CLEAN
@@ -135,12 +177,104 @@ def _exit_code(report: Any, fail_on: str, unreadable: bool) -> int:
 
 
 @cli.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--output", "-o", default=None, help="Write to FILE instead of stdout.")
+@click.option("--verbose", "-v", is_flag=True, help="List every renamed key, not only the rename rules.")
+def diff(a: str, b: str, fmt: str, output: str | None, verbose: bool) -> None:
+    """Compare two checkpoints header-only: renames (prefix or framework mapping), shape and dtype changes.
+
+    Exit 0 when B has the same tensors as A, 1 when they differ.
+    """
+    from ckptlint.diffing import diff_paths
+    from ckptlint.report import diff_report
+
+    result = diff_paths(a, b)
+    if fmt == "json":
+        _emit(diff_report.render_json(result), output)
+    else:
+        colour = False if output else diff_report.use_colour(sys.stdout)
+        _emit(diff_report.render_text(result, verbose=verbose, colour=colour), output)
+    sys.exit(EXIT_CLEAN if result.identical else EXIT_FINDINGS)
+
+
+@cli.command()
+@click.argument("src", metavar="IN")
+@click.argument("dst", metavar="OUT")
+@click.option("--keep", default=None, help="Comma-separated top-level groups to keep, e.g. params.")
+@click.option("--drop", default=None, help="Comma-separated top-level groups to drop, e.g. opt,chrono.")
+@click.option(
+    "--to", "to_format", type=click.Choice(["same", "safetensors"]), default="same", show_default=True
+)
+def strip(src: str, dst: str, keep: str | None, drop: str | None, to_format: str) -> None:
+    """Write OUT with only some top-level groups of IN (e.g. params without opt/chrono); IN is never touched.
+
+    The output is written atomically and verified by re-reading it.
+    """
+    if (keep is None) == (drop is None):
+        raise click.UsageError("give exactly one of --keep or --drop")
+    from ckptlint.strip import strip_checkpoint
+
+    result = strip_checkpoint(
+        src,
+        dst,
+        keep=_names(keep) if keep is not None else None,
+        drop=_names(drop) if drop is not None else None,
+        to_format=to_format,
+    )
+    click.echo(result.describe())
+
+
+def _names(value: str) -> list[str]:
+    names = [n.strip().strip("/.") for n in value.split(",") if n.strip().strip("/.")]
+    if not names:
+        raise click.UsageError("expected comma-separated group names, e.g. params or opt,chrono")
+    return names
+
+
+@cli.command()
+@click.argument("src", metavar="IN")
+@click.argument("dst", metavar="OUT")
+@click.option("--arch", default=None, help="Expected architecture NAME[:VARIANT] (see `ckptlint archs`).")
+@click.option("--model", default=None, help="Live model definition MODULE:FACTORY.")
+@click.option("--spec", default=None, help="Expectation from a `ckptlint dump --format json` file.")
+@click.option(
+    "--to", "to_format", type=click.Choice(["same", "safetensors"]), default="same", show_default=True
+)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--output", "-o", default=None, help="Write the report on OUT to FILE.")
+def fix(
+    src: str,
+    dst: str,
+    arch: str | None,
+    model: str | None,
+    spec: str | None,
+    to_format: str,
+    fmt: str,
+    output: str | None,
+) -> None:
+    """Apply mechanical fixes (strip a prefix, take a subtree, drop training state or non-persistent buffers).
+
+    Writes OUT (never IN), re-checks it and reports what changed; exit code as for `check` on OUT.
+    """
+    if sum(x is not None for x in (arch, model, spec)) != 1:
+        raise click.UsageError("give exactly one of --arch, --model, --spec")
+    from ckptlint.fixer import fix_checkpoint
+
+    result = fix_checkpoint(src, dst, arch=arch, model=model, spec=spec, to_format=to_format)
+    click.echo(result.describe(), err=fmt != "text" and not output)
+    _emit(_render(result.after, fmt, verbose=False, fail_on="error", to_file=bool(output)), output)
+    sys.exit(exit_code(result.after, "error"))
+
+
+@cli.command()
 @click.argument("code")
 def explain(code: str) -> None:
     """Explain a rule: what it checks, why it matters, an example and the fix."""
     from ckptlint.rules import explain as explain_rule
 
-    text = explain_rule(code.upper())
+    text = explain_rule(code.strip().upper())
     if text is None:
         raise click.UsageError(f"unknown rule code {code!r} (see `ckptlint rules`)")
     click.echo(text.rstrip("\n"))
@@ -162,6 +296,16 @@ def archs(fmt: str) -> None:
     from ckptlint.report.listing import render_archs
 
     click.echo(render_archs(fmt), nl=False)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of `check --format json` (generated from the report model)."""
+    import json
+
+    from ckptlint.report.json_report import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,6 +29,8 @@ ITEM_BITS: dict[str, int] = {
     "float8_e5m2fnuz": 8,
     "float8_e8m0fnu": 8,
     "float4_e2m1fn": 4,
+    "float6_e2m3fn": 6,
+    "float6_e3m2fn": 6,
     "int4": 4,
     "uint4": 4,
 }
@@ -53,6 +55,8 @@ SAFETENSORS: dict[str, str] = {
     "F8_E5M2": "float8_e5m2",
     "F8_E8M0": "float8_e8m0fnu",
     "F4": "float4_e2m1fn",
+    "F6_E2M3": "float6_e2m3fn",
+    "F6_E3M2": "float6_e3m2fn",
 }
 
 # torch storage classes (``torch.FloatStorage`` ...) and torch dtype attribute names (``torch.float32``)

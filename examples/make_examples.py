@@ -8,7 +8,6 @@ is not an installable package; it is the team's file written by big_vision's own
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -22,7 +21,14 @@ import open_clip  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
-from transformers import CLIPConfig, CLIPModel  # noqa: E402
+from transformers import (  # noqa: E402
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPVisionModel,
+    SiglipConfig,
+    SiglipModel,
+)
 # isort: on
 
 TINY_OPEN_CLIP = {
@@ -99,7 +105,41 @@ def main() -> None:
     )
     torch.manual_seed(0)
     CLIPModel(cfg).save_pretrained(HERE / "hf_clip_tiny")
-    (HERE / "open_clip_tiny_config.json").write_text(json.dumps(TINY_OPEN_CLIP, indent=1) + "\n")
+    # The vision tower alone, as transformers' CLIPVisionModel saves it (seed story 2: same ViT, other key names).
+    torch.manual_seed(0)
+    CLIPVisionModel(cfg.vision_config).save_pretrained(HERE / "hf_clipvision_tiny")
+
+    # SigLIP saved as a bare weights file: no preprocessing metadata travels with it (seed story 4).
+    siglip_cfg = SiglipConfig(
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 2,
+            "max_position_embeddings": 16,
+            "vocab_size": 100,
+            "bos_token_id": 98,
+            "eos_token_id": 99,
+            "pad_token_id": 1,
+            "projection_size": 32,
+        },
+        vision_config={
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+    )
+    torch.manual_seed(0)
+    siglip = SiglipModel(siglip_cfg)
+    save_file(siglip.state_dict(), HERE / "siglip_tiny_local.safetensors")
+    # ...and a SigLIP folder whose preprocessor carries CLIP's mean/std (what a copied CLIP processor does).
+    siglip.save_pretrained(HERE / "siglip_tiny_clip_stats")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        HERE / "siglip_tiny_clip_stats"
+    )
     for path in HERE.rglob("*"):
         if path.is_file():
             path.chmod(0o644)

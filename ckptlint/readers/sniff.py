@@ -14,7 +14,7 @@ HEAD_BYTES = 64
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 NPY_MAGIC = b"\x93NUMPY"
 # pickle opcodes a protocol 0/1 stream can start with when it holds a container of tensors
-_PICKLE_V0_FIRST = frozenset(b"(}]cI")
+_PICKLE_V0_FIRST = frozenset(b"(}])cIJKLMNFGSTUVXBCP")
 _MAX_INDEX_JSON = 64 << 20
 
 
@@ -61,14 +61,16 @@ def sniff_bytes(head: bytes, size: int, path: Path) -> str:
             raise UnreadableCheckpoint(
                 str(path), f"not a checkpoint (safetensors header length {n} exceeds file size {size})"
             )
-    raise UnreadableCheckpoint(str(path), "not a checkpoint: unknown format (first bytes " + head[:8].hex() + ")")
+    raise UnreadableCheckpoint(
+        str(path), "not a checkpoint: unknown format (first bytes " + head[:8].hex() + ")"
+    )
 
 
 def _sniff_zip(path: Path) -> str:
     try:
-        with zipfile.ZipFile(path) as zf:
+        with path.open("rb") as raw, zipfile.ZipFile(raw) as zf:
             names = zf.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
         raise UnreadableCheckpoint(str(path), f"corrupt zip archive: {exc}") from None
     if any(n.endswith(".npy") for n in names) and not any(n.endswith("data.pkl") for n in names):
         return "npz"

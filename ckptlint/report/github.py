@@ -10,6 +10,7 @@ from ckptlint.findings import Severity
 from ckptlint.report.model import Report
 
 COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+_TITLE_MAX = 100
 
 
 def escape_data(text: str) -> str:
@@ -41,7 +42,9 @@ def render(report: Report, *, verbose: bool = False, fail_on: str = "error") -> 
                 body.append(f"fix: {fd.fix}")
             if verbose and fd.keys:
                 body.append("keys: " + ", ".join(fd.keys))
-            lines.append(_annotation(COMMANDS[fd.severity], f.path, f"{fd.code} {fd.message}", "\n".join(body)))
+            title = f"{fd.code} {fd.message}"
+            title = title if len(title) <= _TITLE_MAX else title[: _TITLE_MAX - 1] + "…"
+            lines.append(_annotation(COMMANDS[fd.severity], f.path, title, "\n".join(body)))
     s = report.summary
     lines.append(
         f"ckptlint: {s.files} file{'s' if s.files != 1 else ''}, {s.errors} errors, {s.warnings} warnings, "

@@ -49,9 +49,13 @@ def _rule_index() -> dict[str, Any]:
 
 
 def _explain(code: str) -> str | None:
+    from ckptlint.errors import UsageError
     from ckptlint.rules import explain
 
-    return explain(code)
+    try:
+        return explain(code)
+    except UsageError:  # a code the registry does not know: the finding's own text stands in
+        return None
 
 
 def _descriptor(code: str, rule: Any, fallback: Finding | None) -> dict[str, Any]:
@@ -63,13 +67,44 @@ def _descriptor(code: str, rule: Any, fallback: Finding | None) -> dict[str, Any
         "name": _camel(summary) or code,
         "shortDescription": {"text": summary},
         "fullDescription": {"text": help_text.strip().split("\n\n", 1)[0]},
-        "help": {"text": help_text, "markdown": help_text},
+        "help": {"text": help_text, "markdown": help_markdown(help_text)},
         "defaultConfiguration": {"level": LEVELS[Severity(severity)]},
         "properties": {"tags": ["security" if code == "CK301" else "checkpoint"], "precision": "high"},
     }
     if code == "CK301":  # GitHub ranks security results by this CVSS-like score
         descriptor["properties"]["security-severity"] = "9.8"
     return descriptor
+
+
+def help_markdown(text: str) -> str:
+    """The rule documentation as markdown: section titles in bold, indented bodies dedented, examples fenced."""
+    import textwrap
+
+    out: list[str] = []
+    section: list[str] = []
+    title = ""
+
+    def flush() -> None:
+        if not section:
+            return
+        body = textwrap.dedent("\n".join(section)).strip("\n")
+        section.clear()
+        if not body.strip():
+            return
+        if title.lower().startswith("example"):
+            out.extend(["```", body, "```", ""])
+        else:
+            out.extend([body, ""])
+
+    for line in text.strip().splitlines():
+        if line and not line[0].isspace():
+            flush()
+            title = line.strip()
+            out.extend([f"**{title}**", ""])
+        else:
+            section.append(line)
+    flush()
+    return "\n".join(out).strip() + "\n"
 
 
 def _camel(text: str) -> str:

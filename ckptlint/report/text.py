@@ -18,6 +18,13 @@ _INDENT = " " * 15
 _WIDTH = 110
 _COLOURS = {Severity.ERROR: "31", Severity.WARNING: "33", Severity.INFO: "36"}
 _MAX_KEYS = 6
+# how the expectation was chosen, as the header line says it
+ARCH_SOURCE = {
+    "flag": "",
+    "inferred": " — detected from the keys",
+    "model": " — live model",
+    "spec": " — spec file",
+}
 
 
 def use_colour(stream: object = None) -> bool:
@@ -39,7 +46,7 @@ def _wrap(text: str, first: str) -> list[str]:
 def _header(f: FileReport) -> list[str]:
     bits = [f.format or "?"]
     if f.layout and f.layout != "unknown":
-        bits.insert(0, f.layout)
+        bits[0] = f"{f.layout} {bits[0]}"
     if f.groups:
         bits.append("+".join(f.groups))
     bits.append(f"{human_count(f.num_params)} params")
@@ -47,11 +54,9 @@ def _header(f: FileReport) -> list[str]:
         bits.append("/".join(sorted(f.dtypes, key=lambda d: -f.dtypes[d])))
     lines = [f"{f.path}  " + " · ".join(bits)]
     if f.arch:
-        desc = f" ({f.arch.description})" if f.arch.description else ""
+        desc = f" ({f.arch.description})" if f.arch.description and f.arch.description != f.arch.name else ""
         variant = f", variant {f.arch.variant}" if f.arch.variant else ""
-        how = {"flag": "", "inferred": " (inferred)", "model": " (live model)", "spec": " (spec)"}[
-            f.arch.source
-        ]
+        how = ARCH_SOURCE[f.arch.source]
         evidence = f" inferred from {f.arch.inferred_from}" if f.arch.inferred_from else ""
         lines.append(f"expected: {f.arch.name}{desc}{how}{variant}{evidence}")
     return lines

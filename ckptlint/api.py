@@ -1,0 +1,120 @@
+"""The Python API users and the CLI call: ``ckptlint.check(paths, arch=…) -> Report``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ckptlint.checkpoint import Checkpoint
+from ckptlint.engine import CheckConfig, run
+from ckptlint.errors import UnreadableCheckpoint, UsageError
+from ckptlint.expected import Expected
+from ckptlint.readers import read_checkpoint
+from ckptlint.report.model import FileReport, Report
+from ckptlint.rules.ck001_unreadable import unreadable
+
+
+def _as_list(paths: str | Path | Iterable[str | Path]) -> list[str]:
+    if isinstance(paths, (str, Path)):
+        return [str(paths)]
+    return [str(p) for p in paths]
+
+
+def _fixed_expectation(model: str | None, spec: str | None) -> Callable[[], Expected] | None:
+    """An expectation that does not depend on the checkpoint (built once, on first use)."""
+    if model is not None:
+        from ckptlint.archs.live import expected_from_factory
+
+        make: Callable[[], Expected] = lambda: expected_from_factory(model)  # noqa: E731
+    elif spec is not None:
+        from ckptlint.archs.spec_file import expected_from_spec
+
+        make = lambda: expected_from_spec(spec)  # noqa: E731
+    else:
+        return None
+    cache: list[Expected] = []
+
+    def get() -> Expected:
+        if not cache:
+            cache.append(make())
+        return cache[0]
+
+    return get
+
+
+def check_one(
+    ckpt: Checkpoint,
+    *,
+    arch: str | None = None,
+    expected: Expected | None = None,
+    config: CheckConfig | None = None,
+) -> FileReport:
+    """Check an already-read checkpoint against ``expected``, ``arch``, or what it looks like."""
+    from ckptlint.archs import infer_expected, resolve_expected
+    from ckptlint.layout import detect_layout
+
+    layout = detect_layout(ckpt)
+    cache: list[Expected | None] = []
+
+    def inferred() -> Expected | None:
+        if not cache:
+            cache.append(infer_expected(ckpt))
+        return cache[0]
+
+    if expected is None and arch is not None:
+        expected = resolve_expected(arch, ckpt)
+    if expected is None:
+        expected = inferred()
+    variant_inferred = arch is not None and ":" not in arch
+    return run(ckpt, expected, config, layout=layout, inferred=inferred, variant_inferred=variant_inferred)
+
+
+def check(
+    paths: str | Path | Iterable[str | Path],
+    arch: str | None = None,
+    model: str | None = None,
+    spec: str | None = None,
+    select: Iterable[str] | str | None = None,
+    ignore: Iterable[str] | str | None = None,
+) -> Report:
+    """Check each checkpoint in ``paths`` and return one ``Report`` (the CONTRACT JSON as a pydantic model).
+
+    ``arch`` is an architecture name (``NAME[:VARIANT]``, e.g. ``clippo``, ``open_clip:ViT-B-16``); ``model``
+    a live model factory ``module:function``; ``spec`` a dump JSON of a reference checkpoint. At most one of
+    them. Without any, each file's layout and architecture are inferred and the rules that need no expectation
+    run. ``select``/``ignore`` are rule-code prefixes. An unreadable path gives a FileReport with ``error``
+    set and a CK001 finding (the CLI exits 2 for it); usage errors (unknown arch, bad factory) raise
+    ``UsageError``.
+    """
+    if sum(x is not None for x in (arch, model, spec)) > 1:
+        raise UsageError("give at most one of --arch, --model, --spec")
+    config = CheckConfig.of(select, ignore)
+    fixed = _fixed_expectation(model, spec)
+    files: list[FileReport] = []
+    for path in _as_list(paths):
+        try:
+            ckpt = read_checkpoint(path)
+        except UnreadableCheckpoint as exc:
+            finding = unreadable(exc.path, exc.reason)
+            files.append(
+                FileReport(path=path, error=exc.reason, findings=[finding] if config.enabled("CK001") else [])
+            )
+            continue
+        files.append(check_one(ckpt, arch=arch, expected=fixed() if fixed else None, config=config))
+    return Report(files=files).summarize()
+
+
+def expectation_for(
+    ckpt: Checkpoint,
+    *,
+    arch: str | None = None,
+    model: str | None = None,
+    spec: str | None = None,
+) -> Expected | None:
+    """The expectation ``check`` would use for ``ckpt``: from ``model``, ``spec``, ``arch``, else inferred."""
+    fixed = _fixed_expectation(model, spec)
+    if fixed is not None:
+        return fixed()
+    from ckptlint.archs import infer_expected, resolve_expected
+
+    return resolve_expected(arch, ckpt) if arch is not None else infer_expected(ckpt)

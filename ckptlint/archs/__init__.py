@@ -1,0 +1,100 @@
+"""Model definitions as expected trees: ``--arch NAME[:VARIANT]`` and architecture inference.
+
+Every architecture is a declarative, parametrised spec in ``rules/archs/NAME.toml`` built from module templates in
+``rules/archs/modules/``; only the specs a run needs are parsed. This package never imports torch, jax or numpy
+(``ckptlint.archs.live`` imports them inside the function that builds a live model).
+
+Public API:
+    list_archs() -> list[ArchSummary]
+    resolve_expected(arch, ckpt) -> Expected          # --arch NAME or NAME:VARIANT[,param=value...]
+    infer_expected(ckpt) -> Expected | None            # no --arch: detect the layout, then arch and variant
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ckptlint.errors import UsageError
+
+if TYPE_CHECKING:
+    from ckptlint.checkpoint import Checkpoint
+    from ckptlint.expected import Expected
+
+__all__ = ["ArchSummary", "infer_expected", "list_archs", "resolve_expected"]
+
+
+@dataclass(frozen=True)
+class ArchSummary:
+    """What ``ckptlint archs`` prints for one architecture."""
+
+    name: str
+    description: str
+    source: str
+    variants: list[str] = field(default_factory=list)
+    framework: str = ""
+    default_variant: str = ""
+
+
+def list_archs() -> list[ArchSummary]:
+    """Every architecture name, its named variants and where its definition comes from."""
+    from ckptlint.archs.spec import arch_names, load_arch, variant_names
+
+    out = []
+    for name in arch_names():
+        spec = load_arch(name)
+        out.append(
+            ArchSummary(
+                name=spec.name,
+                description=spec.description,
+                source=spec.source,
+                variants=variant_names(spec),
+                framework=spec.framework,
+                default_variant=spec.default_variant,
+            )
+        )
+    return out
+
+
+def resolve_expected(arch: str, ckpt: Checkpoint | None) -> Expected:
+    """The expected tree for ``--arch NAME[:VARIANT][,param=value...]``.
+
+    Without a variant (or with ``custom``) the parametrisation is read from ``ckpt`` -- wherever its towers sit and
+    in whatever layout -- and reported as the named variant it matches, else ``custom``; with nothing to read, the
+    default variant is used and ``params["inferred_from"]`` says so. ``param=value`` overrides come last.
+    """
+    from ckptlint.archs.resolve import resolve
+
+    name, variant, overrides = parse_arch_arg(arch)
+    return resolve(name, variant, overrides, ckpt, source="flag")
+
+
+def infer_expected(ckpt: Checkpoint) -> Expected | None:
+    """Without ``--arch``: detect the layout, then the architecture and its variant; None when unknown."""
+    from ckptlint.archs.resolve import resolve
+    from ckptlint.layout import detect_layout
+
+    guess = detect_layout(ckpt)
+    if guess.name == "unknown" or not guess.arch:
+        return None
+    return resolve(guess.arch, None, {}, ckpt, source="inferred")
+
+
+def parse_arch_arg(arch: str) -> tuple[str, str | None, dict[str, Any]]:
+    """``"bv-siglip:B/16,vocab_size=256000"`` -> ("bv-siglip", "B/16", {"vocab_size": 256000})."""
+    from ckptlint.archs.expr import parse_literal
+
+    name, _, rest = arch.strip().partition(":")
+    if not name:
+        raise UsageError(f"--arch {arch!r}: expected NAME or NAME:VARIANT")
+    variant: str | None = None
+    overrides: dict[str, Any] = {}
+    for i, part in enumerate(p.strip() for p in rest.split(",") if p.strip()):
+        key, eq, value = part.partition("=")
+        if eq and key.strip().isidentifier():
+            overrides[key.strip()] = parse_literal(value)
+        elif i == 0:
+            variant = part
+        else:
+            raise UsageError(f"--arch {arch!r}: {part!r} is not PARAM=VALUE")
+    return name, variant, overrides

@@ -1,0 +1,118 @@
+"""Turn (arch name, variant or checkpoint, overrides) into an ``Expected``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from ckptlint.archs.infer import Inference, infer, match_variant, namespace
+from ckptlint.archs.spec import (
+    ArchSpec,
+    build_tree,
+    load_arch,
+    unknown_variant,
+    variant_params,
+    variant_preprocessing,
+)
+from ckptlint.checkpoint import Checkpoint
+from ckptlint.errors import UsageError
+from ckptlint.expected import Expected, ExpectedTensor
+
+CUSTOM = "custom"
+
+
+def resolve(
+    name: str,
+    variant: str | None,
+    overrides: dict[str, Any],
+    ckpt: Checkpoint | None,
+    source: Literal["flag", "inferred"],
+) -> Expected:
+    spec = load_arch(name)
+    _check_overrides(spec, overrides)
+    info: dict[str, Any] = {}
+    if variant is not None and variant != CUSTOM:
+        fixed = variant_params(spec, variant)
+        if fixed is None:
+            raise unknown_variant(spec, variant)
+        params = {**spec.params, **fixed}
+        info["inferred_from"] = f"variant {variant} given"
+    else:
+        variant, params, info = _from_checkpoint(spec, ckpt)
+    if overrides:
+        params.update(overrides)
+        info["overrides"] = dict(overrides)
+        if variant != CUSTOM and variant is not None:
+            fixed = variant_params(spec, variant) or {}
+            changed = [k for k, v in overrides.items() if k in spec.variant_keys and {**spec.params, **fixed}.get(k) != v]
+            if changed:
+                variant = CUSTOM
+    tree = build_tree(spec, params)
+    return Expected(
+        arch=spec.name,
+        variant=variant,
+        source=source,
+        framework=spec.framework,
+        key_sep=spec.key_sep,
+        tensors={k: ExpectedTensor(shape=shape, dtype=dtype) for k, (shape, dtype) in tree.tensors.items()},
+        params={**{k: params[k] for k in sorted(params)}, **info},
+        towers=tree.towers,
+        preprocessing=_preprocessing(spec, variant, params),
+        description=spec.title,
+    )
+
+
+def _from_checkpoint(spec: ArchSpec, ckpt: Checkpoint | None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    default = variant_params(spec, spec.default_variant) or {}
+    if ckpt is None:
+        params = {**spec.params, **default}
+        return spec.default_variant, params, {"inferred_from": f"default variant {spec.default_variant} (no checkpoint)"}
+    found = infer(spec, ckpt)
+    if not found.observed:
+        params = {**spec.params, **default}
+        why = f"default variant {spec.default_variant}: no {spec.name} tower found in the checkpoint"
+        return spec.default_variant, params, {"inferred_from": why}
+    match = match_variant(spec, found.observed)
+    # what the checkpoint does not show (a tower it lacks...) stays as in the default variant
+    params = {**spec.params, **default, **found.guessed, **match.params, **found.observed}
+    info = _describe(found, ckpt)
+    if match.name is None:
+        if match.nearest:
+            info["nearest_variant"] = match.nearest
+            info["variant_diff"] = match.diff
+        return CUSTOM, params, info
+    return match.name, params, info
+
+
+def _describe(found: Inference, ckpt: Checkpoint) -> dict[str, Any]:
+    info: dict[str, Any] = {"inferred_from": found.summary(ckpt)}
+    info["root"] = found.root
+    info["found"] = {f.tower: f.prefix for f in found.found}
+    foreign = {f.tower: f.module for f in found.found if not f.native}
+    if foreign:
+        info["foreign"] = foreign
+    info["evidence"] = dict(found.evidence)
+    return info
+
+
+def _preprocessing(spec: ArchSpec, variant: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    from ckptlint.archs.expr import evaluate
+
+    out: dict[str, Any] = {}
+    for entry in spec.preprocessing:
+        if "when" in entry and not evaluate(entry["when"], params):
+            continue
+        out.update(entry.get("values", {}))
+    if variant and variant != CUSTOM:
+        out.update(variant_preprocessing(spec, variant))
+    if isinstance(params.get("image_size"), int):
+        out["image_size"] = params["image_size"]
+    if isinstance(params.get("context_length"), int):
+        out["context_length"] = params["context_length"]
+    return out
+
+
+def _check_overrides(spec: ArchSpec, overrides: dict[str, Any]) -> None:
+    unknown = sorted(set(overrides) - namespace(spec))
+    if unknown:
+        known = ", ".join(sorted(namespace(spec)))
+        raise UsageError(f"unknown parameter(s) {', '.join(unknown)} for {spec.name}; known: {known}")

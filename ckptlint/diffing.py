@@ -1,0 +1,349 @@
+"""``ckptlint diff A B``: compare two checkpoints' headers, rename-aware.
+
+Keys are compared as path components (so ``params/img/x`` in an npz and ``params.img.x`` in a torch file are
+the same key). Keys of A that are not in B are then explained by *prefix rewrites* found from the data: the
+``(prefix in A, prefix in B)`` pair that maps the most unmatched keys of A onto unmatched keys of B is taken,
+applied, and the search repeats (``module.`` added by DDP, ``_orig_mod.`` by torch.compile, ``params/img/``
+around a CLIPPO ViT...). Each rewrite is reported once with its key count, not key by key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ckptlint.checkpoint import Checkpoint
+
+SCHEMA_VERSION = "1"
+MAX_RULES = 8
+_MAX_SHORT_BUCKET = 3  # a one-component suffix ("weight") matches too much to be evidence on its own
+
+Key = tuple[str, ...]
+
+
+class Side(BaseModel):
+    """What one side of the comparison is."""
+
+    path: str
+    format: str
+    layout: str = "unknown"
+    key_sep: str
+    num_tensors: int
+    num_params: int
+    num_bytes: int
+    groups: list[str] = Field(default_factory=list)
+
+
+class PrefixRename(BaseModel):
+    """Every key of A starting with ``a_prefix`` is in B under ``b_prefix`` instead (written with each side's sep)."""
+
+    a_prefix: str
+    b_prefix: str
+    count: int
+
+
+class KeyPair(BaseModel):
+    a: str
+    b: str
+
+
+class ShapeChange(BaseModel):
+    a: str
+    b: str
+    a_shape: list[int]
+    b_shape: list[int]
+
+
+class DtypeChange(BaseModel):
+    a: str
+    b: str
+    a_dtype: str
+    b_dtype: str
+
+
+class MappingUse(BaseModel):
+    """A known framework mapping (``rules/key_mappings.toml``) that explains keys of A as keys of B."""
+
+    name: str
+    title: str
+    reverse: bool  # True when A is the mapping's ``b`` framework
+    a_prefix: str = ""  # a wrapper prefix of A taken off before mapping (``module.``)
+    renamed: int = 0
+    split: int = 0  # A tensors that are several tensors in B (fused qkv -> q/k/v), or the reverse
+    reshaped: int = 0  # pairs whose values are the same but stored transposed/reshaped
+
+
+class DiffResult(BaseModel):
+    """The whole comparison; ``ckptlint diff --format json`` is this model."""
+
+    schema_version: str = SCHEMA_VERSION
+    a: Side
+    b: Side
+    layout_change: str | None = None  # "open_clip → hf" when the detected layouts differ
+    separator_change: str | None = None  # "'/' → '.'"
+    mapping: MappingUse | None = None
+    renames: list[PrefixRename] = Field(default_factory=list)
+    renamed: list[KeyPair] = Field(default_factory=list)  # every key pair matched through a rename
+    only_a: list[str] = Field(default_factory=list)
+    only_b: list[str] = Field(default_factory=list)
+    shape_changes: list[ShapeChange] = Field(default_factory=list)
+    dtype_changes: list[DtypeChange] = Field(default_factory=list)
+    metadata_changes: list[str] = Field(default_factory=list)  # embedded metadata keys that differ
+    identical: bool = False
+
+
+def _split(key: str, sep: str) -> Key:
+    return tuple(key.split(sep)) if sep else (key,)
+
+
+def _join(parts: Key, sep: str, trailing: bool) -> str:
+    if not parts:
+        return ""
+    return sep.join(parts) + (sep if trailing else "")
+
+
+def find_prefix_renames(
+    a_keys: dict[Key, Any], b_keys: dict[Key, Any]
+) -> list[tuple[Key, Key, list[tuple[Key, Key]]]]:
+    """Prefix rewrites mapping unmatched keys of A onto unmatched keys of B, best first.
+
+    ``a_keys``/``b_keys`` map each key to its signature (shape, dtype): a rewrite that keeps signatures wins over
+    one that only matches names (an optimizer's moments mirror the params' names). Returns
+    ``(a_prefix, b_prefix, [(a_key, b_key), ...])`` per rewrite; keys matched by a rewrite are removed from the
+    search for the next one.
+    """
+    ua = set(a_keys) - set(b_keys)
+    ub = set(b_keys) - set(a_keys)
+    found: list[tuple[Key, Key, list[tuple[Key, Key]]]] = []
+    for _ in range(MAX_RULES):
+        if not ua or not ub:
+            break
+        index: dict[Key, list[Key]] = defaultdict(list)  # suffix -> B prefixes that complete it
+        for b in ub:
+            for j in range(len(b)):
+                index[b[j:]].append(b[:j])
+        votes: Counter[tuple[Key, Key]] = Counter()
+        same_sig: Counter[tuple[Key, Key]] = Counter()
+        for a in ua:
+            for i in range(len(a)):
+                prefixes = index.get(a[i:])
+                if not prefixes:
+                    continue
+                if len(a) - i == 1 and len(prefixes) > _MAX_SHORT_BUCKET:
+                    break
+                for pb in set(prefixes):
+                    votes[(a[:i], pb)] += 1
+                    same_sig[(a[:i], pb)] += a_keys[a] == b_keys[pb + a[i:]]
+                break  # the longest common suffix is the evidence
+        if not votes:
+            break
+        (pa, pb), count = max(
+            votes.items(), key=lambda kv: (same_sig[kv[0]], kv[1], -len(kv[0][0]) - len(kv[0][1]))
+        )
+        if count < 2 and not (len(ua) == 1 and len(ub) == 1):
+            break
+        pairs = []
+        for a in sorted(ua):
+            if a[: len(pa)] == pa:
+                b = pb + a[len(pa) :]
+                if b in ub:
+                    pairs.append((a, b))
+        if not pairs:
+            break
+        for a, b in pairs:
+            ua.discard(a)
+            ub.discard(b)
+        found.append((pa, pb, pairs))
+    return found
+
+
+_PLACEHOLDERS = {"n": r"(?P<n>\d+)", "p": r"(?P<p>weight|bias)"}
+
+
+@dataclass(frozen=True)
+class _Template:
+    text: str
+    regex: re.Pattern[str]
+
+    @classmethod
+    def of(cls, text: str) -> _Template:
+        pattern = re.escape(text)
+        for name, rx in _PLACEHOLDERS.items():
+            pattern = pattern.replace(re.escape("{" + name + "}"), rx)
+        return cls(text, re.compile(pattern))
+
+    def fill(self, groups: dict[str, str]) -> str:
+        return self.text.format(**groups)
+
+
+@cache
+def _mappings() -> list[tuple[str, str, list[tuple[_Template, list[_Template], str]]]]:
+    from ckptlint.ruledata import load_toml
+
+    out = []
+    for name, m in load_toml("key_mappings.toml").get("mappings", {}).items():
+        rules = []
+        for entry in m["keys"]:
+            targets = entry["b"] if isinstance(entry["b"], list) else [entry["b"]]
+            rules.append(
+                (_Template.of(entry["a"]), [_Template.of(t) for t in targets], entry.get("shape", ""))
+            )
+        out.append((name, m.get("title", name), rules))
+    return out
+
+
+def _apply_mapping(
+    rules: list[tuple[_Template, list[_Template], str]], keys: list[str], targets: set[str], reverse: bool
+) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """``a key -> [b keys]`` for every key a rule maps onto existing targets, and ``a key -> shape relation``."""
+    mapped: dict[str, list[str]] = {}
+    relation: dict[str, str] = {}
+    for key in keys:
+        for a_tpl, b_tpls, shape in rules:
+            if not reverse:
+                m = a_tpl.regex.fullmatch(key)
+                if m is None:
+                    continue
+                outs = [t.fill(m.groupdict()) for t in b_tpls]
+            else:
+                hit = next((t.regex.fullmatch(key) for t in b_tpls if t.regex.fullmatch(key)), None)
+                if hit is None:
+                    continue
+                outs = [a_tpl.fill(hit.groupdict())]
+            if all(o in targets for o in outs):
+                mapped[key] = outs
+                relation[key] = "split" if len(b_tpls) > 1 else shape
+            break
+    return mapped, relation
+
+
+def find_mapping(
+    a_keys: list[str], b_keys: set[str]
+) -> tuple[MappingUse, dict[str, list[str]], dict[str, str]] | None:
+    """The known framework mapping that explains the most of ``a_keys`` (at least half of them, and 3)."""
+    if len(a_keys) < 3 or not b_keys:
+        return None
+    tops = {k.split(".", 1)[0] for k in a_keys}
+    prefixes = [""] + ([next(iter(tops)) + "."] if len(tops) == 1 and all("." in k for k in a_keys) else [])
+    best = None
+    for prefix in prefixes:
+        stripped = {k[len(prefix) :]: k for k in a_keys}
+        for name, title, rules in _mappings():
+            for reverse in (False, True):
+                mapped, relation = _apply_mapping(rules, list(stripped), b_keys, reverse)
+                if best is None or len(mapped) > len(best[1]):
+                    use = MappingUse(name=name, title=title, reverse=reverse, a_prefix=prefix)
+                    best = (
+                        use,
+                        {stripped[k]: v for k, v in mapped.items()},
+                        {stripped[k]: v for k, v in relation.items()},
+                    )
+    if best is None or len(best[1]) < max(3, len(a_keys) // 2):
+        return None
+    return best
+
+
+def _side(ckpt: Checkpoint, layout: str) -> Side:
+    return Side(
+        path=ckpt.path,
+        format=ckpt.format,
+        layout=layout,
+        key_sep=ckpt.key_sep,
+        num_tensors=len(ckpt.tensors),
+        num_params=ckpt.num_params,
+        num_bytes=ckpt.total_bytes,
+        groups=list(ckpt.groups),
+    )
+
+
+def diff_checkpoints(
+    a: Checkpoint, b: Checkpoint, layout_a: str = "unknown", layout_b: str = "unknown"
+) -> DiffResult:
+    """Compare two checkpoints' tensor headers (no tensor data is read)."""
+    a_by = {_split(k, a.key_sep): k for k in a.tensors}
+    b_by = {_split(k, b.key_sep): k for k in b.tensors}
+    pairs: list[tuple[Key, Key]] = [(k, k) for k in a_by if k in b_by]
+    result = DiffResult(a=_side(a, layout_a), b=_side(b, layout_b))
+    if layout_a != layout_b:
+        result.layout_change = f"{layout_a} → {layout_b}"
+    if a.key_sep != b.key_sep:
+        result.separator_change = f"{a.key_sep!r} → {b.key_sep!r}"
+    skip_shape: set[tuple[Key, Key]] = set()
+    if a.key_sep == b.key_sep == ".":
+        left_a = [k for parts, k in a_by.items() if parts not in b_by]
+        left_b = {k for parts, k in b_by.items() if parts not in a_by}
+        found = find_mapping(left_a, left_b)
+        if found is not None:
+            use, mapped, relation = found
+            for ka, kbs in mapped.items():
+                for kb in kbs:
+                    pairs.append((_split(ka, "."), _split(kb, ".")))
+                    result.renamed.append(KeyPair(a=ka, b=kb))
+                    if relation[ka]:  # transposed/reshaped/split values: a different shape is expected
+                        skip_shape.add(pairs[-1])
+            use.split = sum(1 for v in relation.values() if v == "split")
+            use.renamed = len(relation) - use.split
+            use.reshaped = sum(1 for v in relation.values() if v in ("transpose", "reshape"))
+            result.mapping = use
+    matched_a = {x for x, _ in pairs}
+    matched_b = {y for _, y in pairs}
+    a_sig = {
+        p: (tuple(a.tensors[k].shape), a.tensors[k].dtype) for p, k in a_by.items() if p not in matched_a
+    }
+    b_sig = {
+        p: (tuple(b.tensors[k].shape), b.tensors[k].dtype) for p, k in b_by.items() if p not in matched_b
+    }
+    for pa, pb, matched in find_prefix_renames(a_sig, b_sig):
+        result.renames.append(
+            PrefixRename(
+                a_prefix=_join(pa, a.key_sep, trailing=True),
+                b_prefix=_join(pb, b.key_sep, trailing=True),
+                count=len(matched),
+            )
+        )
+        result.renamed += [KeyPair(a=a_by[x], b=b_by[y]) for x, y in matched]
+        pairs += matched
+    matched_a = {x for x, _ in pairs}
+    matched_b = {y for _, y in pairs}
+    result.only_a = [k for parts, k in a_by.items() if parts not in matched_a]
+    result.only_b = [k for parts, k in b_by.items() if parts not in matched_b]
+    for x, y in pairs:
+        ka, kb = a_by[x], b_by[y]
+        ta, tb = a.tensors[ka], b.tensors[kb]
+        if tuple(ta.shape) != tuple(tb.shape) and (x, y) not in skip_shape:
+            result.shape_changes.append(
+                ShapeChange(a=ka, b=kb, a_shape=list(ta.shape), b_shape=list(tb.shape))
+            )
+        if ta.dtype != tb.dtype:
+            result.dtype_changes.append(DtypeChange(a=ka, b=kb, a_dtype=ta.dtype, b_dtype=tb.dtype))
+    result.metadata_changes = sorted(
+        k for k in set(a.metadata) | set(b.metadata) if _plain(a.metadata.get(k)) != _plain(b.metadata.get(k))
+    )
+    result.identical = not (
+        result.renamed
+        or result.only_a
+        or result.only_b
+        or result.shape_changes
+        or result.dtype_changes
+        or result.separator_change
+    )
+    return result
+
+
+def _plain(value: Any) -> str:
+    return repr(value)
+
+
+def diff_paths(path_a: str, path_b: str) -> DiffResult:
+    """Read both checkpoints header-only and compare them."""
+    from ckptlint.layout import detect_layout
+    from ckptlint.readers import read_checkpoint
+
+    a = read_checkpoint(path_a)
+    b = read_checkpoint(path_b)
+    return diff_checkpoints(a, b, detect_layout(a).name, detect_layout(b).name)

@@ -1,0 +1,126 @@
+"""Turn command-line PATH arguments (files, directories, globs, URLs) into the checkpoints to check.
+
+A directory that is itself a checkpoint (HF ``save_pretrained``, open_clip hub folder, sharded index folder) is
+one checkpoint; any other directory is walked, and only files that are checkpoints are kept: a file with a
+checkpoint extension is always kept (a broken one must be reported), any other file only when its first bytes
+sniff as a checkpoint. Only the first 64 bytes of a candidate are read here.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+from ckptlint.errors import UnreadableCheckpoint, UsageError
+from ckptlint.remote import is_remote
+
+CHECKPOINT_SUFFIXES = (
+    ".safetensors",
+    ".pt",
+    ".pth",
+    ".bin",
+    ".ckpt",
+    ".npz",
+    ".npy",
+    ".msgpack",
+    ".flax",
+    ".pkl",
+    ".pickle",
+    ".safetensors.index.json",
+    ".bin.index.json",
+)
+# a folder holding one of these is a checkpoint folder, checked as a whole
+CHECKPOINT_DIR_MARKERS = (
+    "config.json",
+    "open_clip_config.json",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+_SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".venv", "node_modules", ".ipynb_checkpoints"})
+_GLOB_CHARS = frozenset("*?[")
+_SKIPPED_KINDS = frozenset({"dump-json"})  # a dumped spec is an expectation, not a checkpoint to lint
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    """A folder that is one checkpoint: weights next to a config, or a shard index."""
+    try:
+        names = {p.name for p in path.iterdir()}
+    except OSError:
+        return False
+    if not names & set(CHECKPOINT_DIR_MARKERS):
+        return False
+    return any(n.endswith(CHECKPOINT_SUFFIXES) for n in names)
+
+
+def _looks_like_checkpoint(path: Path) -> bool:
+    if path.name.lower().endswith(CHECKPOINT_SUFFIXES):
+        return True
+    if path.suffix.lower() in (".json", ".txt", ".md", ".py", ".yaml", ".yml", ".toml", ".cfg"):
+        return False
+    from ckptlint.readers.sniff import sniff
+
+    try:
+        return sniff(path) not in _SKIPPED_KINDS | {"directory"}
+    except UnreadableCheckpoint:
+        return False
+
+
+def _walk(root: Path) -> list[str]:
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+        keep_dirs = []
+        for d in dirnames:
+            if is_checkpoint_dir(here / d):
+                found.append(str(here / d))
+            else:
+                keep_dirs.append(d)
+        dirnames[:] = keep_dirs
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            candidate = here / name
+            if candidate.is_file() and _looks_like_checkpoint(candidate):
+                found.append(str(candidate))
+    return sorted(found)
+
+
+def expand_paths(args: list[str]) -> list[str]:
+    """The checkpoints named by ``args``, in argument order, without duplicates.
+
+    A file or URL is taken as given (a missing file is reported by the reader); a glob is expanded (no match is
+    a usage error); a directory is one checkpoint or is walked.
+    """
+    out: list[str] = []
+    for arg in args:
+        if is_remote(arg):
+            out.append(arg)
+            continue
+        p = Path(arg)
+        if not p.exists() and _GLOB_CHARS & set(arg):
+            matches = sorted(glob.glob(arg, recursive=True))
+            if not matches:
+                raise UsageError(f"{arg}: no file matches this pattern")
+            for m in matches:
+                mp = Path(m)
+                if mp.is_dir():
+                    out.extend([m] if is_checkpoint_dir(mp) else _walk(mp))
+                elif _looks_like_checkpoint(mp):
+                    out.append(m)
+            continue
+        if p.is_dir() and not is_checkpoint_dir(p):
+            walked = _walk(p)
+            # an unrecognised folder with no checkpoint inside goes to the directory reader, which explains
+            out.extend(walked or [arg])
+            continue
+        out.append(arg)
+    seen: set[str] = set()
+    unique = []
+    for item in out:
+        key = item if is_remote(item) else os.path.normpath(item)
+        if key not in seen:
+            seen.add(key)
+            unique.append(item)
+    return unique

@@ -1,0 +1,206 @@
+"""Sharded checkpoints: ``*.safetensors.index.json`` / ``pytorch_model.bin.index.json`` and their shard files.
+
+The index's ``weight_map`` names, for every tensor, the shard that holds it. We read every shard's header (never its
+data) and take the union. A damaged set of shards is described, not fatal:
+
+- CK002 (error) sharded checkpoint incomplete: a shard named in ``weight_map`` is missing on disk, or a tensor the
+  index lists is in no shard;
+- CK003 (warning) shard index inconsistent: a tensor sits in another shard than ``weight_map`` says or in no
+  ``weight_map`` entry at all, or a shard file next to the index matches the shard naming but is not referenced.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from ckptlint.checkpoint import Checkpoint, TensorInfo
+from ckptlint.errors import UnreadableCheckpoint
+from ckptlint.findings import Finding, Severity
+
+MAX_INDEX_BYTES = 64 << 20
+# HF shard names: model-00001-of-00003.safetensors, pytorch_model-00001-of-00002.bin
+_SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<i>\d+)-of-(?P<n>\d+)(?P<ext>\.[A-Za-z0-9]+)$")
+
+
+def read(path: Path) -> Checkpoint:
+    """Read the shard index at ``path`` and the headers of the shards it references."""
+    p = str(path)
+    weight_map, index_meta = _read_index(path)
+    directory = path.parent
+    shard_names = sorted(set(weight_map.values()))
+
+    tensors: dict[str, TensorInfo] = {}
+    where: dict[str, list[str]] = {}  # tensor -> shards that hold it
+    shard_formats: set[str] = set()
+    shard_metadata: dict[str, dict[str, Any]] = {}
+    findings: list[Finding] = []
+    files = [p]
+    missing_shards: list[str] = []
+    for shard in shard_names:
+        shard_path = directory / shard
+        if not shard_path.is_file():
+            missing_shards.append(shard)
+            continue
+        ckpt = _read_shard(shard_path, p, shard)
+        files.append(str(shard_path))
+        shard_formats.add(ckpt.format)
+        if ckpt.metadata:
+            shard_metadata[shard] = ckpt.metadata
+        findings.extend(ckpt.findings)
+        for key, info in ckpt.tensors.items():
+            where.setdefault(key, []).append(shard)
+            if key not in tensors or weight_map.get(key) == shard:
+                storage = shard if info.storage is None else f"{shard}:{info.storage}"
+                tensors[key] = info.model_copy(update={"storage": storage})
+
+    findings.extend(_incomplete(weight_map, where, missing_shards))
+    findings.extend(_inconsistent(weight_map, where, shard_names, directory, path.name))
+
+    metadata: dict[str, Any] = dict(index_meta)
+    if shard_metadata:
+        distinct = {json.dumps(m, sort_keys=True) for m in shard_metadata.values()}
+        if len(distinct) == 1 and len(shard_metadata) == len(shard_names) - len(missing_shards):
+            metadata.update(next(iter(shard_metadata.values())))
+        else:
+            metadata["shard_metadata"] = shard_metadata
+    fmt = "torch-sharded" if shard_formats and "safetensors" not in shard_formats else "safetensors-sharded"
+    return Checkpoint.model_construct(
+        path=p,
+        format=fmt,
+        key_sep=".",
+        tensors=tensors,
+        groups=[],
+        metadata=metadata,
+        sidecars=[],
+        files=files,
+        findings=findings,
+    )
+
+
+def _read_index(path: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    p = str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_INDEX_BYTES:
+            raise UnreadableCheckpoint(
+                p, f"shard index of {size} bytes is larger than {MAX_INDEX_BYTES >> 20} MiB"
+            )
+        doc = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise UnreadableCheckpoint(p, f"cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise UnreadableCheckpoint(p, f"corrupt shard index: invalid JSON ({exc})") from None
+    weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(weight_map, dict):
+        raise UnreadableCheckpoint(p, "corrupt shard index: no weight_map object")
+    for key, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard or Path(shard).name != shard or shard in (".", ".."):
+            raise UnreadableCheckpoint(
+                p, f"corrupt shard index: tensor {key!r} maps to {shard!r}, not a file name"
+            )
+    meta = doc.get("metadata")
+    return weight_map, (meta if isinstance(meta, dict) else {})
+
+
+def _read_shard(shard_path: Path, index_path: str, shard: str) -> Checkpoint:
+    from ckptlint.readers import read_checkpoint
+
+    try:
+        return read_checkpoint(shard_path)
+    except UnreadableCheckpoint as exc:
+        raise UnreadableCheckpoint(index_path, f"shard {shard}: {exc.reason}") from None
+
+
+def _incomplete(
+    weight_map: dict[str, str], where: dict[str, list[str]], missing_shards: list[str]
+) -> list[Finding]:
+    lost = sorted(k for k, shard in weight_map.items() if shard in missing_shards and k not in where)
+    absent = sorted(k for k, shard in weight_map.items() if shard not in missing_shards and k not in where)
+    if not lost and not absent:
+        return []
+    parts = []
+    if missing_shards:
+        parts.append(f"{len(missing_shards)} shard file(s) missing ({', '.join(missing_shards)})")
+    if absent:
+        parts.append(f"{len(absent)} indexed tensor(s) in no shard")
+    return [
+        Finding(
+            code="CK002",
+            severity=Severity.ERROR,
+            message=f"sharded checkpoint incomplete: {'; '.join(parts)}; {len(lost) + len(absent)} tensors unavailable",
+            cause="the download or copy of the shards did not finish, or the index belongs to another save",
+            fix="download the missing shard files again (e.g. huggingface-cli download REPO --include '*.safetensors')",
+            keys=lost + absent,
+            details={"missing_shards": missing_shards, "tensors_in_no_shard": absent},
+        )
+    ]
+
+
+def _inconsistent(
+    weight_map: dict[str, str],
+    where: dict[str, list[str]],
+    shard_names: list[str],
+    directory: Path,
+    index_name: str,
+) -> list[Finding]:
+    findings: list[Finding] = []
+    misplaced = {
+        k: {"index": weight_map.get(k), "found_in": shards}
+        for k, shards in where.items()
+        if weight_map.get(k) not in shards or len(shards) > 1
+    }
+    if misplaced:
+        findings.append(
+            Finding(
+                code="CK003",
+                severity=Severity.WARNING,
+                message=f"shard index disagrees with the shards for {len(misplaced)} tensor(s)",
+                cause="the index was edited or regenerated separately from the shard files",
+                fix="re-save the checkpoint (save_pretrained) so the index and shards are written together",
+                keys=sorted(misplaced),
+                details={"tensors": {k: misplaced[k] for k in sorted(misplaced)}},
+            )
+        )
+    extra = _unreferenced_shards(shard_names, directory, index_name)
+    if extra:
+        findings.append(
+            Finding(
+                code="CK003",
+                severity=Severity.WARNING,
+                message=f"{len(extra)} shard file(s) next to the index are not referenced by it: {', '.join(extra)}",
+                cause="left over from an earlier save with a different shard count, or from another checkpoint",
+                fix="delete the stale shard files or re-save the checkpoint into an empty folder",
+                keys=[],
+                details={"unreferenced_shards": extra},
+            )
+        )
+    return findings
+
+
+def _unreferenced_shards(shard_names: list[str], directory: Path, index_name: str) -> list[str]:
+    """Files matching the referenced shards' ``<stem>-NNNNN-of-NNNNN<ext>`` naming that the index does not name."""
+    patterns = set()
+    for name in shard_names:
+        m = _SHARD_NAME.match(name)
+        if m:
+            patterns.add((m["stem"], m["ext"]))
+    if not patterns:
+        # no shard follows the HF naming: derive it from the index name (model.safetensors.index.json)
+        base = index_name.removesuffix(".index.json")
+        stem, dot, ext = base.rpartition(".")
+        if dot:
+            patterns.add((stem, "." + ext))
+    referenced = set(shard_names)
+    extra = []
+    try:
+        entries = sorted(e.name for e in directory.iterdir())
+    except OSError:
+        return []
+    for name in entries:
+        m = _SHARD_NAME.match(name)
+        if m and (m["stem"], m["ext"]) in patterns and name not in referenced:
+            extra.append(name)
+    return extra

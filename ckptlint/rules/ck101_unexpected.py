@@ -1,0 +1,103 @@
+"""CK101 — unexpected keys not explained by any other rule
+
+What it does
+    Lists the checkpoint's tensors that the expected model has no place for and that no other rule accounts
+    for. When they form a whole tower the model does not have (a full CLIP's text tower next to a vision-only
+    model), it says so.
+
+Why is this bad?
+    torch's ``load_state_dict(strict=True)`` raises ``Unexpected key(s) in state_dict``; with ``strict=False``
+    and in transformers' ``from_pretrained`` they are dropped silently — harmless when you meant to take part
+    of a model, a sign of the wrong checkpoint or architecture when you did not.
+
+Example
+    $ ckptlint check hf_clip_tiny --arch hf-clip-vision
+    CK103 error    key prefix: every expected key (39) exists under vision_model. (transformers CLIPModel /
+                   4.x CLIPVisionModel)
+    CK101 warning  unexpected keys: the checkpoint also holds a text tower the model does not have (39 keys:
+                   logit_scale; text_model.… (36 keys); text_projection.weight; visual_projection.weight)
+                   fix: nothing to do if you meant to take the vision tower only; otherwise check the
+                   architecture (--arch)
+
+Fix
+    If you meant to load only part of the checkpoint, drop the extra keys (or load with ``strict=False`` and
+    check that only these are reported). Otherwise check the architecture (``--arch``) or the file.
+"""
+
+from __future__ import annotations
+
+from ckptlint.rules import Message, Rule, rule
+from ckptlint.rules._context import Context
+from ckptlint.rules._keys import collapse
+
+
+class UnexpectedKeys(Message):
+    code = "CK101"
+    message = "unexpected keys: {n} checkpoint {noun} no place in the model: {groups}"
+    cause = "{cause}"
+    fix = (
+        "drop them if you meant to load part of the checkpoint; otherwise check the architecture "
+        "(--arch) or the file"
+    )
+
+
+class ExtraTower(Message):
+    code = "CK101"
+    message = (
+        "unexpected keys: the checkpoint also holds a {tower} tower the model does not have ({n} "
+        "keys: {groups})"
+    )
+    cause = (
+        "the checkpoint is a larger model (e.g. a full two-tower CLIP) than the one it is loaded "
+        "into; {cause}"
+    )
+    fix = (
+        "nothing to do if you meant to take the {other} tower only; otherwise check the architecture (--arch)"
+    )
+
+
+@rule("CK101", "warning", "unexpected keys not explained by any other rule")
+class Unexpected(Rule):
+    needs = "user"
+
+    def check(self, ctx: Context) -> list[Message]:
+        keys = list(ctx.unexpected)
+        if not keys:
+            return []
+        ctx.consume_unexpected(keys)
+        cause = (
+            "load_state_dict(strict=True) raises Unexpected key(s); strict=False and from_pretrained "
+            "drop them silently"
+            if ctx.torch_semantics
+            else "big_vision's merge_params raises ValueError (Params in checkpoint but not in model); "
+            "model.apply ignores them"
+        )
+        groups = collapse(keys, ctx.file_sep)
+        details = {"count": len(keys), "key_groups": groups}
+        exp_towers = {ctx.exp_tower(k) for k in ctx.exp} - {None, "joint"}
+        towers = [ctx.file_tower(k) for k in keys]
+        new = {t for t in towers if t not in (None, "joint")} - exp_towers
+        tower = next(iter(new)) if len(new) == 1 else None
+        if tower is not None and exp_towers and 2 * towers.count(tower) >= len(keys):
+            other = " and ".join(sorted(exp_towers))
+            return [
+                ExtraTower(
+                    keys=[ctx.file_key(k) for k in keys],
+                    details={**details, "tower": tower},
+                    tower=tower,
+                    other=other,
+                    n=len(keys),
+                    groups="; ".join(collapse(keys, ctx.file_sep, max_groups=4)),
+                    cause=cause,
+                )
+            ]
+        return [
+            UnexpectedKeys(
+                keys=[ctx.file_key(k) for k in keys],
+                details=details,
+                n=len(keys),
+                noun="key has" if len(keys) == 1 else "keys have",
+                groups="; ".join(collapse(keys, ctx.file_sep, max_groups=4)),
+                cause=cause,
+            )
+        ]

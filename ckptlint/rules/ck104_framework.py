@@ -1,0 +1,121 @@
+"""CK104 — checkpoint is in another framework's layout
+
+What it does
+    Recognises when the checkpoint's keys are another framework's names for the model — transformers
+    (``vision_model.encoder.layers.N.self_attn.q_proj``), open_clip/OpenAI
+    (``visual.transformer.resblocks.N``), timm (``blocks.N.attn.qkv``), big_vision
+    (``Transformer/encoderblock_N``) — and names the file or converter to use instead, rather than listing
+    every key as missing and unexpected.
+
+Why is this bad?
+    Nothing of the model loads. torch's strict load fails with a wall of missing/unexpected keys (34 150
+    characters for an HF CLIPModel into open_clip ViT-B-16); ``strict=False``, transformers'
+    ``from_pretrained`` and timm's ``pretrained_cfg_overlay`` load nothing and keep the random initialisation
+    without raising. The conversion between layouts is not a rename: q/k/v are fused or split, projections
+    transposed, class tokens and position embeddings reshaped.
+
+Example
+    $ ckptlint check hf_clip_tiny --arch open_clip
+    CK104 error    another framework's layout: model.safetensors holds transformers (Hugging Face) keys (77 of
+                   77: text_model.… (36 keys); text_projection.weight; vision_model.… (39 keys);
+                   visual_projection.weight) and the model is OpenCLIP (open_clip) / OpenAI CLIP; 180 of its
+                   181 keys are missing
+                   cause: open_clip has no transformers→open_clip converter: open_clip/convert.py converts
+                   only big_vision SigLIP .npz and MobileCLIP, and load_checkpoint passes transformers keys
+                   through unchanged
+                   fix: use the open_clip weights file published next to these (open_clip_pytorch_model.bin /
+                   open_clip_model.safetensors in the same Hub repo, picked by
+                   open_clip.create_model_and_transforms('hf-hub:ORG/REPO')), or keep transformers:
+                   CLIPModel.from_pretrained(DIR)
+
+Fix
+    Use the weights file published for the framework you load with (a Hub repo often has both
+    ``model.safetensors`` for transformers and ``open_clip_pytorch_model.bin`` for open_clip), or convert:
+    timm's ``checkpoint_filter_fn`` (open_clip/OpenAI → timm), ``open_clip.convert.load_big_vision_weights``
+    (big_vision SigLIP → open_clip), timm's ``load_pretrained`` (big_vision .npz → timm), transformers'
+    ``convert_clip_original_pytorch_to_hf.py`` (OpenAI/open_clip → transformers). open_clip has no
+    transformers → open_clip converter.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from ckptlint.rules import Message, Rule, rule
+from ckptlint.rules import _frameworks as fw
+from ckptlint.rules._context import Context
+from ckptlint.rules._keys import collapse, matches
+
+# display rank (see engine.DISPLAY_RANK): by default before CK105 (35) — the layout blocks loading; after it
+# when
+# the expected framework hosts that layout natively (open_clip loads timm towers), so that the absent tower
+# leads
+RANK_HOSTED = 55
+
+
+class ForeignLayout(Message):
+    code = "CK104"
+    message = (
+        "another framework's layout: {name} holds {src_title} keys ({n_src} of {n_file}: {groups}) and the "
+        "model is {dst_title}; {n_missing} of its {n_exp} keys are missing"
+    )
+    cause = "{note}"
+    fix = "{fix_text}"
+
+
+def _name(ctx: Context) -> str:
+    files = [f for f in ctx.ckpt.files if f]
+    return posixpath.basename((files[0] if files else ctx.ckpt.path).replace("\\", "/")) or ctx.ckpt.path
+
+
+@rule("CK104", "error", "checkpoint is in another framework's layout; names the file or conversion to use")
+class ForeignLayoutRule(Rule):
+    needs = "any"
+
+    def check(self, ctx: Context) -> list[Message]:
+        if not ctx.unexpected or not (ctx.missing or ctx.shape):
+            return []
+        dst = ctx.exp_framework
+        src = (
+            fw.classify(k for k in ctx.unexpected if ctx.file_key(k) not in ctx.training.state)
+            or ctx.file_framework
+        )
+        if dst is None or src is None or src == dst:
+            return []
+        src_info = fw.info(src)
+        candidates = [k for k in ctx.unexpected if ctx.file_key(k) not in ctx.training.state]
+        src_keys = [k for k in candidates if matches(fw.unwrap(k), src_info["signatures"])]
+        if len(src_keys) * 2 < len(candidates):
+            return []  # not mostly that framework's names
+        n_file = len(candidates)
+        n_missing = len(ctx.raw.missing) if ctx.raw is not None else len(ctx.missing)
+        unexpected = ctx.consume_unexpected(list(ctx.unexpected))
+        missing = ctx.consume_missing(list(ctx.missing))
+        ctx.consume_shape(list(ctx.shape))
+        conv = fw.conversion(src, dst) or {
+            "fix": f"load it with {fw.title(src)}, or find the {fw.title(dst)} release of these weights",
+            "note": f"no known converter from {fw.title(src)} to {fw.title(dst)}",
+        }
+        hosted = fw.hosts(dst, src)
+        msg = ForeignLayout(
+            keys=[ctx.file_key(k) for k in unexpected[:10]] + missing[:10],
+            details={
+                "from": src,
+                "to": dst,
+                "hosted": hosted,
+                "missing": len(missing),
+                "unexpected": len(unexpected),
+            },
+            name=_name(ctx),
+            src_title=fw.title(src),
+            dst_title=fw.title(dst),
+            n_src=len(src_keys),
+            n_file=n_file,
+            groups="; ".join(collapse(src_keys, ctx.file_sep, max_groups=4)),
+            n_missing=n_missing,
+            n_exp=len(ctx.exp),
+            note=conv["note"],
+            fix_text=conv["fix"],
+            order=RANK_HOSTED if hosted else None,
+        )
+        return [msg]

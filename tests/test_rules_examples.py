@@ -1,0 +1,154 @@
+"""The Example of every rule's documentation is real output: each ``$ ckptlint check FILE [--arch A]`` in a
+rule docstring is run again on the same file (from the corpus, or made here the way the comment next to it
+says), and every finding shown must be what ckptlint reports now — so ``ckptlint explain`` can never
+drift from the rules."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from engine_support import CORPUS, hf_clip_tiny, open_clip_tiny
+
+from ckptlint.api import check
+from ckptlint.rules import all_rules
+
+CORPUS_FILES = {
+    "tiny_clippo.npz": CORPUS / "big_vision" / "tiny_clippo.npz",
+    "openclip_tiny_ddp_module_prefix.pt": CORPUS / "open_clip" / "openclip_tiny_ddp_module_prefix.pt",
+    "openclip_tiny_fp16.safetensors": CORPUS / "open_clip" / "openclip_tiny_fp16.safetensors",
+    "hf_clip_tiny": CORPUS / "hf" / "hf_clip_tiny",
+    "timm_vit_clip_tiny.safetensors": CORPUS / "timm" / "timm_vit_clip_tiny.safetensors",
+}
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo never",))
+
+
+def _sharded(p: Path, stray: bool) -> None:
+    hf_clip_tiny().save_pretrained(p, max_shard_size="200KB")
+    shards = sorted(p.glob("model-*.safetensors"))
+    if stray:
+        shutil.copy(shards[0], p / f"model-{len(shards) + 1:05d}-of-{len(shards) + 1:05d}.safetensors")
+    else:
+        shards[-1].unlink()
+
+
+def _openclip(p: Path, edit: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    sd = dict(open_clip_tiny().state_dict())
+    edit(sd)
+    torch.save(sd, p)
+
+
+def _old_vit(p: Path) -> None:
+    with np.load(CORPUS / "big_vision" / "tiny_vit.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["params/Transformer/pos_embedding"] = arrays.pop("params/pos_embedding")
+    np.savez(p, **arrays)
+
+
+def _siglip_clip_processor(p: Path) -> None:
+    from transformers import CLIPImageProcessor
+
+    shutil.copytree(CORPUS / "hf" / "hf_siglip_tiny", p)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(p)
+
+
+def _del_ln_final(sd: dict[str, torch.Tensor]) -> None:
+    del sd["ln_final.weight"], sd["ln_final.bias"]
+
+
+BUILT: dict[str, Callable[[Path], None]] = {
+    "truncated.safetensors": lambda p: p.write_bytes(
+        (CORPUS / "open_clip" / "openclip_tiny_fp16.safetensors").read_bytes()[:100]
+    ),
+    "sharded": lambda p: _sharded(p, stray=False),
+    "sharded_stray": lambda p: _sharded(p, stray=True),
+    "openclip_no_ln_final.pt": lambda p: _openclip(p, _del_ln_final),
+    "openclip_edited.pt": lambda p: _openclip(
+        p, lambda sd: sd.__setitem__("ln_final.weight", torch.ones(48))
+    ),
+    "openclip_transposed.pt": lambda p: _openclip(
+        p, lambda sd: sd.__setitem__("visual.proj", sd["visual.proj"].T.contiguous())
+    ),
+    "openclip_64px.pt": lambda p: torch.save(open_clip_tiny(vision_cfg={"image_size": 64}).state_dict(), p),
+    "old_vit.npz": _old_vit,
+    "siglip_clip_processor": _siglip_clip_processor,
+    "suspicious.pt": lambda p: torch.save({"weight": torch.zeros(2, 2), "extra": _Payload()}, p),
+}
+
+_CMD = re.compile(r"^\$ ckptlint check (\S+)(?: --arch (\S+))?")
+_HEAD = re.compile(r"^(CK\d{3}) (error|warning|info) +(.*)$")
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def examples() -> list[tuple[str, str, str | None, list[tuple[str, str, str]]]]:
+    """(rule, file, arch, [(code, message shown, fix shown)]) for every example command in the docs."""
+    out = []
+    for info in all_rules():
+        section = info.doc.split("\nExample\n", 1)[1].split("\n\nFix\n", 1)[0]
+        for block in re.split(r"\n(?=    \$ )", section):
+            lines = [ln[4:] for ln in block.splitlines()]
+            m = _CMD.match(lines[0])
+            assert m, f"{info.code}: example without a command"
+            shown: list[dict[str, str]] = []
+            part = ""
+            for line in lines[1:]:
+                h = _HEAD.match(line)
+                if h:
+                    shown.append({"code": h.group(1), "message": h.group(3), "fix": ""})
+                    part = "message"
+                    continue
+                text = line.strip()
+                if not shown or not line.startswith(" " * 15) or text.startswith(("cause:", "keys:")):
+                    part = ""
+                elif text.startswith("fix:"):
+                    part = "fix"
+                    shown[-1]["fix"] = text[4:]
+                elif part:
+                    shown[-1][part] += " " + text
+            out.append(
+                (info.code, m.group(1), m.group(2), [(x["code"], x["message"], x["fix"]) for x in shown])
+            )
+    return out
+
+
+@pytest.mark.parametrize(
+    ("code", "name", "arch", "shown"), examples(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_example_is_real_output(
+    code: str, name: str, arch: str | None, shown: list[tuple[str, str, str]], tmp_path: Path
+) -> None:
+    if name in CORPUS_FILES:
+        path = CORPUS_FILES[name]
+    else:
+        path = tmp_path / name
+        BUILT[name](path)
+    report = check(str(path), arch=arch).files[0]
+    if code == "CK001":
+        assert report.error and report.findings[0].code == "CK001"
+        section = next(r.doc for r in all_rules() if r.code == "CK001")
+        assert _squash(report.error) in _squash(section)
+        return
+    assert code in [c for c, _, _ in shown], f"the {code} example shows no {code} finding"
+    assert all(message for _, message, _ in shown)
+    findings = list(report.findings)
+    for want_code, message, fix in shown:
+        got = next((f for f in findings if f.code == want_code), None)
+        assert got is not None, f"{want_code} not reported for {name}: {[f.code for f in report.findings]}"
+        findings.remove(got)
+        for part in message.split("…"):
+            assert _squash(part) in _squash(got.message), (want_code, got.message)
+        for part in fix.split("…"):
+            assert _squash(part) in _squash(got.fix), (want_code, got.fix)

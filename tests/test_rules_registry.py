@@ -1,0 +1,99 @@
+"""The rule registry: fixed codes and severities (CONTRACT.md), docs that are the rule modules' docstrings."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+from ckptlint.engine import ORDER, CheckConfig
+from ckptlint.errors import UsageError
+from ckptlint.findings import Severity
+from ckptlint.rules import RULE_MODULES, Message, all_rules, explain, get_rule
+
+CONTRACT = {
+    "CK001": "error",
+    "CK100": "error",
+    "CK101": "warning",
+    "CK102": "error",
+    "CK103": "error",
+    "CK104": "error",
+    "CK105": "error",
+    "CK106": "warning",
+    "CK107": "warning",
+    "CK108": "error",
+    "CK109": "error",
+    "CK110": "error",
+    "CK111": "warning",
+    "CK112": "error",
+    "CK201": "warning",
+    "CK301": "error",
+}
+READER_CODES = {"CK002": "error", "CK003": "warning"}
+
+
+def test_contract_codes_and_default_severities() -> None:
+    registered = {r.code: r.severity.value for r in all_rules()}
+    assert registered == {**CONTRACT, **READER_CODES}
+    assert [r.code for r in all_rules()] == sorted(registered)
+    assert all(r.summary and "\n" not in r.summary for r in all_rules())
+
+
+@pytest.mark.parametrize("module", RULE_MODULES)
+def test_explain_is_the_module_docstring(module: str) -> None:
+    mod = importlib.import_module(f"ckptlint.rules.{module}")
+    code = module[:5].upper()
+    doc = inspect.cleandoc(mod.__doc__)
+    assert explain(code) == doc
+    assert doc.splitlines()[0].startswith(f"{code} — ")
+    for part in ("What it does", "Why is this bad?", "Example", "Fix"):
+        assert f"\n{part}\n" in doc, f"{code} lacks the section {part!r}"
+    assert (
+        doc.index("What it does")
+        < doc.index("Why is this bad?")
+        < doc.index("Example")
+        < doc.index("\nFix\n")
+    )
+
+
+def test_every_rule_runs_in_the_engine() -> None:
+    assert set(ORDER) == {r.code for r in all_rules()} - {"CK001"}
+
+
+def test_explain_is_case_insensitive_and_refuses_unknown_codes() -> None:
+    assert explain("ck103") == explain("CK103")
+    with pytest.raises(UsageError, match="CK999"):
+        explain("CK999")
+    assert get_rule(" ck201 ").severity is Severity.WARNING
+
+
+def test_message_templates() -> None:
+    class Demo(Message):
+        code = "CK101"
+        message = "unexpected keys: {n} keys ({what})"
+        cause = "because {why}"
+        fix = "do {{this}} with {n}"
+
+    f = Demo(keys=[f"k{i}" for i in range(40)], details={"x": 1}, n=40, what="a/b", why="c").finding()
+    assert (f.code, f.severity, f.message, f.cause, f.fix) == (
+        "CK101", Severity.WARNING, "unexpected keys: 40 keys (a/b)", "because c", "do {this} with 40",
+    )  # fmt: skip
+    assert len(f.keys) == 20 and f.details == {"x": 1}
+
+
+@pytest.mark.parametrize(
+    ("select", "ignore", "code", "enabled"),
+    [
+        (None, None, "CK103", True),
+        ("CK1", None, "CK103", True),
+        ("CK1", None, "CK201", False),
+        (["CK201", "CK3"], None, "CK301", True),
+        (None, "CK107", "CK107", False),
+        (None, "ck10", "CK103", False),
+        ("ALL", "CK2", "CK201", False),
+        ("CK103", "CK103", "CK103", False),
+    ],
+)
+def test_select_and_ignore_by_prefix(select: object, ignore: object, code: str, enabled: bool) -> None:
+    assert CheckConfig.of(select, ignore).enabled(code) is enabled  # type: ignore[arg-type]
