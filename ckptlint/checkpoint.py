@@ -5,6 +5,7 @@ Nothing downstream knows which file format a ``Checkpoint`` came from.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -97,3 +98,17 @@ def tensor_info(
         storage=storage,
         offset=offset,
     )
+
+
+def guess_key_sep(keys: Iterable[str]) -> str:
+    """``/`` when the keys are slash-joined (big_vision, flax), else ``.`` (torch, HF, safetensors)."""
+    slashes = dots = 0
+    for k in keys:
+        slashes += k.count("/")
+        dots += k.count(".")
+    return "/" if slashes > dots else "."
+
+
+def slash_groups(keys: Iterable[str]) -> list[str]:
+    """Sorted distinct first path segments of the keys that contain ``/`` (``params``, ``opt``, ``chrono``)."""
+    return sorted({k.split("/", 1)[0] for k in keys if "/" in k})

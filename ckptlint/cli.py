@@ -31,9 +31,13 @@ def _die(message: str) -> NoReturn:
 
 def _emit(text: str, output: str | None) -> None:
     if output:
+        from ckptlint.errors import UsageError
         from ckptlint.outfile import write_atomic
 
-        write_atomic(output, text)
+        try:
+            write_atomic(output, text)
+        except OSError as exc:
+            raise UsageError(f"{output}: cannot write the report: {exc.strerror or exc}") from None
     else:
         click.echo(text, nl=False)
 
@@ -299,13 +303,27 @@ def archs(fmt: str) -> None:
 
 
 @cli.command()
-def schema() -> None:
-    """Print the JSON Schema of `check --format json` (generated from the report model)."""
+@click.option(
+    "--for",
+    "what",
+    type=click.Choice(["check", "diff"]),
+    default="check",
+    show_default=True,
+    help="Which JSON output to describe.",
+)
+def schema(what: str) -> None:
+    """Print the JSON Schema of `check --format json` (or `diff --format json`), generated from the models."""
     import json
 
-    from ckptlint.report.json_report import json_schema
+    if what == "diff":
+        from ckptlint.diffing import DiffResult
 
-    click.echo(json.dumps(json_schema(), indent=2))
+        doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", **DiffResult.model_json_schema()}
+    else:
+        from ckptlint.report.json_report import json_schema
+
+        doc = json_schema()
+    click.echo(json.dumps(doc, indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,6 +37,42 @@ CHECKPOINT_DIR_MARKERS = (
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",
 )
+# never sniffed: text, code, configs, notebooks, images, logs (a JSON file could otherwise be parsed whole)
+NOT_CHECKPOINT_SUFFIXES = frozenset(
+    [
+        ".json",
+        ".jsonl",
+        ".txt",
+        ".md",
+        ".rst",
+        ".py",
+        ".ipynb",
+        ".yaml",
+        ".yml",
+        ".toml",
+        ".cfg",
+        ".ini",
+        ".csv",
+        ".tsv",
+        ".log",
+        ".html",
+        ".css",
+        ".js",
+        ".sh",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".gif",
+        ".svg",
+        ".webp",
+        ".pdf",
+        ".model",
+        ".vocab",
+        ".tiktoken",
+        ".lock",
+        ".gitattributes",
+    ]
+)
 _SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".venv", "node_modules", ".ipynb_checkpoints"})
 _GLOB_CHARS = frozenset("*?[")
 _SKIPPED_KINDS = frozenset({"dump-json"})  # a dumped spec is an expectation, not a checkpoint to lint
@@ -56,7 +92,7 @@ def is_checkpoint_dir(path: Path) -> bool:
 def _looks_like_checkpoint(path: Path) -> bool:
     if path.name.lower().endswith(CHECKPOINT_SUFFIXES):
         return True
-    if path.suffix.lower() in (".json", ".txt", ".md", ".py", ".yaml", ".yml", ".toml", ".cfg"):
+    if path.suffix.lower() in NOT_CHECKPOINT_SUFFIXES:
         return False
     from ckptlint.readers.sniff import sniff
 

@@ -106,6 +106,8 @@ def fix_checkpoint(
     mapping: dict[str, str] = {k: k for k in view if k in exp}
     view_sig = {_split(k, sep): (tuple(t.shape), t.dtype) for k, t in view.items() if k not in exp}
     exp_sig = {_split(k, sep): (tuple(t.shape), t.dtype) for k, t in exp.items() if k not in view}
+    # a params-only file in another format needs no params/ wrapper (and readers other than npz do not take it off)
+    out_prefix = "" if to_format != "same" and to_format != ckpt.format else taken
     renames = []
     for pa, pb, pairs in find_prefix_renames(view_sig, exp_sig):
         for a, b in pairs:
@@ -113,7 +115,7 @@ def fix_checkpoint(
         renames.append(
             (
                 taken + sep.join(pa) + (sep if pa else ""),
-                taken + sep.join(pb) + (sep if pb else ""),
+                out_prefix + sep.join(pb) + (sep if pb else ""),
                 len(pairs),
             )
         )
@@ -122,7 +124,7 @@ def fix_checkpoint(
     for key in ckpt.tensors:
         vkey = key[len(taken) :] if key.startswith(taken) else None
         if vkey is not None and vkey in mapping:
-            file_map[key] = taken + mapping[vkey]
+            file_map[key] = out_prefix + mapping[vkey]
         elif key in keep_anyway or (vkey is not None and vkey in keep_anyway):
             file_map[key] = key
         else:

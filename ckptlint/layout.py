@@ -8,12 +8,14 @@ ranked by how many keys under their root the layout accounts for, then by the sh
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ckptlint.checkpoint import Checkpoint
 from ckptlint.ruledata import load_toml
+
+if TYPE_CHECKING:
+    from ckptlint.checkpoint import Checkpoint
 
 MAX_EVIDENCE = 8
 
@@ -29,7 +31,9 @@ class LayoutGuess(BaseModel):
     root: str = ""  # prefix under which the model's keys live in this file: "", "params/", "module.", ...
     towers_present: list[str] = Field(default_factory=list)  # "vision", "text"
     framework: str = ""  # big_vision | open_clip | hf | timm
-    arch: str | None = None  # the ckptlint architecture name this layout suggests (clippo, open_clip, hf-clip...)
+    arch: str | None = (
+        None  # the ckptlint architecture name this layout suggests (clippo, open_clip, hf-clip...)
+    )
 
 
 @dataclass
@@ -61,7 +65,9 @@ def detect_layout(ckpt: Checkpoint) -> LayoutGuess:
     if best is None:
         return LayoutGuess()
     layout, root = best.layout, best.root
-    towers = [t for t, pats in layout.get("towers", {}).items() if any(_found(root, p, keyset, keys) for p in pats)]
+    towers = [
+        t for t, pats in layout.get("towers", {}).items() if any(_found(root, p, keyset, keys) for p in pats)
+    ]
     confidence = 0.5 * best.markers + 0.5 * (best.covered / best.under if best.under else 0.0)
     return LayoutGuess(
         name=layout["name"],
@@ -85,7 +91,9 @@ def _roots(keys: list[str], anchors: list[str]) -> list[str]:
     return list(roots)
 
 
-def _score(layout: dict[str, Any], index: int, root: str, keys: list[str], keyset: set[str]) -> _Candidate | None:
+def _score(
+    layout: dict[str, Any], index: int, root: str, keys: list[str], keyset: set[str]
+) -> _Candidate | None:
     for group in layout.get("require", []):
         if not any(_found(root, p, keyset, keys) for p in group):
             return None
@@ -122,7 +130,9 @@ def _found(root: str, pattern: str, keyset: set[str], keys: list[str]) -> str | 
     return key if key in keyset else None
 
 
-def _arch_hint(layout: dict[str, Any], root: str, keyset: set[str], keys: list[str], ckpt: Checkpoint) -> str | None:
+def _arch_hint(
+    layout: dict[str, Any], root: str, keyset: set[str], keys: list[str], ckpt: Checkpoint
+) -> str | None:
     for rule in layout.get("archs", []):
         if "config" in rule:
             sidecar = ckpt.sidecar("hf-config")

@@ -273,9 +273,25 @@ def _flatten(obj: Any, prefix: str, out: dict[str, Any]) -> None:
 
 def _torch_rewrite(src: Path, tmp: Path, keymap: KeyMap, ckpt: Checkpoint, *, safetensors: bool) -> list[str]:
     """Load with the restricted unpickler, keep/rename tensors, save. Returns notes on what could not be kept."""
-    import torch  # only here: a rewrite of a torch file needs torch itself
+    try:
+        import torch  # only here: a rewrite of a torch file needs torch itself
+    except ImportError:
+        raise UsageError(
+            f"{src}: rewriting a torch file needs torch (pip install 'ckptlint[torch]')"
+        ) from None
+    import warnings
 
-    obj = torch.load(src, map_location="cpu", weights_only=True, mmap=ckpt.format == "torch-zip")
+    try:  # the restricted unpickler: tensors, containers and primitives only; never arbitrary code
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(src, map_location="cpu", weights_only=True, mmap=ckpt.format == "torch-zip")
+    except Exception as exc:
+        detail = str(exc).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+        why = detail[0] if len(detail) and "WeightsUnpickler" in str(exc) else type(exc).__name__
+        raise UsageError(
+            f"{src}: cannot rewrite: torch.load(weights_only=True) refuses it ({why}); only files holding "
+            "tensors and plain containers can be rewritten"
+        ) from None
     flat: dict[str, Any] = {}
     _flatten(obj, "", flat)
     notes = []

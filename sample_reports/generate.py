@@ -123,7 +123,8 @@ def readme_tables() -> dict[str, str]:
         headers=["name", "what it expects", "source", "variants (examples)"],
         tablefmt="github",
     )
-    return {"rules-table": rules, "archs-table": archs}
+    demo = "```\n" + _run(["check", *STORIES[0][1]]) + "```"
+    return {"demo": demo, "rules-table": rules, "archs-table": archs}
 
 
 def render_readme(text: str, tables: dict[str, str]) -> str:

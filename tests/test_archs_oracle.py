@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +21,27 @@ import pytest
 import torch
 import tvshim  # noqa: F401  (must precede open_clip / timm)
 
+# isort: split
 import open_clip
 import timm
 import transformers
+
 from ckptlint.archs import list_archs, resolve_expected
 from ckptlint.archs.spec import load_arch, variant_names
 from ckptlint.checkpoint import Checkpoint, Sidecar, tensor_info
 from ckptlint.errors import UsageError
 from ckptlint.expected import Expected
 
-CONTRACT_NAMES = ["clippo", "bv-vit", "bv-siglip", "open_clip", "hf-clip", "hf-clip-vision", "hf-siglip", "timm-vit"]
+CONTRACT_NAMES = [
+    "clippo",
+    "bv-vit",
+    "bv-siglip",
+    "open_clip",
+    "hf-clip",
+    "hf-clip-vision",
+    "hf-siglip",
+    "timm-vit",
+]
 Tree = dict[str, tuple[tuple[int, ...], str]]
 
 
@@ -44,7 +57,9 @@ def exp_tree(e: Expected) -> Tree:
 def as_checkpoint(tree: Tree, key_sep: str = ".", sidecars: list[Sidecar] | None = None) -> Checkpoint:
     """A Checkpoint with exactly these keys (what a reader reports for a file holding this state_dict)."""
     tensors = {k: tensor_info(shape, dtype) for k, (shape, dtype) in tree.items()}
-    return Checkpoint(path="<memory>", format="test", key_sep=key_sep, tensors=tensors, sidecars=sidecars or [])
+    return Checkpoint(
+        path="<memory>", format="test", key_sep=key_sep, tensors=tensors, sidecars=sidecars or []
+    )
 
 
 def assert_same_tree(expected: Expected, truth: Tree, ordered: bool = True) -> None:
@@ -71,7 +86,9 @@ def tiny_timm_entrypoint(name: str, **vit_kwargs: Any) -> str:
 
         def make(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
             factory_only = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
-            return VisionTransformer(**{**vit_kwargs, **{k: v for k, v in kwargs.items() if k not in factory_only}})
+            return VisionTransformer(
+                **{**vit_kwargs, **{k: v for k, v in kwargs.items() if k not in factory_only}}
+            )
 
         make.__name__ = name
         register_model(make)
@@ -96,11 +113,11 @@ def test_every_contract_name_is_listed_with_source_and_variants() -> None:
 
 
 def test_unknown_names_variants_and_parameters_are_usage_errors() -> None:
-    with pytest.raises(UsageError, match="known: .*clippo"):
+    with pytest.raises(UsageError, match=r"known: .*clippo"):
         resolve_expected("clipo", None)
-    with pytest.raises(UsageError, match="unknown variant 'B/17x'.*B/16"):
+    with pytest.raises(UsageError, match=r"unknown variant 'B/17x'.*B/16"):
         resolve_expected("clippo:B/17x", None)
-    with pytest.raises(UsageError, match="unknown variant 'ViT-Q-16'.*ViT-B-16"):
+    with pytest.raises(UsageError, match=r"unknown variant 'ViT-Q-16'.*ViT-B-16"):
         resolve_expected("open_clip:ViT-Q-16", None)
     with pytest.raises(UsageError, match="unknown parameter"):
         resolve_expected("clippo:B/16,colour=red", None)
@@ -203,7 +220,9 @@ def test_clippo_b16_full_tree_facts() -> None:
 def test_bv_siglip_b16_full_tree_facts() -> None:
     """big_vision_layouts.md §7: SigLIP B/16 two_towers tree (412 leaves, 203,155,970 parameters)."""
     e = resolve_expected("bv-siglip:B/16", None)
-    count = {p: sum(math.prod(t.shape) for k, t in e.tensors.items() if k.startswith(p)) for p in ("img/", "txt/")}
+    count = {
+        p: sum(math.prod(t.shape) for k, t in e.tensors.items() if k.startswith(p)) for p in ("img/", "txt/")
+    }
     assert len(e.tensors) == 412
     assert sum(math.prod(t.shape) for t in e.tensors.values()) == 203_155_970
     assert count == {"img/": 92_884_224, "txt/": 110_271_744}
@@ -260,7 +279,9 @@ def oc_tiny_cases(corpus: Path) -> dict[str, tuple[type, dict[str, Any], dict[st
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", ["clip", "custom_text", "layer_scale_no_ln_pre", "siglip_like", "embed_cls_nonscalar_scale"])
+@pytest.mark.parametrize(
+    "case", ["clip", "custom_text", "layer_scale_no_ln_pre", "siglip_like", "embed_cls_nonscalar_scale"]
+)
 def test_open_clip_tiny_inferred_and_explicit(corpus: Path, case: str) -> None:
     cls, kwargs, params = oc_tiny_cases(corpus)[case]
     truth = sd_tree(cls(**kwargs).state_dict())
@@ -278,7 +299,13 @@ def test_open_clip_tiny_towers(corpus: Path) -> None:
     cls, kwargs, _ = oc_tiny_cases(corpus)["clip"]
     e = resolve_expected("open_clip", as_checkpoint(sd_tree(cls(**kwargs).state_dict())))
     assert e.towers["vision"] == ["visual."]
-    assert set(e.towers["text"]) == {"positional_embedding", "text_projection", "token_embedding.", "transformer.", "ln_final."}
+    assert set(e.towers["text"]) == {
+        "positional_embedding",
+        "text_projection",
+        "token_embedding.",
+        "transformer.",
+        "ln_final.",
+    }
     cls, kwargs, _ = oc_tiny_cases(corpus)["custom_text"]
     e = resolve_expected("open_clip", as_checkpoint(sd_tree(cls(**kwargs).state_dict())))
     assert e.towers == {"vision": ["visual."], "text": ["text."]}
@@ -296,7 +323,14 @@ def hf_models(corpus: Path) -> dict[str, tuple[str, torch.nn.Module, dict[str, A
     clip_cfg = transformers.CLIPConfig.from_pretrained(corpus / "hf" / "hf_clip_tiny")
     sig_cfg = transformers.SiglipConfig.from_pretrained(corpus / "hf" / "hf_siglip_tiny")
     vis = {"width": 64, "depth": 2, "heads": 2, "mlp_dim": 128, "patch": 8, "image_size": 32}
-    txt = {"text_width": 32, "text_depth": 2, "text_heads": 2, "text_mlp_dim": 64, "context_length": 16, "vocab_size": 100}
+    txt = {
+        "text_width": 32,
+        "text_depth": 2,
+        "text_heads": 2,
+        "text_mlp_dim": 64,
+        "context_length": 16,
+        "vocab_size": 100,
+    }
     no_head = transformers.SiglipVisionConfig(**{**sig_cfg.vision_config.to_dict(), "vision_use_head": False})
     return {
         "hf-clip": ("hf-clip", transformers.CLIPModel(clip_cfg), {**vis, **txt, "embed_dim": 32}),
@@ -312,7 +346,9 @@ def hf_tiny(corpus: Path) -> dict[str, tuple[str, torch.nn.Module, dict[str, Any
     return hf_models(corpus)
 
 
-@pytest.mark.parametrize("case", ["hf-clip", "hf-clip-vision", "hf-siglip", "hf-siglip-vision", "hf-siglip-vision-nohead"])
+@pytest.mark.parametrize(
+    "case", ["hf-clip", "hf-clip-vision", "hf-siglip", "hf-siglip-vision", "hf-siglip-vision-nohead"]
+)
 def test_hf_tiny_inferred_from_shapes_and_explicit(hf_tiny: dict[str, Any], case: str) -> None:
     arch, model, params = hf_tiny[case]
     truth = sd_tree(model.state_dict())
@@ -385,7 +421,7 @@ def test_timm_corpus_file_matches_a_tiny_clip_vit(corpus: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(corpus / "timm" / "timm_vit_clip_tiny.safetensors", "pt") as f:
-        tree = {k: (tuple(f.get_slice(k).get_shape()), "float32") for k in f.keys()}
+        tree = {k: (tuple(f.get_slice(k).get_shape()), "float32") for k in f.keys()}  # noqa: SIM118 (not a dict)
     e = resolve_expected("timm-vit", as_checkpoint(tree))
     assert_same_tree(e, tree, ordered=False)  # safetensors stores keys sorted
     assert e.params["pre_norm"] is True and e.params["class_token"] is True
@@ -399,8 +435,16 @@ def _feature_cover(arch: str, must: list[str]) -> list[str]:
     seen: set[tuple[str, Any]] = set()
     for name in variant_names(spec):
         entry = spec.variants["names"][name]
-        new = {(k, json.dumps(v)) for k, v in entry.items() if k not in ("tags", "preprocessing") and spec.params.get(k) != v}
-        new = {item for item in new if item[0] not in ("width", "depth", "heads", "mlp_dim", "image_size", "embed_dim")}
+        new = {
+            (k, json.dumps(v))
+            for k, v in entry.items()
+            if k not in ("tags", "preprocessing") and spec.params.get(k) != v
+        }
+        new = {
+            item
+            for item in new
+            if item[0] not in ("width", "depth", "heads", "mlp_dim", "image_size", "embed_dim")
+        }
         if new - seen:
             seen |= new
             if name not in chosen:
@@ -409,8 +453,18 @@ def _feature_cover(arch: str, must: list[str]) -> list[str]:
 
 
 ALL_VARIANTS = os.environ.get("CKPTLINT_ALL_VARIANTS") == "1"  # every table entry (slow: ~1 min)
-OC_VARIANTS = variant_names(load_arch("open_clip")) if ALL_VARIANTS else _feature_cover("open_clip", ["ViT-B-16", "ViT-L-14", "ViT-B-16-SigLIP", "ViT-H-14"])
-TIMM_VARIANTS = variant_names(load_arch("timm-vit")) if ALL_VARIANTS else _feature_cover("timm-vit", ["vit_base_patch16_clip_224", "vit_base_patch16_siglip_224", "vit_large_patch14_clip_336"])
+OC_VARIANTS = (
+    variant_names(load_arch("open_clip"))
+    if ALL_VARIANTS
+    else _feature_cover("open_clip", ["ViT-B-16", "ViT-L-14", "ViT-B-16-SigLIP", "ViT-H-14"])
+)
+TIMM_VARIANTS = (
+    variant_names(load_arch("timm-vit"))
+    if ALL_VARIANTS
+    else _feature_cover(
+        "timm-vit", ["vit_base_patch16_clip_224", "vit_base_patch16_siglip_224", "vit_large_patch14_clip_336"]
+    )
+)
 
 
 @pytest.mark.parametrize("variant", OC_VARIANTS)
@@ -420,7 +474,10 @@ def test_open_clip_named_variant_equals_open_clip_model(variant: str) -> None:
     assert_same_tree(resolve_expected(f"open_clip:{variant}", None), truth)
     inferred = resolve_expected("open_clip", as_checkpoint(truth))
     assert_same_tree(inferred, truth)
-    assert inferred.variant == variant or exp_tree(resolve_expected(f"open_clip:{inferred.variant}", None)) == truth
+    assert (
+        inferred.variant == variant
+        or exp_tree(resolve_expected(f"open_clip:{inferred.variant}", None)) == truth
+    )
 
 
 @pytest.mark.parametrize("variant", TIMM_VARIANTS)
@@ -430,7 +487,15 @@ def test_timm_named_variant_equals_timm_model(variant: str) -> None:
     assert_same_tree(resolve_expected(f"timm-vit:{variant}", None), truth)
     inferred = resolve_expected("timm-vit", as_checkpoint(truth))
     assert_same_tree(inferred, truth)
-    assert inferred.variant == variant or exp_tree(resolve_expected(f"timm-vit:{inferred.variant},num_classes={inferred.params['num_classes']}", None)) == truth
+    assert (
+        inferred.variant == variant
+        or exp_tree(
+            resolve_expected(
+                f"timm-vit:{inferred.variant},num_classes={inferred.params['num_classes']}", None
+            )
+        )
+        == truth
+    )
 
 
 def test_timm_pretrained_tag_sets_num_classes() -> None:
@@ -484,12 +549,15 @@ def test_reference_param_trees(reference: Path, file: str) -> None:
     name, variant = arch.split(":", 1)
     inferred = resolve_expected(name, as_checkpoint(truth))
     assert_same_tree(inferred, truth)
-    expected_variant = {"ViT-B-16-quickgelu": "ViT-B-16", "vit_base_patch16_clip_224.openai": "vit_base_patch16_clip_224"}
+    expected_variant = {
+        "ViT-B-16-quickgelu": "ViT-B-16",
+        "vit_base_patch16_clip_224.openai": "vit_base_patch16_clip_224",
+    }
     assert inferred.variant == expected_variant.get(variant, variant)
 
 
 # ---- --model MODULE:FACTORY (live definitions) -----------------------------------------------------------------
-LIVE_MODULE = '''
+LIVE_MODULE = """
 import torch
 from torch import nn
 import open_clip
@@ -528,7 +596,7 @@ def make_nothing():
 
 def broken():
     raise RuntimeError("no GPU here")
-'''
+"""
 
 
 @pytest.fixture
@@ -595,7 +663,9 @@ def test_live_model_errors_are_one_line_usage_errors(live_module: str, factory: 
         expected_from_factory("just_a_module")
 
 
-def test_live_flax_module_with_inputs_uses_eval_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_live_flax_module_with_inputs_uses_eval_shape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
@@ -611,7 +681,7 @@ def test_live_flax_module_with_inputs_uses_eval_shape(tmp_path: Path, monkeypatc
             return nn.Dense(2, name="head", param_dtype=jnp.bfloat16)(x)
 
     name = f"ckptlint_flax_{tmp_path.name.replace('-', '_')}"
-    module = type(sys := __import__("sys"))(name)
+    module = types.ModuleType(name)
     module.make = lambda: (Tower(), jnp.zeros((1, 3)))  # type: ignore[attr-defined]
     module.bare = lambda: Tower()  # type: ignore[attr-defined]
     module.tree = lambda: jax.eval_shape(Tower().init, jax.random.PRNGKey(1), jnp.zeros((1, 3)))  # type: ignore[attr-defined]
@@ -640,7 +710,9 @@ def test_spec_from_a_dump_json_of_a_wrapped_trainer_checkpoint(corpus: Path, tmp
         "path": "trainer.pt",
         "format": "torch-zip",
         "layout": "open_clip",
-        "tensors": {f"state_dict.{k}": {"shape": list(v.shape), "dtype": "float32"} for k, v in wrapped.items()},
+        "tensors": {
+            f"state_dict.{k}": {"shape": list(v.shape), "dtype": "float32"} for k, v in wrapped.items()
+        },
         "groups": ["state_dict", "epoch"],
         "metadata": {"epoch": 3},
         "findings": [],
@@ -652,9 +724,76 @@ def test_spec_from_a_dump_json_of_a_wrapped_trainer_checkpoint(corpus: Path, tmp
     assert e.params["root_stripped"] == "state_dict.module."
 
 
-def test_spec_from_a_big_vision_checkpoint_is_relative_to_params(corpus: Path, bv_layouts: dict[str, Tree]) -> None:
+def test_spec_from_a_big_vision_checkpoint_is_relative_to_params(
+    corpus: Path, bv_layouts: dict[str, Tree]
+) -> None:
     from ckptlint.archs.spec_file import expected_from_spec
 
     e = expected_from_spec(str(corpus / "big_vision" / "tiny_clippo.npz"))
     assert exp_tree(e) == params_group(bv_layouts["tiny_clippo.npz"])  # opt/ and chrono/ are not the model
     assert e.key_sep == "/" and e.params["arch"] == "clippo"
+
+
+# ---- the Hub variant tables agree with the open_clip configs of the same released models ------------------------
+HUB_TO_OPEN_CLIP = {
+    "openai/clip-vit-base-patch16": "ViT-B-16",
+    "openai/clip-vit-base-patch32": "ViT-B-32",
+    "openai/clip-vit-large-patch14": "ViT-L-14",
+    "openai/clip-vit-large-patch14-336": "ViT-L-14-336",
+    "laion/CLIP-ViT-H-14-laion2B-s32B-b79K": "ViT-H-14",
+    "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k": "ViT-bigG-14",
+    "google/siglip-base-patch16-224": "ViT-B-16-SigLIP",
+    "google/siglip-base-patch16-256": "ViT-B-16-SigLIP-256",
+    "google/siglip-base-patch16-384": "ViT-B-16-SigLIP-384",
+    "google/siglip-base-patch16-512": "ViT-B-16-SigLIP-512",
+    "google/siglip-base-patch16-256-multilingual": "ViT-B-16-SigLIP-i18n-256",
+    "google/siglip-large-patch16-256": "ViT-L-16-SigLIP-256",
+    "google/siglip-large-patch16-384": "ViT-L-16-SigLIP-384",
+    "google/siglip-so400m-patch14-224": "ViT-SO400M-14-SigLIP",
+    "google/siglip-so400m-patch14-384": "ViT-SO400M-14-SigLIP-384",
+    "google/siglip-so400m-patch16-256-i18n": "ViT-SO400M-16-SigLIP-i18n-256",
+    "google/siglip2-base-patch16-224": "ViT-B-16-SigLIP2",
+    "google/siglip2-base-patch16-384": "ViT-B-16-SigLIP2-384",
+    "google/siglip2-large-patch16-512": "ViT-L-16-SigLIP2-512",
+    "google/siglip2-so400m-patch14-224": "ViT-SO400M-14-SigLIP2",
+    "google/siglip2-so400m-patch16-256": "ViT-SO400M-16-SigLIP2-256",
+    "google/siglip2-giant-opt-patch16-384": "ViT-gopt-16-SigLIP2-384",
+}
+SHARED = ("width", "depth", "mlp_dim", "patch", "image_size", "text_width", "text_depth", "text_mlp_dim", "context_length", "vocab_size", "embed_dim")  # fmt: skip
+
+
+@pytest.mark.parametrize("hub", list(HUB_TO_OPEN_CLIP))
+def test_hub_variants_match_open_clip_configs(hub: str) -> None:
+    arch = "hf-siglip" if hub.startswith("google/") else "hf-clip"
+    ours = resolve_expected(f"{arch}:{hub}", None).params
+    theirs = resolve_expected(f"open_clip:{HUB_TO_OPEN_CLIP[hub]}", None).params
+    if theirs["text_proj"] == "none":  # open_clip's i18n So400m/16 drops the text projection; HF keeps a head
+        ours = {**ours, "embed_dim": None}
+        theirs = {**theirs, "embed_dim": None}
+    assert {k: ours[k] for k in SHARED} == {k: theirs[k] for k in SHARED}
+    for vision_arch in ("hf-clip-vision", "hf-siglip-vision"):
+        if hub in variant_names(load_arch(vision_arch)):
+            vision = resolve_expected(f"{vision_arch}:{hub}", None).params
+            assert {k: vision[k] for k in SHARED[:5]} == {k: theirs[k] for k in SHARED[:5]}
+
+
+BV_SIZE_TO_TIMM = {  # big_vision decode_variant sizes = the timm ports of the same Google checkpoints
+    "Ti/16": "vit_tiny_patch16_224",
+    "S/16": "vit_small_patch16_224",
+    "M/16": "vit_medium_patch16_gap_256",
+    "B/16": "vit_base_patch16_224",
+    "L/16": "vit_large_patch16_224",
+    "H/14": "vit_huge_patch14_224",
+    "g/14": "vit_giant_patch14_224",
+    "G/14": "vit_gigantic_patch14_224",
+    "So400m/14": "vit_so400m_patch14_siglip_224",
+    "g-opt/16": "vit_giantopt_patch16_siglip_256",
+}
+
+
+@pytest.mark.parametrize("variant", list(BV_SIZE_TO_TIMM))
+def test_big_vision_sizes_match_timm(variant: str) -> None:
+    ours = resolve_expected(f"bv-vit:{variant}", None).params
+    theirs = resolve_expected(f"timm-vit:{BV_SIZE_TO_TIMM[variant]}", None).params
+    keys = ("width", "depth", "heads", "mlp_dim", "patch")
+    assert {k: ours[k] for k in keys} == {k: theirs[k] for k in keys}

@@ -384,3 +384,15 @@ def test_fix_drops_old_hf_position_ids(corpus: Path, tmp_path: Path) -> None:
     fixed = torch.load(out, weights_only=True)
     model.load_state_dict(fixed, strict=True)  # ground truth: the framework now takes it as is
     assert set(sd) - set(fixed) == {k for k in sd if k.endswith("position_ids")}
+
+
+def test_diff_json_validates_against_its_schema(corpus: Path) -> None:
+    import jsonschema
+
+    schema = json.loads(ckptlint("schema", "--for", "diff").stdout)
+    for a, b in (
+        ("open_clip/openclip_tiny.pt", "hf/hf_clip_tiny"),
+        ("big_vision/tiny_clippo.npz", "big_vision/tiny_vit.npz"),
+    ):
+        doc = json.loads(ckptlint("diff", str(corpus / a), str(corpus / b), "--format", "json").stdout)
+        jsonschema.Draft202012Validator(schema).validate(doc)

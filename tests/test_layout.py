@@ -17,9 +17,11 @@ import pytest
 import torch
 import tvshim  # noqa: F401  (must precede open_clip / timm)
 
+# isort: split
 import open_clip
 import timm
 import transformers
+
 from ckptlint.checkpoint import Checkpoint, Sidecar, tensor_info
 from ckptlint.layout import LayoutGuess, detect_layout
 
@@ -49,23 +51,26 @@ def safetensors_file(path: Path, sidecars: list[Sidecar] | None = None) -> Check
 
     names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64"}
     with safe_open(path, "pt") as f:
-        tensors = {k: tensor_info(f.get_slice(k).get_shape(), names[f.get_slice(k).get_dtype()]) for k in f.keys()}
+        keys = list(f.keys())
+        tensors = {
+            k: tensor_info(f.get_slice(k).get_shape(), names[f.get_slice(k).get_dtype()]) for k in keys
+        }
     return Checkpoint(path=str(path), format="safetensors", tensors=tensors, sidecars=sidecars or [])
 
 
 def npz_file(path: Path) -> Checkpoint:
     with np.load(path, allow_pickle=False) as z:  # files written by this test or the read-only corpus
-        tensors = {k: tensor_info(z[k].shape, "bfloat16" if z[k].dtype.str.endswith("V2") else z[k].dtype.name) for k in z.files}
+        tensors = {
+            k: tensor_info(z[k].shape, "bfloat16" if z[k].dtype.str.endswith("V2") else z[k].dtype.name)
+            for k in z.files
+        }
     return Checkpoint(path=str(path), format="npz", key_sep="/", tensors=tensors)
 
 
 def hf_dir(path: Path) -> Checkpoint:
     config = json.loads((path / "config.json").read_text())
     weights = path / "model.safetensors"
-    if weights.exists():
-        ck = safetensors_file(weights)
-    else:
-        ck = torch_file(path / "pytorch_model.bin")
+    ck = safetensors_file(weights) if weights.exists() else torch_file(path / "pytorch_model.bin")
     ck.sidecars = [Sidecar(name="config.json", kind="hf-config", content=config)]
     return ck
 
@@ -83,7 +88,9 @@ def with_ckptlint_reader(path: Path, ck: Checkpoint) -> None:
 
 def assert_layout(ck: Checkpoint, name: str, root: str, towers: set[str], arch: str) -> LayoutGuess:
     guess = detect_layout(ck)
-    assert (guess.name, guess.root, set(guess.towers_present), guess.arch) == (name, root, towers, arch), guess
+    assert (guess.name, guess.root, set(guess.towers_present), guess.arch) == (name, root, towers, arch), (
+        guess
+    )
     assert 0.5 <= guess.confidence <= 1.0
     assert guess.evidence and all(k in ck.tensors for k in guess.evidence)
     return guess
@@ -95,9 +102,19 @@ CORPUS_CASES = {
     "big_vision/tiny_vit.npz": ("big_vision", "params/", {"vision"}, "bv-vit"),
     "big_vision/tiny_vit_bare.npz": ("big_vision", "", {"vision"}, "bv-vit"),
     "open_clip/openclip_tiny.pt": ("open_clip", "", {"vision", "text"}, "open_clip"),
-    "open_clip/openclip_tiny_compile_orig_mod_prefix.pt": ("open_clip", "_orig_mod.", {"vision", "text"}, "open_clip"),
+    "open_clip/openclip_tiny_compile_orig_mod_prefix.pt": (
+        "open_clip",
+        "_orig_mod.",
+        {"vision", "text"},
+        "open_clip",
+    ),
     "open_clip/openclip_tiny_ddp_module_prefix.pt": ("open_clip", "module.", {"vision", "text"}, "open_clip"),
-    "open_clip/openclip_tiny_trainer_ckpt.pt": ("open_clip", "state_dict.module.", {"vision", "text"}, "open_clip"),
+    "open_clip/openclip_tiny_trainer_ckpt.pt": (
+        "open_clip",
+        "state_dict.module.",
+        {"vision", "text"},
+        "open_clip",
+    ),
     "open_clip/openclip_tiny_customtext.pt": ("open_clip_custom_text", "", {"vision", "text"}, "open_clip"),
     "open_clip/openclip_tiny_fp16.safetensors": ("open_clip", "", {"vision", "text"}, "open_clip"),
     "timm/timm_vit_clip_tiny.safetensors": ("timm", "", {"vision"}, "timm-vit"),
@@ -166,7 +183,9 @@ def _trainer_dict(model: torch.nn.Module, key: str = "state_dict") -> dict[str, 
         ("trainer_model", "model.module."),
     ],
 )
-def test_open_clip_saved_the_ways_users_save(oc_model: torch.nn.Module, tmp_path: Path, how: str, root: str) -> None:
+def test_open_clip_saved_the_ways_users_save(
+    oc_model: torch.nn.Module, tmp_path: Path, how: str, root: str
+) -> None:
     obj: Any
     if how == "plain":
         obj = oc_model.state_dict()
@@ -190,18 +209,34 @@ def test_open_clip_custom_text_and_openai_layouts(corpus: Path, tmp_path: Path) 
     custom = open_clip.CustomTextCLIP(**cfg)
     open_clip.model.convert_weights_to_lp(custom)
     torch.save(custom.state_dict(), tmp_path / "custom.pt")
-    assert_layout(torch_file(tmp_path / "custom.pt"), "open_clip_custom_text", "", {"vision", "text"}, "open_clip")
+    assert_layout(
+        torch_file(tmp_path / "custom.pt"), "open_clip_custom_text", "", {"vision", "text"}, "open_clip"
+    )
     # OpenAI's state_dicts carry input_resolution / context_length / vocab_size next to the CLIP keys (open_clip's
     # build_model_from_openai_state_dict drops them), with fp16 weights
-    openai_like = {"text_cfg": {**cfg["text_cfg"], "width": 64, "heads": 1, "mlp_ratio": 4.0}, "vision_cfg": {**cfg["vision_cfg"], "mlp_ratio": 4.0}}
-    clip = open_clip.CLIP(**{**cfg, **openai_like})  # OpenAI's builder assumes heads = width // 64, mlp_ratio 4
+    openai_like = {
+        "text_cfg": {**cfg["text_cfg"], "width": 64, "heads": 1, "mlp_ratio": 4.0},
+        "vision_cfg": {**cfg["vision_cfg"], "mlp_ratio": 4.0},
+    }
+    clip = open_clip.CLIP(
+        **{**cfg, **openai_like}
+    )  # OpenAI's builder assumes heads = width // 64, mlp_ratio 4
     open_clip.model.convert_weights_to_lp(clip)
-    sd = {**clip.state_dict(), "input_resolution": torch.tensor(32), "context_length": torch.tensor(16), "vocab_size": torch.tensor(100)}
+    sd = {
+        **clip.state_dict(),
+        "input_resolution": torch.tensor(32),
+        "context_length": torch.tensor(16),
+        "vocab_size": torch.tensor(100),
+    }
     torch.save(sd, tmp_path / "openai.pt")
     ck = torch_file(tmp_path / "openai.pt")
     assert_layout(ck, "openai_clip", "", {"vision", "text"}, "open_clip")
-    rebuilt = open_clip.model.build_model_from_openai_state_dict(dict(sd))  # the loader accepts this very file
-    assert {k for k in ck.tensors if k not in ("input_resolution", "context_length", "vocab_size")} == set(rebuilt.state_dict())
+    rebuilt = open_clip.model.build_model_from_openai_state_dict(
+        dict(sd)
+    )  # the loader accepts this very file
+    assert {k for k in ck.tensors if k not in ("input_resolution", "context_length", "vocab_size")} == set(
+        rebuilt.state_dict()
+    )
 
 
 def test_open_clip_visual_only_export(oc_model: torch.nn.Module, tmp_path: Path) -> None:
@@ -219,13 +254,18 @@ def test_open_clip_visual_only_export(oc_model: torch.nn.Module, tmp_path: Path)
         ("SiglipVisionModel", "SiglipVisionConfig", "hf_vision", {"vision"}, "hf-siglip-vision"),
     ],
 )
-def test_hf_save_pretrained(tmp_path: Path, cls: str, config_cls: str, name: str, towers: set[str], arch: str) -> None:
+def test_hf_save_pretrained(
+    tmp_path: Path, cls: str, config_cls: str, name: str, towers: set[str], arch: str
+) -> None:
     tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
     config_type = getattr(transformers, config_cls)
     if "Vision" in config_cls:
         config = config_type(**tiny, image_size=32, patch_size=8)
     else:
-        config = config_type(text_config={**tiny, "vocab_size": 100, "max_position_embeddings": 16}, vision_config={**tiny, "image_size": 32, "patch_size": 8})
+        config = config_type(
+            text_config={**tiny, "vocab_size": 100, "max_position_embeddings": 16},
+            vision_config={**tiny, "image_size": 32, "patch_size": 8},
+        )
     getattr(transformers, cls)(config).save_pretrained(tmp_path)
     ck = hf_dir(tmp_path)
     assert_layout(ck, name, "", towers, arch)
@@ -236,21 +276,45 @@ def test_hf_save_pretrained(tmp_path: Path, cls: str, config_cls: str, name: str
 
 def test_hf_vision_saved_by_transformers_4_has_a_vision_model_prefix(tmp_path: Path) -> None:
     """transformers 4.x CLIPVisionModel files name keys vision_model.*; 5.x strips that prefix when loading."""
-    model = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8))
+    model = transformers.CLIPVisionModel(
+        transformers.CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        )
+    )
     from safetensors.torch import save_file
 
-    save_file({f"vision_model.{k}": v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "model.safetensors")
-    assert_layout(safetensors_file(tmp_path / "model.safetensors"), "hf_vision", "vision_model.", {"vision"}, "hf-clip-vision")
+    save_file(
+        {f"vision_model.{k}": v.contiguous() for k, v in model.state_dict().items()},
+        tmp_path / "model.safetensors",
+    )
+    assert_layout(
+        safetensors_file(tmp_path / "model.safetensors"),
+        "hf_vision",
+        "vision_model.",
+        {"vision"},
+        "hf-clip-vision",
+    )
 
 
 @pytest.mark.parametrize(
     ("model_name", "kwargs"),
-    [("vit_base_patch16_clip_224", {}), ("vit_base_patch16_siglip_224", {}), ("vit_base_patch16_224", {"global_pool": "avg", "class_token": False})],
+    [
+        ("vit_base_patch16_clip_224", {}),
+        ("vit_base_patch16_siglip_224", {}),
+        ("vit_base_patch16_224", {"global_pool": "avg", "class_token": False}),
+    ],
 )
 def test_timm_saved(tmp_path: Path, model_name: str, kwargs: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
-    model = timm.create_model(model_name, img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, **kwargs)
+    model = timm.create_model(
+        model_name, img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, **kwargs
+    )
     save_file(model.state_dict(), tmp_path / "model.safetensors")
     assert_layout(safetensors_file(tmp_path / "model.safetensors"), "timm", "", {"vision"}, "timm-vit")
     torch.save(_trainer_dict(model, key="model"), tmp_path / "trainer.pth")
@@ -289,7 +353,14 @@ def test_big_vision_params_only_and_bare(clippo_arrays: dict[str, np.ndarray], t
 
 def test_big_vision_two_towers(clippo_arrays: dict[str, np.ndarray], tmp_path: Path) -> None:
     params = {k: v for k, v in clippo_arrays.items() if k.startswith("params/img/")}
-    params.update({"params/txt/Embed_0/embedding": np.zeros((100, 32), np.float32), "params/txt/pos_embedding": np.zeros((1, 16, 32), np.float32), "params/t": np.zeros(1, np.float32), "params/b": np.zeros(1, np.float32)})
+    params.update(
+        {
+            "params/txt/Embed_0/embedding": np.zeros((100, 32), np.float32),
+            "params/txt/pos_embedding": np.zeros((1, 16, 32), np.float32),
+            "params/t": np.zeros(1, np.float32),
+            "params/b": np.zeros(1, np.float32),
+        }
+    )
     np.savez(tmp_path / "siglip.npz", **params)
     assert_layout(npz_file(tmp_path / "siglip.npz"), "big_vision", "params/", {"vision", "text"}, "bv-siglip")
 
@@ -298,7 +369,9 @@ def test_big_vision_flax_msgpack(clippo_arrays: dict[str, np.ndarray], tmp_path:
     from flax import serialization
     from flax.traverse_util import flatten_dict, unflatten_dict
 
-    nested = unflatten_dict({tuple(k.split("/")): v for k, v in clippo_arrays.items() if k.startswith("params/")})
+    nested = unflatten_dict(
+        {tuple(k.split("/")): v for k, v in clippo_arrays.items() if k.startswith("params/")}
+    )
     (tmp_path / "params.msgpack").write_bytes(serialization.msgpack_serialize(nested))
     restored = serialization.msgpack_restore((tmp_path / "params.msgpack").read_bytes())
     tensors = {k: tensor_info(v.shape, v.dtype.name) for k, v in flatten_dict(restored, sep="/").items()}

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+from ckptlint.checkpoint import guess_key_sep
 from ckptlint.dtypes import SAFETENSORS
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers import read_checkpoint
-from ckptlint.readers.dump_json import guess_key_sep
 from ckptlint.readers.sniff import sniff
 
 torch = pytest.importorskip("torch")

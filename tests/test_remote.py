@@ -106,3 +106,24 @@ def test_python_api_dump_url(served: tuple[Path, RangeServer]) -> None:
     ckpt = ckptlint.dump(srv.url("big.safetensors"))
     assert ckpt.tensors["blocks.3.weight"].shape == (512, 512)
     assert ckpt.tensors["head.bias"].dtype == "bfloat16"
+
+
+def test_any_fsspec_scheme_goes_through_the_same_path(served: tuple[Path, RangeServer]) -> None:
+    """Not only https: an fsspec in-memory filesystem stands in for s3/gs/hf (no network here)."""
+    import fsspec
+
+    import ckptlint
+
+    root, _ = served
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/ckpt/big.npz", (root / "big.npz").read_bytes())
+    try:
+        remote = ckptlint.dump("memory://ckpt/big.npz")
+        local = ckptlint.dump(str(root / "big.npz"))
+        assert {k: (t.shape, t.dtype) for k, t in remote.tensors.items()} == {
+            k: (t.shape, t.dtype) for k, t in local.tensors.items()
+        }
+        report = ckptlint.check("memory://ckpt/missing.safetensors")
+        assert report.files[0].error and "missing.safetensors" in report.files[0].path
+    finally:
+        fs.rm("/ckpt", recursive=True)

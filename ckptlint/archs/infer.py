@@ -13,11 +13,13 @@ does for ``from_pretrained``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
+from typing import Any, NamedTuple
 
 from ckptlint.archs.expr import SpecError, evaluate
 from ckptlint.archs.spec import (
     ArchSpec,
+    load_arch,
     load_lib,
     module_libs,
     resolve_module,
@@ -34,6 +36,14 @@ TRANSFERABLE = {
     "text": ("width", "depth", "heads", "mlp_dim", "context_length", "vocab_size"),
 }
 MAX_COUNT = 100_000
+
+
+class _Hit(NamedTuple):
+    index: int  # position of the group among the spec's tower groups
+    group: dict[str, Any]
+    prefix: str  # checkpoint prefix of the module's keys
+    key: str  # the anchor key found
+    root: str | None  # prefix minus the group's own prefix, when the module sits where the spec puts it
 
 
 @dataclass
@@ -57,7 +67,9 @@ class Inference:
     observed: dict[str, Any] = field(default_factory=dict)  # evidence-backed values (decide the variant)
     guessed: dict[str, Any] = field(default_factory=dict)  # conventions (heads = width // 64 ...)
     evidence: dict[str, str] = field(default_factory=dict)  # param -> key (or config entry) it came from
-    root: str | None = None  # checkpoint prefix of the expected tree, when a tower sits where the spec puts it
+    root: str | None = (
+        None  # checkpoint prefix of the expected tree, when a tower sits where the spec puts it
+    )
     found: list[Found] = field(default_factory=list)
     config: str | None = None  # sidecar that decided, e.g. "config.json (model_type clip)"
     lib: str = ""  # the spec's own module library
@@ -81,8 +93,14 @@ class Inference:
         return "; ".join(parts)
 
 
-def namespace(spec: ArchSpec) -> set[str]:
+def namespace(spec: ArchSpec) -> frozenset[str]:
     """Every parameter name the spec knows (defaults, variants, bindings, probes)."""
+    return _namespace(spec.name)
+
+
+@cache
+def _namespace(name: str) -> frozenset[str]:
+    spec = load_arch(name)
     names = set(spec.params) | set(spec.variant_keys) | set(spec.infer.get("probes", {}))
     if spec.variants.get("scheme") == "size_patch":
         first = next(iter(size_table(spec).values()), {})
@@ -94,7 +112,7 @@ def namespace(spec: ArchSpec) -> set[str]:
     for group in tower_groups(spec):
         names |= {v for v in group.get("with", {}).values() if isinstance(v, str) and v.isidentifier()}
         names |= set(group.get("sets", {}))
-    return names - {"tags", "preprocessing"}
+    return frozenset(names - {"tags", "preprocessing"})
 
 
 def tower_groups(spec: ArchSpec) -> list[dict[str, Any]]:
@@ -109,39 +127,46 @@ def infer(spec: ArchSpec, ckpt: Checkpoint) -> Inference:
     names = namespace(spec)
 
     # 1. every place one of the spec's own tower modules sits
-    candidates: list[tuple[int, dict[str, Any], str, str, str | None]] = []  # (group#, group, prefix, anchor, root)
-    for gi, group in enumerate(tower_groups(spec)):
-        lib, module = resolve_module(group["use"], spec.lib)
+    hits: list[_Hit] = []
+    for index, group in enumerate(tower_groups(spec)):
+        _, module = resolve_module(group["use"], spec.lib)
         for anchor in module.get("infer", {}).get("anchor", []):
             for prefix, key in find_anchor(tensors, anchor):
+                if not is_tower(module, tensors, prefix):
+                    continue
                 gp = group.get("prefix", "")
                 root = prefix[: len(prefix) - len(gp)] if prefix.endswith(gp) else None
-                candidates.append((gi, group, prefix, key, root))
+                hits.append(_Hit(index, group, prefix, key, root))
 
     # 2. the root that puts the most towers where the spec puts them (then: shortest, earliest in the file)
-    by_root: dict[str, set[str]] = {}
-    for _, group, _, _, root in candidates:
-        if root is not None:
-            by_root.setdefault(root, set()).add(group["tower"])
-    if by_root:
-        first_key = {r: min(order[c[3]] for c in candidates if c[4] == r) for r in by_root}
-        result.root = min(by_root, key=lambda r: (-len(by_root[r]), len(r), first_key[r]))
+    towers_at: dict[str, set[str]] = {}
+    for hit in hits:
+        if hit.root is not None:
+            towers_at.setdefault(hit.root, set()).add(hit.group["tower"])
+    if towers_at:
+        first = {r: min(order[h.key] for h in hits if h.root == r) for r in towers_at}
+        result.root = min(towers_at, key=lambda r: (-len(towers_at[r]), len(r), first[r]))
 
     # 3. each tower: natively under the root, else wherever any framework's module finds it
     for tower in dict.fromkeys(g["tower"] for g in tower_groups(spec)):
-        native = [c for c in candidates if c[1]["tower"] == tower and c[4] == result.root and result.root is not None]
+        native = [
+            h for h in hits if h.group["tower"] == tower and h.root is not None and h.root == result.root
+        ]
         if native:
-            _, group, prefix, key, _ = min(native, key=lambda c: (c[0], order[c[3]]))
-            found = _read_tower(spec, group, prefix, key, tensors, names, native=True)
+            hit = min(native, key=lambda h: (h.index, order[h.key]))
+            found = _read_tower(spec, hit.group, hit.prefix, hit.key, tensors, names, native=True)
         else:
             found = _foreign_tower(spec, tower, tensors, order, names)
-        if found is not None:
-            result.found.append(found)
-            for name, value in found.values.items():
-                target = result.observed if name in found.observed else result.guessed
-                if name not in result.observed:
-                    target.setdefault(name, value)
-            result.evidence.update({k: v for k, v in found.evidence.items() if k not in result.evidence})
+        if found is None:
+            continue
+        result.found.append(found)
+        for name, value in found.values.items():
+            if name in found.observed:
+                result.observed.setdefault(name, value)
+            elif name not in result.observed:
+                result.guessed.setdefault(name, value)
+        for name, key in found.evidence.items():
+            result.evidence.setdefault(name, key)
 
     # 4. the spec's own top-level probes, under the root
     if result.root is not None and spec.infer.get("probes"):
@@ -181,20 +206,34 @@ def find_anchor(tensors: dict[str, TensorInfo], anchor: dict[str, Any]) -> list[
     return hits
 
 
+def is_tower(module: dict[str, Any], tensors: dict[str, TensorInfo], prefix: str) -> bool:
+    """An anchor hit is a tower only if its blocks are there too (``token_embedding.weight`` also ends HF's
+    ``text_model.embeddings.token_embedding.weight``, which is no open_clip text tower)."""
+    probes = module.get("infer", {}).get("probes", {})
+    if "depth" not in probes:
+        return True
+    _, observed, _ = run_probes({"depth": probes["depth"]}, tensors, prefix, {})
+    return "depth" in observed
+
+
 def _read_tower(
     spec: ArchSpec,
     group: dict[str, Any],
     prefix: str,
     anchor_key: str,
     tensors: dict[str, TensorInfo],
-    names: set[str],
+    names: frozenset[str],
     native: bool,
 ) -> Found:
     lib, module = resolve_module(group["use"], spec.lib)
     probes = module.get("infer", {}).get("probes", {})
     values, observed, evidence = run_probes(probes, tensors, prefix, {})
     # group `with` binds module names to the spec's: {"width": "text_width"} reads back as width -> text_width
-    inverse = {local: src for local, src in group.get("with", {}).items() if isinstance(src, str) and src.isidentifier()}
+    inverse = {
+        local: src
+        for local, src in group.get("with", {}).items()
+        if isinstance(src, str) and src.isidentifier()
+    }
     mapped: dict[str, Any] = {}
     mapped_obs: set[str] = set()
     mapped_ev: dict[str, str] = {}
@@ -219,7 +258,7 @@ def _read_tower(
 
 
 def _foreign_tower(
-    spec: ArchSpec, tower: str, tensors: dict[str, TensorInfo], order: dict[str, int], names: set[str]
+    spec: ArchSpec, tower: str, tensors: dict[str, TensorInfo], order: dict[str, int], names: frozenset[str]
 ) -> Found | None:
     """The tower as any framework's module finds it (the spec's first group for it gives the names)."""
     own = next(g for g in tower_groups(spec) if g["tower"] == tower)
@@ -232,6 +271,8 @@ def _foreign_tower(
                 continue
             for anchor in info.get("anchor", []):
                 for prefix, key in find_anchor(tensors, anchor):
+                    if not is_tower(module, tensors, prefix):
+                        continue
                     rank = (len(prefix), li, order[key])
                     if best is None or rank < best[0]:
                         best = (rank, f"{lib}:{mname}", prefix, key)
@@ -362,7 +403,11 @@ def match_variant(spec: ArchSpec, observed: dict[str, Any]) -> VariantMatch:
 
 def _candidate_variants(spec: ArchSpec, observed: dict[str, Any]):
     if spec.variants.get("scheme") == "size_patch":
-        patches = [observed["patch"]] if isinstance(observed.get("patch"), int) else spec.variants.get("patches", [])
+        patches = (
+            [observed["patch"]]
+            if isinstance(observed.get("patch"), int)
+            else spec.variants.get("patches", [])
+        )
         for size in size_table(spec):
             for patch in patches:
                 params = size_patch_params(spec, size, patch)

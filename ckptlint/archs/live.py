@@ -41,13 +41,18 @@ def expected_from_factory(spec: str) -> Expected:
         raise UsageError(f"--model {spec}: {module_name} has no callable {factory_name!r}")
     result = _call(factory, spec)
     if _is_torch_module(result):
-        tree, kind = _torch_tree(result.state_dict()), f"torch {type(result).__qualname__}.state_dict() on meta"
+        tree, kind = (
+            _torch_tree(result.state_dict()),
+            f"torch {type(result).__qualname__}.state_dict() on meta",
+        )
         return _expected(spec, tree, ".", "torch", kind)
     if isinstance(result, Mapping) and result and all(_is_torch_tensor(v) for v in result.values()):
         return _expected(spec, _torch_tree(result), ".", "torch", "torch state_dict")
     if isinstance(result, tuple) and result and _is_flax_module(result[0]):
         variables = _eval_shape(result[0], result[1:], spec)
-        return _expected(spec, _flax_tree(variables, spec), "/", "flax", f"flax {type(result[0]).__qualname__}")
+        return _expected(
+            spec, _flax_tree(variables, spec), "/", "flax", f"flax {type(result[0]).__qualname__}"
+        )
     if _is_flax_module(result):
         raise UsageError(
             f"--model {spec}: {factory_name}() returned a flax module without inputs; return "
@@ -84,7 +89,9 @@ def _import(module_name: str, spec: str) -> Any:
     except UsageError:
         raise
     except Exception as exc:  # the user's module: any error it raises is theirs to see, in one line
-        raise UsageError(f"--model {spec}: cannot import {module_name}: {type(exc).__name__}: {exc}") from None
+        raise UsageError(
+            f"--model {spec}: cannot import {module_name}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _call(factory: Any, spec: str) -> Any:
@@ -132,7 +139,9 @@ def _eval_shape(module: Any, inputs: tuple[Any, ...], spec: str) -> Any:
     try:
         return jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs)
     except Exception as exc:  # the user's model
-        raise UsageError(f"--model {spec}: jax.eval_shape(module.init, ...) failed: {type(exc).__name__}: {exc}") from None
+        raise UsageError(
+            f"--model {spec}: jax.eval_shape(module.init, ...) failed: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _flax_tree(variables: Any, spec: str) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -149,7 +158,9 @@ def _flax_tree(variables: Any, spec: str) -> dict[str, tuple[tuple[int, ...], st
         elif hasattr(node, "shape") and hasattr(node, "dtype"):
             out[path] = (tuple(int(d) for d in node.shape), str(node.dtype))
         elif node is not None:
-            raise UsageError(f"--model {spec}: {path or 'the result'} is a {type(node).__name__}, not an array")
+            raise UsageError(
+                f"--model {spec}: {path or 'the result'} is a {type(node).__name__}, not an array"
+            )
 
     walk(variables, "", 0)
     if not out:
@@ -157,7 +168,9 @@ def _flax_tree(variables: Any, spec: str) -> dict[str, tuple[tuple[int, ...], st
     return out
 
 
-def _expected(spec: str, tree: dict[str, tuple[tuple[int, ...], str]], sep: str, framework: str, kind: str) -> Expected:
+def _expected(
+    spec: str, tree: dict[str, tuple[tuple[int, ...], str]], sep: str, framework: str, kind: str
+) -> Expected:
     tensors = {k: ExpectedTensor(shape=s, dtype=d) for k, (s, d) in tree.items()}
     exp = Expected(
         arch=spec,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 from ckptlint.archs.infer import Inference, infer, match_variant, namespace
@@ -43,7 +44,11 @@ def resolve(
         info["overrides"] = dict(overrides)
         if variant != CUSTOM and variant is not None:
             fixed = variant_params(spec, variant) or {}
-            changed = [k for k, v in overrides.items() if k in spec.variant_keys and {**spec.params, **fixed}.get(k) != v]
+            changed = [
+                k
+                for k, v in overrides.items()
+                if k in spec.variant_keys and {**spec.params, **fixed}.get(k) != v
+            ]
             if changed:
                 variant = CUSTOM
     tree = build_tree(spec, params)
@@ -65,7 +70,11 @@ def _from_checkpoint(spec: ArchSpec, ckpt: Checkpoint | None) -> tuple[str, dict
     default = variant_params(spec, spec.default_variant) or {}
     if ckpt is None:
         params = {**spec.params, **default}
-        return spec.default_variant, params, {"inferred_from": f"default variant {spec.default_variant} (no checkpoint)"}
+        return (
+            spec.default_variant,
+            params,
+            {"inferred_from": f"default variant {spec.default_variant} (no checkpoint)"},
+        )
     found = infer(spec, ckpt)
     if not found.observed:
         params = {**spec.params, **default}
@@ -108,7 +117,7 @@ def _preprocessing(spec: ArchSpec, variant: str | None, params: dict[str, Any]) 
         out["image_size"] = params["image_size"]
     if isinstance(params.get("context_length"), int):
         out["context_length"] = params["context_length"]
-    return out
+    return copy.deepcopy(out)  # the lists come from the cached rule data
 
 
 def _check_overrides(spec: ArchSpec, overrides: dict[str, Any]) -> None:

@@ -4,6 +4,16 @@ An arch file names its building blocks from a module library (``rules/archs/modu
 parameters, its named variants and how each tower is found again in a checkpoint. Expanding a spec for a set of
 parameters gives ``key -> (shape, dtype)`` in the framework's own key names (torch ``state_dict()`` keys, or flax
 parameter paths relative to ``params``) in the framework's own order.
+
+Arch file keys: ``name``, ``title`` (short, e.g. "big_vision proj.clippo.one_tower"), ``description``, ``source``,
+``framework``, ``key_sep``, ``modules`` (the default library), ``default_variant``, ``variant_keys`` (parameters that
+name a variant; the others, e.g. a big_vision resolution, do not change the name), ``order`` (optional: torch
+state_dict order across hoisted modules), ``tree`` (template entries; a group with ``tower = "vision"|"text"`` is a
+tower, and its ``sets`` are the parameters that finding it in a checkpoint implies), ``[params]`` (defaults),
+``[variants]`` (``scheme = "size_patch"`` for big_vision's SIZE/PATCH names, else a ``names`` table; an entry may
+carry ``tags`` and ``preprocessing``), ``[infer]`` (top-level ``probes``; ``config`` maps an HF ``config.json`` to
+parameters) and ``[[preprocessing]]`` (``values`` merged in order, each under an optional ``when``).
+The template language is described at the top of ``rules/archs/modules/big_vision.toml``.
 """
 
 from __future__ import annotations
@@ -144,7 +154,10 @@ def variant_params(spec: ArchSpec, variant: str) -> dict[str, Any] | None:
     base, dot, tag = variant.rpartition(".")  # timm "name.tag": the tag may change num_classes
     if dot and base in names and tag in names[base].get("tags", {}):
         entry = names[base]
-        return {**{k: v for k, v in entry.items() if k not in ("tags", "preprocessing")}, **entry["tags"][tag]}
+        return {
+            **{k: v for k, v in entry.items() if k not in ("tags", "preprocessing")},
+            **entry["tags"][tag],
+        }
     return None
 
 
@@ -158,7 +171,9 @@ def variant_preprocessing(spec: ArchSpec, variant: str | None) -> dict[str, Any]
 
 def unknown_variant(spec: ArchSpec, variant: str) -> UsageError:
     names = variant_names(spec)
-    shown = ", ".join(names[:40]) + (f" (+{len(names) - 40} more; see `ckptlint archs`)" if len(names) > 40 else "")
+    shown = ", ".join(names[:40]) + (
+        f" (+{len(names) - 40} more; see `ckptlint archs`)" if len(names) > 40 else ""
+    )
     extra = " (any SIZE/PATCH of the sizes listed)" if spec.variants.get("scheme") == "size_patch" else ""
     return UsageError(f"unknown variant {variant!r} of {spec.name}{extra}; known: {shown}, custom")
 
@@ -210,7 +225,9 @@ def _reorder(tensors: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
                 return i
         return len(order)
 
-    return {k: tensors[k] for k in sorted(tensors, key=rank)}  # sorted() is stable: module order within a rank
+    return {
+        k: tensors[k] for k in sorted(tensors, key=rank)
+    }  # sorted() is stable: module order within a rank
 
 
 def _expand(
@@ -258,7 +275,9 @@ def _expand(
         for i in range(_count(entry["repeat"], env)):
             scoped = {**inner, "i": i}
             for child in children:
-                _expand(child, child_lib, scoped, prefix + group_prefix.replace("{i}", str(i)), stack, out, dtype)
+                _expand(
+                    child, child_lib, scoped, prefix + group_prefix.replace("{i}", str(i)), stack, out, dtype
+                )
         return
     for child in children:
         _expand(child, child_lib, inner, prefix + group_prefix, stack, out, dtype)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ckptlint.checkpoint import Checkpoint, TensorInfo, tensor_info
+from ckptlint.checkpoint import Checkpoint, TensorInfo, guess_key_sep, tensor_info
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.findings import Finding
 
@@ -81,15 +81,6 @@ def from_document(doc: Any, path: str) -> Checkpoint:
         files=[path],
         findings=_findings(doc.get("findings"), path),
     )
-
-
-def guess_key_sep(keys: Any) -> str:
-    """``/`` when the keys are slash-joined (big_vision, flax), else ``.`` (torch, HF, safetensors)."""
-    slashes = dots = 0
-    for k in keys:
-        slashes += k.count("/")
-        dots += k.count(".")
-    return "/" if slashes > dots else "."
 
 
 def _findings(raw: Any, path: str) -> list[Finding]:

@@ -23,7 +23,7 @@ import zlib
 from pathlib import Path
 from typing import IO, Any
 
-from ckptlint.checkpoint import Checkpoint, TensorInfo, tensor_info
+from ckptlint.checkpoint import Checkpoint, TensorInfo, slash_groups, tensor_info
 from ckptlint.dtypes import ITEM_BITS, NUMPY_TYPESTR
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.findings import Finding
@@ -111,7 +111,7 @@ def read(path: Path) -> Checkpoint:
         format="npz",
         key_sep="/",
         tensors=tensors,
-        groups=groups_of(tensors),
+        groups=slash_groups(tensors),
         metadata=metadata,
         sidecars=[],
         files=[p],
@@ -172,11 +172,6 @@ def read_npy(path: Path) -> Checkpoint:
         files=[p],
         findings=findings,
     )
-
-
-def groups_of(tensors: dict[str, Any]) -> list[str]:
-    """Sorted distinct first path segments of the keys that contain ``/`` (``params``, ``opt``, ``chrono``)."""
-    return sorted({k.split("/", 1)[0] for k in tensors if "/" in k})
 
 
 def _tensor(header: NpyHeader, stored_size: int, storage: str | None, path: str) -> TensorInfo:

@@ -16,15 +16,13 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from ckptlint.checkpoint import Checkpoint, TensorInfo, tensor_info
+from ckptlint.checkpoint import Checkpoint, TensorInfo, guess_key_sep, slash_groups, tensor_info
 from ckptlint.dtypes import ITEM_BITS, SAFETENSORS
 from ckptlint.errors import UnreadableCheckpoint
 
 # safetensors' own limit (``MAX_HEADER_SIZE`` in the Rust crate): longer headers are refused before allocating.
 MAX_HEADER_BYTES = 100_000_000
 FORMAT = "safetensors"
-
-# dtypes the safetensors 0.8 crate knows that ckptlint.dtypes.SAFETENSORS does not (yet): name -> (canonical, bits)
 
 
 def read(path: Path) -> Checkpoint:
@@ -34,9 +32,9 @@ def read(path: Path) -> Checkpoint:
     return Checkpoint.model_construct(
         path=str(path),
         format=FORMAT,
-        key_sep=".",
+        key_sep=(sep := guess_key_sep(tensors)),
         tensors=tensors,
-        groups=[],
+        groups=slash_groups(tensors) if sep == "/" else [],
         metadata=metadata,
         sidecars=[],
         files=[str(path)],

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ckptlint.checkpoint import Checkpoint, TensorInfo
+from ckptlint.checkpoint import Checkpoint, TensorInfo, guess_key_sep, slash_groups
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.findings import Finding, Severity
 
@@ -70,9 +70,9 @@ def read(path: Path) -> Checkpoint:
     return Checkpoint.model_construct(
         path=p,
         format=fmt,
-        key_sep=".",
+        key_sep=(sep := guess_key_sep(tensors)),
         tensors=tensors,
-        groups=[],
+        groups=slash_groups(tensors) if sep == "/" else [],
         metadata=metadata,
         sidecars=[],
         files=files,

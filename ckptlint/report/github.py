@@ -32,7 +32,7 @@ def render(report: Report, *, verbose: bool = False, fail_on: str = "error") -> 
     """Annotations for every finding (and every unreadable file), then ``ckptlint: N findings ...``."""
     lines: list[str] = []
     for f in report.files:
-        if f.error:
+        if f.error and not any(fd.code == "CK001" for fd in f.findings):
             lines.append(_annotation("error", f.path, "CK001 unreadable checkpoint", f.error))
         for fd in sorted(f.findings, key=lambda x: -x.severity.rank):
             body = [fd.message]

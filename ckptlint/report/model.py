@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ckptlint import __version__
 from ckptlint.findings import Finding, Severity
 
 SCHEMA_VERSION = "1"
+# schemas are built on first use, not at import (start-up time of the CLI)
+_LAZY = ConfigDict(defer_build=True)
 
 
 class ToolInfo(BaseModel):
+    model_config = _LAZY
     name: str = "ckptlint"
     version: str = __version__
 
 
 class ArchInfo(BaseModel):
+    model_config = _LAZY
     name: str
     variant: str | None = None
     source: Literal["flag", "inferred", "model", "spec"]
@@ -28,12 +32,14 @@ class ArchInfo(BaseModel):
 
 
 class ShapeMismatch(BaseModel):
+    model_config = _LAZY
     key: str
     expected: list[int]
     actual: list[int]
 
 
 class DtypeMismatch(BaseModel):
+    model_config = _LAZY
     key: str
     expected: str
     actual: str
@@ -42,6 +48,8 @@ class DtypeMismatch(BaseModel):
 class Diff(BaseModel):
     """Raw comparison with the expectation, in the expected model's key names."""
 
+    model_config = _LAZY
+
     missing: list[str] = Field(default_factory=list)
     unexpected: list[str] = Field(default_factory=list)
     shape_mismatch: list[ShapeMismatch] = Field(default_factory=list)
@@ -49,6 +57,7 @@ class Diff(BaseModel):
 
 
 class FileReport(BaseModel):
+    model_config = _LAZY
     path: str
     format: str | None = None
     layout: str = "unknown"
@@ -64,6 +73,7 @@ class FileReport(BaseModel):
 
 
 class Summary(BaseModel):
+    model_config = _LAZY
     files: int = 0
     errors: int = 0
     warnings: int = 0
@@ -71,6 +81,7 @@ class Summary(BaseModel):
 
 
 class Report(BaseModel):
+    model_config = _LAZY
     schema_version: Literal["1"] = SCHEMA_VERSION
     tool: ToolInfo = Field(default_factory=ToolInfo)
     files: list[FileReport] = Field(default_factory=list)
