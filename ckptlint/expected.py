@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ckptlint.checkpoint import Checkpoint
 
 
 class ExpectedTensor(BaseModel):
     """Shape and dtype a model definition gives one parameter or persistent buffer."""
+
+    model_config = ConfigDict(defer_build=True)
 
     shape: tuple[int, ...]
     dtype: str = "float32"
@@ -22,6 +24,8 @@ class Expected(BaseModel):
     Keys are a torch model's ``state_dict()`` keys, or a flax parameter path joined with ``/``
     relative to the ``params`` collection.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     arch: str  # contract name: clippo, bv-vit, bv-siglip, open_clip, hf-clip, hf-clip-vision, hf-siglip, timm-vit, ...
     variant: str | None = None  # "B/16", "ViT-B-16", "custom"

@@ -7,10 +7,8 @@ ranked by how many keys under their root the layout accounts for, then by the sh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from ckptlint.ruledata import load_toml
 
@@ -20,16 +18,15 @@ if TYPE_CHECKING:
 MAX_EVIDENCE = 8
 
 
-class LayoutGuess(BaseModel):
-    """The detected layout of a checkpoint."""
-
-    model_config = ConfigDict(defer_build=True)
+@dataclass(frozen=True)
+class LayoutGuess:
+    """The detected layout of a checkpoint (a plain dataclass: built on every dump, it must not cost a schema build)."""
 
     name: str = "unknown"  # big_vision | open_clip | openai_clip | open_clip_custom_text | hf | hf_vision | timm | unknown
     confidence: float = 0.0  # 0..1
-    evidence: list[str] = Field(default_factory=list)  # marker keys found (the file's own full keys)
+    evidence: list[str] = field(default_factory=list)  # marker keys found (the file's own full keys)
     root: str = ""  # prefix under which the model's keys live in this file: "", "params/", "module.", ...
-    towers_present: list[str] = Field(default_factory=list)  # "vision", "text"
+    towers_present: list[str] = field(default_factory=list)  # "vision", "text"
     framework: str = ""  # big_vision | open_clip | hf | timm
     arch: str | None = (
         None  # the ckptlint architecture name this layout suggests (clippo, open_clip, hf-clip...)

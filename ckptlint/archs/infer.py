@@ -81,7 +81,7 @@ class Inference:
         if not self.found:
             return ""
         parts = []
-        for f in self.found:
+        for f in sorted(self.found, key=lambda f: f.tower != "vision"):
             shape = list(ckpt.tensors[f.anchor].shape)
             if f.native:
                 where = ""

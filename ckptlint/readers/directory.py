@@ -15,6 +15,7 @@ from typing import Any
 
 from ckptlint.checkpoint import Checkpoint, Sidecar
 from ckptlint.errors import UnreadableCheckpoint
+from ckptlint.findings import Finding, Severity
 
 # open_clip.factory._find_checkpoint_in_dir's preference (open_clip_torch 3.3.0)
 OPEN_CLIP_ORDER = (
@@ -104,9 +105,55 @@ def read(path: Path) -> Checkpoint:
         metadata=metadata,
         sidecars=[],
         files=list(inner.files),
-        findings=list(inner.findings),
+        findings=list(inner.findings) + _other_file_findings(path, names, judged=inner.files),
     )
     return attach_sidecars(ckpt, path, names=names)
+
+
+# files next to the weights that a loader may unpickle (the other weight files, training_args.bin, optimizer.pt,
+# rng_state.pth, pickles): a folder is judged on every file in it that could run code, not just the one read
+_UNPICKLED_SUFFIXES = (*(s for s in WEIGHT_SUFFIXES if s != ".index.json"), ".pkl", ".pickle", ".joblib")
+_CODE_FORMATS = frozenset({"pickle", "torch-zip", "npz", "npy"})
+
+
+def _other_file_findings(directory: Path, names: list[str], judged: list[str]) -> list[Finding]:
+    """CK301 findings of the folder's other files that could run code when loaded, each naming its file.
+
+    A file that cannot be read is skipped unless its pickle broke part-way (an unpickler may have run code by
+    then): that is CK301 too, failing closed.
+    """
+    from ckptlint.readers import read_checkpoint
+    from ckptlint.readers.sniff import sniff
+
+    seen = {Path(f).name for f in judged}
+    out: list[Finding] = []
+    for name in names:
+        if name in seen or not name.endswith(_UNPICKLED_SUFFIXES):
+            continue
+        file = directory / name
+        try:
+            if sniff(file) not in _CODE_FORMATS:
+                continue
+            found = [f for f in read_checkpoint(file).findings if f.code == "CK301"]
+        except UnreadableCheckpoint as exc:
+            found = list(getattr(exc, "findings", []))
+            if "malformed pickle" in exc.reason:
+                found.append(
+                    Finding(
+                        code="CK301",
+                        severity=Severity.ERROR,
+                        message=f"pickle in {name} cannot be verified: {exc.reason}",
+                        cause="An unpickler runs everything up to the point where the stream breaks; ckptlint "
+                        "fails closed.",
+                        fix="Do not load this file with pickle.load or torch.load(weights_only=False).",
+                        details={"file": name, "reason": exc.reason},
+                    )
+                )
+        out.extend(
+            f.model_copy(update={"message": f"{name}: {f.message}", "details": {**f.details, "file": name}})
+            for f in found
+        )
+    return out
 
 
 def _file_names(directory: Path) -> list[str]:

@@ -74,6 +74,7 @@ def read(path: Path) -> Checkpoint:
     tensors: dict[str, TensorInfo] = {}
     findings: list[Finding] = []
     other_members: list[str] = []
+    others: list[zipfile.ZipInfo] = []
     try:
         with path.open("rb") as raw, zipfile.ZipFile(raw) as zf:
             for info in zf.infolist():
@@ -82,6 +83,7 @@ def read(path: Path) -> Checkpoint:
                     continue
                 if not name.endswith(".npy"):
                     other_members.append(name)
+                    others.append(info)
                     continue
                 key = name[: -len(".npy")]
                 header = _stored_member_header(raw, info, p)
@@ -93,10 +95,12 @@ def read(path: Path) -> Checkpoint:
                     tensors[key] = _tensor(header, info.file_size, name, p)
                     if header.dtype == "object":
                         findings.extend(
-                            _object_array_findings(
+                            object_array_findings(
                                 member, start=header.data_offset, end=info.file_size, member=name, path=p
                             )
                         )
+            # np.load reads a member of any name that starts with the npy magic as an array (key: its name)
+            findings.extend(npy_view_findings(zf, others, p))
     except UnreadableCheckpoint:
         raise
     except _ZIP_ERRORS as exc:
@@ -155,7 +159,7 @@ def read_npy(path: Path) -> Checkpoint:
             header = read_npy_header(fh, where="npy file", path=p)
             tensors = {path.stem: _tensor(header, size, None, p)}
             findings = (
-                _object_array_findings(fh, start=header.data_offset, end=size, member=path.name, path=p)
+                object_array_findings(fh, start=header.data_offset, end=size, member=path.name, path=p)
                 if header.dtype == "object"
                 else []
             )
@@ -335,7 +339,7 @@ def _describe_typestr(typestr: str) -> tuple[str, int, tuple[int, ...]] | None:
     return None
 
 
-def _object_array_findings(fh: IO[bytes], *, start: int, end: int, member: str, path: str) -> list[Finding]:
+def object_array_findings(fh: IO[bytes], *, start: int, end: int, member: str, path: str) -> list[Finding]:
     """CK301 findings for an object array, whose data (``fh`` from ``start`` to ``end``) is a pickle.
 
     The pickle is walked opcode by opcode (never unpickled) by ckptlint.readers.pickle_walker; only the one
@@ -359,3 +363,60 @@ def _object_array_findings(fh: IO[bytes], *, start: int, end: int, member: str, 
     except MalformedPickle as exc:
         raise unreadable(path, f"corrupt {member}: {exc}", log) from None
     return log.findings()
+
+
+def npy_view_findings(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], p: str) -> list[Finding]:
+    """CK301 findings for members that ``np.load(allow_pickle=True)`` would unpickle.
+
+    ``np.load`` opens any zip as an npz, and an npz member of any name that starts with the npy magic is read as
+    an array: an object array's data is a pickle. A torch archive's member (even a storage, whose bytes torch
+    reads as raw data) can be crafted to be one, so every member's first bytes are looked at.
+    """
+    findings: list[Finding] = []
+    for info in infos:
+        if info.is_dir() or info.file_size < len(NPY_MAGIC) or _member_head(zf, info) != NPY_MAGIC:
+            continue
+        name = info.filename
+        try:
+            with zf.open(info) as member:
+                header = read_npy_header(member, where=f"member {name}", path=p)
+                if header.dtype == "object":
+                    findings.extend(
+                        object_array_findings(
+                            member, start=header.data_offset, end=info.file_size, member=name, path=p
+                        )
+                    )
+        except UnreadableCheckpoint as exc:
+            # a header numpy refuses loads nothing; a pickle that breaks part-way may have run code by then
+            findings.extend(getattr(exc, "findings", []))
+            if "malformed pickle" in exc.reason:
+                from ckptlint.readers.pickle_globals import SecurityLog
+
+                log = SecurityLog(p)
+                log.cannot_verify(f"an object array in {name}", name, 0, f"{exc.reason}.")
+                findings.extend(log.findings())
+        except (*_ZIP_ERRORS, OSError):
+            continue  # numpy cannot read it either
+    return findings
+
+
+def _member_head(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """The first 6 bytes of a member: read straight from the archive for stored members (as
+    ``_stored_member_header`` does: one seek, two small reads), through ``zipfile`` otherwise; b"" when
+    unreadable."""
+    fp = zf.fp
+    if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1 and fp is not None:
+        try:
+            fp.seek(info.header_offset)
+            local = fp.read(30)
+            if len(local) == 30 and local[:4] == b"PK\x03\x04":
+                name_len, extra_len = struct.unpack("<HH", local[26:30])
+                fp.seek(info.header_offset + 30 + name_len + extra_len)
+                return fp.read(6)
+        except (OSError, ValueError):
+            return b""
+    try:
+        with zf.open(info) as member:
+            return member.read(6)
+    except (*_ZIP_ERRORS, OSError):
+        return b""

@@ -6,6 +6,9 @@ the object itself (storages as persistent ids ``('storage', type, key, location,
 list of storage keys — then, per key, an 8-byte element count and the raw bytes. Only the pickles are walked;
 of the raw data only the 8-byte counts are read, to place each storage and to detect truncation. Any pickle
 stream appended after the data (or after a plain pickle's STOP) is walked too: a file is judged on all it holds.
+
+Files that start with a valid tar header go to :mod:`ckptlint.readers.torch_tar` first, as in ``torch.load``.
+:func:`unsafe_pickle_view` judges files read as another format for what an unpickler would see in them.
 """
 
 from __future__ import annotations
@@ -30,17 +33,28 @@ from ckptlint.readers.pickle_walker import (
     short,
     unreadable,
 )
+from ckptlint.readers.sniff import TAR_BLOCK, is_tar_header
+from ckptlint.readers.torch_tar import read_tar
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 
 
 def read(path: Path) -> Checkpoint:
-    """Read a legacy torch file or a plain pickle without executing it."""
+    """Read a legacy torch file, a tar-format torch file or a plain pickle without executing it."""
     p = str(path)
     log = SecurityLog(p)
     try:
         with path.open("rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(0)
+            if is_tar_header(fh.read(TAR_BLOCK)):  # torch.load tries the tar format before the pickle one
+                tar = read_tar(fh, path=p, size=size, stem=path.stem, log=log)
+                if tar is not None:
+                    # pickle.load and np.load(allow_pickle=True) would still read the file as a pickle
+                    unsafe_pickle_view(fh, path.name, log)
+                    tar.findings = log.findings()
+                    return tar
             walker = PickleWalker(fh, log=log, member=path.name)
             first = walker.walk()
             legacy = type(first) is int and first == LEGACY_MAGIC
@@ -64,6 +78,37 @@ def read(path: Path) -> Checkpoint:
         files=[p],
         findings=log.findings(),
     )
+
+
+MAX_VIEW_STREAMS = 5  # a legacy torch file is 5 streams; pickle.load and np.load read one
+
+
+def unsafe_pickle_view(fh: IO[bytes], name: str, log: SecurityLog | None = None) -> list[str]:
+    """Importable globals outside the safe set that unpickling ``fh`` from its first byte would import.
+
+    For files read as another format: ``torch.load(weights_only=False)``, ``np.load(allow_pickle=True)`` and
+    ``pickle.load`` unpickle any file that is not a zip (nor an npy file, for numpy), so a safetensors or msgpack
+    file crafted to be a pickle too (a polyglot) runs code there. Streams are walked until one does not parse;
+    that is the normal case for a genuine file, and costs a few bytes. Names that are not dotted identifiers are
+    ignored: nothing can import them, and random bytes produce them. ``log`` (if given) records what is found.
+    """
+    probe = SecurityLog(name)
+    walker = PickleWalker(fh, log=probe, member=name, start=0)
+    try:
+        for _ in range(MAX_VIEW_STREAMS):
+            walker.walk()
+            if walker.at_end():
+                break
+    except MalformedPickle:
+        pass
+    found = [n for n in probe.uses if all(part.isidentifier() for part in n.split("."))]
+    if log is not None:
+        for fullname in found:
+            use = probe.uses[fullname]
+            note = "The file is also a pickle: torch.load(weights_only=False) or pickle.load would import it."
+            for offset in use.offsets:
+                log.unsafe_global(fullname, use.member, offset, use.opcode, note=note)
+    return found
 
 
 @dataclass

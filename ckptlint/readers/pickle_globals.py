@@ -109,9 +109,33 @@ _BUILTIN_DATA = {
 }
 
 
+# HF Trainer saves ``training_args.bin`` with ``torch.save(TrainingArguments(...))``. Its records are plain classes
+# rebuilt by NEWOBJ without arguments and BUILD of an attribute dict (no __init__ runs; tests check against the
+# installed libraries that none defines __setstate__, __setattr__ or __new__), its enums are str enums called
+# with their value (``ExplicitEnum._missing_`` only raises). Used in any other way they are unsafe (see walker).
+_TRAINER_RECORDS = (
+    "transformers.training_args.TrainingArguments",
+    "transformers.training_args_seq2seq.Seq2SeqTrainingArguments",
+    "transformers.trainer_pt_utils.AcceleratorConfig",
+    "accelerate.state.PartialState",
+)
+_TRAINER_ENUMS = (
+    "transformers.trainer_utils.SchedulerType",
+    "transformers.trainer_utils.IntervalStrategy",
+    "transformers.trainer_utils.SaveStrategy",
+    "transformers.trainer_utils.HubStrategy",
+    "transformers.trainer_utils.FSDPOption",
+    "transformers.training_args.OptimizerNames",
+    "transformers.debug_utils.DebugOption",
+    "accelerate.utils.dataclasses.DistributedType",
+)
+
+
 def _build_safe_globals() -> dict[str, str]:
     safe: dict[str, str] = dict(_TORCH_REBUILDERS)
     safe.update(_BUILTIN_DATA)
+    safe.update(dict.fromkeys(_TRAINER_RECORDS, "record"))
+    safe.update(dict.fromkeys(_TRAINER_ENUMS, "enum"))
     for name in (*TORCH_DTYPE, *_TORCH_EXTRA_DTYPE_BYTES):
         if not name[0].isupper():
             safe[f"torch.{name}"] = "torch_dtype"
@@ -207,6 +231,7 @@ _DANGEROUS_MODULES: dict[str, str] = {
         _words("multiprocessing threading _thread thread signal _posixsubprocess"),
         "starts processes or threads",
     ),
+    **dict.fromkeys(_words("pip _pip pkg_resources"), "installs or imports packages"),
     "torch.jit": "loads TorchScript code",
     "torch.hub": "downloads and runs code",
     "torch._inductor": "compiles and runs code",

@@ -51,6 +51,13 @@ MAX_LONG_BYTES = 4096
 CHECK_EVERY = 1 << 14  # opcodes between checks of the memo and stack bounds
 MAX_KEY_DEPTH = 32  # nesting of tuples used as dict keys / set items
 MAX_KEY_ITEMS = 10_000
+# Safe globals whose safety depends on how they are called: torch.storage._load_from_bytes runs an unrestricted
+# torch.load of its argument (accepted only when the walker verifies that argument), trainer records run their
+# constructor when called with arguments. Each time one is pushed on the stack (imported, fetched from the memo,
+# duplicated) it must be consumed as the callee of a call the walker judges; otherwise it has escaped into the
+# data, where an unpickler can still call it (BUILD looks __setstate__ up on the instance, APPEND calls the
+# object's own ``append``), and the global is reported at STOP.
+CALL_ONLY_KINDS = frozenset({"load_from_bytes", "record"})
 _NESTED_LOADERS = {"pickle.loads", "_pickle.loads", "cPickle.loads", "pickle._loads", "dill.loads"}
 
 
@@ -190,6 +197,15 @@ class Composite:
     parts: list[Any] = field(default_factory=list)
 
 
+_CODECS = {
+    **dict.fromkeys(("latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1"), "latin-1"),
+    **dict.fromkeys(("utf-8", "utf8"), "utf-8"),
+    **dict.fromkeys(("ascii", "us-ascii"), "ascii"),
+}
+_ROT13 = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+    "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm",
+)
 _INT4, _UINT2, _UINT4, _UINT8, _FLOAT8 = (struct.Struct(f) for f in ("<i", "<H", "<I", "<Q", ">d"))
 PersistentLoad = Callable[[Any, int], Any]
 
@@ -339,6 +355,10 @@ class PickleWalker:
         self.metastack: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
         self.proto = 0
+        # safe globals that are safe only where they are called (see CALL_ONLY_KINDS): pushes vs calls
+        self._pushed: dict[str, int] = {}
+        self._called: dict[str, int] = {}
+        self._first_push: dict[str, int] = {}
         read, handlers = self._read, self._handlers
         try:
             for _ in range(MAX_OPS // CHECK_EVERY):
@@ -485,9 +505,9 @@ class PickleWalker:
             b"\x8f": lambda: self.stack.append(set()),
             b"\x90": self._op_additems,
             b"\x91": self._op_frozenset,
-            b"g": lambda: self.stack.append(self.memo[self._int_line()]),
+            b"g": lambda: self._push_memo(self.memo[self._int_line()]),
             b"h": self._op_binget,
-            b"j": lambda: self.stack.append(self.memo[self._fixed(_UINT4)]),
+            b"j": lambda: self._push_memo(self.memo[self._fixed(_UINT4)]),
             b"p": lambda: self._put(self._int_line()),
             b"q": self._op_binput,
             b"r": self._op_long_binput,
@@ -552,7 +572,12 @@ class PickleWalker:
         index = self._read(1)
         if not index:
             raise self.malformed("truncated argument")
-        self.stack.append(self.memo[index[0]])
+        self._push_memo(self.memo[index[0]])
+
+    def _push_memo(self, value: Any) -> None:
+        if type(value) is GlobalRef and value.kind in CALL_ONLY_KINDS:
+            self._pushed[value.fullname] = self._pushed.get(value.fullname, 0) + 1
+        self.stack.append(value)
 
     def _op_list(self) -> None:
         items = self._pop_mark()  # before touching self.stack: popping the mark replaces it
@@ -587,7 +612,28 @@ class PickleWalker:
 
     def _op_stop(self) -> bool:
         self._result = self._pop()
+        if self._pushed:
+            self._check_call_only()
         return True
+
+    def _check_call_only(self) -> None:
+        """Report call-only globals that escaped into the data (see CALL_ONLY_KINDS). Copies left below the
+        result on the stack at STOP are discarded by an unpickler, so they do not count as escaped."""
+        left: dict[str, int] = {}
+        for items in (*self.metastack, self.stack):
+            for item in items:
+                if type(item) is GlobalRef and item.kind in CALL_ONLY_KINDS:
+                    left[item.fullname] = left.get(item.fullname, 0) + 1
+        for fullname, pushed in self._pushed.items():
+            if pushed > self._called.get(fullname, 0) + left.get(fullname, 0):
+                self.log.unsafe_global(
+                    fullname,
+                    self.member,
+                    self._first_push[fullname],
+                    "GLOBAL",
+                    note="It is also used as a value, not only called where it is imported: an unpickler then "
+                    "calls it through BUILD (__setstate__) or APPEND with arguments ckptlint cannot judge.",
+                )
 
     def _op_mark(self) -> None:
         if len(self.metastack) >= MAX_MARK_DEPTH:
@@ -605,7 +651,7 @@ class PickleWalker:
         self._pop_mark()
 
     def _op_dup(self) -> None:
-        self._push(self._top())
+        self._push_memo(self._top())
 
     def _int_line(self) -> int:
         try:
@@ -806,6 +852,9 @@ class PickleWalker:
             ref = self._globals[fullname] = GlobalRef(fullname, SAFE_GLOBALS.get(fullname))
         if ref.kind is None:
             self.log.unsafe_global(fullname, self.member, offset, opcode)
+        elif ref.kind in CALL_ONLY_KINDS:
+            self._pushed[fullname] = self._pushed.get(fullname, 0) + 1
+            self._first_push.setdefault(fullname, offset)
         return ref
 
     def _global_lines(self) -> tuple[str, str]:
@@ -879,6 +928,8 @@ class PickleWalker:
 
     def _call(self, func: Any, args: Any, kwargs: Any, op: str) -> Any:
         if isinstance(func, GlobalRef):
+            if func.kind in CALL_ONLY_KINDS:
+                self._called[func.fullname] = self._called.get(func.fullname, 0) + 1
             if isinstance(args, list):
                 args = tuple(args)
             if func.kind is None:
@@ -889,6 +940,8 @@ class PickleWalker:
                 if isinstance(args, Opaque):
                     return Opaque(f"{func.fullname}(...)")
                 raise self.malformed(f"{op} arguments are a {type(args).__name__}, not a tuple")
+            if func.kind in ("record", "enum"):
+                return self._data_class(func, args, kwargs, op)
             interpret = getattr(self, f"_k_{func.kind}")
             return interpret(func, args, op)
         if isinstance(func, Opaque):
@@ -1002,7 +1055,10 @@ class PickleWalker:
                 text = codecs.escape_decode(raw[1:-1])[0].decode("latin-1")
             else:
                 text = str(raw, "raw-unicode-escape")
-            return text.encode(blob.encoding)
+            codec = _CODECS.get(blob.encoding.lower().replace("_", "-"))
+            if codec is None:  # looking an unknown codec up would import encodings.<name from the file>
+                raise MalformedPickle(member, 0, f"nested payload text in codec {one_line(blob.encoding, 20)}")
+            return text.encode(codec)
         except (UnicodeError, ValueError, LookupError) as exc:
             raise MalformedPickle(member, 0, f"nested payload text does not decode: {exc}") from None
 
@@ -1053,6 +1109,23 @@ class PickleWalker:
             return out
         return Opaque(f"{g.fullname}(...)")
 
+    def _data_class(self, g: GlobalRef, args: tuple[Any, ...], kwargs: Any, op: str) -> Any:
+        """A trainer record rebuilt as pickle rebuilds plain objects (NEWOBJ without arguments, then BUILD), or a
+        str enum called with its value; any other call runs library code with the file's arguments: unsafe."""
+        if g.kind == "record" and op in ("NEWOBJ", "NEWOBJ_EX") and not args and not kwargs:
+            return Attrs()
+        if g.kind == "enum" and op == "REDUCE" and len(args) == 1 and type(args[0]) in (str, int):
+            return args[0]
+        how = "with arguments" if g.kind == "record" else "with something other than one value"
+        self.log.unsafe_global(
+            g.fullname,
+            self.member,
+            self._offset(),
+            op,
+            note=f"It is called by {op} {how}, which runs its constructor: only its plain rebuild is known safe.",
+        )
+        return Instance(f"{g.fullname}(...)", args)
+
     def _k_namespace(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
         return Attrs()  # attributes arrive through BUILD
 
@@ -1082,16 +1155,25 @@ class PickleWalker:
         if isinstance(args[0], (bytes, Blob)):
             return args[0]
         if isinstance(args[0], str) and len(args) == 2 and isinstance(args[1], str):
-            return self._encode(args[0], args[1])
+            encoded = self._encode(args[0], args[1])
+            return encoded if not isinstance(encoded, str) else Opaque(f"{g.fullname}(...)")  # not a bytes codec
         return Opaque(f"{g.fullname}(...)")  # bytearray(n) would allocate n bytes: not rebuilt
 
     _k_bytearray = _k_bytes
 
-    def _encode(self, text: str, encoding: str) -> bytes | Opaque:
+    def _encode(self, text: str, encoding: str) -> bytes | str | Opaque:
+        """``_codecs.encode(text, encoding)`` for the codecs pickles use (latin-1 for protocol <= 2 bytes,
+        utf-8, ascii) and rot13 (text to text: a way to compute a global's name). Any other codec is not looked
+        up: that would import ``encodings.<name from the file>``; the result stays opaque."""
+        codec = encoding.lower().replace("_", "-")
+        if codec in ("rot13", "rot-13"):
+            return text.translate(_ROT13)
+        if codec not in _CODECS:
+            return Opaque(f"text encoded as {one_line(encoding, 20)}")
         try:
-            return text.encode(encoding)
-        except (LookupError, ValueError):  # unknown codec, or text the codec cannot encode
-            return Opaque(f"text encoded as {encoding[:20]}")
+            return text.encode(_CODECS[codec])
+        except ValueError:  # text the codec cannot encode
+            return Opaque(f"text encoded as {codec}")
 
     def _k_codecs_encode(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
         if len(args) == 2 and isinstance(args[1], str):

@@ -1,4 +1,13 @@
-"""Find a file's format from its first bytes, never from its extension alone."""
+"""Find a file's format from its first bytes, never from its extension alone.
+
+The order follows the loaders that could run code from the file, so that the most dangerous reading wins:
+``torch.load`` takes a file starting with ``PK\\x03\\x04`` as a zip, else a valid tar header as a tar-format
+torch file, else a pickle; ``np.load(allow_pickle=True)`` and ``pickle.load`` unpickle anything that is not a zip
+or npy. So a valid tar header is sniffed as ``pickle`` (whose reader handles tar first), and a file that sniffs
+as safetensors, flax msgpack, an npz/torch zip not starting with a local header, or nothing known is walked as a
+pickle from its first byte too: when that walk imports a global outside the safe set, the file is a polyglot and
+is read as the pickle it also is.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +19,17 @@ from pathlib import Path
 
 from ckptlint.errors import UnreadableCheckpoint
 
-HEAD_BYTES = 64
-ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+TAR_BLOCK = 512
+HEAD_BYTES = TAR_BLOCK
+ZIP_LOCAL = b"PK\x03\x04"
+ZIP_MAGICS = (ZIP_LOCAL, b"PK\x05\x06")
 NPY_MAGIC = b"\x93NUMPY"
 # pickle opcodes a protocol 0/1 stream can start with when it holds a container of tensors
-_PICKLE_V0_FIRST = frozenset(b"(}])cIJKLMNFGSTUVXBCP")
+_PICKLE_V0_FIRST = frozenset(b"(}])cIJKLMNFGSTUVXBCP\x95\x96")
+# opcodes an unpickler accepts as the first of a stream (they need nothing on the stack); files of other formats
+# that start with one of them are also walked as pickles (see the module docstring)
+_STREAM_FIRST = frozenset(b"(}])cIJKLMNFGSTUVXBC\x80\x88\x89\x8a\x8b\x8c\x8d\x8e\x8f\x95\x96")
+_POLYGLOT_KINDS = frozenset({"safetensors", "flax-msgpack", "npz", "torch-zip"})
 _MAX_INDEX_JSON = 64 << 20
 
 
@@ -32,9 +47,48 @@ def sniff(path: Path) -> str:
     try:
         with path.open("rb") as fh:
             head = fh.read(HEAD_BYTES)
+            if head.startswith(ZIP_LOCAL):
+                return _sniff_zip(path)
+            if is_tar_header(head):
+                return "pickle"
+            kind: str | None = None
+            error: UnreadableCheckpoint | None = None
+            try:
+                kind = sniff_bytes(head, size, path)
+            except UnreadableCheckpoint as exc:
+                error = exc
+            if (kind is None or kind in _POLYGLOT_KINDS) and head[0] in _STREAM_FIRST:
+                from ckptlint.readers.pickle_file import unsafe_pickle_view
+
+                if unsafe_pickle_view(fh, path.name):
+                    return "pickle"
     except OSError as exc:
         raise UnreadableCheckpoint(str(path), f"cannot open: {exc.strerror or exc}") from None
-    return sniff_bytes(head, size, path)
+    if error is not None:
+        raise error
+    assert kind is not None
+    return kind
+
+
+def is_tar_header(block: bytes) -> bool:
+    """Whether ``block`` (a file's first bytes) starts with a tar header whose checksum holds.
+
+    Mirrors ``tarfile.TarInfo.frombuf``'s first checks (512 bytes, not all zero, the checksum field parses and
+    matches the signed or unsigned sum); ``tarfile.open`` decides the rest (see readers/torch_tar.py).
+    """
+    if len(block) < TAR_BLOCK or block[:TAR_BLOCK].count(0) == TAR_BLOCK:
+        return False
+    field = block[148:156]
+    if field[0] in (0o200, 0o377):
+        return False  # a base-256 checksum: tarfile rejects it too
+    try:
+        stored = int(field.split(b"\0", 1)[0].decode("ascii").strip() or "0", 8)
+    except ValueError:
+        return False
+    head = block[:TAR_BLOCK]
+    unsigned = 256 + sum(struct.unpack_from("148B8x356B", head))
+    signed = 256 + sum(struct.unpack_from("148b8x356b", head))
+    return stored in (unsigned, signed)
 
 
 def sniff_bytes(head: bytes, size: int, path: Path) -> str:
@@ -47,7 +101,7 @@ def sniff_bytes(head: bytes, size: int, path: Path) -> str:
         (n,) = struct.unpack("<Q", head[:8])
         if 0 < n <= size - 8:
             return "safetensors"
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+    if len(head) >= 2 and head[0] == 0x80 and head[1] <= 5:
         return "pickle"
     if head[:1] in (b"{", b"[") or head.lstrip()[:1] == b"{":
         return _sniff_json(path, size)
@@ -72,9 +126,11 @@ def _sniff_zip(path: Path) -> str:
             names = zf.namelist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
         raise UnreadableCheckpoint(str(path), f"corrupt zip archive: {exc}") from None
-    if any(n.endswith(".npy") for n in names) and not any(n.endswith("data.pkl") for n in names):
+    # torch finds members case-insensitively (miniz): ``archive/DATA.PKL`` is loaded as ``archive/data.pkl``
+    lower = [n.lower() for n in names]
+    if any(n.endswith(".npy") for n in lower) and not any(n.endswith("data.pkl") for n in lower):
         return "npz"
-    if any(n.endswith(".pkl") for n in names):
+    if any(n.endswith(".pkl") for n in lower):
         return "torch-zip"
     if not names:
         raise UnreadableCheckpoint(str(path), "empty zip archive")

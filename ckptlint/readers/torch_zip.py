@@ -8,7 +8,10 @@ code that runs when loaded; their tensors are still listed.
 
 Decisions: a storage member that is missing or smaller than its tensors need makes the file unreadable (exit 2),
 because ``torch.load`` fails on it too. Members whose names appear twice are judged all, reported as CK301
-(a loader may read a different one than ckptlint lists), and the first one is listed.
+(a loader may read a different one than ckptlint lists), and the first one is listed. Names are compared
+ignoring case, as torch's zip reader (miniz) finds members: ``archive/DATA.PKL`` is what torch.load unpickles
+when there is no ``archive/data.pkl``. ``np.load(allow_pickle=True)`` reads any zip as an npz, so every member
+that starts with the npy magic is judged as an array too (readers/npz.py ``npy_view_findings``).
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ from __future__ import annotations
 import io
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.findings import Finding, Severity
+from ckptlint.readers.npz import npy_view_findings
 from ckptlint.readers.pickle_file import walk_trailing
 from ckptlint.readers.pickle_globals import SecurityLog, one_line
 from ckptlint.readers.pickle_tree import TreeTooLarge, flatten
@@ -36,6 +42,7 @@ from ckptlint.readers.pickle_walker import (
 from ckptlint.remote import zip_source
 
 MAX_PICKLE_MEMBER = 512 << 20  # a data.pkl is ~100 bytes per tensor; 512 MiB is millions of tensors
+MAX_INLINE_PICKLE = 16 << 20  # pickle members up to this size are read into memory, larger ones streamed
 MAX_RATIO = 1000  # decompressed/compressed size of a deflated pickle member beyond which it is a zip bomb
 MAX_LISTED = 20
 _ZIP_ERRORS = (
@@ -57,49 +64,53 @@ def read(path: Path) -> Checkpoint:
     except _ZIP_ERRORS as exc:
         raise UnreadableCheckpoint(p, one_line(f"corrupt zip archive: {exc}", 500)) from None
     with zf:
-        return _read_archive(zf, p, path.stem)
+        return _read_archive(zf, p, path.stem, remote=not isinstance(path, Path))
 
 
-def _read_archive(zf: zipfile.ZipFile, p: str, stem: str) -> Checkpoint:
+def _read_archive(zf: zipfile.ZipFile, p: str, stem: str, *, remote: bool = False) -> Checkpoint:
     infos = zf.infolist()
     if not infos:
         raise UnreadableCheckpoint(p, "empty zip archive")
     prefix = infos[0].filename.split("/", 1)[0] + "/" if "/" in infos[0].filename else ""
     members: dict[str, zipfile.ZipInfo] = {}
+    folded: set[str] = set()
     duplicates: list[str] = []
     for info in infos:
-        if info.filename in members:
+        # torch finds members through miniz, which compares names case-insensitively: ``a/DATA.PKL`` is loaded
+        # as ``a/data.pkl``, so names that differ only in case are duplicates too
+        low = info.filename.lower()
+        if low in folded:
             duplicates.append(info.filename)
-        else:
-            members[info.filename] = info
+        folded.add(low)
+        members.setdefault(info.filename, info)
     code = [n for n in members if n.startswith(f"{prefix}code/") or "/code/" in n]
-    torchscript = bool(code) or f"{prefix}constants.pkl" in members
+    torchscript = bool(code) or any(n.lower() == f"{prefix}constants.pkl".lower() for n in members)
     log = SecurityLog(p, torchscript=torchscript)
-    main = members.get(f"{prefix}data.pkl") or next(
-        (i for n, i in members.items() if n == "data.pkl" or n.endswith("/data.pkl")), None
-    )
+    main = _main_pickle(members, prefix)
     if main is not None:
         prefix = main.filename[: -len("data.pkl")]
     storages = _ZipStorages(prefix)
     value: Any = None
-    pickles = [i for i in infos if i.filename.endswith(".pkl") and i is not main]
+    pickles = [i for i in infos if i.filename.lower().endswith(".pkl") and i is not main]
     for info in [*pickles, main] if main is not None else pickles:  # the others first: all are judged
         is_main = info is main
-        data = _read_pickle_member(zf, info, p, log)
-        walker = PickleWalker(io.BytesIO(data), log=log, member=info.filename, storage_name=info.filename)
-        walker.persistent = storages.loader(walker) if is_main else _any_storage
-        try:
-            if is_main:
-                value = walker.walk()
-            else:
-                walker.walk()
-            walk_trailing(walker)
-        except MalformedPickle as exc:
-            if is_main:
-                raise unreadable(p, str(exc), log) from None
-            log.cannot_verify(
-                f"a malformed pickle member {info.filename}", info.filename, exc.offset, exc.reason
-            )
+        with _pickle_source(zf, info, p, log) as source:
+            walker = PickleWalker(source, log=log, member=info.filename, storage_name=info.filename)
+            walker.persistent = storages.loader(walker) if is_main else _any_storage
+            try:
+                if is_main:
+                    value = walker.walk()
+                else:
+                    walker.walk()
+                walk_trailing(walker)
+            except MalformedPickle as exc:
+                if is_main:
+                    raise unreadable(p, str(exc), log) from None
+                log.cannot_verify(
+                    f"a malformed pickle member {info.filename}", info.filename, exc.offset, exc.reason
+                )
+            except _ZIP_ERRORS as exc:
+                raise unreadable(p, f"cannot read member {info.filename}: {exc}", log) from None
     if main is None:
         raise unreadable(p, "torch zip archive without a data.pkl member", log)
     storages.check(members, p, log)
@@ -112,6 +123,9 @@ def _read_archive(zf: zipfile.ZipFile, p: str, stem: str) -> Checkpoint:
         findings.append(_torchscript_finding(code, sorted(log.torchscript_classes), main.filename))
     if duplicates:
         findings.append(_duplicates_finding(sorted(set(duplicates))))
+    # np.load(allow_pickle=True) reads the archive as an npz (remote: storages are not fetched for this)
+    skip = set() if not remote else {ref.member for ref in storages.by_key.values()}
+    findings.extend(npy_view_findings(zf, [i for i in infos if i.filename not in skip], p))
     metadata = tree.metadata
     byteorder = _small_member(zf, members.get(f"{prefix}byteorder"))
     if byteorder and byteorder != "little":
@@ -127,6 +141,41 @@ def _read_archive(zf: zipfile.ZipFile, p: str, stem: str) -> Checkpoint:
         files=[p],
         findings=findings,
     )
+
+
+def _main_pickle(members: dict[str, zipfile.ZipInfo], prefix: str) -> zipfile.ZipInfo | None:
+    """The member torch.load unpickles: ``<first member's folder>/data.pkl``, matched as miniz does (ignoring
+    case); without one, any ``*/data.pkl`` (so that its tensors are still listed)."""
+    exact = members.get(f"{prefix}data.pkl")
+    if exact is not None:
+        return exact
+    wanted = f"{prefix}data.pkl".lower()
+    for name, info in members.items():
+        if name.lower() == wanted:
+            return info
+    for name, info in members.items():
+        low = name.lower()
+        if low == "data.pkl" or low.endswith("/data.pkl"):
+            return info
+    return None
+
+
+@contextmanager
+def _pickle_source(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, p: str, log: SecurityLog
+) -> Iterator[IO[bytes]]:
+    """A seekable view of a pickle member: its bytes in memory when small, else the member streamed through
+    ``zipfile`` (the walker skips large arguments by seeking, so memory stays bounded by what it builds)."""
+    if info.file_size <= MAX_INLINE_PICKLE:
+        yield io.BytesIO(_read_pickle_member(zf, info, p, log))
+        return
+    _check_member_size(info, p, log)
+    try:
+        member = zf.open(info)
+    except _ZIP_ERRORS as exc:
+        raise unreadable(p, f"cannot read member {info.filename}: {exc}", log) from None
+    with member:
+        yield member
 
 
 def _any_storage(pid: Any, offset: int) -> Any:
@@ -184,7 +233,7 @@ class _ZipStorages:
                 )
 
 
-def _read_pickle_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, p: str, log: SecurityLog) -> bytes:
+def _check_member_size(info: zipfile.ZipInfo, p: str, log: SecurityLog) -> None:
     if info.file_size > MAX_PICKLE_MEMBER:
         raise unreadable(
             p, f"pickle member {info.filename} of {info.file_size} bytes is larger than ckptlint reads", log
@@ -196,6 +245,10 @@ def _read_pickle_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, p: str, log:
             f"pickle member {info.filename} expands {info.compress_size} bytes to {info.file_size} (zip bomb?)",
             log,
         )
+
+
+def _read_pickle_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, p: str, log: SecurityLog) -> bytes:
+    _check_member_size(info, p, log)
     try:
         with zf.open(info) as fh:
             data = fh.read(info.file_size + 1)

@@ -18,8 +18,8 @@ Example
     $ ckptlint check hf_clip_tiny --arch open_clip
     CK104 error    another framework's layout: model.safetensors holds transformers (Hugging Face) keys (77 of
                    77: text_model.… (36 keys); text_projection.weight; vision_model.… (39 keys);
-                   visual_projection.weight) and the model is OpenCLIP (open_clip) / OpenAI CLIP; 180 of its
-                   181 keys are missing
+                   visual_projection.weight) and the model is OpenCLIP (open_clip) / OpenAI CLIP; 61 of its
+                   62 keys are missing
                    cause: open_clip has no transformers→open_clip converter: open_clip/convert.py converts
                    only big_vision SigLIP .npz and MobileCLIP, and load_checkpoint passes transformers keys
                    through unchanged
