@@ -8,7 +8,8 @@ descriptions; no other scanner's test corpus is used. A payload only ever create
 a temp dir): ``touch target`` through a shell, or ``open(target, 'w')`` in Python.
 
 ``Sample.loader`` says how the payload fires for the positive control (``fire`` below, run in a subprocess):
-``pickle`` (``pickle.load`` on every stream), ``torch`` (``torch.load(weights_only=False)``), ``numpy``
+``pickle`` (``pickle.load`` on every stream), ``torch`` (``torch.load(weights_only=False)``; ``torch_fh`` on an
+open file object, for names ending in ``.safetensors``, which torch.load hands to safetensors), ``numpy``
 (``np.load(allow_pickle=True)``, every array), ``torch:<file>`` (torch.load of a file inside a sample folder), or
 None when it is not live here (EXT opcodes need a registry entry, TorchScript runs no file operation, a loader
 that reads only part of the file...): those are still files a scanner must flag.
@@ -132,7 +133,9 @@ def sample(name: str, theme: str, globals_: set[str] | None = None, loader: str 
     return register
 
 
-def pickle_sample(name: str, theme: str, globals_: set[str], data: Callable[[str], bytes], **kw: object) -> None:
+def pickle_sample(
+    name: str, theme: str, globals_: set[str], data: Callable[[str], bytes], **kw: object
+) -> None:
     def write(directory: Path, target: str) -> Path:
         path = directory / f"{name}.pkl"
         path.write_bytes(data(target))
@@ -155,7 +158,9 @@ pickle_sample(
     {"os.system"},
     lambda t: b"cos\nsystem\n(U" + bytes([len(touch(t))]) + touch(t).encode() + b"tR.",
 )
-pickle_sample("proto2_posix_system", "protocol 2, posix alias of os", {"posix.system"}, lambda t: p2(os_system(t)))
+pickle_sample(
+    "proto2_posix_system", "protocol 2, posix alias of os", {"posix.system"}, lambda t: p2(os_system(t))
+)
 pickle_sample(
     "proto3_os_system_bytes",
     "protocol 3 with the command as bytes",
@@ -203,7 +208,13 @@ pickle_sample(
     "BUILD stores __setstate__ = os.system on an instance; a second BUILD calls it with the command",
     {"os.system"},
     lambda t: p2(
-        glob("argparse", "Namespace") + b")\x81}" + u("__setstate__") + glob("os", "system") + b"sb" + u(touch(t)) + b"b"
+        glob("argparse", "Namespace")
+        + b")\x81}"
+        + u("__setstate__")
+        + glob("os", "system")
+        + b"sb"
+        + u(touch(t))
+        + b"b"
     ),
 )
 pickle_sample(
@@ -221,31 +232,54 @@ pickle_sample(
 
 # -- dangerous globals named in advisories ------------------------------------------------------------------------
 
-pickle_sample("builtins_exec", "builtins.exec", {"builtins.exec"}, lambda t: p2(call(glob("builtins", "exec"), u(py_touch(t)))))
+pickle_sample(
+    "builtins_exec",
+    "builtins.exec",
+    {"builtins.exec"},
+    lambda t: p2(call(glob("builtins", "exec"), u(py_touch(t)))),
+)
 pickle_sample(
     "builtins_eval_stack_global",
     "builtins.eval through STACK_GLOBAL of memoised strings",
     {"builtins.eval"},
-    lambda t: b"\x80\x04" + su("builtins") + b"\x94" + su("eval") + b"\x94h\x00h\x01\x93" + su(f"exec({py_touch(t)!r})") + b"\x85R.",
+    lambda t: (
+        b"\x80\x04"
+        + su("builtins")
+        + b"\x94"
+        + su("eval")
+        + b"\x94h\x00h\x01\x93"
+        + su(f"exec({py_touch(t)!r})")
+        + b"\x85R."
+    ),
 )
 pickle_sample(
     "builtins_compile_exec",
     "builtins.exec(builtins.compile(...))",
     {"builtins.exec", "builtins.compile"},
-    lambda t: p2(call(glob("builtins", "exec"), call(glob("builtins", "compile"), u(py_touch(t)), u("x"), u("exec")))),
+    lambda t: p2(
+        call(glob("builtins", "exec"), call(glob("builtins", "compile"), u(py_touch(t)), u("x"), u("exec")))
+    ),
 )
 pickle_sample(
     "getattr_import_os",
     "getattr(__import__('os'), 'system'): reaching a callable through builtins",
     {"builtins.getattr", "builtins.__import__"},
-    lambda t: p2(call(call(glob("builtins", "getattr"), call(glob("builtins", "__import__"), u("os")), u("system")), u(touch(t)))),
+    lambda t: p2(
+        call(
+            call(glob("builtins", "getattr"), call(glob("builtins", "__import__"), u("os")), u("system")),
+            u(touch(t)),
+        )
+    ),
 )
 pickle_sample(
     "importlib_import_module",
     "importlib.import_module + getattr",
     {"importlib.import_module", "builtins.getattr"},
     lambda t: p2(
-        call(call(glob("builtins", "getattr"), call(glob("importlib", "import_module"), u("os")), u("system")), u(touch(t)))
+        call(
+            call(glob("builtins", "getattr"), call(glob("importlib", "import_module"), u("os")), u("system")),
+            u(touch(t)),
+        )
     ),
 )
 pickle_sample(
@@ -266,12 +300,16 @@ pickle_sample(
     {"runpy._run_code"},
     lambda t: p2(call(glob("runpy", "_run_code"), u(py_touch(t)), b"}")),
 )
-pickle_sample("pty_spawn", "pty.spawn", {"pty.spawn"}, lambda t: p2(call(glob("pty", "spawn"), strlist(["touch", t]))))
+pickle_sample(
+    "pty_spawn", "pty.spawn", {"pty.spawn"}, lambda t: p2(call(glob("pty", "spawn"), strlist(["touch", t])))
+)
 pickle_sample(
     "timeit_exec",
     "timeit.timeit runs a statement string",
     {"timeit.timeit"},
-    lambda t: p2(call(glob("timeit", "timeit"), u(py_touch(t)), glob("time", "perf_counter"), u("pass"), b"K\x01")),
+    lambda t: p2(
+        call(glob("timeit", "timeit"), u(py_touch(t)), u("pass"), glob("time", "perf_counter"), b"K\x01")
+    ),
 )
 pickle_sample(
     "cprofile_run",
@@ -295,9 +333,17 @@ pickle_sample(
     "marshal_function_type",
     "types.FunctionType(marshal.loads(code)) then call: code objects smuggled as bytes",
     {"types.FunctionType", "marshal.loads"},
-    lambda t: b"\x80\x03"
-    + call(call(glob("types", "FunctionType"), call(glob("marshal", "loads"), bb(_marshalled(py_touch(t)))), b"}"))
-    + b".",
+    lambda t: (
+        b"\x80\x03"
+        + call(
+            call(
+                glob("types", "FunctionType"),
+                call(glob("marshal", "loads"), bb(_marshalled(py_touch(t)))),
+                b"}",
+            )
+        )
+        + b"."
+    ),
 )
 pickle_sample(
     "pickle_loads_nested",
@@ -309,9 +355,14 @@ pickle_sample(
     "ctypes_libc_system",
     "ctypes.CDLL(None).system: native code",
     {"ctypes.CDLL", "builtins.getattr"},
-    lambda t: b"\x80\x03"
-    + call(call(glob("builtins", "getattr"), call(glob("ctypes", "CDLL"), b"N"), u("system")), bb(touch(t).encode()))
-    + b".",
+    lambda t: (
+        b"\x80\x03"
+        + call(
+            call(glob("builtins", "getattr"), call(glob("ctypes", "CDLL"), b"N"), u("system")),
+            bb(touch(t).encode()),
+        )
+        + b"."
+    ),
 )
 pickle_sample(
     "webbrowser_open",
@@ -330,7 +381,9 @@ pickle_sample(
     "pip_main",
     "pip.main (the CVE-2025-1716 picklescan bypass)",
     {"pip.main"},
-    lambda t: p2(call(glob("pip", "main"), strlist(["install", "--no-index", "--dry-run", "ckptlint-does-not-exist"]))),
+    lambda t: p2(
+        call(glob("pip", "main"), strlist(["install", "--no-index", "--dry-run", "ckptlint-does-not-exist"]))
+    ),
     loader=None,
 )
 pickle_sample(
@@ -343,7 +396,12 @@ pickle_sample(
     "operator_methodcaller",
     "operator.methodcaller('system', cmd)(__import__('os'))",
     {"operator.methodcaller", "builtins.__import__"},
-    lambda t: p2(call(call(glob("operator", "methodcaller"), u("system"), u(touch(t))), call(glob("builtins", "__import__"), u("os")))),
+    lambda t: p2(
+        call(
+            call(glob("operator", "methodcaller"), u("system"), u(touch(t))),
+            call(glob("builtins", "__import__"), u("os")),
+        )
+    ),
 )
 pickle_sample(
     "builtins_open_write",
@@ -351,12 +409,25 @@ pickle_sample(
     {"builtins.open"},
     lambda t: p2(call(glob("builtins", "open"), u(t), u("w"))),
 )
-pickle_sample("io_fileio", "_io.FileIO(target, 'w')", {"_io.FileIO"}, lambda t: p2(call(glob("_io", "FileIO"), u(t), u("w"))))
+pickle_sample(
+    "io_fileio",
+    "_io.FileIO(target, 'w')",
+    {"_io.FileIO"},
+    lambda t: p2(call(glob("_io", "FileIO"), u(t), u("w"))),
+)
 pickle_sample(
     "pathlib_touch_dotted",
     "protocol 4 dotted name pathlib.Path.touch",
     {"pathlib.Path.touch", "pathlib.Path"},
-    lambda t: b"\x80\x04" + sglob("pathlib", "Path.touch") + b"(" + sglob("pathlib", "Path") + su(t) + b"\x85Rt" + b"R.",
+    lambda t: (
+        b"\x80\x04"
+        + sglob("pathlib", "Path.touch")
+        + b"("
+        + sglob("pathlib", "Path")
+        + su(t)
+        + b"\x85Rt"
+        + b"R."
+    ),
 )
 pickle_sample(
     "dotted_argparse_os_system",
@@ -381,16 +452,20 @@ pickle_sample(
     "an allowed torch rebuild function calling a dangerous one (weights_only bypass theme)",
     {"os.system"},
     lambda t: p2(
-        call(glob("torch._tensor", "_rebuild_from_type_v2"), glob("os", "system"), glob("torch", "Tensor"), b"(" + u(touch(t)) + b"t", b"}")
+        call(
+            glob("torch._tensor", "_rebuild_from_type_v2"),
+            glob("os", "system"),
+            glob("torch", "Tensor"),
+            b"(" + u(touch(t)) + b"t",
+            b"}",
+        )
     ),
 )
 pickle_sample(
     "torch_backward_hooks",
     "os.system hidden in a tensor's backward_hooks (runs later, not at load)",
     {"os.system"},
-    lambda t: p2(
-        glob("collections", "OrderedDict") + b")R" + u("h") + glob("os", "system") + b"s"
-    ),
+    lambda t: p2(glob("collections", "OrderedDict") + b")R" + u("h") + glob("os", "system") + b"s"),
     loader=None,
 )
 pickle_sample(
@@ -403,7 +478,9 @@ pickle_sample(
     "trainer_record_called",
     "an allowed trainer record called with arguments (runs its constructor)",
     {"transformers.training_args.TrainingArguments"},
-    lambda t: p2(call(glob("transformers.training_args", "TrainingArguments"), u(str(Path(t).parent / "out")))),
+    lambda t: p2(
+        call(glob("transformers.training_args", "TrainingArguments"), u(str(Path(t).parent / "out")))
+    ),
     loader=None,
 )
 pickle_sample(
@@ -451,31 +528,35 @@ pickle_sample(
     "memo_reuse",
     "memo slot first holds a harmless module name, is overwritten with 'os' before STACK_GLOBAL reads it",
     {"os.system"},
-    lambda t: b"\x80\x04"
-    + su("collections")
-    + b"q\x000"
-    + su("os")
-    + b"q\x000"
-    + su("OrderedDict")
-    + b"q\x010"
-    + su("system")
-    + b"q\x010"
-    + b"h\x00h\x01\x93"
-    + su(touch(t))
-    + b"\x85R.",
+    lambda t: (
+        b"\x80\x04"
+        + su("collections")
+        + b"q\x000"
+        + su("os")
+        + b"q\x000"
+        + su("OrderedDict")
+        + b"q\x010"
+        + su("system")
+        + b"q\x010"
+        + b"h\x00h\x01\x93"
+        + su(touch(t))
+        + b"\x85R."
+    ),
 )
 pickle_sample(
     "memoize_index_games",
     "MEMOIZE after PUTs to high indices (indices reused and out of order)",
     {"os.system"},
-    lambda t: b"\x80\x04"
-    + su("os")
-    + b"r\xff\xff\x00\x00"
-    + su("system")
-    + b"\x94"
-    + b"j\xff\xff\x00\x00h\x01\x93"
-    + su(touch(t))
-    + b"\x85R.",
+    lambda t: (
+        b"\x80\x04"
+        + su("os")
+        + b"r\xff\xff\x00\x00"
+        + su("system")
+        + b"\x94"
+        + b"j\xff\xff\x00\x00h\x01\x93"
+        + su(touch(t))
+        + b"\x85R."
+    ),
 )
 pickle_sample(
     "memo_missing_after_payload",
@@ -487,29 +568,33 @@ pickle_sample(
     "memo_type_confused_after_payload",
     "payload, then STACK_GLOBAL of a memoised int (type confusion)",
     {"os.system"},
-    lambda t: b"\x80\x04" + os_system(t, "os") + b"0K\x05\x94" + su("system") + b"h\x00h\x01\x93.",
+    lambda t: b"\x80\x04" + os_system(t, "os") + b"0K\x05\x94" + su("system") + b"\x94h\x00h\x01\x93.",
 )
 pickle_sample(
     "stack_built_name_rot13",
     "module and name computed on the stack with _codecs.encode(..., 'rot13') (an allowed global)",
     {"os.system"},
-    lambda t: b"\x80\x04"
-    + call(glob("_codecs", "encode"), su("bf"), su("rot13"))
-    + call(glob("_codecs", "encode"), su("flfgrz"), su("rot_13"))
-    + b"\x93"
-    + su(touch(t))
-    + b"\x85R.",
+    lambda t: (
+        b"\x80\x04"
+        + call(glob("_codecs", "encode"), su("bf"), su("rot13"))
+        + call(glob("_codecs", "encode"), su("flfgrz"), su("rot_13"))
+        + b"\x93"
+        + su(touch(t))
+        + b"\x85R."
+    ),
 )
 pickle_sample(
     "stack_built_name_computed",
     "module name produced by a call (str.lower via getattr): not knowable without running it",
     {"builtins.getattr"},
-    lambda t: b"\x80\x04"
-    + call(call(glob("builtins", "getattr"), su("OS"), su("lower")))
-    + su("system")
-    + b"\x93"
-    + su(touch(t))
-    + b"\x85R.",
+    lambda t: (
+        b"\x80\x04"
+        + call(call(glob("builtins", "getattr"), su("OS"), su("lower")))
+        + su("system")
+        + b"\x93"
+        + su(touch(t))
+        + b"\x85R."
+    ),
 )
 pickle_sample(
     "appended_stream",
@@ -549,23 +634,36 @@ def _benign_state() -> dict[str, object]:
     return {"w": torch.zeros(2, 3), "b": torch.ones(3)}
 
 
-@sample("legacy_payload_in_state_dict", "legacy torch.save whose object stream holds a payload", {"posix.system"}, "torch")
+@sample(
+    "legacy_payload_in_state_dict",
+    "legacy torch.save whose object stream holds a payload",
+    {"posix.system"},
+    "torch",
+)
 def _legacy_in_state(directory: Path, target: str) -> Path:
     path = directory / "legacy_payload.pt"
     path.write_bytes(_legacy_bytes({**_benign_state(), "evil": evil_object(target)}))
     return path
 
 
-@sample("legacy_payload_as_magic", "legacy torch file whose first stream (the magic number) is the payload", {"os.system"}, "torch")
+@sample(
+    "legacy_payload_as_magic",
+    "legacy torch file whose first stream (the magic number) is the payload",
+    {"os.system"},
+    "torch",
+)
 def _legacy_magic(directory: Path, target: str) -> Path:
     data = _legacy_bytes(_benign_state())
-    first_end = data.index(b".") + 1  # the magic-number stream: PROTO 2, LONG1, STOP
+    first_end = 15  # the magic-number stream: PROTO 2, LONG1 of 10 bytes, STOP
+    assert data[:4] == b"\x80\x02\x8a\x0a" and data[14:15] == b"."
     path = directory / "legacy_magic.pt"
     path.write_bytes(p2(os_system(target, "os")) + data[first_end:])
     return path
 
 
-@sample("legacy_appended_stream", "a stream appended after a legacy torch file's raw data", {"os.system"}, None)
+@sample(
+    "legacy_appended_stream", "a stream appended after a legacy torch file's raw data", {"os.system"}, None
+)
 def _legacy_appended(directory: Path, target: str) -> Path:
     path = directory / "legacy_appended.pt"
     path.write_bytes(_legacy_bytes(_benign_state()) + p2(os_system(target, "os")))
@@ -585,7 +683,9 @@ def tar_checkpoint(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def tar_members(tensors: dict[str, tuple[tuple[int, ...], list[float]]], extra: bytes = b"") -> dict[str, bytes]:
+def tar_members(
+    tensors: dict[str, tuple[tuple[int, ...], list[float]]], extra: bytes = b""
+) -> dict[str, bytes]:
     """``storages``/``tensors``/``pickle`` members holding float32 tensors (one storage each), as torch's legacy
     tar loader reads them; ``extra`` is pickled into the saved dict under "extra" (a raw pickle fragment)."""
     storages = pickle.dumps(len(tensors), protocol=2)
@@ -623,7 +723,12 @@ def _tar_pickle(directory: Path, target: str) -> Path:
     return path
 
 
-@sample("tar_payload_in_storages", "tar-format file whose storages count stream is the payload", {"os.system"}, "torch")
+@sample(
+    "tar_payload_in_storages",
+    "tar-format file whose storages count stream is the payload",
+    {"os.system"},
+    "torch",
+)
 def _tar_storages(directory: Path, target: str) -> Path:
     members = tar_members(_TAR_TENSORS)
     members["storages"] = p2(os_system(target, "os")) + members["storages"]
@@ -636,7 +741,7 @@ def _tar_storages(directory: Path, target: str) -> Path:
     "safetensors_tar_polyglot",
     "a valid safetensors file whose first 512 bytes are a tar header: torch.load takes the tar path",
     {"posix.system"},
-    "torch",
+    "torch_fh",
 )
 def _safetensors_tar(directory: Path, target: str) -> Path:
     path = directory / "polyglot_tar.safetensors"
@@ -659,7 +764,13 @@ def safetensors_tar_polyglot(tar: bytes) -> bytes:
     json_start = b'{"__metadata__":{"x":"'
     block[8 : 8 + len(json_start)] = json_start
     # tar fields (octal text, all inside the JSON string): mode, uid, gid, size (512: the second block), mtime
-    fields = {100: b"0000644 ", 108: b"0000000 ", 116: b"0000000 ", 124: b"00000001000 ", 136: b"00000000000 "}
+    fields = {
+        100: b"0000644 ",
+        108: b"0000000 ",
+        116: b"0000000 ",
+        124: b"00000001000 ",
+        136: b"00000000000 ",
+    }
     for at, text in fields.items():
         block[at : at + len(text)] = text
     block[156:157] = b"0"  # regular file
@@ -667,13 +778,16 @@ def safetensors_tar_polyglot(tar: bytes) -> bytes:
     data_block = bytearray(b" " * 512)
     tensor_len = len(tar)
     tail = (
-        b'"},"t":{"dtype":"U8","shape":[' + str(tensor_len).encode() + b'],"data_offsets":[0,'
-        + str(tensor_len).encode() + b"]}}"
+        b'"},"t":{"dtype":"U8","shape":['
+        + str(tensor_len).encode()
+        + b'],"data_offsets":[0,'
+        + str(tensor_len).encode()
+        + b"]}}"
     )
     data_block[512 - len(tail) :] = tail
     block[148:156] = b"        "
     checksum = 256 + sum(block[:148]) + sum(block[156:])  # the checksum field counts as spaces
-    block[148:156] = b"%06o\x00 " % checksum
+    block[148:156] = b"%06o  " % checksum  # no NUL: it would break the JSON string
     if not tarfile.TarInfo.frombuf(bytes(block), "utf-8", "surrogateescape"):
         raise AssertionError("not a tar header")
     return bytes(block) + bytes(data_block) + tar
@@ -735,20 +849,22 @@ def safetensors_pickle_polyglot(payload: bytes) -> bytes:
     first = 8 + len(prefix) - 2  # 'U' at 0, its length byte at 1, string from 2 to the JSON string's start
     header_len = 0x55 + 256 * first
     data = b"0" + payload + b"."
-    tail = b'"},"t":{"dtype":"U8","shape":[' + str(len(data)).encode() + b'],"data_offsets":[0,' + str(
-        len(data)
-    ).encode() + b"]}}"
+    tail = (
+        b'"},"t":{"dtype":"U8","shape":['
+        + str(len(data)).encode()
+        + b'],"data_offsets":[0,'
+        + str(len(data)).encode()
+        + b"]}}"
+    )
     start = 8 + len(prefix)  # pickle position: inside the JSON string
     end = 8 + header_len  # where the data region starts
     last_len = 120
     chain = bytearray()
     remaining = end - start - (3 + last_len)
-    while remaining:
-        n = min(126, remaining - 3)
-        if remaining - (3 + n) and remaining - (3 + n) < 35:
-            n = remaining - 3 - 35
-        if n in (34, 92):
-            n -= 1
+    while remaining:  # hops of 3 + n bytes, n in 40..90 (printable length bytes, never '"' or '\\')
+        n = min(90, remaining - 3)
+        if 0 < remaining - 3 - n < 43:
+            n = remaining - 3 - 43
         chain += b"0U" + bytes([n]) + b"a" * n
         remaining -= 3 + n
     last_content = b"a" * (last_len - len(tail)) + tail
@@ -796,14 +912,18 @@ def _data_pkl_name(members: list[tuple[zipfile.ZipInfo, bytes]]) -> str:
     return next(i.filename for i, _ in members if i.filename.endswith("/data.pkl"))
 
 
-def _zip_with(directory: Path, name: str, target: str, transform: Callable[[zipfile.ZipInfo, bytes], list]) -> Path:
+def _zip_with(
+    directory: Path, name: str, target: str, transform: Callable[[zipfile.ZipInfo, bytes], list]
+) -> Path:
     members: list[tuple[zipfile.ZipInfo | str, bytes]] = []
     for info, data in _torch_zip_members():
         members.extend(transform(info, data))
     return write_zip(directory / name, members)
 
 
-@sample("zip_data_pkl_entry", "torch.save archive whose data.pkl gains a payload entry", {"posix.system"}, "torch")
+@sample(
+    "zip_data_pkl_entry", "torch.save archive whose data.pkl gains a payload entry", {"posix.system"}, "torch"
+)
 def _zip_entry(directory: Path, target: str) -> Path:
     return _zip_with(
         directory,
@@ -813,7 +933,12 @@ def _zip_entry(directory: Path, target: str) -> Path:
     )
 
 
-@sample("zip_wrong_extension", "the same archive named .safetensors (scanners that trust extensions)", {"posix.system"}, "torch")
+@sample(
+    "zip_wrong_extension",
+    "the same archive named .safetensors (scanners that trust extensions)",
+    {"posix.system"},
+    "torch_fh",
+)
 def _zip_ext(directory: Path, target: str) -> Path:
     path = _zip_entry(directory, target)
     return path.rename(directory / "model.safetensors")
@@ -830,7 +955,12 @@ def _zip_extra(directory: Path, target: str) -> Path:
     return _zip_with(directory, "zip_extra.pt", target, transform)
 
 
-@sample("zip_renamed_upper_case", "data.pkl renamed DATA.PKL: torch's zip reader matches names ignoring case", {"posix.system"}, "torch")
+@sample(
+    "zip_renamed_upper_case",
+    "data.pkl renamed DATA.PKL: torch's zip reader matches names ignoring case",
+    {"posix.system"},
+    "torch",
+)
 def _zip_upper(directory: Path, target: str) -> Path:
     def transform(info: zipfile.ZipInfo, data: bytes) -> list:
         if info.filename.endswith("/data.pkl"):
@@ -840,7 +970,12 @@ def _zip_upper(directory: Path, target: str) -> Path:
     return _zip_with(directory, "zip_upper.pt", target, transform)
 
 
-@sample("zip_case_duplicate", "a benign data.pkl plus data.PKL holding the payload (the one torch loads)", {"posix.system"}, "torch")
+@sample(
+    "zip_case_duplicate",
+    "a benign data.pkl plus data.PKL holding the payload (the one torch loads)",
+    {"posix.system"},
+    "torch",
+)
 def _zip_case_dup(directory: Path, target: str) -> Path:
     def transform(info: zipfile.ZipInfo, data: bytes) -> list:
         out = [(info, data)]
@@ -851,7 +986,9 @@ def _zip_case_dup(directory: Path, target: str) -> Path:
     return _zip_with(directory, "zip_case_dup.pt", target, transform)
 
 
-@sample("zip_exact_duplicate", "two members named data.pkl, the second with the payload", {"posix.system"}, None)
+@sample(
+    "zip_exact_duplicate", "two members named data.pkl, the second with the payload", {"posix.system"}, None
+)
 def _zip_dup(directory: Path, target: str) -> Path:
     import warnings
 
@@ -866,7 +1003,12 @@ def _zip_dup(directory: Path, target: str) -> Path:
         return _zip_with(directory, "zip_dup.pt", target, transform)
 
 
-@sample("zip_data_descriptor_flag", "archive written with data descriptors (flag bit 3), payload in data.pkl", {"posix.system"}, "torch")
+@sample(
+    "zip_data_descriptor_flag",
+    "archive written with data descriptors (flag bit 3), payload in data.pkl",
+    {"posix.system"},
+    "torch",
+)
 def _zip_dd(directory: Path, target: str) -> Path:
     class Unseekable(io.RawIOBase):
         def __init__(self) -> None:
@@ -881,7 +1023,10 @@ def _zip_dd(directory: Path, target: str) -> Path:
     sink = Unseekable()
     with zipfile.ZipFile(sink, "w") as out:
         for info, data in _torch_zip_members():
-            out.writestr(info.filename, _patched_data_pkl(data, target) if info.filename.endswith("/data.pkl") else data)
+            out.writestr(
+                info.filename,
+                _patched_data_pkl(data, target) if info.filename.endswith("/data.pkl") else data,
+            )
     path = directory / "zip_dd.pt"
     path.write_bytes(sink.buf.getvalue())
     return path
@@ -905,7 +1050,7 @@ def _patch_member_headers(path: Path, member: str, patch: Callable[[bytearray, i
     return path
 
 
-@sample("zip_encrypted_flag", "payload member marked encrypted (flag bit 0) though it is not", {"posix.system"}, None)
+@sample("zip_encrypted_flag", "payload member marked encrypted (flag bit 0) though it is not", set(), None)
 def _zip_encrypted(directory: Path, target: str) -> Path:
     path = _zip_entry(directory, target).rename(directory / "zip_encrypted.pt")
     member = _data_pkl_name(_torch_zip_members())
@@ -927,7 +1072,7 @@ def _zip_crc(directory: Path, target: str) -> Path:
     return _patch_member_headers(path, member, patch)
 
 
-@sample("zip_corrupt_central_directory", "payload archive with a corrupt central directory", {"posix.system"}, None)
+@sample("zip_corrupt_central_directory", "payload archive with a corrupt central directory", set(), None)
 def _zip_cd(directory: Path, target: str) -> Path:
     path = _zip_entry(directory, target).rename(directory / "zip_cd.pt")
     data = bytearray(path.read_bytes())
@@ -962,7 +1107,14 @@ def _zip_nested(directory: Path, target: str) -> Path:
 
     def transform(info: zipfile.ZipInfo, data: bytes) -> list:
         if info.filename.endswith("/data.pkl"):
-            entry = u("nested") + glob("torch.storage", "_load_from_bytes") + b"B" + struct.pack("<I", len(inner)) + inner + b"\x85R"
+            entry = (
+                u("nested")
+                + glob("torch.storage", "_load_from_bytes")
+                + b"B"
+                + struct.pack("<I", len(inner))
+                + inner
+                + b"\x85R"
+            )
             data = data[:-2] + entry + b"u."
         return [(info, data)]
 
@@ -1042,7 +1194,12 @@ def _npz_compressed(directory: Path, target: str) -> Path:
     return path
 
 
-@sample("npz_member_without_npy_suffix", "an object array stored under a member name without .npy", {"posix.system"}, "numpy")
+@sample(
+    "npz_member_without_npy_suffix",
+    "an object array stored under a member name without .npy",
+    {"posix.system"},
+    "numpy",
+)
 def _npz_nosuffix(directory: Path, target: str) -> Path:
     import numpy as np
 
@@ -1114,7 +1271,9 @@ def _sharded(directory: Path, target: str) -> Path:
     folder = directory / "sharded"
     folder.mkdir()
     torch.save({"a": torch.zeros(2)}, folder / "pytorch_model-00001-of-00002.bin")
-    torch.save({"b": torch.zeros(2), "evil": evil_object(target)}, folder / "pytorch_model-00002-of-00002.bin")
+    torch.save(
+        {"b": torch.zeros(2), "evil": evil_object(target)}, folder / "pytorch_model-00002-of-00002.bin"
+    )
     index = {
         "metadata": {"total_size": 16},
         "weight_map": {"a": "pytorch_model-00001-of-00002.bin", "b": "pytorch_model-00002-of-00002.bin"},
@@ -1138,7 +1297,7 @@ def write_all(directory: Path, target_dir: Path, names: list[str] | None = None)
     return out
 
 
-FIRE_SCRIPT = r'''
+FIRE_SCRIPT = r"""
 import json, os, pickle, sys, time
 jobs = json.loads(sys.argv[1])
 os.environ["BROWSER"] = "touch %s"
@@ -1154,6 +1313,10 @@ for path, loader in jobs:
         elif loader == "torch":
             import torch
             torch.load(path, weights_only=False)
+        elif loader == "torch_fh":  # a file object: torch.load does not look at a name's extension then
+            import torch
+            with open(path, "rb") as fh:
+                torch.load(fh, weights_only=False)
         elif loader.startswith("torch:"):
             import torch
             torch.load(os.path.join(path if os.path.isdir(path) else os.path.dirname(path), loader[6:]),
@@ -1167,4 +1330,4 @@ for path, loader in jobs:
     except BaseException as exc:  # the payload ran (or not) before the loader gave up
         print(path, type(exc).__name__, str(exc)[:200], file=sys.stderr)
 time.sleep(1.0)  # payloads that spawn a process (Popen, webbrowser) finish asynchronously
-'''
+"""

@@ -34,7 +34,7 @@ from ckptlint.readers.pickle_walker import (
     unreadable,
 )
 from ckptlint.readers.sniff import TAR_BLOCK, is_tar_header
-from ckptlint.readers.torch_tar import read_tar
+from ckptlint.readers.torch_tar import NotTorchTar, read_tar
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -49,7 +49,11 @@ def read(path: Path) -> Checkpoint:
             size = fh.seek(0, 2)
             fh.seek(0)
             if is_tar_header(fh.read(TAR_BLOCK)):  # torch.load tries the tar format before the pickle one
-                tar = read_tar(fh, path=p, size=size, stem=path.stem, log=log)
+                try:
+                    tar = read_tar(fh, path=p, size=size, stem=path.stem, log=log)
+                except NotTorchTar as exc:
+                    unsafe_pickle_view(fh, path.name, log)
+                    raise unreadable(p, str(exc), log) from None
                 if tar is not None:
                     # pickle.load and np.load(allow_pickle=True) would still read the file as a pickle
                     unsafe_pickle_view(fh, path.name, log)
@@ -93,13 +97,13 @@ def unsafe_pickle_view(fh: IO[bytes], name: str, log: SecurityLog | None = None)
     ignored: nothing can import them, and random bytes produce them. ``log`` (if given) records what is found.
     """
     probe = SecurityLog(name)
-    walker = PickleWalker(fh, log=probe, member=name, start=0)
     try:
+        walker = PickleWalker(fh, log=probe, member=name, start=0)
         for _ in range(MAX_VIEW_STREAMS):
             walker.walk()
             if walker.at_end():
                 break
-    except MalformedPickle:
+    except Exception:  # a probe of a non-pickle: whatever stops it, what it saw so far counts
         pass
     found = [n for n in probe.uses if all(part.isidentifier() for part in n.split("."))]
     if log is not None:

@@ -766,14 +766,28 @@ class PickleWalker:
     def _op_append(self) -> None:
         value = self._pop()
         target = self._top()
-        if self._mutable_target(target, list, "APPEND"):
+        if isinstance(target, Attrs):
+            self._method_call(target, ("append",), [value], "APPEND")
+        elif self._mutable_target(target, list, "APPEND"):
             target.append(value)
 
     def _op_appends(self) -> None:
         items = self._pop_mark()
         target = self._top()
-        if self._mutable_target(target, list, "APPENDS"):
+        if isinstance(target, Attrs):
+            self._method_call(target, ("extend", "append"), items, "APPENDS")
+        elif self._mutable_target(target, list, "APPENDS"):
             target.extend(items)
+
+    def _method_call(self, target: Attrs, names: tuple[str, ...], items: list[Any], op: str) -> None:
+        """APPEND/APPENDS/ADDITEMS on an object that is not a list or set: the unpickler calls the object's own
+        ``append``/``extend``/``add`` attribute, which BUILD may have set to any callable of the file."""
+        for name in names:
+            if name in target:
+                for args in [(items,)] if name == "extend" else [(item,) for item in items]:
+                    self._call(target[name], args, None, op)
+                return
+        raise self.malformed(f"{op} on an object without {'/'.join(names)}")
 
     def _hashable(self, key: Any) -> Any:
         """``key`` if it can be hashed safely: CPython hashes nested tuples recursively in C, so a key nested
@@ -823,7 +837,9 @@ class PickleWalker:
     def _op_additems(self) -> None:
         items = self._pop_mark()
         target = self._top()
-        if self._mutable_target(target, set, "ADDITEMS"):
+        if isinstance(target, Attrs):
+            self._method_call(target, ("add",), items, "ADDITEMS")
+        elif self._mutable_target(target, set, "ADDITEMS"):
             target.update(self._hashable(item) for item in items)
 
     def _op_frozenset(self) -> None:
@@ -961,7 +977,11 @@ class PickleWalker:
         elif isinstance(inst, Instance):
             inst.state = state
         elif isinstance(inst, Attrs):
-            if isinstance(state, dict):
+            if (
+                "__setstate__" in inst
+            ):  # BUILD looks __setstate__ up on the instance: an attribute set earlier
+                self._call(inst["__setstate__"], (state,), None, "BUILD")
+            elif isinstance(state, dict):
                 inst.update(state)
         elif isinstance(inst, (Opaque, dict, Composite, StorageRef)):
             pass  # OrderedDict attributes (state_dict._metadata), parameter state, opaque objects
@@ -1057,7 +1077,9 @@ class PickleWalker:
                 text = str(raw, "raw-unicode-escape")
             codec = _CODECS.get(blob.encoding.lower().replace("_", "-"))
             if codec is None:  # looking an unknown codec up would import encodings.<name from the file>
-                raise MalformedPickle(member, 0, f"nested payload text in codec {one_line(blob.encoding, 20)}")
+                raise MalformedPickle(
+                    member, 0, f"nested payload text in codec {one_line(blob.encoding, 20)}"
+                )
             return text.encode(codec)
         except (UnicodeError, ValueError, LookupError) as exc:
             raise MalformedPickle(member, 0, f"nested payload text does not decode: {exc}") from None
@@ -1156,7 +1178,9 @@ class PickleWalker:
             return args[0]
         if isinstance(args[0], str) and len(args) == 2 and isinstance(args[1], str):
             encoded = self._encode(args[0], args[1])
-            return encoded if not isinstance(encoded, str) else Opaque(f"{g.fullname}(...)")  # not a bytes codec
+            return (
+                encoded if not isinstance(encoded, str) else Opaque(f"{g.fullname}(...)")
+            )  # not a bytes codec
         return Opaque(f"{g.fullname}(...)")  # bytearray(n) would allocate n bytes: not rebuilt
 
     _k_bytearray = _k_bytes

@@ -109,15 +109,16 @@ def sniff_bytes(head: bytes, size: int, path: Path) -> str:
         return "flax-msgpack"
     if head[0] in _PICKLE_V0_FIRST:
         return "pickle"
-    if len(head) >= 8:
+    if len(head) >= 9 and head[8:9] == b"{":  # a safetensors header whose length the file cannot hold
         (n,) = struct.unpack("<Q", head[:8])
         if n > size - 8:
             raise UnreadableCheckpoint(
                 str(path), f"not a checkpoint (safetensors header length {n} exceeds file size {size})"
             )
-    raise UnreadableCheckpoint(
-        str(path), "not a checkpoint: unknown format (first bytes " + head[:8].hex() + ")"
-    )
+    shown = head[:8].hex()
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head[:8]):
+        shown += f" {head[:8].decode('ascii')!r}: a text file?"
+    raise UnreadableCheckpoint(str(path), f"not a checkpoint: unknown format (first bytes {shown})")
 
 
 def _sniff_zip(path: Path) -> str:

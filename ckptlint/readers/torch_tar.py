@@ -41,6 +41,10 @@ MAX_NDIM = 64
 TORCH_MEMBERS = ("storages", "tensors", "pickle")
 
 
+class NotTorchTar(Exception):
+    """A tar archive without any of torch's members: torch.load fails on it before unpickling anything."""
+
+
 class _TooLarge(Exception):
     """tarfile asked for more bytes in one read than ckptlint allows (an absurd extended header)."""
 
@@ -72,7 +76,8 @@ class _BoundedReader(io.RawIOBase):
 def read_tar(fh: IO[bytes], *, path: str, size: int, stem: str, log: SecurityLog) -> Checkpoint | None:
     """Read a tar-format torch file; None when ``tarfile`` rejects it (torch then reads it as a pickle).
 
-    Raises MalformedPickle when a member torch would unpickle is not a valid stream of its layout.
+    A member torch would unpickle that does not parse is reported as CK301 (cannot verify). Raises NotTorchTar
+    for a tar archive that holds none of torch's members.
     """
     import tarfile
 
@@ -97,6 +102,10 @@ def read_tar(fh: IO[bytes], *, path: str, size: int, stem: str, log: SecurityLog
                     members[info.name] = info  # tarfile.getmember: the last one of that name
         except (tarfile.TarError, _TooLarge, EOFError) as exc:
             log.cannot_verify("a tar archive", "tar", fh.tell(), f"Its headers cannot be read: {exc}.")
+    if not members:
+        raise NotTorchTar(
+            "not a checkpoint: tar archive without torch's storages, tensors and pickle members"
+        )
     reader = _TarReader(fh, size, log)
     for name in TORCH_MEMBERS:
         info = members.get(name)
