@@ -76,15 +76,15 @@ def build() -> dict[str, Path]:
 
 
 def _write_big_safetensors(path: Path) -> None:
-    """10 GiB, same tensor count (10 MiB each). safetensors' save_file would need 20 GiB of RAM here, so the
+    """10 GiB, same tensor count (40 MiB each). safetensors' save_file would need 20 GiB of RAM here, so the
     header is written per the safetensors spec and the data region left sparse; the library row of the
     table opens this very file with safe_open, which validates it."""
     header, offset = {}, 0
     for i in range(N_TENSORS):
-        n = 2560 * 1024 * 4
+        n = 10240 * 1024 * 4
         header[f"blocks.{i // 8}.layer{i % 8}.weight"] = {
             "dtype": "F32",
-            "shape": [2560, 1024],
+            "shape": [10240, 1024],
             "data_offsets": [offset, offset + n],
         }
         offset += n

@@ -25,6 +25,7 @@ import tvshim  # noqa: F401  (must precede open_clip / timm)
 import open_clip
 import timm
 import transformers
+from cli_support import CONTRACT_ARCHS
 
 from ckptlint.archs import list_archs, resolve_expected
 from ckptlint.archs.spec import load_arch, variant_names
@@ -32,16 +33,6 @@ from ckptlint.checkpoint import Checkpoint, Sidecar, tensor_info
 from ckptlint.errors import UsageError
 from ckptlint.expected import Expected
 
-CONTRACT_NAMES = [
-    "clippo",
-    "bv-vit",
-    "bv-siglip",
-    "open_clip",
-    "hf-clip",
-    "hf-clip-vision",
-    "hf-siglip",
-    "timm-vit",
-]
 Tree = dict[str, tuple[tuple[int, ...], str]]
 
 
@@ -102,8 +93,8 @@ def overrides(params: dict[str, Any]) -> str:
 # ---- the contract ----------------------------------------------------------------------------------------------
 def test_every_contract_name_is_listed_with_source_and_variants() -> None:
     listed = {a.name: a for a in list_archs()}
-    assert set(CONTRACT_NAMES) <= set(listed)
-    for name in CONTRACT_NAMES:
+    assert set(CONTRACT_ARCHS) <= set(listed)
+    for name in CONTRACT_ARCHS:
         a = listed[name]
         assert a.description and a.source and a.variants, name
         assert a.default_variant in a.variants, name

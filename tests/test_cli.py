@@ -10,29 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cli_support import CONTRACT_ARCHS, ckptlint, one_error_line
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def ckptlint(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "ckptlint", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=full_env,
-        timeout=300,
-    )
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ckptlint: error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
 
 
 def test_version_imports_only_click() -> None:
@@ -169,16 +149,7 @@ def test_rules_and_explain(tmp_path: Path) -> None:
 def test_archs_lists_contract_names() -> None:
     listing = json.loads(ckptlint("archs", "--format", "json").stdout)
     names = {a["name"] for a in listing}
-    assert {
-        "clippo",
-        "bv-vit",
-        "bv-siglip",
-        "open_clip",
-        "hf-clip",
-        "hf-clip-vision",
-        "hf-siglip",
-        "timm-vit",
-    } <= names
+    assert set(CONTRACT_ARCHS) <= names
     text = ckptlint("archs").stdout
     for name in names:
         assert name in text

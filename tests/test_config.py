@@ -4,34 +4,14 @@ and every mistake in the file is one clear usage error (exit 2)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_support import ckptlint, one_error_line
 
 from ckptlint.config import find_config, glob_to_regex, load_config
 from ckptlint.errors import UsageError
-
-
-def ckptlint(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NO_COLOR": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "ckptlint", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ckptlint: error: ") and "Traceback" not in proc.stderr
-    return lines[0]
 
 
 @pytest.fixture()

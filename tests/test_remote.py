@@ -5,9 +5,6 @@ data behind a header of a few kilobytes."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +14,9 @@ pytest.importorskip("fsspec")
 pytest.importorskip("aiohttp")  # fsspec's https backend
 
 from _range_server import RangeServer
+from cli_support import ckptlint
 
 from ckptlint.remote import READ_AHEAD
-
-
-def ckptlint(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NO_COLOR": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "ckptlint", *args], capture_output=True, text=True, env=env, timeout=300
-    )
 
 
 @pytest.fixture(scope="module")

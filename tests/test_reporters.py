@@ -7,31 +7,16 @@ import json
 import os
 import pty
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
+from cli_support import ckptlint
 
 ROOT = Path(__file__).resolve().parent.parent
 SARIF_SCHEMA = Path(__file__).resolve().parent / "data" / "sarif-schema-2.1.0.json"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def ckptlint(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **(env or {})}
-    full_env.setdefault("NO_COLOR", "1")
-    return subprocess.run(
-        [sys.executable, "-m", "ckptlint", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=full_env,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -6,21 +6,11 @@ variants such as ViT-B/16 cost nothing)."""
 from __future__ import annotations
 
 import pytest
+from cli_support import CONTRACT_ARCHS
 
 from ckptlint.archs import list_archs, resolve_expected
 from ckptlint.checkpoint import Checkpoint, tensor_info
 from ckptlint.engine import CheckConfig, run
-
-CONTRACT_ARCHS = [
-    "clippo",
-    "bv-vit",
-    "bv-siglip",
-    "open_clip",
-    "hf-clip",
-    "hf-clip-vision",
-    "hf-siglip",
-    "timm-vit",
-]
 
 
 def _checkpoint(arch: str, wrap: str) -> tuple[Checkpoint, object]:

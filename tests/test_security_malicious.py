@@ -32,9 +32,25 @@ LIVE = sorted(n for n, s in ms.SAMPLES.items() if s.loader)
 
 # what the issue lists as well-known dangerous: CK301 must say so for these
 DANGEROUS_MODULES = {
-    *"os posix nt subprocess runpy pty importlib pickle _pickle marshal types ctypes webbrowser socket pip".split(),
+    *[
+        "os",
+        "posix",
+        "nt",
+        "subprocess",
+        "runpy",
+        "pty",
+        "importlib",
+        "pickle",
+        "_pickle",
+        "marshal",
+        "types",
+        "ctypes",
+        "webbrowser",
+        "socket",
+        "pip",
+    ],
 }
-DANGEROUS_BUILTINS = {f"builtins.{n}" for n in "eval exec compile getattr __import__ open".split()}
+DANGEROUS_BUILTINS = {f"builtins.{n}" for n in ["eval", "exec", "compile", "getattr", "__import__", "open"]}
 
 
 def cli() -> list[str]:
@@ -193,6 +209,7 @@ def np_load(*args, allow_pickle=False, **kwargs):
         events.append("numpy.load(allow_pickle=True)")
     return real_np_load(*args, allow_pickle=allow_pickle, **kwargs)
 numpy.load = np_load
+events.clear()  # importing numpy loads libraries through ctypes: that is the harness, not ckptlint
 
 from ckptlint.api import check
 from ckptlint.errors import UnreadableCheckpoint
@@ -211,7 +228,10 @@ before = set(sys.modules)
 for path in paths:
     run(path)
 if mode == "control-unpickle":  # proves the harness sees a loader call
-    pickle.loads(b"N.")
+    try:
+        pickle.loads(b"N.")
+    except RuntimeError:
+        pass
 if mode == "control-import":  # proves the harness sees an import
     importlib.import_module("pty")
 print(json.dumps({"events": events, "new_modules": sorted(set(sys.modules) - before)}))
@@ -261,7 +281,9 @@ def test_no_loader_unpickler_process_or_import_runs(
     assert list(canaries.iterdir()) == []
 
 
-@pytest.mark.parametrize(("mode", "seen"), [("control-unpickle", "events"), ("control-import", "new_modules")])
+@pytest.mark.parametrize(
+    ("mode", "seen"), [("control-unpickle", "events"), ("control-import", "new_modules")]
+)
 def test_trap_harness_detects_violations(
     samples: tuple[dict[str, Path], Path], warmup: list[str], mode: str, seen: str
 ) -> None:

@@ -1,0 +1,44 @@
+"""Run the real ``ckptlint`` CLI in a subprocess, the way users and CI do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# The architecture names CONTRACT.md requires (`ckptlint archs` may list more).
+CONTRACT_ARCHS = [
+    "clippo",
+    "bv-vit",
+    "bv-siglip",
+    "open_clip",
+    "hf-clip",
+    "hf-clip-vision",
+    "hf-siglip",
+    "timm-vit",
+]
+
+
+def ckptlint(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m ckptlint ARGS`` with colour off unless ``env`` says otherwise."""
+    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "ckptlint", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=300,
+    )
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """Assert the contract for exit 2: exactly one ``ckptlint: error:`` line on stderr, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ckptlint: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
