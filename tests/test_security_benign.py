@@ -190,7 +190,10 @@ def torch_files(tiny_models: dict[str, torch.nn.Module], tmp_path_factory: pytes
 def test_torch_save_files_are_clean(torch_files: list[Path]) -> None:
     assert len(torch_files) > 20
     for path in torch_files:
-        torch.load(path, weights_only=False)  # trusted: written just above; proves they load
+        if path.suffix == ".pkl":  # trusted: written just above; proves they load
+            pickle.loads(path.read_bytes())
+        else:
+            torch.load(path, weights_only=False)
         assert_clean(path)
 
 
@@ -220,7 +223,7 @@ def hf_folders(tiny_models: dict[str, torch.nn.Module], tmp_path_factory: pytest
     data = [{"input_ids": torch.tensor([1, 2, 3, 4]), "labels": torch.tensor(i % 2)} for i in range(4)]
     args = TrainingArguments(
         output_dir=str(out / "trainer"), max_steps=2, save_steps=1, per_device_train_batch_size=2,
-        report_to=[], use_cpu=True, save_safetensors=True, logging_steps=1, disable_tqdm=True,
+        report_to=[], use_cpu=True, logging_steps=1, disable_tqdm=True,
     )  # fmt: skip
     Trainer(model=model, args=args, train_dataset=data).train()
     checkpoints = sorted((out / "trainer").glob("checkpoint-*"))
@@ -264,7 +267,8 @@ def test_open_clip_save_for_hf_is_clean(tiny_models: dict[str, torch.nn.Module],
     hub.save_for_hf(tiny_models["open_clip"], NoTokenizer(), cfg, str(tmp_path / "hub"), safe_serialization="both")
     assert_clean(tmp_path / "hub")
     for path in every_file(tmp_path / "hub"):
-        assert_clean(path)
+        if path.suffix != ".json":
+            assert_clean(path)
 
 
 def test_timm_checkpoint_saver_and_save_for_hf_are_clean(
