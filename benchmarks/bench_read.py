@@ -161,16 +161,15 @@ def main() -> None:
     print(
         f"machine: {os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}, Python {sys.version.split()[0]}"
     )
+    print(f"`ckptlint --version`: {startup:.3f} s, {startup_rss:.0f} MiB\n")
     print(
-        f"`ckptlint --version`: {startup:.3f} s, {startup_rss:.0f} MiB\n"
+        "| format | size | tensors | `ckptlint dump` process (s) | RSS (MiB) | further file (ms) "
+        "| library | library process (s) | RSS (MiB) | speed-up |"
     )
-    print(
-        "| format | size | tensors | ckptlint dump (s) | RSS (MiB) | library | library (s) | RSS (MiB) | speed-up |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for fmt, size, n, cw, cr, lib, lw, lr in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for fmt, size, n, cw, cr, ff, lib, lw, lr in rows:
         print(
-            f"| {fmt} | {size} | {n} | {cw:.3f} | {cr:.0f} | {lib} | {lw:.3f} | {lr:.0f} | {lw / cw:.1f}× |"
+            f"| {fmt} | {size} | {n} | {cw:.3f} | {cr:.0f} | {ff:.1f} | {lib} | {lw:.3f} | {lr:.0f} | {lw / cw:.1f}× |"
         )
     if not args.keep:
         for p in files.values():
