@@ -95,9 +95,9 @@ def check(
         try:
             ckpt = read_checkpoint(path)
         except UnreadableCheckpoint as exc:
-            finding = unreadable(exc.path, exc.reason)
+            found = [unreadable(exc.path, exc.reason), *exc.findings]
             files.append(
-                FileReport(path=path, error=exc.reason, findings=[finding] if config.enabled("CK001") else [])
+                FileReport(path=path, error=exc.reason, findings=[f for f in found if config.enabled(f.code)])
             )
             continue
         files.append(check_one(ckpt, arch=arch, expected=fixed() if fixed else None, config=config))

@@ -52,7 +52,7 @@ class Checkpoint(BaseModel):
     model_config = _LAZY
 
     path: str
-    format: str  # safetensors | safetensors-sharded | torch-zip | torch-legacy | pickle | npz | npy | flax-msgpack | hf-dir | open_clip-dir
+    format: str  # safetensors | safetensors-sharded | torch-zip | torch-legacy | torch-tar | pickle | npz | npy | flax-msgpack | hf-dir | open_clip-dir
     key_sep: str = "."  # how the file's nested names are joined: "." for torch/HF, "/" for big_vision/flax
     tensors: dict[str, TensorInfo] = Field(default_factory=dict)
     groups: list[str] = Field(

@@ -72,7 +72,9 @@ def tiny_models(corpus: Path) -> dict[str, torch.nn.Module]:
 
     torch.manual_seed(0)
     open_clip.add_model_config(corpus / "open_clip" / "ckptlint-tiny-ViT.json")
-    text = dict(hidden_size=32, intermediate_size=37, num_attention_heads=2, num_hidden_layers=2, vocab_size=99)
+    text = dict(
+        hidden_size=32, intermediate_size=37, num_attention_heads=2, num_hidden_layers=2, vocab_size=99
+    )
     text.update(max_position_embeddings=16, pad_token_id=1, bos_token_id=0, eos_token_id=2)
     vision = dict(hidden_size=32, image_size=32, patch_size=8, num_hidden_layers=2, num_attention_heads=2)
     timm_kwargs = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=16)
@@ -129,10 +131,16 @@ def trainer_states(model: torch.nn.Module) -> dict[str, dict]:
             "optimizer": opt.state_dict(),
             "scheduler": {k: s.state_dict() for k, s in schedulers.items()},
             "scaler": torch.amp.GradScaler("cpu").state_dict(),
-            "args": argparse.Namespace(lr=0.1, epochs=10, model="tiny", betas=(0.9, 0.99), amp=True, tags=None),
+            "args": argparse.Namespace(
+                lr=0.1, epochs=10, model="tiny", betas=(0.9, 0.99), amp=True, tags=None
+            ),
             "metric": np.float64(0.5),
             "best": {"top1": 71.2, "epoch": 2},
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.get_rng_state()},
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "cpu": torch.get_rng_state(),
+            },
         }
     return out
 
@@ -162,12 +170,16 @@ def tensor_zoo() -> dict[str, object]:
 
 
 @pytest.fixture(scope="session")
-def torch_files(tiny_models: dict[str, torch.nn.Module], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+def torch_files(
+    tiny_models: dict[str, torch.nn.Module], tmp_path_factory: pytest.TempPathFactory
+) -> list[Path]:
     out = tmp_path_factory.mktemp("benign_torch")
     convnet = tiny_models["convnet"]
     convnet(torch.zeros(1, 3, 6, 6))  # materialise the lazy layer
     objects: dict[str, object] = {f"{name}_sd": m.state_dict() for name, m in tiny_models.items()}
-    objects.update({f"{name}_half": {k: v.half() for k, v in m.state_dict().items()} for name, m in tiny_models.items()})
+    objects.update(
+        {f"{name}_half": {k: v.half() for k, v in m.state_dict().items()} for name, m in tiny_models.items()}
+    )
     objects.update({f"trainer_{k}": v for k, v in trainer_states(convnet).items()})
     objects["open_clip_trainer"] = trainer_states(tiny_models["open_clip"])["adamw"]
     zoo = tensor_zoo()
@@ -203,7 +215,9 @@ def test_torch_save_files_are_clean(torch_files: list[Path]) -> None:
 
 
 @pytest.fixture(scope="session")
-def hf_folders(tiny_models: dict[str, torch.nn.Module], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+def hf_folders(
+    tiny_models: dict[str, torch.nn.Module], tmp_path_factory: pytest.TempPathFactory
+) -> list[Path]:
     pytest.importorskip("accelerate")  # transformers' TrainingArguments needs it
     from transformers import (
         BertConfig,
@@ -218,7 +232,9 @@ def hf_folders(tiny_models: dict[str, torch.nn.Module], tmp_path_factory: pytest
     for safe in (True, False):
         folders.append(out / f"clip_safe_{safe}")
         tiny_models["hf_clip"].save_pretrained(folders[-1], safe_serialization=safe)
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    config = BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8
+    )
     model = BertForSequenceClassification(config)
     data = [{"input_ids": torch.tensor([1, 2, 3, 4]), "labels": torch.tensor(i % 2)} for i in range(4)]
     args = TrainingArguments(
@@ -264,7 +280,9 @@ def test_open_clip_save_for_hf_is_clean(tiny_models: dict[str, torch.nn.Module],
             pass
 
     cfg = open_clip.get_model_config("ckptlint-tiny-ViT")
-    hub.save_for_hf(tiny_models["open_clip"], NoTokenizer(), cfg, str(tmp_path / "hub"), safe_serialization="both")
+    hub.save_for_hf(
+        tiny_models["open_clip"], NoTokenizer(), cfg, str(tmp_path / "hub"), safe_serialization="both"
+    )
     assert_clean(tmp_path / "hub")
     for path in every_file(tmp_path / "hub"):
         if path.suffix != ".json":
@@ -288,7 +306,9 @@ def test_timm_checkpoint_saver_and_save_for_hf_are_clean(
     )  # fmt: skip
     saver.save_checkpoint(epoch=0, metric=0.5)
     saver.save_recovery(epoch=0, batch_idx=3)
-    importlib.import_module("timm.models._hub").save_for_hf(model, str(tmp_path / "hf"), safe_serialization="both")
+    importlib.import_module("timm.models._hub").save_for_hf(
+        model, str(tmp_path / "hf"), safe_serialization="both"
+    )
     files = every_file(tmp_path)
     assert any(p.name.endswith(".pth.tar") for p in files) and any(p.suffix == ".bin" for p in files)
     for path in files:
@@ -352,4 +372,54 @@ def test_safetensors_files_are_clean(tiny_models: dict[str, torch.nn.Module], tm
     buf = io.BytesIO()
     torch.save({"w": torch.zeros(1)}, buf)
     for path in every_file(tmp_path):
+        assert_clean(path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the polyglot probe (files of other formats are walked as pickles too) must not misfire on genuine files
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _safetensors_with_first_byte(first: int, indent: int | None) -> bytes:
+    """A genuine safetensors file whose header length's low byte (the file's first byte) is ``first``."""
+    import json
+    import struct
+
+    note = "c\nos\nsystem\n"  # lines that read as GLOBAL os.system if walked raw (JSON escapes them)
+    header = {"__metadata__": {"note": note}, "w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}
+    text = json.dumps(header, indent=indent).encode()
+    text += b" " * ((first - len(text)) % 256)
+    return struct.pack("<Q", len(text)) + text + b"\0" * 16
+
+
+@pytest.mark.parametrize("indent", [None, 1])
+def test_safetensors_starting_like_a_pickle_are_clean(tmp_path: Path, indent: int | None) -> None:
+    """Every low byte of the header length that starts a pickle stream (MARK, GLOBAL, BININT1, SHORT_BINSTRING,
+    PROTO, FRAME...), with compact and pretty-printed headers: still read as safetensors, nothing flagged."""
+    from safetensors import safe_open
+
+    from ckptlint.readers.sniff import _STREAM_FIRST
+
+    for first in sorted(_STREAM_FIRST):
+        path = tmp_path / f"first_{first:02x}.safetensors"
+        path.write_bytes(_safetensors_with_first_byte(first, indent))
+        assert path.read_bytes()[0] == first
+        with safe_open(str(path), "np") as f:  # a genuine file for the library itself
+            assert list(f.keys()) == ["w"]
+        (file,) = check(str(path)).files
+        assert file.format == "safetensors", (first, file.error)
+        assert_clean(path)
+
+
+def test_flax_files_whose_first_byte_is_a_pickle_opcode_are_clean(tmp_path: Path) -> None:
+    """flax state dicts of 8 to 15 top-level keys start with fixmap bytes 0x88-0x8f (NEWTRUE, LONG1, ...)."""
+    from flax import serialization
+
+    for n in range(1, 16):
+        path = tmp_path / f"keys_{n}.msgpack"
+        path.write_bytes(
+            serialization.to_bytes({f"layer_{i}": {"kernel": np.ones((2, 2), np.float32)} for i in range(n)})
+        )
+        (file,) = check(str(path)).files
+        assert file.format == "flax-msgpack", (n, file.error)
         assert_clean(path)

@@ -3,6 +3,10 @@
 A folder is read as the weights file its loader would pick, plus the small configs next to it. The other weight
 files are listed in ``metadata["other_weight_files"]`` so that rules can tell "you loaded the HF file, the open_clip
 one is ``open_clip_pytorch_model.bin``". ``attach_sidecars`` is also used for a single weights file.
+
+Security: a folder is judged on every file in it that a loader may unpickle (the other weight files,
+``training_args.bin``, ``optimizer.pt``, ``rng_state.pth``, pickles): their CK301 findings are added, each naming
+its file (``_other_file_findings``).
 """
 
 from __future__ import annotations

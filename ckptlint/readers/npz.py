@@ -9,7 +9,9 @@ The npy header is parsed here instead of with ``numpy.lib.format.read_array_head
 set, the Python 2 ``L`` suffix fix-up); ``tests/test_reader_npz.py`` proves equality with numpy on real files.
 big_vision stores bfloat16 as raw 2-byte void (``<V2``/``|V2``); it is reported as ``bfloat16``.
 Object arrays (``|O``) hold a pickle: it is walked opcode by opcode, never unpickled, and unsafe globals become
-CK301 findings; the array is recorded with dtype ``object``.
+CK301 findings; the array is recorded with dtype ``object``. ``np.load`` reads any member that starts with the npy
+magic as an array, whatever its name, so members without the ``.npy`` suffix are judged too
+(``npy_view_findings``, also used for torch zip archives).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import IO, Any
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.findings import Finding
-from ckptlint.readers.pickle_globals import SecurityLog
+from ckptlint.readers.pickle_globals import SecurityLog, danger_of
 from ckptlint.readers.pickle_tree import Tree, TreeTooLarge, flatten
 from ckptlint.readers.pickle_walker import (
     MalformedPickle,
@@ -87,7 +87,9 @@ def read(path: Path) -> Checkpoint:
 MAX_VIEW_STREAMS = 5  # a legacy torch file is 5 streams; pickle.load and np.load read one
 
 
-def unsafe_pickle_view(fh: IO[bytes], name: str, log: SecurityLog | None = None) -> list[str]:
+def unsafe_pickle_view(
+    fh: IO[bytes], name: str, log: SecurityLog | None = None, *, evidence: bool = False
+) -> list[str]:
     """Importable globals outside the safe set that unpickling ``fh`` from its first byte would import.
 
     For files read as another format: ``torch.load(weights_only=False)``, ``np.load(allow_pickle=True)`` and
@@ -95,17 +97,24 @@ def unsafe_pickle_view(fh: IO[bytes], name: str, log: SecurityLog | None = None)
     file crafted to be a pickle too (a polyglot) runs code there. Streams are walked until one does not parse;
     that is the normal case for a genuine file, and costs a few bytes. Names that are not dotted identifiers are
     ignored: nothing can import them, and random bytes produce them. ``log`` (if given) records what is found.
+    ``evidence`` (for files of no known format, text files included): report only when a stream parses to its
+    STOP or a global is a known-dangerous one, so that a text file whose first lines read as a GLOBAL
+    (``c`` + two lines) stays "not a checkpoint".
     """
     probe = SecurityLog(name)
+    streams = 0
     try:
         walker = PickleWalker(fh, log=probe, member=name, start=0)
         for _ in range(MAX_VIEW_STREAMS):
             walker.walk()
+            streams += 1
             if walker.at_end():
                 break
     except Exception:  # a probe of a non-pickle: whatever stops it, what it saw so far counts
         pass
     found = [n for n in probe.uses if all(part.isidentifier() for part in n.split("."))]
+    if evidence and not streams and not any(danger_of(n) for n in found):
+        return []
     if log is not None:
         for fullname in found:
             use = probe.uses[fullname]

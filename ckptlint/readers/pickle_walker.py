@@ -14,6 +14,9 @@ unpickler's stack, mark stack and memo, and:
   so the rest of the file is still judged and its tensors recovered;
 - interprets calls of safe globals symbolically: torch rebuild functions become :class:`TensorRef`, numpy
   reconstructs become :class:`ArrayRef`, ``OrderedDict`` a dict, and so on;
+- follows the unpickler where it calls an object's own attributes (BUILD's instance ``__setstate__``, APPEND's
+  ``append``, ...), and reports the safe globals that are safe only as direct callees (``CALL_ONLY_KINDS``)
+  when they escape into the data;
 - fails closed: a malformed stream raises :class:`MalformedPickle`; a construct it cannot judge is logged.
 """
 
@@ -977,12 +980,17 @@ class PickleWalker:
         elif isinstance(inst, Instance):
             inst.state = state
         elif isinstance(inst, Attrs):
-            if (
-                "__setstate__" in inst
-            ):  # BUILD looks __setstate__ up on the instance: an attribute set earlier
+            # BUILD looks __setstate__ up on the instance first: an attribute an earlier BUILD may have set
+            if "__setstate__" in inst:
                 self._call(inst["__setstate__"], (state,), None, "BUILD")
             elif isinstance(state, dict):
                 inst.update(state)
+            elif (
+                isinstance(state, tuple) and len(state) == 2
+            ):  # (__dict__ state, slot state): both set attributes
+                for part in state:
+                    if isinstance(part, dict):
+                        inst.update(part)
         elif isinstance(inst, (Opaque, dict, Composite, StorageRef)):
             pass  # OrderedDict attributes (state_dict._metadata), parameter state, opaque objects
         elif isinstance(inst, GlobalRef):
@@ -1547,11 +1555,9 @@ def unreadable(path: str, reason: str, log: SecurityLog) -> UnreadableCheckpoint
     """
     reason = one_line(reason, 500)
     seen = log.summary()
-    exc = UnreadableCheckpoint(
-        path, reason + (f"; before that it imports unsafe globals: {seen}" if seen else "")
+    return UnreadableCheckpoint(
+        path, reason + (f"; before that it imports unsafe globals: {seen}" if seen else ""), log.findings()
     )
-    exc.findings = log.findings()  # type: ignore[attr-defined]
-    return exc
 
 
 def _latin1_blob(data: Any) -> bool:

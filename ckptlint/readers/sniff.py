@@ -60,7 +60,7 @@ def sniff(path: Path) -> str:
             if (kind is None or kind in _POLYGLOT_KINDS) and head[0] in _STREAM_FIRST:
                 from ckptlint.readers.pickle_file import unsafe_pickle_view
 
-                if unsafe_pickle_view(fh, path.name):
+                if unsafe_pickle_view(fh, path.name, evidence=kind is None):
                     return "pickle"
     except OSError as exc:
         raise UnreadableCheckpoint(str(path), f"cannot open: {exc.strerror or exc}") from None
