@@ -129,6 +129,18 @@ NUMPY_TYPESTR: dict[str, str] = {
     "V2": "bfloat16",
 }
 
+# numpy dtype kind letters -> name stem for dtypes with no canonical name above (kind ``f``, 2 bytes -> float16)
+NUMPY_KIND_NAMES: dict[str, str] = {
+    "b": "bool",
+    "i": "int",
+    "u": "uint",
+    "f": "float",
+    "c": "complex",
+    "V": "void",
+    "S": "bytes",
+    "a": "bytes",
+}
+
 
 def itemsize_bits(dtype: str) -> int | None:
     """Bits per element of a canonical dtype name, or None when unknown."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from ckptlint.checkpoint import Checkpoint, Sidecar
 from ckptlint.errors import UnreadableCheckpoint
-from ckptlint.findings import Finding, Severity
+from ckptlint.findings import Finding
 
 # open_clip.factory._find_checkpoint_in_dir's preference (open_clip_torch 3.3.0)
 OPEN_CLIP_ORDER = (
@@ -140,19 +140,9 @@ def _other_file_findings(directory: Path, names: list[str], judged: list[str]) -
                 continue
             found = [f for f in read_checkpoint(file).findings if f.code == "CK301"]
         except UnreadableCheckpoint as exc:
-            found = list(getattr(exc, "findings", []))
-            if "malformed pickle" in exc.reason:
-                found.append(
-                    Finding(
-                        code="CK301",
-                        severity=Severity.ERROR,
-                        message=f"pickle in {name} cannot be verified: {exc.reason}",
-                        cause="An unpickler runs everything up to the point where the stream breaks; ckptlint "
-                        "fails closed.",
-                        fix="Do not load this file with pickle.load or torch.load(weights_only=False).",
-                        details={"file": name, "reason": exc.reason},
-                    )
-                )
+            from ckptlint.readers.pickle_globals import failure_findings
+
+            found = failure_findings(exc, f"the pickle in {name}", name, str(file))
         out.extend(
             f.model_copy(update={"message": f"{name}: {f.message}", "details": {**f.details, "file": name}})
             for f in found

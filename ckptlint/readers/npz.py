@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ckptlint.checkpoint import Checkpoint, TensorInfo, slash_groups, tensor_info
-from ckptlint.dtypes import ITEM_BITS, NUMPY_TYPESTR
+from ckptlint.dtypes import ITEM_BITS, NUMPY_KIND_NAMES, NUMPY_TYPESTR
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.findings import Finding
 
@@ -324,18 +324,8 @@ def _describe_typestr(typestr: str) -> tuple[str, int, tuple[int, ...]] | None:
         return ("datetime64" if kind == "M" else "timedelta64") + (unit or ""), 8, ()
     if unit is not None or not size_text:
         return None
-    names = {
-        "b": "bool",
-        "i": "int",
-        "u": "uint",
-        "f": "float",
-        "c": "complex",
-        "V": "void",
-        "S": "bytes",
-        "a": "bytes",
-    }
-    if kind in names:
-        return f"{names[kind]}{size * 8}", size, ()
+    if kind in NUMPY_KIND_NAMES:
+        return f"{NUMPY_KIND_NAMES[kind]}{size * 8}", size, ()
     if kind == "U":
         return f"str{size * 32}", size * 4, ()
     return None
@@ -390,13 +380,9 @@ def npy_view_findings(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], p: str)
                     )
         except UnreadableCheckpoint as exc:
             # a header numpy refuses loads nothing; a pickle that breaks part-way may have run code by then
-            findings.extend(getattr(exc, "findings", []))
-            if "malformed pickle" in exc.reason:
-                from ckptlint.readers.pickle_globals import SecurityLog
+            from ckptlint.readers.pickle_globals import failure_findings
 
-                log = SecurityLog(p)
-                log.cannot_verify(f"an object array in {name}", name, 0, f"{exc.reason}.")
-                findings.extend(log.findings())
+            findings.extend(failure_findings(exc, f"an object array in {name}", name, p))
         except (*_ZIP_ERRORS, OSError):
             continue  # numpy cannot read it either
     return findings

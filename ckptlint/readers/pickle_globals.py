@@ -10,9 +10,13 @@ member and the opcode offsets.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ckptlint.dtypes import ITEM_BITS, TORCH_DTYPE, TORCH_STORAGE
 from ckptlint.findings import Finding, Severity
+
+if TYPE_CHECKING:
+    from ckptlint.errors import UnreadableCheckpoint
 
 # ---------------------------------------------------------------------------------------------------------------
 # The safe set. Each name maps to a *kind*: how the walker interprets a call of it (never by importing it).
@@ -429,3 +433,14 @@ def _global_finding(name: str, use: _Use) -> Finding:
             "danger": danger,
         },
     )
+
+
+def failure_findings(exc: UnreadableCheckpoint, what: str, member: str, path: str) -> list[Finding]:
+    """Findings for a nested pickle that could not be read: the unsafe globals seen before it broke, and, when the
+    stream itself is malformed, a fail-closed CK301 (an unpickler runs everything up to the break)."""
+    found = list(exc.findings)
+    if "malformed pickle" in exc.reason:
+        log = SecurityLog(path)
+        log.cannot_verify(what, member, 0, f"{exc.reason}.")
+        found.extend(log.findings())
+    return found

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import IO, Any
 
+from ckptlint.dtypes import NUMPY_KIND_NAMES
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers.pickle_globals import (
     SAFE_GLOBALS,
@@ -216,15 +217,6 @@ PersistentLoad = Callable[[Any, int], Any]
 # numpy dtype strings
 # ---------------------------------------------------------------------------------------------------------------
 
-_NP_KIND_NAMES = {
-    "b": "bool",
-    "i": "int",
-    "u": "uint",
-    "f": "float",
-    "c": "complex",
-    "V": "void",
-    "S": "bytes",
-}
 _NP_STRUCT = {
     "b1": "?",
     "i1": "b",
@@ -255,8 +247,8 @@ def np_dtype(spec: str) -> NpDType:
         return NpDType(spec, "datetime64" if kind == "M" else "timedelta64", 8)
     if kind == "U" and size is not None:
         return NpDType(spec, f"str{size * 32}", size * 4)
-    if kind in _NP_KIND_NAMES and size is not None:
-        return NpDType(spec, f"{_NP_KIND_NAMES[kind]}{size * 8}", size)
+    if kind in NUMPY_KIND_NAMES and size is not None:
+        return NpDType(spec, f"{NUMPY_KIND_NAMES[kind]}{size * 8}", size)
     return NpDType(spec, spec or "unknown", size)
 
 
