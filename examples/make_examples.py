@@ -51,6 +51,27 @@ TINY_OPEN_CLIP = {
     },
 }
 
+# transformers towers of the same sizes (CLIP and SigLIP)
+TINY_HF_TEXT = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_attention_heads": 2,
+    "num_hidden_layers": 2,
+    "max_position_embeddings": 16,
+    "vocab_size": 100,
+    "bos_token_id": 98,
+    "eos_token_id": 99,
+    "pad_token_id": 1,
+}
+TINY_HF_VISION = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_attention_heads": 2,
+    "num_hidden_layers": 2,
+    "image_size": 32,
+    "patch_size": 8,
+}
+
 
 def tiny_open_clip() -> torch.nn.Module:
     """An open_clip CLIP with the tiny config above, registered under the name ``ckptlint-tiny``."""
@@ -82,25 +103,8 @@ def main() -> None:
 
     # HF transformers CLIPModel saved with save_pretrained (seed story 3: the HF file, not the open_clip one).
     cfg = CLIPConfig(
-        text_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_attention_heads": 2,
-            "num_hidden_layers": 2,
-            "max_position_embeddings": 16,
-            "vocab_size": 100,
-            "bos_token_id": 98,
-            "eos_token_id": 99,
-            "pad_token_id": 1,
-        },
-        vision_config={
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_attention_heads": 2,
-            "num_hidden_layers": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
+        text_config=TINY_HF_TEXT,
+        vision_config=TINY_HF_VISION,
         projection_dim=32,
     )
     torch.manual_seed(0)
@@ -111,26 +115,8 @@ def main() -> None:
 
     # SigLIP saved as a bare weights file: no preprocessing metadata travels with it (seed story 4).
     siglip_cfg = SiglipConfig(
-        text_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_attention_heads": 2,
-            "num_hidden_layers": 2,
-            "max_position_embeddings": 16,
-            "vocab_size": 100,
-            "bos_token_id": 98,
-            "eos_token_id": 99,
-            "pad_token_id": 1,
-            "projection_size": 32,
-        },
-        vision_config={
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_attention_heads": 2,
-            "num_hidden_layers": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
+        text_config={**TINY_HF_TEXT, "projection_size": 32},
+        vision_config=TINY_HF_VISION,
     )
     torch.manual_seed(0)
     siglip = SiglipModel(siglip_cfg)

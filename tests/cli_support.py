@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,25 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     assert len(lines) == 1 and lines[0].startswith("ckptlint: error: "), proc.stderr
     assert "Traceback" not in proc.stderr
     return lines[0]
+
+
+def ckptlint_in_pty(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run the CLI with a terminal as stdout/stderr (colour, progress bars): (exit code, what the screen got)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        if cwd is not None:
+            os.chdir(cwd)
+        os.execve(sys.executable, [sys.executable, "-m", "ckptlint", *args], env or dict(os.environ))
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode("utf-8", "replace")

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cli_support import CONTRACT_ARCHS, ckptlint, one_error_line
+from cli_support import CONTRACT_ARCHS, ckptlint, ckptlint_in_pty, one_error_line
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -167,26 +167,7 @@ def test_python_api_matches_cli(corpus: Path) -> None:
 
 
 def test_progress_bar_appears_on_a_terminal_for_long_runs(corpus: Path) -> None:
-    import pty
-
-    pid, fd = pty.fork()
-    if pid == 0:  # child: stdout and stderr are the terminal
-        env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
-        os.execve(
-            sys.executable,
-            [sys.executable, "-m", "ckptlint", "check", str(corpus), "--fail-on", "never"],
-            env,
-        )
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    _, status = os.waitpid(pid, 0)
-    screen = b"".join(chunks).decode("utf-8", "replace")
-    assert os.waitstatus_to_exitcode(status) == 0
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    code, screen = ckptlint_in_pty("check", str(corpus), "--fail-on", "never", env=env)
+    assert code == 0
     assert "checking" in screen and "findings" in screen

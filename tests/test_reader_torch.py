@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 import tvshim  # noqa: F401  (before open_clip / timm)
+from tiny_models import tiny_models as build_tiny_models
 
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UnreadableCheckpoint
@@ -73,24 +74,7 @@ def tensor_bytes(t: torch.Tensor) -> bytes:
 
 @pytest.fixture(scope="session")
 def models(corpus: Path) -> dict[str, torch.nn.Module]:
-    import open_clip
-    import timm
-    from transformers import CLIPConfig, CLIPModel
-
-    torch.manual_seed(0)
-    open_clip.add_model_config(corpus / "open_clip" / "ckptlint-tiny-ViT.json")
-    text = dict(
-        hidden_size=32, intermediate_size=37, num_attention_heads=2, num_hidden_layers=2, vocab_size=99
-    )
-    text.update(max_position_embeddings=16, pad_token_id=1, bos_token_id=0, eos_token_id=2)
-    vision = dict(hidden_size=32, image_size=32, patch_size=8, num_hidden_layers=2, num_attention_heads=2)
-    timm_kwargs = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=16)
-    hf_cfg = CLIPConfig(text_config=text, vision_config=dict(vision, intermediate_size=37), projection_dim=16)
-    return {
-        "open_clip": open_clip.create_model("ckptlint-tiny-ViT"),
-        "timm": timm.create_model("vit_base_patch16_clip_224", pretrained=False, **timm_kwargs),
-        "hf_clip": CLIPModel(hf_cfg),
-    }
+    return build_tiny_models(corpus)
 
 
 def trainer_dict(model: torch.nn.Module) -> dict[str, Any]:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
-import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
-from cli_support import ckptlint
+from cli_support import ckptlint, ckptlint_in_pty
 
 ROOT = Path(__file__).resolve().parent.parent
 SARIF_SCHEMA = Path(__file__).resolve().parent / "data" / "sarif-schema-2.1.0.json"
@@ -190,30 +188,12 @@ def test_text_root_cause_first_summary_and_no_colour_in_pipes(workdir: Path, rep
         assert len(sev) == len(f["findings"])
 
 
-def _run_in_pty(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    pid, fd = pty.fork()
-    if pid == 0:  # child
-        os.chdir(cwd)
-        os.execve(sys.executable, [sys.executable, "-m", "ckptlint", *args], env)
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.waitpid(pid, 0)
-    return b"".join(chunks).decode("utf-8", "replace")
-
-
 def test_text_colour_on_a_terminal_unless_no_color(workdir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
     env["TERM"] = "xterm"
-    coloured = _run_in_pty(CHECK_ARGS, workdir, env)
+    coloured = ckptlint_in_pty(*CHECK_ARGS, cwd=workdir, env=env)[1]
     assert ANSI.search(coloured)
-    plain = _run_in_pty(CHECK_ARGS, workdir, {**env, "NO_COLOR": "1"})
+    plain = ckptlint_in_pty(*CHECK_ARGS, cwd=workdir, env={**env, "NO_COLOR": "1"})[1]
     assert "CK301" in plain and not ANSI.search(plain)
 
 
