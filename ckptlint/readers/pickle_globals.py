@@ -115,7 +115,7 @@ _BUILTIN_DATA = {
 
 # HF Trainer saves ``training_args.bin`` with ``torch.save(TrainingArguments(...))``. Its records are plain classes
 # rebuilt by NEWOBJ without arguments and BUILD of an attribute dict (no __init__ runs; tests check against the
-# installed libraries that none defines __setstate__, __setattr__ or __new__), its enums are str enums called
+# installed libraries that none defines __setstate__, __setattr__ or __new__: tests/test_safe_set.py), its enums are str enums called
 # with their value (``ExplicitEnum._missing_`` only raises). Used in any other way they are unsafe (see walker).
 _TRAINER_RECORDS = (
     "transformers.training_args.TrainingArguments",
