@@ -1142,7 +1142,9 @@ def _zip_storage_npy(directory: Path, target: str) -> Path:
 def _torchscript(directory: Path, target: str) -> Path:
     import torch
 
-    class Tiny(torch.nn.Module):  # no torch.nn layers: scripting one here would rename (mangle) it for other tests
+    class Tiny(
+        torch.nn.Module
+    ):  # no torch.nn layers: scripting one here would rename (mangle) it for other tests
         def __init__(self) -> None:
             super().__init__()
             self.weight = torch.nn.Parameter(torch.zeros(2, 2))
