@@ -244,11 +244,14 @@ def variant_evidence(ctx: Context) -> str | None:
 
 
 def arch_info(expected: Expected | None, evidence: str | None = None) -> ArchInfo | None:
-    """The report's ``arch`` entry; ``inferred_from`` is ``Expected.params["inferred_from"]`` or
-    ``evidence``."""
+    """The report's ``arch`` entry; ``inferred_from`` is ``Expected.params["inferred_from"]`` or ``evidence``,
+    and None when nothing was inferred (a variant given with --arch, a live model, a reference spec)."""
     if expected is None:
         return None
-    evidence = expected.params.get("inferred_from") or evidence
+    if expected.params.get("variant_given") or expected.source in ("model", "spec"):
+        evidence = None
+    else:
+        evidence = expected.params.get("inferred_from") or evidence
     return ArchInfo(
         name=expected.arch,
         variant=expected.variant,
