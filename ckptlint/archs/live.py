@@ -180,7 +180,7 @@ def _expected(
         key_sep=sep,
         tensors=tensors,
         params={"inferred_from": f"{spec}() -> {kind}"},
-        description=f"live model {spec} ({kind})",
+        description=kind,  # e.g. "torch CLIPVisionModel.state_dict() on meta"; the arch name is the spec itself
     )
     return _with_layout(exp)
 

@@ -33,9 +33,7 @@ def expected_from_spec(path: str) -> Expected:
         exp.framework = guess.framework or exp.framework
         exp.params["layout"] = guess.name
         exp.params["root_stripped"] = root
-        exp.description = f"reference {path} ({guess.name} layout" + (
-            f", root {root!r} removed)" if root else ")"
-        )
+        exp.description = f"{path}: {guess.name} layout" + (f", root {root!r} removed" if root else "")
         if guess.arch:
             try:
                 named = resolve_expected(guess.arch, ckpt)
