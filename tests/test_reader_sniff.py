@@ -113,6 +113,7 @@ def test_sniff_indexes(tmp_path: Path) -> None:
         (b"\x00" * 64, "not a checkpoint"),
         (b'{"config": 1}', "weight_map"),
         (b"{not json", "invalid JSON"),
+        (b"[" * 100_000, "invalid JSON"),  # nesting deeper than json's recursion limit
         (b"PK\x03\x04" + b"\x00" * 60, "zip"),
     ],
 )

@@ -6,32 +6,21 @@ The document is CONTRACT.md's dump JSON: ``{"schema_version", "path", "format", 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ckptlint.checkpoint import Checkpoint, TensorInfo, guess_key_sep, tensor_info
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.findings import Finding
+from ckptlint.readers.jsonfile import load_json
 
 SCHEMA_VERSIONS = ("1",)
-MAX_DUMP_BYTES = 64 << 20  # the sniffer's limit for JSON inputs
 
 
 def read(path: Path) -> Checkpoint:
     """Read the dump JSON at ``path``."""
     p = str(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_DUMP_BYTES:
-            raise UnreadableCheckpoint(
-                p, f"dump JSON of {size} bytes is larger than {MAX_DUMP_BYTES >> 20} MiB"
-            )
-        doc = json.loads(path.read_bytes())
-    except OSError as exc:
-        raise UnreadableCheckpoint(p, f"cannot read: {exc.strerror or exc}") from None
-    except (ValueError, RecursionError) as exc:
-        raise UnreadableCheckpoint(p, f"invalid dump JSON: {exc}") from None
+    doc = load_json(path, "dump JSON")
     return from_document(doc, p)
 
 

@@ -19,8 +19,8 @@ from typing import Any
 from ckptlint.checkpoint import Checkpoint, TensorInfo, guess_key_sep, slash_groups
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.findings import Finding, Severity
+from ckptlint.readers.jsonfile import load_json
 
-MAX_INDEX_BYTES = 64 << 20
 # HF shard names: model-00001-of-00003.safetensors, pytorch_model-00001-of-00002.bin
 _SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<i>\d+)-of-(?P<n>\d+)(?P<ext>\.[A-Za-z0-9]+)$")
 
@@ -82,17 +82,7 @@ def read(path: Path) -> Checkpoint:
 
 def _read_index(path: Path) -> tuple[dict[str, str], dict[str, Any]]:
     p = str(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_INDEX_BYTES:
-            raise UnreadableCheckpoint(
-                p, f"shard index of {size} bytes is larger than {MAX_INDEX_BYTES >> 20} MiB"
-            )
-        doc = json.loads(path.read_bytes())
-    except OSError as exc:
-        raise UnreadableCheckpoint(p, f"cannot read: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise UnreadableCheckpoint(p, f"corrupt shard index: invalid JSON ({exc})") from None
+    doc = load_json(path, "shard index")
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(weight_map, dict):
         raise UnreadableCheckpoint(p, "corrupt shard index: no weight_map object")

@@ -11,13 +11,13 @@ is read as the pickle it also is.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import zipfile
 from pathlib import Path
 
 from ckptlint.errors import UnreadableCheckpoint
+from ckptlint.readers.jsonfile import load_json
 
 TAR_BLOCK = 512
 HEAD_BYTES = TAR_BLOCK
@@ -30,7 +30,6 @@ _PICKLE_V0_FIRST = frozenset(b"(}])cIJKLMNFGSTUVXBCP\x95\x96")
 # that start with one of them are also walked as pickles (see the module docstring)
 _STREAM_FIRST = frozenset(b"(}])cIJKLMNFGSTUVXBC\x80\x88\x89\x8a\x8b\x8c\x8d\x8e\x8f\x95\x96")
 _POLYGLOT_KINDS = frozenset({"safetensors", "flax-msgpack", "npz", "torch-zip"})
-_MAX_INDEX_JSON = 64 << 20
 
 
 def sniff(path: Path) -> str:
@@ -139,12 +138,7 @@ def _sniff_zip(path: Path) -> str:
 
 
 def _sniff_json(path: Path, size: int) -> str:
-    if size > _MAX_INDEX_JSON:
-        raise UnreadableCheckpoint(str(path), f"JSON file of {size} bytes is too large for a shard index")
-    try:
-        doc = json.loads(path.read_bytes())
-    except (ValueError, OSError) as exc:
-        raise UnreadableCheckpoint(str(path), f"not a checkpoint: invalid JSON ({exc})") from None
+    doc = load_json(path, "JSON file", invalid="not a checkpoint")
     if isinstance(doc, dict) and isinstance(doc.get("weight_map"), dict):
         return "sharded"
     if isinstance(doc, dict) and doc.get("schema_version") and isinstance(doc.get("tensors"), dict):
