@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from ckptlint.errors import UsageError
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 _PKG = Path(__file__).resolve().parent
 

@@ -8,17 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-# The architecture names CONTRACT.md requires (`ckptlint archs` may list more).
-CONTRACT_ARCHS = [
-    "clippo",
-    "bv-vit",
-    "bv-siglip",
-    "open_clip",
-    "hf-clip",
-    "hf-clip-vision",
-    "hf-siglip",
-    "timm-vit",
-]
+import contract
+
+# The architecture names docs/CONTRACT.md requires (`ckptlint archs` may list more).
+CONTRACT_ARCHS = contract.arch_names()
 
 
 def ckptlint(

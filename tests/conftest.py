@@ -1,4 +1,4 @@
-"""Shared test fixtures: where the real corpus lives, and importing open_clip safely."""
+"""Shared test fixtures: where the real corpus lives (tests/data/, inside the repository), and importing open_clip safely."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import tvshim  # noqa: F401  (before any test imports open_clip/timm: see tests/tvshim.py)
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = Path(os.environ.get("CKPTLINT_CORPUS", ROOT.parent / "shared" / "corpus"))
-REFERENCE = CORPUS.parent / "reference"
+DATA = ROOT / "tests" / "data"
+CORPUS = Path(os.environ.get("CKPTLINT_CORPUS", DATA / "corpus"))
+REFERENCE = DATA / "reference"
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,11 @@
-"""The rule registry: fixed codes and severities (CONTRACT.md), docs that are the rule modules' docstrings."""
+"""The rule registry: fixed codes and severities (docs/CONTRACT.md), docs that are the rule modules' docstrings."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
 
+import contract
 import pytest
 
 from ckptlint.engine import ORDER, CheckConfig
@@ -12,30 +13,17 @@ from ckptlint.errors import UsageError
 from ckptlint.findings import Severity
 from ckptlint.rules import RULE_MODULES, Message, all_rules, explain, get_rule
 
-CONTRACT = {
-    "CK001": "error",
-    "CK100": "error",
-    "CK101": "warning",
-    "CK102": "error",
-    "CK103": "error",
-    "CK104": "error",
-    "CK105": "error",
-    "CK106": "warning",
-    "CK107": "warning",
-    "CK108": "error",
-    "CK109": "error",
-    "CK110": "error",
-    "CK111": "warning",
-    "CK112": "error",
-    "CK201": "warning",
-    "CK301": "error",
-}
-READER_CODES = {"CK002": "error", "CK003": "warning"}
+# Codes the contract fixes for issues still in progress; each leaves this set when its rule is registered.
+NOT_YET_REGISTERED = {"CK004", "CK113", "CK114", "CK302"}
 
 
 def test_contract_codes_and_default_severities() -> None:
     registered = {r.code: r.severity.value for r in all_rules()}
-    assert registered == {**CONTRACT, **READER_CODES}
+    fixed = contract.rule_severities()
+    assert {c: s for c, s in fixed.items() if c not in NOT_YET_REGISTERED} == {
+        c: s for c, s in registered.items() if c in fixed
+    }
+    assert not NOT_YET_REGISTERED & set(registered), "registered now: remove it from NOT_YET_REGISTERED"
     assert [r.code for r in all_rules()] == sorted(registered)
     assert all(r.summary and "\n" not in r.summary for r in all_rules())
 
