@@ -63,11 +63,11 @@ def _header(f: FileReport) -> list[str]:
 
 
 def _finding_block(fd: Finding, colour: bool, verbose: bool) -> list[str]:
-    sev = _paint(f"{fd.severity.value:<8}", _COLOURS[fd.severity], colour)
-    head = f"{fd.code} {sev} "
-    lines = _wrap(fd.message, head)
-    if colour:  # wrap computed on the plain width; keep the painted head
-        lines[0] = head + lines[0][len(f"{fd.code} {fd.severity.value:<8} ") :]
+    plain = f"{fd.code} {fd.severity.value:<8} "
+    lines = _wrap(fd.message, plain)  # wrapped on the visible width; the label is painted afterwards
+    if colour:
+        sev = _paint(f"{fd.severity.value:<8}", _COLOURS[fd.severity], colour)
+        lines[0] = f"{fd.code} {sev} " + lines[0][len(plain) :]
     if fd.cause:
         lines += _wrap(f"cause: {fd.cause}", _INDENT)
     if fd.fix:
