@@ -179,7 +179,7 @@ def to_array(stored: Stored) -> np.ndarray:
             strides=tuple(s * dtype.itemsize for s in stored.strides),
             writeable=False,
         )
-    arr = np.ascontiguousarray(arr)
+    arr = np.array(arr, order="C", copy=None)
     return arr.astype(dtype) if stored.big_endian else arr
 
 
@@ -196,7 +196,7 @@ def write_array(arr: np.ndarray, out: IO[bytes]) -> None:
     """Write a C-contiguous array's bytes (without a copy when it already is one)."""
     import numpy as np
 
-    arr = np.ascontiguousarray(arr)
+    arr = np.array(arr, order="C", copy=None)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     if arr.size:
