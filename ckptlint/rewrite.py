@@ -60,4 +60,6 @@ def rewrite(src: str, dst: str, keymap: KeyMap, *, to_format: str = SAME) -> Rew
     plan, dropped = plan_from_keymap(ckpt, keymap)
     result = write_checkpoint(src, plan, dst, to_format, ckpt=ckpt)
     renamed = {e.src: e.out for e in plan.entries if e.src != e.out}  # type: ignore[misc]
-    return RewriteResult(src=ckpt, out=result.out, dst=dst, renamed=renamed, dropped=dropped, notes=result.notes)
+    return RewriteResult(
+        src=ckpt, out=result.out, dst=dst, renamed=renamed, dropped=dropped, notes=result.notes
+    )

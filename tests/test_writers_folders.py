@@ -68,7 +68,7 @@ def _as_torch_shards(src: Path, dst: Path) -> None:
     index["weight_map"] = {k: names[v] for k, v in index["weight_map"].items()}
     (dst / "pytorch_model.bin.index.json").write_text(json.dumps(index))
     (dst / "config.json").write_bytes((src / "config.json").read_bytes())
-    model, info = transformers.CLIPModel.from_pretrained(dst, output_loading_info=True)
+    _, info = transformers.CLIPModel.from_pretrained(dst, output_loading_info=True)
     assert not any(info.values()), info
 
 
@@ -82,7 +82,7 @@ def test_fix_hf_folder_with_old_position_ids(corpus: Path, tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "pytorch_model.bin"]
     assert (out / "config.json").read_bytes() == (src / "config.json").read_bytes()
-    model, info = CLIPModel.from_pretrained(out, output_loading_info=True)
+    _, info = CLIPModel.from_pretrained(out, output_loading_info=True)
     assert not any(info.values()), info  # nothing missing, unexpected or mismatched
     want = {
         k: v
@@ -107,7 +107,7 @@ def test_hf_bin_folder_to_safetensors(corpus: Path, tmp_path: Path) -> None:
     want = torch.load(src / "pytorch_model.bin", weights_only=True)
     del want["logit_scale"]
     same_state(st_dict(out / "model.safetensors"), want)
-    model, info = CLIPModel.from_pretrained(out, output_loading_info=True)
+    _, info = CLIPModel.from_pretrained(out, output_loading_info=True)
     assert info["missing_keys"] == ["logit_scale"] or set(info["missing_keys"]) == {"logit_scale"}
 
 
@@ -137,7 +137,7 @@ def test_sharded_folder_strip_drops_empty_shards(
 
     full = transformers.CLIPModel.from_pretrained(src).state_dict()
     same_state(loaded, {k: v for k, v in full.items() if k in kept})
-    vision, info = CLIPVisionModel.from_pretrained(out, output_loading_info=True)
+    _, info = CLIPVisionModel.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["mismatched_keys"], info
 
 

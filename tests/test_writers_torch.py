@@ -112,12 +112,8 @@ def test_zip_layout_is_torch_saves(tmp_path: Path) -> None:
     write_checkpoint(src, [Entry("w", "state_dict.0.weight"), Entry("b", "state_dict.0.bias")], out)
     names = [i.filename for i in zipfile.ZipFile(out).infolist()]
     torch_names = [i.filename.replace("trainer/", "copy/") for i in zipfile.ZipFile(src).infolist()]
-    assert names == [n for n in torch_names if not n.startswith("copy/data/")][:4] + [
-        "copy/data/0",
-        "copy/data/1",
-        "copy/version",
-        "copy/.data/serialization_id",
-    ]
+    assert [n for n in names if "/data/" not in n] == [n for n in torch_names if "/data/" not in n]
+    assert names[4:6] == ["copy/data/0", "copy/data/1"]  # storages numbered in order, after byteorder
     raw = out.read_bytes()
     for info in zipfile.ZipFile(out).infolist():
         assert info.compress_type == zipfile.ZIP_STORED

@@ -18,8 +18,17 @@ from typing import IO, Any
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.dtypes import nbytes_for
 from ckptlint.errors import UnreadableCheckpoint, UsageError
-from ckptlint.writers import folder as fs
 from ckptlint.writers.arrays import write_array
+from ckptlint.writers.folder import (
+    atomic_file,
+    atomic_folder,
+    check_output,
+    copy_sidecars,
+    is_file_output,
+    sidecar_files,
+    weights_name,
+    write_index,
+)
 from ckptlint.writers.plan import Entry, WritePlan
 from ckptlint.writers.sources import SHARDED_FORMATS, ShardedSource, Source, open_source
 from ckptlint.writers.tensor_files import Item, nest, write_msgpack, write_npz, write_safetensors
@@ -81,7 +90,7 @@ def write_checkpoint(
         raise UsageError(f"unknown output format {fmt!r} (choose from {', '.join(OUTPUT_FORMATS)})")
     if not src_path.exists():
         raise UnreadableCheckpoint(str(src_path), "no such file or directory")
-    fs.check_output(src_path, dst, [], folder=wants_folder(src_path, dst))
+    check_output(src_path, dst, [], folder=wants_folder(src_path, dst))
     if ckpt is None:
         ckpt = read_checkpoint(src_path)
     if any(f.code == "CK301" for f in ckpt.findings):
@@ -94,10 +103,10 @@ def write_checkpoint(
     if out_fmt is None:
         raise UsageError(f"{src}: cannot write a {source.kind} input")
     folder = wants_folder(src_path, dst, sharded=source.kind in SHARDED_FORMATS)
-    fs.check_output(src_path, dst, [Path(f) for f in ckpt.files], folder=folder)
+    check_output(src_path, dst, [Path(f) for f in ckpt.files], folder=folder)
     if folder:
         return _write_folder(source, plan, specs, src_path, dst, out_fmt)
-    with fs.atomic_file(dst) as tmp:
+    with atomic_file(dst) as tmp:
         notes = write_file(source, plan, plan.entries, tmp, out_fmt, archive=dst.stem)
         written = verify(tmp, specs, dst)
     written.path = str(dst)
@@ -107,7 +116,7 @@ def write_checkpoint(
 
 def wants_folder(src: Path, dst: Path, *, sharded: bool = False) -> bool:
     """A folder OUT: IN is a folder or a shard index, and OUT does not end in a weights suffix."""
-    return (src.is_dir() or sharded or src.name.endswith(".index.json")) and not fs.is_file_output(dst)
+    return (src.is_dir() or sharded or src.name.endswith(".index.json")) and not is_file_output(dst)
 
 
 # --- one weights file -------------------------------------------------------------------------------------
@@ -279,17 +288,15 @@ def _write_folder(
 ) -> WriteResult:
     in_folder = src if src.is_dir() else src.parent
     notes: list[str] = []
-    with fs.atomic_folder(dst) as tmp:
+    with atomic_folder(dst) as tmp:
         if isinstance(source, ShardedSource):
             files = _write_shards(source, plan, tmp, fmt, notes)
         else:
-            name = fs.weights_name(source.path.name, fmt)
+            name = weights_name(source.path.name, fmt)
             notes += write_file(source, plan, plan.entries, tmp / name, fmt, archive=Path(name).stem)
             files = [name]
         if plan.copy_sidecars:
-            copied = fs.copy_sidecars(
-                fs.sidecar_files(in_folder), tmp, skip=set(plan.extra_files) | set(files)
-            )
+            copied = copy_sidecars(sidecar_files(in_folder), tmp, skip=set(plan.extra_files) | set(files))
             if copied:
                 notes.append(f"copied {', '.join(copied)}")
         for name, data in plan.extra_files.items():
@@ -325,7 +332,7 @@ def _write_shards(source: ShardedSource, plan: WritePlan, tmp: Path, fmt: str, n
         entries = groups[shard]
         sub = source.shard(shard)
         own = all(k in sub.ckpt.tensors for e in entries for k in e.sources)
-        name = fs.weights_name(shard, fmt)
+        name = weights_name(shard, fmt)
         notes += write_file(sub if own else source, plan, entries, tmp / name, fmt, archive=Path(name).stem)
         for entry in entries:
             shape, dtype = entry.out_spec(source.ckpt)
@@ -336,6 +343,6 @@ def _write_shards(source: ShardedSource, plan: WritePlan, tmp: Path, fmt: str, n
     if dropped:
         notes.append(f"dropped {len(dropped)} shard(s) left empty: {', '.join(dropped)}")
     meta = source.index_metadata
-    index = fs.weights_name(source.path.name, fmt)
-    fs.write_index(tmp / index, weight_map, total, {k: v for k, v in meta.items() if k != "total_size"})
+    index = weights_name(source.path.name, fmt)
+    write_index(tmp / index, weight_map, total, {k: v for k, v in meta.items() if k != "total_size"})
     return [index, *files]
