@@ -91,19 +91,30 @@ def same_layout(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
     return all(d == 1 or s == w for d, s, w in zip(shape, strides, want, strict=True))
 
 
-def zip_data_offset(path: Path, member: str) -> int | None:
-    """Absolute offset of a stored (uncompressed) zip member's first byte; None when it is compressed."""
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(member)
-        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
-            return None
-        with open(path, "rb") as fh:
-            fh.seek(info.header_offset)
-            head = fh.read(30)
-    if len(head) != 30 or head[:4] != b"PK\x03\x04":
-        raise UsageError(f"{path}: zip member {member} has no local header")
-    name_len, extra_len = struct.unpack("<HH", head[26:30])
-    return info.header_offset + 30 + name_len + extra_len
+class ZipMembers:
+    """A zip archive's directory, read once, and where each stored member's bytes start in the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with zipfile.ZipFile(path) as zf:
+            self.infos = {i.filename: i for i in zf.infolist()}
+        self._offsets: dict[str, int | None] = {}
+
+    def data_offset(self, name: str) -> int | None:
+        """Absolute offset of a stored (uncompressed) member's first byte; None when it is compressed."""
+        if name not in self._offsets:
+            info = self.infos[name]
+            found = None
+            if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+                with open(self.path, "rb") as fh:
+                    fh.seek(info.header_offset)
+                    head = fh.read(30)
+                if len(head) != 30 or head[:4] != b"PK\x03\x04":
+                    raise UsageError(f"{self.path}: zip member {name} has no local header")
+                name_len, extra_len = struct.unpack("<HH", head[26:30])  # the local header's own lengths
+                found = info.header_offset + 30 + name_len + extra_len
+            self._offsets[name] = found
+        return self._offsets[name]
 
 
 @contextlib.contextmanager

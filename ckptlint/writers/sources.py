@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UsageError
-from ckptlint.writers.arrays import Span, Stored, c_strides, to_array, write_stored
+from ckptlint.writers.arrays import Span, Stored, ZipMembers, c_strides, to_array, write_stored
 from ckptlint.writers.torch_source import TORCH_FORMATS, TorchTree, load_torch_tree
 
 if TYPE_CHECKING:
@@ -71,25 +71,30 @@ class TorchSource(Source):
 class NpzSource(Source):
     """npz members (or one npy file): the npy header is parsed again with numpy for byte order and order."""
 
-    def _locate(self, key: str) -> Stored:
-        member = f"{key}.npy" if self.kind == "npz" else None
-        if member is not None:
-            with zipfile.ZipFile(self.path) as zf, zf.open(member) as fh:
-                shape, fortran, dtype = _npy_header(fh)
-                start = fh.tell()
-            span_path, member_name = self.path, member
-            info = zf.getinfo(member)
-            if info.compress_type == zipfile.ZIP_STORED:
-                from ckptlint.writers.arrays import zip_data_offset
+    def __init__(self, ckpt: Checkpoint, path: Path, kind: str) -> None:
+        super().__init__(ckpt, path, kind)
+        self._zip = ZipMembers(path) if kind == "npz" else None
 
-                base = zip_data_offset(self.path, member)
-                if base is not None:
-                    start, member_name = base + start, None
+    def _locate(self, key: str) -> Stored:
+        member: str | None = None
+        if self._zip is not None:
+            info = self._zip.infos[f"{key}.npy"]
+            base = self._zip.data_offset(info.filename)
+            if base is None:  # compressed: read through zipfile, from the member's start
+                with zipfile.ZipFile(self.path) as zf, zf.open(info) as fh:
+                    shape, fortran, dtype = _npy_header(fh)
+                    start = fh.tell()
+                member = info.filename
+            else:
+                with open(self.path, "rb") as fh:
+                    fh.seek(base)
+                    shape, fortran, dtype = _npy_header(fh)
+                    start = fh.tell()
         else:
             with open(self.path, "rb") as fh:
                 shape, fortran, dtype = _npy_header(fh)
                 start = fh.tell()
-            span_path, member_name = self.path, None
+        span_path, member_name = self.path, member
         if dtype.hasobject:
             raise UsageError(f"{self.path}: {key} is an object array, which cannot be copied as a tensor")
         canonical = self.ckpt.tensors[key].dtype

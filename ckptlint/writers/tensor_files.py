@@ -98,16 +98,21 @@ def npy_descr(dtype: str) -> str:
 def write_npz(fh: IO[bytes], items: list[Item], members: dict[str, tuple[Path, str]] | None = None) -> None:
     """One ``KEY.npy`` member per item; ``members`` maps keys to an input npz member copied as it is (same
     compression), which keeps an npz rewrite byte for byte."""
+    import contextlib
+
     from numpy.lib import format as npformat
 
     check_dtypes(items, "npz")
     members = members or {}
-    with zipfile.ZipFile(fh, "w", allowZip64=True) as zout:
+    with contextlib.ExitStack() as stack, zipfile.ZipFile(fh, "w", allowZip64=True) as zout:
+        sources: dict[Path, zipfile.ZipFile] = {}  # each input archive opened once
         for item in items:
             name = f"{item.key}.npy"
             source = members.get(item.key)
             if source is not None:
-                _copy_member(zout, source[0], source[1], name)
+                if source[0] not in sources:
+                    sources[source[0]] = stack.enter_context(zipfile.ZipFile(source[0]))
+                _copy_member(zout, sources[source[0]], source[1], name)
                 continue
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_STORED
@@ -120,17 +125,17 @@ def write_npz(fh: IO[bytes], items: list[Item], members: dict[str, tuple[Path, s
                 item.write(member)  # type: ignore[arg-type]
 
 
-def _copy_member(zout: zipfile.ZipFile, src: Path, member: str, name: str) -> None:
+def _copy_member(zout: zipfile.ZipFile, zin: zipfile.ZipFile, member: str, name: str) -> None:
+    """An input npz member into OUT under ``name``: its content byte for byte, compressed as it was."""
     import shutil
 
-    with zipfile.ZipFile(src) as zin:
-        info = zin.getinfo(member)
-        new = zipfile.ZipInfo(name, date_time=info.date_time)
-        new.compress_type = info.compress_type
-        new.external_attr = info.external_attr
-        new.file_size = info.file_size
-        with zin.open(info) as fsrc, zout.open(new, "w", force_zip64=True) as fdst:
-            shutil.copyfileobj(fsrc, fdst, 1 << 20)
+    info = zin.getinfo(member)
+    new = zipfile.ZipInfo(name, date_time=info.date_time)
+    new.compress_type = info.compress_type
+    new.external_attr = info.external_attr
+    new.file_size = info.file_size
+    with zin.open(info) as fsrc, zout.open(new, "w", force_zip64=True) as fdst:
+        shutil.copyfileobj(fsrc, fdst, 1 << 20)
 
 
 # --- flax msgpack -----------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ A storage of a zip archive is its ``data/<key>`` member; of a legacy or tar file
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UsageError
 from ckptlint.readers.pickle_globals import torch_itemsize
 from ckptlint.readers.pickle_walker import StorageRef, TensorRef
-from ckptlint.writers.arrays import Span, Stored, c_strides, same_layout, zip_data_offset
+from ckptlint.writers.arrays import Span, Stored, ZipMembers, c_strides, same_layout
 
 TORCH_FORMATS = frozenset({"torch-zip", "torch-legacy", "torch-tar"})
 
@@ -28,7 +28,7 @@ class TorchTree:
     format: str
     value: Any
     tensors: dict[str, TensorRef]
-    _member_offsets: dict[str, int | None] = field(default_factory=dict)
+    _zip: ZipMembers | None = None
 
     def storage_span(self, storage: StorageRef) -> Span:
         """Where the storage's bytes are (the whole storage, as torch.load reads it)."""
@@ -39,9 +39,11 @@ class TorchTree:
             )
         if self.format == "torch-zip":
             member = storage.member or ""
-            if member not in self._member_offsets:
-                self._member_offsets[member] = zip_data_offset(self.path, member)
-            start = self._member_offsets[member]
+            if self._zip is None:
+                self._zip = ZipMembers(self.path)
+            if member not in self._zip.infos:
+                raise UsageError(f"{self.path}: storage member {member} is missing")
+            start = self._zip.data_offset(member)
             if start is not None:
                 return Span(self.path, start + (storage.data_offset or 0), nbytes)
             return Span(self.path, storage.data_offset or 0, nbytes, member=member)
