@@ -219,7 +219,8 @@ def diff(a: str, b: str, fmt: str, output: str | None, verbose: bool) -> None:
 def strip(src: str, dst: str, keep: str | None, drop: str | None, to_format: str) -> None:
     """Write OUT with only some top-level groups of IN (e.g. params without opt/chrono); IN is never touched.
 
-    The output is written atomically and verified by re-reading it.
+    IN is a weights file, a shard index or a checkpoint folder (then OUT is a folder unless it ends in a weights
+    suffix). The output is written atomically and verified by re-reading it; torch is not needed.
     """
     if (keep is None) == (drop is None):
         raise click.UsageError("give exactly one of --keep or --drop")

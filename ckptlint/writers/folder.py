@@ -17,7 +17,8 @@ from ckptlint.errors import UnreadableCheckpoint, UsageError
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".npz", ".npy", ".msgpack")
 # files of a checkpoint folder that are not copied into a folder OUT: weights, indexes, training state, pickles
 _NOT_SIDECARS = re.compile(
-    r"(\.(safetensors|bin|pt|pth|ckpt|npz|npy|msgpack|pkl|pickle|joblib|tmp)|\.index\.json)$", re.IGNORECASE
+    r"(\.(safetensors|bin|pt|pth|ckpt|npz|npy|msgpack|h5|onnx|gguf|tflite|ot|pkl|pickle|joblib|tmp)|\.index\.json)$",
+    re.IGNORECASE,
 )
 _SHARD = re.compile(r"^(?P<stem>.+?)(?P<num>-\d+-of-\d+)\.(?P<ext>[A-Za-z0-9]+)$")
 SUFFIXES = {

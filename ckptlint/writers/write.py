@@ -104,11 +104,14 @@ def write_checkpoint(
         raise UsageError(f"{src}: cannot write a {source.kind} input")
     folder = wants_folder(src_path, dst, sharded=source.kind in SHARDED_FORMATS)
     check_output(src_path, dst, [Path(f) for f in ckpt.files], folder=folder)
-    if folder:
-        return _write_folder(source, plan, specs, src_path, dst, out_fmt)
-    with atomic_file(dst) as tmp:
-        notes = write_file(source, plan, plan.entries, tmp, out_fmt, archive=dst.stem)
-        written = verify(tmp, specs, dst)
+    try:
+        if folder:
+            return _write_folder(source, plan, specs, src_path, dst, out_fmt)
+        with atomic_file(dst) as tmp:
+            notes = write_file(source, plan, plan.entries, tmp, out_fmt, archive=dst.stem)
+            written = verify(tmp, specs, dst)
+    except OSError as exc:  # a full disk, a permission: the user's to fix, one line; nothing is left behind
+        raise UsageError(f"{dst}: cannot write: {exc.strerror or exc}; nothing was written") from None
     written.path = str(dst)
     written.files = [str(dst)]
     return WriteResult(ckpt, written, str(dst), out_fmt, [dst.name], notes)
