@@ -209,12 +209,18 @@ def diff(a: str, b: str, fmt: str, output: str | None, verbose: bool) -> None:
 @click.option("--keep", default=None, help="Comma-separated top-level groups to keep, e.g. params.")
 @click.option("--drop", default=None, help="Comma-separated top-level groups to drop, e.g. opt,chrono.")
 @click.option(
-    "--to", "to_format", type=click.Choice(["same", "safetensors"]), default="same", show_default=True
+    "--to",
+    "to_format",
+    type=click.Choice(["same", "safetensors", "torch", "npz", "msgpack"]),
+    default="same",
+    show_default=True,
+    help="Output format (same: the input's own; legacy torch files become zip archives).",
 )
 def strip(src: str, dst: str, keep: str | None, drop: str | None, to_format: str) -> None:
     """Write OUT with only some top-level groups of IN (e.g. params without opt/chrono); IN is never touched.
 
-    The output is written atomically and verified by re-reading it.
+    IN is a weights file, a shard index or a checkpoint folder (then OUT is a folder unless it ends in a weights
+    suffix). The output is written atomically and verified by re-reading it; torch is not needed.
     """
     if (keep is None) == (drop is None):
         raise click.UsageError("give exactly one of --keep or --drop")
@@ -244,7 +250,12 @@ def _names(value: str) -> list[str]:
 @click.option("--model", default=None, help="Live model definition MODULE:FACTORY.")
 @click.option("--spec", default=None, help="Expectation from a `ckptlint dump --format json` file.")
 @click.option(
-    "--to", "to_format", type=click.Choice(["same", "safetensors"]), default="same", show_default=True
+    "--to",
+    "to_format",
+    type=click.Choice(["same", "safetensors", "torch", "npz", "msgpack"]),
+    default="same",
+    show_default=True,
+    help="Output format (same: the input's own; legacy torch files become zip archives).",
 )
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
 @click.option("--output", "-o", default=None, help="Write the report on OUT to FILE.")

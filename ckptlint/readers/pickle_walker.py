@@ -165,6 +165,7 @@ class TensorRef:
     storage: StorageRef | None = None
     offset: int = 0  # in elements of ``dtype``
     pending: bool = False  # created by NEWOBJ of a tensor class; BUILD (set_) fills it in
+    stride: tuple[int, ...] | None = None  # in elements; None when not given (meta tensors)
 
 
 @dataclass(eq=False)
@@ -191,6 +192,13 @@ class NpDType:
 
 class Attrs(dict):  # type: ignore[type-arg]
     """An object whose state is a plain attribute dict (argparse.Namespace): reported like a dict."""
+
+
+class ODict(dict):  # type: ignore[type-arg]
+    """A ``collections.OrderedDict``: a dict that remembers it was one and the attributes BUILD gave it (a
+    state_dict's ``_metadata``), so that a writer can emit it again as ``torch.save`` did."""
+
+    attrs: dict[Any, Any] | None = None
 
 
 @dataclass(eq=False)
@@ -983,6 +991,8 @@ class PickleWalker:
                 for part in state:
                     if isinstance(part, dict):
                         inst.update(part)
+        elif isinstance(inst, ODict) and isinstance(state, dict):
+            inst.attrs = state  # OrderedDict attributes (state_dict._metadata)
         elif isinstance(inst, (Opaque, dict, Composite, StorageRef)):
             pass  # OrderedDict attributes (state_dict._metadata), parameter state, opaque objects
         elif isinstance(inst, GlobalRef):
@@ -1117,13 +1127,14 @@ class PickleWalker:
     _k_layout = _k_constant
 
     def _k_dict(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
+        kind = ODict if g.fullname == "collections.OrderedDict" else dict
         if not args:
-            return {}
+            return kind()
         src = args[0]
         if isinstance(src, dict):
-            return dict(src)
+            return kind(src)
         if isinstance(src, (list, tuple)):
-            out: dict[Any, Any] = {}
+            out: dict[Any, Any] = kind()
             for pair in src:
                 if not isinstance(pair, (list, tuple)) or len(pair) != 2:
                     raise self.malformed(f"{g.fullname} items are not pairs")
@@ -1245,7 +1256,7 @@ class PickleWalker:
             built = self._make_tensor(state[0], state[1], state[2], state[3], None, "torch.Tensor")
             if isinstance(built, TensorRef):
                 inst.shape, inst.dtype, inst.storage = built.shape, built.dtype, built.storage
-                inst.offset, inst.pending = built.offset, False
+                inst.offset, inst.stride, inst.pending = built.offset, built.stride, False
 
     def _k_tensor_v1(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
         if len(args) < 4:
@@ -1379,7 +1390,7 @@ class PickleWalker:
                     f"tensor of size {list(shape)} at offset {offset} needs {extent} elements of {name} "
                     f"but storage {storage.key} holds {available}"
                 )
-        return TensorRef(shape, name, storage, offset)
+        return TensorRef(shape, name, storage, offset, stride=strides)
 
     # numpy ------------------------------------------------------------------------------------------------
 

@@ -132,6 +132,32 @@ def read_tar(fh: IO[bytes], *, path: str, size: int, stem: str, log: SecurityLog
     return ckpt
 
 
+def tar_value(fh: IO[bytes], *, path: str, size: int) -> Any:
+    """The object the ``pickle`` member rebuilds (``TensorRef`` leaves over ``StorageRef``s placed in the file), for
+    writers that emit it again; None when ``fh`` is not a torch tar file. Call it on a file ``read_tar`` accepted."""
+    import tarfile
+
+    fh.seek(0)
+    try:
+        tar = tarfile.open(fileobj=_BoundedReader(fh), mode="r:")  # noqa: SIM115 (closed below)
+    except (tarfile.TarError, _TooLarge):
+        return None
+    members: dict[str, tarfile.TarInfo] = {}
+    with tar:
+        for count, info in enumerate(_iter_members(tar)):
+            if count >= MAX_MEMBERS:
+                break
+            if info.name in TORCH_MEMBERS:
+                members[info.name] = info
+    if set(members) != set(TORCH_MEMBERS):
+        return None
+    reader = _TarReader(fh, size, SecurityLog(path))
+    for name in TORCH_MEMBERS:
+        info = members[name]
+        reader.walk_member(name, info.offset_data, info.offset_data + info.size)
+    return reader.value
+
+
 def _iter_members(tar: Any) -> Any:
     """``tar``'s members one header at a time (``getmembers`` would read all of them before any check)."""
     info = tar.firstmember
@@ -253,7 +279,8 @@ class _TarReader:
                 raise walker.malformed(
                     f"tensor {short(key)} has a negative size, stride or offset", walker.pos
                 )
-            self._put(self.tensors, key, TensorRef(tuple(shape), storage.dtype, storage, offset), walker)
+            ref = TensorRef(tuple(shape), storage.dtype, storage, offset, stride=dims[ndim : 2 * ndim])
+            self._put(self.tensors, key, ref, walker)
 
     def _persistent(self, walker: PickleWalker) -> Any:
         def load(pid: Any, offset: int) -> Any:

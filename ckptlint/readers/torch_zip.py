@@ -325,3 +325,35 @@ def _duplicates_finding(names: list[str]) -> Finding:
         fix="Do not load this archive; a torch.save archive never repeats a member name.",
         details={"members": names},
     )
+
+
+def walk_data_pkl(path: Path) -> tuple[Any, str]:
+    """The object ``data.pkl`` rebuilds (``TensorRef`` leaves over ``StorageRef``s naming their ``data/`` member)
+    and the archive's record prefix, for writers that emit it again; raises UnreadableCheckpoint as ``read`` does.
+    Call it on a file ``read`` accepted: unsafe globals stay inert placeholders, as in ``read``."""
+    p = str(path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except _ZIP_ERRORS as exc:
+        raise UnreadableCheckpoint(p, one_line(f"corrupt zip archive: {exc}", 500)) from None
+    with zf:
+        infos = zf.infolist()
+        prefix = infos[0].filename.split("/", 1)[0] + "/" if infos and "/" in infos[0].filename else ""
+        members: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            members.setdefault(info.filename, info)
+        log = SecurityLog(p)
+        main = _main_pickle(members, prefix)
+        if main is None:
+            raise unreadable(p, "torch zip archive without a data.pkl member", log)
+        prefix = main.filename[: -len("data.pkl")]
+        storages = _ZipStorages(prefix)
+        with _pickle_source(zf, main, p, log) as source:
+            walker = PickleWalker(source, log=log, member=main.filename, storage_name=main.filename)
+            walker.persistent = storages.loader(walker)
+            try:
+                value = walker.walk()
+            except MalformedPickle as exc:
+                raise unreadable(p, str(exc), log) from None
+        storages.check(members, p, log)
+    return value, prefix
