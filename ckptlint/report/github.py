@@ -7,7 +7,7 @@ become ``::notice``. A plain summary line follows (printed to the job log as is)
 from __future__ import annotations
 
 from ckptlint.findings import Severity
-from ckptlint.report.model import Report
+from ckptlint.results import Report
 
 COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 _TITLE_MAX = 100

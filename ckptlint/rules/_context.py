@@ -12,6 +12,7 @@ from ckptlint.expected import Expected, ExpectedTensor
 from ckptlint.rules import _frameworks as fw
 from ckptlint.rules import _shapes
 from ckptlint.rules._training import TrainingSplit, split
+from ckptlint.views import params_view
 
 Shape = tuple[int, ...]
 
@@ -189,8 +190,6 @@ class Context:
     def file_params(self) -> dict[str, TensorInfo]:
         """The checkpoint's weights named as in its own framework (big_vision: relative to ``params``)."""
         if self.ckpt.key_sep == "/":
-            from ckptlint.engine import params_view
-
             return params_view(self.ckpt.tensors)[0]
         return self.view
 

@@ -29,8 +29,9 @@ Fix
 
 from __future__ import annotations
 
-from ckptlint.rules import Message, Rule, rule
+from ckptlint.edits import Transpose
 from ckptlint.rules._context import Context
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 
 def _shape(s: tuple[int, ...]) -> str:
@@ -46,15 +47,20 @@ class Transposed(Message):
     message = "transposed kernel: {listing} (the same matrix transposed){silent}"
     cause = (
         "the file was written in the other storage convention: torch nn.Linear weights are (out, in) "
-        "(transformers, "
-        "timm), open_clip's visual.proj/text_projection and flax kernels are (in, out); a conversion "
-        "renamed the "
-        "keys without transposing"
+        "(transformers, timm), open_clip's visual.proj/text_projection and flax kernels are (in, out); a "
+        "conversion renamed the keys without transposing"
     )
     fix = "transpose it: {fix_list}{silent_fix}"
 
 
-@rule("CK109", "error", "transposed kernel (shape is the reverse of the expected one)")
+@rule(
+    "CK109",
+    "error",
+    "transposed kernel (shape is the reverse of the expected one)",
+    stage=Stage.MODEL,
+    order=3,
+    rank=60,
+)
 class TransposedRule(Rule):
     needs = "user"
 
@@ -99,6 +105,7 @@ class TransposedRule(Rule):
         return [
             Transposed(
                 keys=[ctx.file_key(i.actual_key) for _, i in hits],
+                edits=[Transpose(keys=[ctx.file_key(i.actual_key) for _, i in hits])],
                 details={
                     "keys": [k for k, _ in hits],
                     "silent_square": square,
