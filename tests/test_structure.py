@@ -113,7 +113,9 @@ def test_the_import_graph_finds_hidden_imports() -> None:
     """The graph sees imports inside functions (the kind that used to close engine <-> rules._context)."""
     modules = _modules()
     assert "ckptlint.readers.sharded" in modules
-    assert "ckptlint.readers" in _imports("ckptlint.readers.sharded", modules["ckptlint.readers.sharded"], modules)
+    assert "ckptlint.readers" in _imports(
+        "ckptlint.readers.sharded", modules["ckptlint.readers.sharded"], modules
+    )
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 

@@ -41,7 +41,10 @@ def _code_schema() -> dict[str, Any]:
         {"const": r.code, "description": f"{r.summary} (default severity {r.severity.value})"}
         for r in all_rules()
     ]
-    later = {"type": "string", "description": "a code this ckptlint does not know (a newer version or a plugin)"}
+    later = {
+        "type": "string",
+        "description": "a code this ckptlint does not know (a newer version or a plugin)",
+    }
     return {
         "title": "Code",
         "description": "rule code; `ckptlint rules` lists them, `ckptlint explain CODE` documents one",

@@ -3,7 +3,8 @@
 What it does
     Reports parameters whose shape in the checkpoint is the reverse of the model's — ``[512, 768]`` where the
     model has ``[768, 512]`` — i.e. the same matrix stored in the other convention. It also names the square
-    projections of the model, which a transposition leaves shape-compatible and therefore silent.
+    projections of the model, which a transposition leaves shape-compatible and therefore silent. The finding
+    carries a ``transpose`` edit; ``ckptlint fix`` lists it as not applied (it changes names, not values).
 
 Why is this bad?
     Frameworks disagree on how a projection is stored: torch ``nn.Linear.weight`` is ``(out, in)``

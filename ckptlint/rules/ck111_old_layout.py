@@ -7,7 +7,8 @@ What it does
     (k²+1 rows), or the MAP head inlined at the ViT root (``probe`` next to ``Transformer/``) — all rewritten
     by ``vit.fix_old_checkpoints``; ``position_ids`` buffers saved by transformers < 4.31; the
     ``input_resolution``/``context_length``/``vocab_size`` entries of OpenAI CLIP releases. Works with
-    and without an expectation.
+    and without an expectation. Moves and drops are carried as edits (``rename_keys``, ``drop_keys``) that
+    ``ckptlint fix`` applies; the folded class token changes values and has none.
 
 Why is this bad?
     It loads through the framework's own entry point (``vit.load``, ``from_pretrained``,
