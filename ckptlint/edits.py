@@ -84,14 +84,6 @@ Edit = Annotated[
     RenamePrefix | RenameKeys | TakeSubtree | DropKeys | DropGroups | Transpose,
     Field(discriminator="kind"),
 ]
-EDIT_KINDS: tuple[type[BaseModel], ...] = (
-    RenamePrefix,
-    RenameKeys,
-    TakeSubtree,
-    DropKeys,
-    DropGroups,
-    Transpose,
-)
 # kinds that change only names or which tensors are kept: what the writer behind ``ckptlint fix`` can apply today
 KEY_KINDS = frozenset({"rename_prefix", "rename_keys", "take_subtree", "drop_keys", "drop_groups"})
 
@@ -124,10 +116,6 @@ class KeyPlan:
             if key.startswith(old):
                 return new + key[len(old) :], (old, new)
         return key, None
-
-    @property
-    def empty(self) -> bool:
-        return not (self.exact or self.prefixes or self.dropped or self.groups or self.subtrees)
 
 
 def key_plan(edits: Iterable[Edit]) -> KeyPlan:
