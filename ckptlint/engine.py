@@ -126,10 +126,9 @@ def _runs(rule: type[Rule], ctx: Context) -> bool:
 
 
 def explain_all(ctx: Context, stages: Collection[Stage] | None = None) -> list[Finding]:
-    """Run every rule in ``run_order()`` (of ``stages``, default all) over ``ctx``; findings sorted by severity,
-    then rank, then as found.
+    """Run the rules over ``ctx`` in ``run_order()`` (only those of ``stages`` when given).
 
-    A finding's rank is its rule's ``rank``, or its message's own ``rank`` when the message sets one.
+    Findings come sorted by severity, then rank (the rule's, or its message's own when it sets one), then as found.
     """
     ranked: list[tuple[int, int, int, Finding]] = []
     seq = 0
