@@ -1,4 +1,8 @@
-"""The Python API users and the CLI call: ``ckptlint.check(paths, arch=…) -> Report``."""
+"""Checking one checkpoint, and a list of files as given: the work behind ``ckptlint.check``.
+
+``ckptlint.check`` is the one public check (it also expands globs, walks folders and runs in parallel); the
+runner's workers call ``check_files`` on the paths it planned, ``fix`` calls ``check_checkpoint``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from ckptlint.engine import CheckConfig, run
 from ckptlint.errors import UnreadableCheckpoint, UsageError
 from ckptlint.expected import Expected
 from ckptlint.readers import read_checkpoint
-from ckptlint.report.model import FileReport, Report
+from ckptlint.results import FileReport, Report
 from ckptlint.rules.ck001_unreadable import unreadable
 
 
@@ -42,7 +46,7 @@ def _fixed_expectation(model: str | None, spec: str | None) -> Callable[[], Expe
     return get
 
 
-def check_one(
+def check_checkpoint(
     ckpt: Checkpoint,
     *,
     arch: str | None = None,
@@ -69,7 +73,7 @@ def check_one(
     return run(ckpt, expected, config, layout=layout, inferred=inferred, variant_inferred=variant_inferred)
 
 
-def check(
+def check_files(
     paths: str | Path | Iterable[str | Path],
     arch: str | None = None,
     model: str | None = None,
@@ -77,7 +81,7 @@ def check(
     select: Iterable[str] | str | None = None,
     ignore: Iterable[str] | str | None = None,
 ) -> Report:
-    """Check each checkpoint in ``paths`` and return one ``Report`` (the CONTRACT JSON as a pydantic model).
+    """Check each checkpoint in ``paths`` (as given: no globs, no folder walks) and return one ``Report``.
 
     ``arch`` is an architecture name (``NAME[:VARIANT]``, e.g. ``clippo``, ``open_clip:ViT-B-16``); ``model``
     a live model factory ``module:function``; ``spec`` a dump JSON of a reference checkpoint. At most one of
@@ -100,7 +104,7 @@ def check(
                 FileReport(path=path, error=exc.reason, findings=[f for f in found if config.enabled(f.code)])
             )
             continue
-        files.append(check_one(ckpt, arch=arch, expected=fixed() if fixed else None, config=config))
+        files.append(check_checkpoint(ckpt, arch=arch, expected=fixed() if fixed else None, config=config))
     return Report(files=files).summarize()
 
 

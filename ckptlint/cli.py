@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 import click
 
-from ckptlint import __version__
+from ckptlint._version import __version__
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 FAIL_ON = ("error", "warning", "info", "never")
@@ -72,19 +72,21 @@ def cli(debug: bool) -> None:
 @click.option("--output", "-o", default=None, help="Write to FILE instead of stdout.")
 def dump(path: str, fmt: str, depth: int | None, pattern: str | None, output: str | None) -> None:
     """Print the parameter tree of a checkpoint (header-only; never executes it)."""
+    from ckptlint.engine import fact_findings
     from ckptlint.layout import detect_layout
     from ckptlint.readers import read_checkpoint
 
     ckpt = read_checkpoint(path)
     layout = detect_layout(ckpt).name
+    findings = fact_findings(ckpt)
     if fmt == "json":
         from ckptlint.report import dump_json
 
-        _emit(dump_json.render(ckpt, layout), output)
+        _emit(dump_json.render(ckpt, layout, findings), output)
     else:
         from ckptlint.report import dump_text
 
-        _emit(dump_text.render(ckpt, layout, depth=depth, pattern=pattern), output)
+        _emit(dump_text.render(ckpt, layout, findings, depth=depth, pattern=pattern), output)
 
 
 @cli.command()
@@ -289,10 +291,7 @@ def explain(code: str) -> None:
     """Explain a rule: what it checks, why it matters, an example and the fix."""
     from ckptlint.rules import explain as explain_rule
 
-    text = explain_rule(code.strip().upper())
-    if text is None:
-        raise click.UsageError(f"unknown rule code {code!r} (see `ckptlint rules`)")
-    click.echo(text.rstrip("\n"))
+    click.echo(explain_rule(code).rstrip("\n"))  # an unknown code is a UsageError: exit 2, one line
 
 
 @cli.command(name="rules")

@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ckptlint.api import check
+from ckptlint import check
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers import read_checkpoint
 

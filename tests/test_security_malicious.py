@@ -22,7 +22,7 @@ import malicious_samples as ms
 import pytest
 from cli_support import ckptlint, one_error_line
 
-from ckptlint.api import check
+from ckptlint.api import check_files as check  # paths as given: a folder is read as one checkpoint
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers import read_checkpoint
 
@@ -194,7 +194,7 @@ def np_load(*args, allow_pickle=False, **kwargs):
 numpy.load = np_load
 events.clear()  # importing numpy loads libraries through ctypes: that is the harness, not ckptlint
 
-from ckptlint.api import check
+from ckptlint.api import check_files as check  # paths as given: a folder is read as one checkpoint
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers import read_checkpoint
 

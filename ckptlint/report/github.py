@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ckptlint.findings import Severity
 from ckptlint.report.humanize import counted
-from ckptlint.report.model import Report
+from ckptlint.results import Report
 
 COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 _TITLE_MAX = 100

@@ -10,9 +10,9 @@ import sys
 import textwrap
 
 from ckptlint.findings import Finding, Severity
+from ckptlint.keygroups import fold_numbers
 from ckptlint.report.humanize import human_count
-from ckptlint.report.keygroups import collapse_keys
-from ckptlint.report.model import Diff, FileReport, Report
+from ckptlint.results import Diff, FileReport, Report
 
 _INDENT = " " * 15
 _WIDTH = 110
@@ -73,7 +73,7 @@ def _finding_block(fd: Finding, colour: bool, verbose: bool) -> list[str]:
     if fd.fix:
         lines += _wrap(f"fix: {fd.fix}", _INDENT)
     if fd.keys:
-        keys = collapse_keys(fd.keys)
+        keys = fold_numbers(fd.keys)
         shown = keys if verbose else keys[:_MAX_KEYS]
         more = "" if len(shown) == len(keys) else f" … (+{len(keys) - len(shown)}, --verbose)"
         lines += _wrap("keys: " + ", ".join(shown) + more, _INDENT)

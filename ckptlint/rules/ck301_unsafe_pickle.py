@@ -36,12 +36,19 @@ Links
 from __future__ import annotations
 
 from ckptlint.findings import Finding
-from ckptlint.rules import Rule, rule
 from ckptlint.rules._context import Context
+from ckptlint.rules.base import Rule, Stage, rule
 
 
-@rule("CK301", "error", "pickle imports a global outside the safe set (would run code when loaded)")
-class UnsafePickle(Rule):
+@rule(
+    "CK301",
+    "error",
+    "pickle imports a global outside the safe set (would run code when loaded)",
+    stage=Stage.FACTS,
+    order=1,
+    rank=0,
+)
+class UnsafePickleRule(Rule):
     """Reader finding, passed through."""
 
     needs = "none"
