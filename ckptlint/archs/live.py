@@ -189,7 +189,7 @@ def _with_layout(exp: Expected) -> Expected:
     """Name the framework and the towers when the live model's keys are a known layout (for the explainers)."""
     from ckptlint.archs import resolve_expected
     from ckptlint.checkpoint import Checkpoint, tensor_info
-    from ckptlint.layout import detect_layout
+    from ckptlint.detect import detect_layout
 
     ckpt = Checkpoint(
         path=exp.arch,

@@ -1,33 +1,15 @@
-"""Key-name helpers shared by the rules: glob matching, prefixes, and collapsing long key lists for
-display."""
+"""Key-name helpers shared by the rules: prefixes, and collapsing long key lists for display (key patterns of
+the family files are ``ckptlint.archs.pattern``)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from fnmatch import translate
-from functools import cache
 
 _NUM = re.compile(r"\d+")
 
 MAX_EVIDENCE = 20  # keys kept in Finding.keys; the raw diff keeps them all
 MAX_GROUPS = 8  # collapsed lines shown per finding
-
-
-@cache
-def _glob(pattern: str) -> re.Pattern[str]:
-    return re.compile(translate(pattern))
-
-
-def matches(key: str, patterns: Iterable[str]) -> bool:
-    """Whether ``key`` matches one of the fnmatch-style ``patterns`` (case-sensitive)."""
-    return any(_glob(p).match(key) for p in patterns)
-
-
-@cache
-def regex(pattern: str) -> re.Pattern[str]:
-    """A compiled regular expression (rule data is small and reused)."""
-    return re.compile(pattern)
 
 
 def boundary_prefixes(key: str, sep: str) -> list[str]:

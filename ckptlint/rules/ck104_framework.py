@@ -42,10 +42,11 @@ from __future__ import annotations
 
 import posixpath
 
+from ckptlint import detect
+from ckptlint.archs import registry
 from ckptlint.rules import Message, Rule, rule
-from ckptlint.rules import _frameworks as fw
 from ckptlint.rules._context import Context
-from ckptlint.rules._keys import collapse, matches
+from ckptlint.rules._keys import collapse
 
 # display rank (see engine.DISPLAY_RANK): by default before CK105 (35) — the layout blocks loading; after it
 # when
@@ -78,14 +79,13 @@ class ForeignLayoutRule(Rule):
             return []
         dst = ctx.exp_framework
         src = (
-            fw.classify(k for k in ctx.unexpected if ctx.file_key(k) not in ctx.training.state)
+            detect.classify(k for k in ctx.unexpected if ctx.file_key(k) not in ctx.training.state)
             or ctx.file_framework
         )
         if dst is None or src is None or src == dst:
             return []
-        src_info = fw.info(src)
         candidates = [k for k in ctx.unexpected if ctx.file_key(k) not in ctx.training.state]
-        src_keys = [k for k in candidates if matches(fw.unwrap(k), src_info["signatures"])]
+        src_keys = [k for k in candidates if detect.is_signature(k, src)]
         if len(src_keys) * 2 < len(candidates):
             return []  # not mostly that framework's names
         n_file = len(candidates)
@@ -93,11 +93,11 @@ class ForeignLayoutRule(Rule):
         unexpected = ctx.consume_unexpected(list(ctx.unexpected))
         missing = ctx.consume_missing(list(ctx.missing))
         ctx.consume_shape(list(ctx.shape))
-        conv = fw.conversion(src, dst) or {
-            "fix": f"load it with {fw.title(src)}, or find the {fw.title(dst)} release of these weights",
-            "note": f"no known converter from {fw.title(src)} to {fw.title(dst)}",
+        conv = registry.advice(src, dst) or {
+            "fix": f"load it with {registry.title(src)}, or find the {registry.title(dst)} release of these weights",
+            "note": f"no known converter from {registry.title(src)} to {registry.title(dst)}",
         }
-        hosted = fw.hosts(dst, src)
+        hosted = registry.hosts(dst, src)
         msg = ForeignLayout(
             keys=[ctx.file_key(k) for k in unexpected[:10]] + missing[:10],
             details={
@@ -108,8 +108,8 @@ class ForeignLayoutRule(Rule):
                 "unexpected": len(unexpected),
             },
             name=_name(ctx),
-            src_title=fw.title(src),
-            dst_title=fw.title(dst),
+            src_title=registry.title(src),
+            dst_title=registry.title(dst),
             n_src=len(src_keys),
             n_file=n_file,
             groups="; ".join(collapse(src_keys, ctx.file_sep, max_groups=4)),

@@ -31,10 +31,11 @@ Fix
 
 from __future__ import annotations
 
+from ckptlint import detect
+from ckptlint.archs import registry
 from ckptlint.rules import Message, Rule, rule
-from ckptlint.rules import _frameworks as fw
 from ckptlint.rules._context import Context
-from ckptlint.rules._preprocessing import family, gather, named, table
+from ckptlint.rules._preprocessing import gather, named
 
 SIDECARS = (
     "write a sidecar config next to the weights (transformers preprocessor_config.json, open_clip "
@@ -59,10 +60,10 @@ class PreprocessingIncomplete(Message):
 def known_values(ctx: Context) -> str | None:
     """The preprocessing this architecture family is known to need, as text (for the fix)."""
     arch = ctx.expected.arch if ctx.expected is not None else None
-    fam = family(arch, ctx.file_params, ctx.file_framework)
+    fam = detect.profile_of(arch, ctx.file_params)
     if fam is None:
         return None
-    f = table()["families"][fam]
+    f = registry.profiles()[fam]
     parts = [f"mean={tuple(f['mean'])}", f"std={tuple(f['std'])}"]
     if "resize_mode" in f:
         parts.append(f"resize_mode={f['resize_mode']!r}")
@@ -86,8 +87,8 @@ class PreprocessingAbsentRule(Rule):
         if not missing:
             return []
         framework = ctx.file_framework or ctx.exp_framework
-        if framework == "big_vision":
-            cause = fw.info("big_vision")["preprocessing_note"]
+        if registry.preprocessing_note(framework):
+            cause = registry.preprocessing_note(framework)
         elif not pp.sources:
             cause = (
                 "the file carries only tensors, so whoever loads it has to guess the preprocessing — "

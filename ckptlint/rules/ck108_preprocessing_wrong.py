@@ -32,10 +32,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ckptlint import detect
+from ckptlint.archs import registry
 from ckptlint.rules import Message, Rule, rule
 from ckptlint.rules._context import Context
-from ckptlint.rules._preprocessing import close, gather, named, table
-from ckptlint.rules._preprocessing import family as family_of
+from ckptlint.rules._preprocessing import close, gather, named
 
 
 class WrongForFamily(Message):
@@ -75,7 +76,7 @@ class WrongSize(Message):
 def family(ctx: Context) -> str | None:
     """The preprocessing family (siglip, clippo) of the checkpoint under check, if any."""
     arch = ctx.expected.arch if ctx.expected is not None else None
-    return family_of(arch, ctx.file_params, ctx.file_framework)
+    return detect.profile_of(arch, ctx.file_params)
 
 
 def _fmt(v: Any) -> str:
@@ -109,7 +110,7 @@ class PreprocessingWrongRule(Rule):
         if not pp.fields:
             return []
         out: list[Message] = []
-        tags = table()["tags"]
+        tags = registry.tags()
         fam_name = family(ctx)
         if pp.tag in tags:
             recorded, wanted, source = _compare(pp, tags[pp.tag])
@@ -124,7 +125,7 @@ class PreprocessingWrongRule(Rule):
                     )
                 )
         elif fam_name is not None:
-            fam = table()["families"][fam_name]
+            fam = registry.profiles()[fam_name]
             recorded, wanted, source = _compare(pp, fam)
             if recorded:
                 out.append(

@@ -34,9 +34,9 @@ Fix
 
 from __future__ import annotations
 
+from ckptlint.detect import grid_of, posemb_probe
 from ckptlint.rules import Message, Rule, rule
 from ckptlint.rules._context import Context
-from ckptlint.rules._shapes import grid_of, posemb_probe
 
 
 class GridResized(Message):

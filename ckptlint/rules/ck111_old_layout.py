@@ -35,15 +35,13 @@ Links
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
-from ckptlint.ruledata import load_toml
+from ckptlint import detect
+from ckptlint.archs import registry
+from ckptlint.archs.pattern import matches
 from ckptlint.rules import Message, Rule, rule
-from ckptlint.rules import _frameworks as fw
 from ckptlint.rules._context import Context
-from ckptlint.rules._keys import matches
-from ckptlint.rules._shapes import grid_of
 
 
 class OldLayout(Message):
@@ -51,20 +49,6 @@ class OldLayout(Message):
     message = "old {framework} layout: {title}: {what}"
     cause = "{loader}"
     fix = "{fix_text}"
-
-
-@cache
-def layouts() -> list[dict[str, Any]]:
-    return list(load_toml("old_layouts.toml")["layout"])
-
-
-def vit_roots(keys: Any) -> list[str]:
-    """Roots of big_vision ViTs in a key set: "" for a plain ViT, "img/" for CLIPPO/SigLIP image towers."""
-    roots = []
-    for k in keys:
-        if k == "embedding/kernel" or k.endswith("/embedding/kernel"):
-            roots.append(k[: -len("embedding/kernel")])
-    return sorted(set(roots), key=len)
 
 
 def _moved_text(root: str, keys: list[str], entry: dict[str, Any], sep: str) -> str:
@@ -75,7 +59,7 @@ def _moved_text(root: str, keys: list[str], entry: dict[str, Any], sep: str) -> 
 
 
 def _is_square(n: int) -> bool:
-    g = grid_of(n)
+    g = detect.grid_of(n)
     return g is not None and g[1] == 0
 
 
@@ -90,7 +74,7 @@ class OldLayoutRule(Rule):
     def check(self, ctx: Context) -> list[Message]:
         out: list[Message] = []
         framework = ctx.exp_framework if ctx.expected is not None else ctx.file_framework
-        for entry in layouts():
+        for entry in registry.old_layouts():
             if entry["framework"] != framework:
                 continue
             found = self._with_expected(ctx, entry) if ctx.expected is not None else self._alone(ctx, entry)
@@ -101,7 +85,7 @@ class OldLayoutRule(Rule):
                 OldLayout(
                     keys=keys,
                     details={"kind": entry["kind"], **details},
-                    framework=fw.title(framework).split(" (")[0],
+                    framework=registry.title(framework).split(" (")[0],
                     title=entry["title"],
                     what=what,
                     loader=entry["loader"],
@@ -122,7 +106,7 @@ class OldLayoutRule(Rule):
                 keys,
                 {"keys": keys},
             )
-        roots = vit_roots(ctx.exp)
+        roots = detect.module_roots(ctx.exp, e["within"], e["family"]) if e["within"] else []
         if kind == "rename":
             done = []
             for r in roots:
@@ -190,7 +174,7 @@ class OldLayoutRule(Rule):
                 keys,
                 {},
             )
-        roots = vit_roots(view)
+        roots = detect.module_roots(view, e["within"], e["family"]) if e["within"] else []
         if kind == "rename":
             hits = [
                 (r + e["from"], r + e["to"])

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import re
 
+from ckptlint.detect import VARIANT_FIELDS, describe
 from ckptlint.rules import Message, Rule, rule
 from ckptlint.rules._context import Context
-from ckptlint.rules._shapes import VARIANT_FIELDS, describe
 
 _NUM = re.compile(r"\d+")
 
