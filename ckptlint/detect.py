@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from ckptlint.archs import registry as reg
 from ckptlint.archs.expr import SpecError, evaluate
-from ckptlint.archs.pattern import matches, pattern
+from ckptlint.archs.pattern import matches, pattern, pattern_set
 from ckptlint.archs.schema import Anchor, Detect, Group, Layout, Probe
 from ckptlint.archs.spec import ArchSpec
 from ckptlint.checkpoint import Checkpoint, TensorInfo
@@ -57,8 +57,8 @@ def normalize(name: str | None) -> str | None:
 
 
 def arch_framework(arch: str | None) -> str | None:
-    entry = reg.registry().archs.get(arch or "")
-    return entry[0].framework if entry else None
+    fam = reg.registry().archs.get(arch or "")
+    return fam.framework if fam else None
 
 
 def _strip_prefixes() -> tuple[str, ...]:
@@ -84,16 +84,17 @@ def unwrap(key: str) -> str:
 
 def is_signature(key: str, framework: str) -> bool:
     """Whether ``key`` (wrappers removed) is one only ``framework``'s layout has."""
-    return matches(unwrap(key), reg.key_classes(framework).get("signatures", ()))
+    return reg.key_classes(framework)["signatures"].matches(unwrap(key))
 
 
 def classify(keys: Iterable[str]) -> str | None:
     """The framework whose layout most of ``keys`` follow (by signature hits), or None on a tie."""
     scores = dict.fromkeys(frameworks(), 0)
+    signatures = {fw: reg.key_classes(fw)["signatures"] for fw in scores}
     for key in keys:
         k = unwrap(key)
-        for fw in scores:
-            if matches(k, reg.key_classes(fw).get("signatures", ())):
+        for fw, sig in signatures.items():
+            if sig.matches(k):
                 scores[fw] += 1
     ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
     if not ranked or ranked[0][1] == 0 or (len(ranked) > 1 and ranked[0][1] == ranked[1][1]):
@@ -108,9 +109,9 @@ def towers_present(keys: Iterable[str]) -> set[str]:
     for key in keys:
         k = unwrap(key)
         for c in classes:
-            if "vision" not in found and matches(k, c.get("vision_markers", ())):
+            if "vision" not in found and c["vision_markers"].matches(k):
                 found.add("vision")
-            if "text" not in found and matches(k, c.get("text_markers", ())):
+            if "text" not in found and c["text_markers"].matches(k):
                 found.add("text")
         if len(found) == 2:
             break
@@ -126,13 +127,13 @@ def tower_of(key: str, framework: str | None, present: set[str]) -> str | None:
         return None
     c = reg.key_classes(framework)
     k = unwrap(key)
-    if matches(k, c.get("joint", ())):
+    if c["joint"].matches(k):
         return "joint"
-    if matches(k, c.get("text", ())):
+    if c["text"].matches(k):
         return "text"
-    if matches(k, c.get("unprefixed", ())):
+    if c["unprefixed"].matches(k):
         return next(iter(present)) if len(present) == 1 else None
-    if matches(k, c.get("vision", ())):
+    if c["vision"].matches(k):
         return "vision"
     return None
 
@@ -227,10 +228,11 @@ def _score(
             return None
     covered = under = 0
     n = len(root)
+    prefixes = pattern_set(tuple(layout.prefixes))
     for key in keys:
         if key.startswith(root):
             under += 1
-            if matches(key[n:], layout.prefixes):
+            if prefixes.matches(key[n:]):
                 covered += 1
     evidence = []
     for group in layout.markers:
@@ -264,11 +266,13 @@ def _arch_hint(name: str, root: str, keys: list[str], keyset: set[str], ckpt: Ch
 def recognise(keys: Collection[str], arch: str) -> bool:
     """Whether ``keys`` (relative to the model's root) are ``arch``'s: one of its detect rules with key
     conditions holds (CLIPPO: ``img/`` + ``t``, no ``txt/``, no ``b``)."""
-    entry = reg.registry().archs.get(arch)
-    if entry is None:
-        return False
+    rules = [
+        r
+        for fam in reg.registry().families
+        for r in fam.data.detect
+        if r.arch == arch and (r.all or r.any or r.none) and not r.config
+    ]
     ordered = list(keys)
-    rules = [r for r in entry[1].detect if (r.all or r.any or r.none) and not r.config]
     return any(_holds(r, "", ordered, keys) for r in rules)
 
 
@@ -282,8 +286,8 @@ def profile_of(arch: str | None, keys: Collection[str]) -> str | None:
     for name, prof in profiles.items():
         if prof.get("arch") and recognise(keys, prof["arch"]):
             return name
-    entry = reg.registry().archs.get(arch or "")
-    return entry[1].profile if entry else None
+    registry = reg.registry()
+    return registry.arch(arch)[1].profile if arch in registry.archs else None
 
 
 # ---- structure (shape probes) -----------------------------------------------------------------------------------
@@ -325,8 +329,8 @@ def structure(shapes: Mapping[str, Shape], framework: str | None) -> Structure:
     for probe in reg.shape_probes(framework):
         tower = probe.tower
         if tower == "unprefixed":
-            markers = reg.key_classes(framework).get("vision_markers", ())
-            unprefixed = unprefixed or ("vision" if any(matches(k, markers) for k in shapes) else "text")
+            markers = reg.key_classes(framework)["vision_markers"]
+            unprefixed = unprefixed or ("vision" if any(markers.matches(k) for k in shapes) else "text")
             tower = unprefixed
         for key, shape in shapes.items():
             m = _probe_match(probe.key, key)

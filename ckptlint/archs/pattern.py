@@ -28,13 +28,19 @@ class PatternError(ValueError):
 
 @dataclass(frozen=True)
 class KeyPattern:
-    """A compiled key pattern (see the module docstring for the grammar)."""
+    """A parsed key pattern (see the module docstring for the grammar)."""
 
     text: str
-    regex: re.Pattern[str]
+    source: (
+        str  # the regular expression it stands for (compiled on first use: most patterns are literal keys)
+    )
     names: tuple[str, ...]  # captures, in order
     head: str  # the literal text before the first wildcard or capture
     kind: str  # literal | prefix (``head**``) | indexed (only ``{i}`` captures) | general
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        return _compiled(self.source)
 
     def match(self, key: str) -> dict[str, str] | None:
         """The captures when ``key`` matches the whole pattern, else None."""
@@ -132,7 +138,12 @@ def pattern(text: str) -> KeyPattern:
         kind = "indexed"
     else:
         kind = "general"
-    return KeyPattern(text, re.compile("".join(parts)), tuple(names), head, kind)
+    return KeyPattern(text, "".join(parts), tuple(names), head, kind)
+
+
+@cache
+def _compiled(source: str) -> re.Pattern[str]:
+    return re.compile(source)
 
 
 def check(text: str) -> str:

@@ -3,27 +3,37 @@
 Built-in families are ``rules/archs/*.toml``; more come from ``$CKPTLINT_FAMILY_PATH`` (files or folders of
 ``*.toml``, separated by ``os.pathsep``) and from ``register_family_file(path)``. Each file is validated with the
 pydantic schema of ``ckptlint.archs.schema`` (an error names the file and the field), then the registry checks what
-crosses files: unique names, module references, layouts named by detect rules, profiles, conversions.
+crosses files: unique names, module references, the layouts and architectures detect rules name, profiles,
+conversions.
+
+Start-up cost: a run needs every family's layouts, key classes and probes, but only the architectures it checks
+against. So the ``[archs.NAME]`` tables of the built-in files (the bulk: variant tables) are cut out of the text
+and parsed and validated when NAME is first needed (``tests/test_family_files.py`` proves the cut parses exactly as
+the whole file and validates every architecture); other files are parsed and validated whole when loaded.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ckptlint.archs.expr import SpecError
+from ckptlint.archs.pattern import PatternSet
 from ckptlint.archs.schema import (
     Arch,
     Detect,
     FamilyFile,
+    FamilyIndex,
     Framework,
     Group,
+    KeyClasses,
     Layout,
     Module,
     ShapeProbe,
@@ -33,18 +43,41 @@ from ckptlint.ruledata import load_toml, rules_dir
 
 ENV_PATH = "CKPTLINT_FAMILY_PATH"
 MAX_ERRORS = 3
+_ARCH_HEADER = re.compile(r"\[\[?archs\.([A-Za-z0-9_-]+)(?:\.[A-Za-z0-9_.-]+)?\]\]?[ \t]*(?:#.*)?\n?")
+_HEADER = re.compile(r"\[\[?[A-Za-z0-9_.\"' -]+\]\]?[ \t]*(?:#.*)?\n?")
 _registered: list[Path] = []
 _current: list[Registry] = []
 
 
-@dataclass(frozen=True)
+@dataclass
 class Family:
-    """One loaded family file."""
+    """One loaded family file; its architectures are validated on first use."""
 
     name: str
     framework: str
     path: Path
-    data: FamilyFile = field(repr=False)
+    data: FamilyIndex = field(repr=False)
+    sources: dict[str, str | dict[str, Any] | Arch] = field(
+        repr=False
+    )  # arch -> TOML text, raw table, or done
+
+    def arch(self, name: str, reg: Registry) -> Arch:
+        """The validated declaration of ``name`` (parsed and checked the first time)."""
+        src = self.sources[name]
+        if isinstance(src, Arch):
+            return src
+        if isinstance(src, str):
+            try:
+                src = tomllib.loads(src)["archs"][name]
+            except (tomllib.TOMLDecodeError, KeyError) as exc:
+                raise SpecError(f"{self.path}: archs.{name}: cannot be read on its own: {exc}") from None
+        try:
+            arch = Arch.model_validate(src)
+        except ValidationError as exc:
+            raise SpecError(f"{self.path}: {_errors(exc, f'archs.{name}.')}") from None
+        _check_arch(reg, self, name, arch)
+        self.sources[name] = arch
+        return arch
 
 
 @dataclass
@@ -52,14 +85,15 @@ class Registry:
     """Everything the family files declare, indexed (built once per process; see ``reset``)."""
 
     families: list[Family]
-    archs: dict[str, tuple[Family, Arch]]
+    archs: dict[str, Family]  # architecture name -> the family that declares it
     frameworks: dict[str, Framework]
     layouts: list[tuple[Family, Layout]]
     detect: dict[str, list[tuple[str, Detect]]]  # layout -> (arch, rule), by rank
     memo: dict[Any, Any] = field(default_factory=dict)  # derived tables, cached by their users
 
-    def family(self, name: str) -> Family:
-        return next(f for f in self.families if f.name == name)
+    def arch(self, name: str) -> tuple[Family, Arch]:
+        fam = self.archs[name]
+        return fam, fam.arch(name, self)
 
     def module(self, ref: str, family: str) -> tuple[Family, str, Module]:
         """``"name"`` (in ``family``) or ``"otherfamily:name"`` -> (family, module name, module)."""
@@ -73,12 +107,25 @@ class Registry:
     def of_framework(self, framework: str) -> Iterator[Family]:
         return (f for f in self.families if f.framework == framework)
 
+    def validate_all(self) -> None:
+        """Validate every architecture now (``ckptlint archs`` and the tests do)."""
+        for name in self.archs:
+            self.arch(name)
+
 
 def register_family_file(path: str | os.PathLike[str]) -> None:
-    """Add a family file (or a folder of them) to the registry of this process; validated on next use."""
+    """Add a family file (or a folder of them) to the registry of this process; loaded on next use."""
     p = Path(path)
     if p not in _registered:
         _registered.append(p)
+    reset()
+
+
+def unregister_family_file(path: str | os.PathLike[str]) -> None:
+    """Undo ``register_family_file``."""
+    p = Path(path)
+    if p in _registered:
+        _registered.remove(p)
     reset()
 
 
@@ -87,10 +134,14 @@ def reset() -> None:
     _current.clear()
 
 
+def builtin_dir() -> Path:
+    return rules_dir() / "archs"
+
+
 def family_files() -> list[Path]:
     """Built-in family files, then ``$CKPTLINT_FAMILY_PATH``'s, then registered ones."""
     extra = [Path(p) for p in os.environ.get(ENV_PATH, "").split(os.pathsep) if p.strip()]
-    out = sorted((rules_dir() / "archs").glob("*.toml"))
+    out = sorted(builtin_dir().glob("*.toml"))
     for p in [*extra, *_registered]:
         if p.is_dir():
             out += sorted(p.glob("*.toml"))
@@ -104,29 +155,56 @@ def family_files() -> list[Path]:
 def registry() -> Registry:
     """The registry of this process (loaded and validated on first use)."""
     if not _current:
-        _current.append(_index([_read(p) for p in family_files()]))
+        builtin = builtin_dir()
+        _current.append(_index([_read(p, lazy=p.parent == builtin) for p in family_files()]))
     return _current[0]
 
 
-def _read(path: Path) -> Family:
+def split_archs(text: str) -> tuple[str, dict[str, str]]:
+    """A family file's text without its ``[archs.NAME...]`` tables, and each architecture's tables alone."""
+    index: list[str] = []
+    archs: dict[str, list[str]] = {}
+    current = index
+    for line in text.splitlines(keepends=True):
+        if line.startswith("["):
+            m = _ARCH_HEADER.fullmatch(line)
+            if m:
+                current = archs.setdefault(m.group(1), [])
+            elif _HEADER.fullmatch(line):
+                current = index
+        current.append(line)
+    return "".join(index), {name: "".join(lines) for name, lines in archs.items()}
+
+
+def _read(path: Path, lazy: bool) -> Family:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if lazy:
+            index_text, sources = split_archs(text)
+            raw = tomllib.loads(index_text)
+            if "archs" in raw:  # architectures declared in another form: read the file whole
+                raw, sources = tomllib.loads(text), {}
+        else:
+            raw, sources = tomllib.loads(text), {}
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot read family file: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: invalid TOML: {exc}") from None
+    model: type[BaseModel] = FamilyIndex if sources else FamilyFile
     try:
-        data = FamilyFile.model_validate(raw)
+        data = model.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(f"{path}: {_errors(exc)}") from None
-    return Family(data.family.name, data.family.framework, path, data)
+    if isinstance(data, FamilyFile):
+        sources = dict(data.archs)
+    return Family(data.family.name, data.family.framework, path, data, dict(sources))
 
 
-def _errors(exc: ValidationError) -> str:
+def _errors(exc: ValidationError, prefix: str = "") -> str:
     items = []
     for err in exc.errors()[:MAX_ERRORS]:
         loc = ".".join(str(p) for p in err["loc"] if p not in ("tensor", "group"))
-        items.append(f"{loc}: {err['msg']}")
+        items.append(f"{prefix}{loc}: {err['msg']}")
     more = exc.error_count() - MAX_ERRORS
     return "; ".join(items) + (f" (+{more} more)" if more > 0 else "")
 
@@ -137,7 +215,7 @@ def _bad(fam: Family, where: str, msg: str) -> SpecError:
 
 def _index(families: list[Family]) -> Registry:
     seen: dict[str, Family] = {}
-    archs: dict[str, tuple[Family, Arch]] = {}
+    archs: dict[str, Family] = {}
     frameworks: dict[str, Framework] = {}
     layouts: list[tuple[Family, Layout]] = []
     for fam in families:
@@ -148,28 +226,30 @@ def _index(families: list[Family]) -> Registry:
             if name in frameworks:
                 raise _bad(fam, f"frameworks.{name}", "this framework is declared by another family file")
             frameworks[name] = decl
-        for name, arch in fam.data.archs.items():
+        for name in fam.sources:
             if name in archs:
-                raise _bad(fam, f"archs.{name}", f"already declared by {archs[name][0].path}")
-            archs[name] = (fam, arch)
+                raise _bad(fam, f"archs.{name}", f"already declared by {archs[name].path}")
+            archs[name] = fam
         for i, layout in enumerate(fam.data.layouts):
             if any(layout.name == other.name for _, other in layouts):
                 raise _bad(fam, f"layouts.{i}.name", f"layout {layout.name!r} is declared twice")
             layouts.append((fam, layout))
     reg = Registry(families, archs, frameworks, layouts, {})
-    layout_names = {layout.name for _, layout in layouts}
     rules: dict[str, list[tuple[str, Detect]]] = {}
     for fam in families:
-        _check_family(reg, fam, layout_names)
-        for name, arch in fam.data.archs.items():
-            for rule in arch.detect:
-                if rule.layout is not None:
-                    rules.setdefault(rule.layout, []).append((name, rule))
+        _check_family(reg, fam)
+        for rule in fam.data.detect:
+            if rule.layout is not None:
+                rules.setdefault(rule.layout, []).append((rule.arch, rule))
     reg.detect = {k: sorted(v, key=lambda item: item[1].rank) for k, v in rules.items()}  # stable: file order
+    for fam in families:
+        for name, src in fam.sources.items():
+            if isinstance(src, Arch):  # a file read whole: check its architectures now
+                _check_arch(reg, fam, name, src)
     return reg
 
 
-def _check_family(reg: Registry, fam: Family, layout_names: set[str]) -> None:
+def _check_family(reg: Registry, fam: Family) -> None:
     data = fam.data
     if fam.framework not in reg.frameworks:
         raise _bad(
@@ -181,27 +261,23 @@ def _check_family(reg: Registry, fam: Family, layout_names: set[str]) -> None:
                 raise _bad(fam, f"frameworks.{name}", f"unknown framework {other!r}")
     for mod_name, module in data.modules.items():
         _check_uses(reg, fam, module.tensors, f"modules.{mod_name}.tensors")
-    profiles = {p for f in reg.families for p in f.data.preprocessing.profiles}
-    for name, arch in data.archs.items():
-        where = f"archs.{name}"
-        _check_uses(reg, fam, arch.tree, f"{where}.tree")
-        for i, rule in enumerate(arch.detect):
-            if rule.layout is not None and rule.layout not in layout_names:
-                raise _bad(fam, f"{where}.detect.{i}.layout", f"unknown layout {rule.layout!r}")
-        if arch.profile is not None and arch.profile not in profiles:
-            raise _bad(fam, f"{where}.profile", f"unknown preprocessing profile {arch.profile!r}")
-        scheme = arch.variants.scheme
-        if scheme == "table" and arch.default_variant not in arch.variants.names:
-            raise _bad(fam, f"{where}.default_variant", f"{arch.default_variant!r} is not in variants.names")
-        if scheme == "size_patch" and not data.sizes:
-            raise _bad(fam, f"{where}.variants.scheme", "size_patch needs a [sizes] table in the family file")
+    layouts = {layout.name for _, layout in reg.layouts}
+    for i, rule in enumerate(data.detect):
+        if rule.arch not in reg.archs:
+            raise _bad(fam, f"detect.{i}.arch", f"unknown architecture {rule.arch!r}")
+        if rule.layout is not None and rule.layout not in layouts:
+            raise _bad(fam, f"detect.{i}.layout", f"unknown layout {rule.layout!r}")
     for i, conv in enumerate(data.conversions):
         for side in (conv.from_, conv.to):
             if side not in reg.archs:
                 raise _bad(fam, f"conversions.{i}", f"unknown architecture {side!r}")
+    profiles = {p for f in reg.families for p in f.data.preprocessing.profiles}
+    keyed = {r.arch for f in reg.families for r in f.data.detect if r.all or r.any or r.none}
     for name, prof in data.preprocessing.profiles.items():
-        if prof.arch is not None and prof.arch not in reg.archs:
-            raise _bad(fam, f"preprocessing.profiles.{name}.arch", f"unknown architecture {prof.arch!r}")
+        if prof.arch is not None and prof.arch not in keyed:
+            raise _bad(
+                fam, f"preprocessing.profiles.{name}.arch", f"{prof.arch!r} has no detect rule on keys"
+            )
     for name in data.preprocessing.recognise:
         if name not in profiles:
             raise _bad(fam, f"preprocessing.recognise.{name}", "unknown preprocessing profile")
@@ -213,6 +289,19 @@ def _check_family(reg: Registry, fam: Family, layout_names: set[str]) -> None:
                 raise _bad(fam, f"old_layouts.{i}.within", str(exc)) from None
             if module.infer is None:
                 raise _bad(fam, f"old_layouts.{i}.within", f"module {old.within!r} has no infer.anchor")
+
+
+def _check_arch(reg: Registry, fam: Family, name: str, arch: Arch) -> None:
+    where = f"archs.{name}"
+    _check_uses(reg, fam, arch.tree, f"{where}.tree")
+    profiles = {p for f in reg.families for p in f.data.preprocessing.profiles}
+    if arch.profile is not None and arch.profile not in profiles:
+        raise _bad(fam, f"{where}.profile", f"unknown preprocessing profile {arch.profile!r}")
+    scheme = arch.variants.scheme
+    if scheme == "table" and arch.default_variant not in arch.variants.names:
+        raise _bad(fam, f"{where}.default_variant", f"{arch.default_variant!r} is not in variants.names")
+    if scheme == "size_patch" and not fam.data.sizes:
+        raise _bad(fam, f"{where}.variants.scheme", "size_patch needs a [sizes] table in the family file")
 
 
 def _check_uses(reg: Registry, fam: Family, entries: list[Any], where: str) -> None:
@@ -269,15 +358,15 @@ def hosts(dst: str, src: str) -> bool:
     return fw is not None and src in fw.hosts
 
 
-def key_classes(framework: str) -> dict[str, tuple[str, ...]]:
+def key_classes(framework: str) -> dict[str, PatternSet]:
     """signatures / joint / text / vision / unprefixed / *_markers of every family of ``framework``."""
 
-    def build(reg: Registry) -> dict[str, tuple[str, ...]]:
-        out: dict[str, list[str]] = {}
+    def build(reg: Registry) -> dict[str, PatternSet]:
+        out: dict[str, list[str]] = {name: [] for name in KeyClasses.model_fields}
         for fam in reg.of_framework(framework):
-            for name, pats in fam.data.keys.model_dump().items():
-                out.setdefault(name, []).extend(pats)
-        return {k: tuple(v) for k, v in out.items()}
+            for name in out:
+                out[name] += getattr(fam.data.keys, name)
+        return {k: PatternSet(v) for k, v in out.items()}
 
     return cached(("keys", framework), build)
 

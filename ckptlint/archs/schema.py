@@ -69,6 +69,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class Deferred(Strict):
+    """Built on first use: architecture tables are validated when an architecture is first needed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
+
+
 # ---- tensor trees --------------------------------------------------------------------------------------------
 class Tensor(Strict):
     """One parameter: ``[key, shape]``, ``[key, shape, when]`` or ``{key, shape, when, dtype}``."""
@@ -182,8 +188,9 @@ class Layout(Strict):
 
 
 class Detect(Strict):
-    """When a checkpoint in ``layout`` is this architecture (rules of all families tried by ``rank``)."""
+    """When a checkpoint in ``layout`` is ``arch`` (the rules of every family for a layout are tried by ``rank``)."""
 
+    arch: str
     layout: str | None = None
     rank: int = 50
     config: list[str] = Field(default_factory=list)  # a sidecar config.json's model_type is one of these
@@ -228,7 +235,7 @@ class ShapeProbe(Strict):
 class VariantEntry(BaseModel):
     """A named variant: parameter values, plus per-tag overrides and the preprocessing it was trained with."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, defer_build=True)
     __pydantic_extra__: dict[str, Scalar]
 
     tags: dict[str, dict[str, Scalar]] = Field(default_factory=dict)
@@ -239,7 +246,7 @@ class VariantEntry(BaseModel):
         return dict(self.__pydantic_extra__ or {})
 
 
-class Variants(Strict):
+class Variants(Deferred):
     scheme: Literal["table", "size_patch"] = "table"
     names: dict[str, VariantEntry] = Field(default_factory=dict)
     patches: list[int] = Field(default_factory=list)  # size_patch: SIZE/PATCH over the family's [sizes]
@@ -248,7 +255,7 @@ class Variants(Strict):
     derive: dict[str, Expr] = Field(default_factory=dict)
 
 
-class ConfigMap(Strict):
+class ConfigMap(Deferred):
     """How a declaration next to the weights (HF config.json...) fixes the parameters; it decides over shapes."""
 
     kind: str = "hf-config"  # Sidecar.kind
@@ -258,16 +265,16 @@ class ConfigMap(Strict):
     architectures: list[str] = Field(default_factory=list)  # declared class names this arch builds
 
 
-class PreprocessingEntry(Strict):
+class PreprocessingEntry(Deferred):
     when: Expr | None = None
     values: dict[str, Any]
 
 
-class ArchInfer(Strict):
+class ArchInfer(Deferred):
     probes: dict[str, list[Probe]] = Field(default_factory=dict)
 
 
-class Arch(Strict):
+class Arch(Deferred):
     title: str
     description: str
     source: str
@@ -278,7 +285,6 @@ class Arch(Strict):
     variants: Variants = Field(default_factory=Variants)
     infer: ArchInfer = Field(default_factory=ArchInfer)
     config: ConfigMap | None = None
-    detect: list[Detect] = Field(default_factory=list)
     preprocessing: list[PreprocessingEntry] = Field(default_factory=list)
     profile: str | None = None  # a preprocessing profile (CK107/CK108) this architecture was trained with
     order: list[Pattern] = Field(default_factory=list)  # torch state_dict order across hoisted modules
@@ -409,19 +415,29 @@ class FamilyMeta(Strict):
     source: str = ""
 
 
-class FamilyFile(Strict):
+class FamilyIndex(Strict):
+    """A family file without its ``[archs.*]`` tables (what detection needs from every family)."""
+
     family: FamilyMeta
     frameworks: dict[str, Framework] = Field(default_factory=dict)
     keys: KeyClasses = Field(default_factory=KeyClasses)
     sizes: dict[str, dict[str, int]] = Field(default_factory=dict)
     modules: dict[str, Module] = Field(default_factory=dict)
     layouts: list[Layout] = Field(default_factory=list)
-    archs: dict[str, Arch] = Field(default_factory=dict)
     probes: list[ShapeProbe] = Field(default_factory=list)
+    detect: list[Detect] = Field(default_factory=list)
     old_layouts: list[OldLayout] = Field(default_factory=list)
     wrappers: list[Wrapper] = Field(default_factory=list)
     preprocessing: FamilyPreprocessing = Field(default_factory=FamilyPreprocessing)
     conversions: list[Conversion] = Field(default_factory=list)
+
+
+class FamilyFile(FamilyIndex):
+    """A whole family file (``rules/README.md``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
+
+    archs: dict[str, Arch] = Field(default_factory=dict)
 
 
 class WrapperFile(Strict):

@@ -73,7 +73,7 @@ def load_arch(name: str) -> ArchSpec:
         raise UsageError(f"unknown architecture {name!r}; known: {', '.join(arch_names())}")
     key = ("arch", name)
     if key not in reg.memo:
-        fam, decl = reg.archs[name]
+        fam, decl = reg.arch(name)
         sep = reg.frameworks[fam.framework].sep
         reg.memo[key] = ArchSpec(name, fam.name, fam.framework, sep, decl, fam.data.sizes)
     return reg.memo[key]
