@@ -167,16 +167,17 @@ def _mappings() -> list[tuple[str, str, list[tuple[KeyPattern, list[KeyPattern],
     return cached("diff_mappings", _build_mappings)
 
 
-def _build_mappings(reg: Any) -> list[tuple[str, str, list[tuple[KeyPattern, list[KeyPattern], str]]]]:
+def _build_mappings(_: Any) -> list[tuple[str, str, list[tuple[KeyPattern, list[KeyPattern], str]]]]:
+    from ckptlint.archs.registry import conversions
+
     out = []
-    for fam in reg.families:
-        for conv in fam.data.conversions:
-            rules = []
-            for rule in conv.keys:
-                targets = rule.to if isinstance(rule.to, list) else [rule.to]
-                op = "" if rule.op in ("rename", "split") else rule.op
-                rules.append((pattern(rule.from_), [pattern(t) for t in targets], op))
-            out.append((conv.name, conv.title, rules))
+    for conv in conversions():
+        rules = []
+        for rule in conv.keys:
+            targets = rule.to if isinstance(rule.to, list) else [rule.to]
+            op = "" if rule.op in ("rename", "split") else rule.op
+            rules.append((pattern(rule.from_), [pattern(t) for t in targets], op))
+        out.append((conv.name, conv.title, rules))
     return out
 
 

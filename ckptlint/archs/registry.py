@@ -28,6 +28,7 @@ from ckptlint.archs.expr import SpecError
 from ckptlint.archs.pattern import PatternSet
 from ckptlint.archs.schema import (
     Arch,
+    Conversion,
     Detect,
     FamilyFile,
     FamilyIndex,
@@ -417,6 +418,11 @@ def profiles() -> dict[str, dict[str, Any]]:
         return out
 
     return cached("profiles", build)
+
+
+def conversions() -> list[Conversion]:
+    """Every conversion table (``[[conversions]]`` of every family), in file order."""
+    return cached("conversions", lambda reg: [c for f in reg.families for c in f.data.conversions])
 
 
 def tags() -> dict[str, dict[str, Any]]:

@@ -385,11 +385,12 @@ class FamilyPreprocessing(Strict):
 
 
 class KeyRule(Strict):
-    """One row of a conversion table: ``from`` -> ``to`` (a list: split along dim 0; fused going back)."""
+    """One row of a conversion table: ``from`` -> ``to`` (a list: split along ``dim``; fused going back)."""
 
     from_: Pattern = Field(alias="from")
     to: Pattern | list[Pattern]
     op: Literal["rename", "transpose", "reshape", "split"] = "rename"
+    dim: int = 0  # the axis of a split (fuse, the other way)
 
     @model_validator(mode="after")
     def _split(self) -> KeyRule:
@@ -406,6 +407,7 @@ class Conversion(Strict):
     from_: str = Field(alias="from")  # architecture names
     to: str
     keys: list[KeyRule]
+    drop: list[Pattern] = Field(default_factory=list)  # keys of `from` it leaves behind on purpose
 
 
 class FamilyMeta(Strict):
@@ -413,6 +415,7 @@ class FamilyMeta(Strict):
     framework: str  # whose key names every pattern of the file uses
     title: str
     source: str = ""
+    generated_by: str | None = None  # the script (and library version) that wrote a generated family file
 
 
 class FamilyIndex(Strict):
