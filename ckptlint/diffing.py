@@ -325,7 +325,7 @@ def _plain(value: Any) -> str:
 
 def diff_paths(path_a: str, path_b: str) -> DiffResult:
     """Read both checkpoints header-only and compare them."""
-    from ckptlint.detect import detect_layout
+    from ckptlint.archs.detect import detect_layout
     from ckptlint.readers import read_checkpoint
 
     a = read_checkpoint(path_a)

@@ -21,11 +21,11 @@ from torch import nn
 
 from ckptlint.archs import list_archs, register_family_file, resolve_expected
 from ckptlint.archs import registry as reg
+from ckptlint.archs.detect import detect_layout, infer, recognise
 from ckptlint.archs.pattern import PatternError, pattern
 from ckptlint.archs.schema import FamilyFile
 from ckptlint.archs.spec import build_tree, load_arch, variant_names, variant_params
 from ckptlint.checkpoint import Checkpoint, tensor_info
-from ckptlint.detect import detect_layout, infer, recognise
 from ckptlint.errors import CkptlintError
 
 README = Path(__file__).resolve().parent.parent / "rules" / "README.md"

@@ -74,8 +74,8 @@ def resolve_expected(arch: str, ckpt: Checkpoint | None) -> Expected:
 
 def infer_expected(ckpt: Checkpoint) -> Expected | None:
     """Without ``--arch``: detect the layout, then the architecture and its variant; None when unknown."""
+    from ckptlint.archs.detect import detect_layout
     from ckptlint.archs.resolve import resolve
-    from ckptlint.detect import detect_layout
 
     guess = detect_layout(ckpt)
     if guess.name == "unknown" or not guess.arch:

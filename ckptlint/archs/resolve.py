@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
+from ckptlint.archs.detect import Inference, infer
 from ckptlint.archs.expr import evaluate
 from ckptlint.archs.spec import (
     ArchSpec,
@@ -16,7 +17,6 @@ from ckptlint.archs.spec import (
     variant_preprocessing,
 )
 from ckptlint.checkpoint import Checkpoint
-from ckptlint.detect import Inference, infer
 from ckptlint.errors import UsageError
 from ckptlint.expected import Expected, ExpectedTensor
 

@@ -15,7 +15,7 @@ from ckptlint.expected import Expected
 def expected_from_spec(path: str) -> Expected:
     """The expected tree a reference file (dump JSON or checkpoint) describes (source="spec")."""
     from ckptlint.archs import resolve_expected
-    from ckptlint.detect import detect_layout
+    from ckptlint.archs.detect import detect_layout
     from ckptlint.errors import CkptlintError
     from ckptlint.expected import expected_from_checkpoint
     from ckptlint.readers import read_checkpoint

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from ckptlint import detect
+from ckptlint.archs import detect
 from ckptlint.checkpoint import Checkpoint, TensorInfo
 from ckptlint.expected import Expected, ExpectedTensor
 from ckptlint.rules._training import TrainingSplit, split

@@ -42,8 +42,7 @@ from __future__ import annotations
 
 import posixpath
 
-from ckptlint import detect
-from ckptlint.archs import registry
+from ckptlint.archs import detect, registry
 from ckptlint.rules import Message, Rule, rule
 from ckptlint.rules._context import Context
 from ckptlint.rules._keys import collapse

@@ -31,8 +31,7 @@ Fix
 
 from __future__ import annotations
 
-from ckptlint import detect
-from ckptlint.archs import registry
+from ckptlint.archs import detect, registry
 from ckptlint.rules import Message, Rule, rule
 from ckptlint.rules._context import Context
 from ckptlint.rules._preprocessing import gather, named

@@ -34,7 +34,7 @@ Fix
 
 from __future__ import annotations
 
-from ckptlint.detect import grid_of, posemb_probe
+from ckptlint.archs.detect import grid_of, posemb_probe
 from ckptlint.rules import Message, Rule, rule
 from ckptlint.rules._context import Context
 

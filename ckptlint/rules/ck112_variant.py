@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 
-from ckptlint.detect import VARIANT_FIELDS, describe
+from ckptlint.archs.detect import VARIANT_FIELDS, describe
 from ckptlint.rules import Message, Rule, rule
 from ckptlint.rules._context import Context
 
