@@ -37,6 +37,8 @@ class ArchSpec:
         return self.family
 
     def __getattr__(self, item: str) -> Any:  # title, description, source, params, variants, tree...
+        if item.startswith("__") or item == "decl":  # copy/pickle probe dunders before decl exists
+            raise AttributeError(item)
         return getattr(self.decl, item)
 
     @cached_property
