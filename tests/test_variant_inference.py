@@ -190,7 +190,7 @@ def test_hf_checkpoint_checked_as_open_clip(corpus: Path) -> None:
     e = resolve_expected("open_clip", ck(sd_tree(model.state_dict())))
     geometry = {k: v for k, v in OC_TINY_GEOMETRY.items() if k != "embed_dim"}
     assert e.variant == "custom" and pick(e, *geometry) == geometry
-    assert e.params["foreign"] == {"vision": "hf-clip:clip_vision", "text": "hf-clip:clip_text"}
+    assert e.params["foreign"] == {"vision": "hf:clip_vision", "text": "hf:clip_text"}
     assert e.params["root"] is None
     assert "hf layout" in e.params["inferred_from"]
 
@@ -216,7 +216,7 @@ def test_timm_vision_only_export_checked_as_open_clip(reference: Path) -> None:
     tree = {k: (tuple(v["shape"]), v["dtype"]) for k, v in doc["state_dict"].items()}
     e = resolve_expected("open_clip", ck(tree))
     assert e.variant == "ViT-B-16"
-    assert e.params["found"] == {"vision": ""} and e.params["foreign"] == {"vision": "timm-vit:vit"}
+    assert e.params["found"] == {"vision": ""} and e.params["foreign"] == {"vision": "timm:vit"}
     assert "transformer.resblocks.0.attn.in_proj_weight" in e.tensors  # the text tower the file lacks
 
 

@@ -269,7 +269,7 @@ def recognise(keys: Collection[str], arch: str) -> bool:
     rules = [
         r
         for fam in reg.registry().families
-        for r in fam.data.detect
+        for r in fam.head.detect
         if r.arch == arch and (r.all or r.any or r.none) and not r.config
     ]
     ordered = list(keys)
@@ -414,8 +414,8 @@ class Found:
     """A tower located in the checkpoint."""
 
     tower: str
-    module: str  # "family:module"
-    framework: str  # the framework whose names the module uses
+    module: str  # "framework:module", as reports name it ("hf:clip_vision")
+    family: str  # the family that declares the module
     prefix: str  # checkpoint prefix of the module's keys
     anchor: str  # the checkpoint key that located it
     native: bool  # found by one of the spec's own groups, at the place the spec puts it
@@ -447,10 +447,10 @@ class Inference:
             shape = list(ckpt.tensors[f.anchor].shape)
             if f.native:
                 where = ""
-            elif f.module.split(":")[0] == self.family:
+            elif f.family == self.family:
                 where = f" (a {f.module} tower, not where the spec puts it)"
             else:
-                where = f" ({f.framework} layout)"
+                where = f" ({f.module.split(':')[0]} layout)"
             parts.append(f"{f.anchor} {shape}{where}")
         return "; ".join(parts)
 
@@ -555,7 +555,7 @@ def _read_tower(
     inverse = {
         local: src for local, src in group.with_.items() if isinstance(src, str) and src.isidentifier()
     }
-    found = Found(group.tower or "", f"{fam.name}:{mod_name}", fam.framework, prefix, anchor_key, native)
+    found = Found(group.tower or "", f"{fam.framework}:{mod_name}", fam.name, prefix, anchor_key, native)
     allowed = None if native else set(TRANSFERABLE[group.tower or "vision"])
     for local, value in values.items():
         if allowed is not None and local not in allowed:

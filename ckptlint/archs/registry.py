@@ -6,10 +6,11 @@ pydantic schema of ``ckptlint.archs.schema`` (an error names the file and the fi
 crosses files: unique names, module references, the layouts and architectures detect rules name, profiles,
 conversions.
 
-Start-up cost: a run needs every family's layouts, key classes and probes, but only the architectures it checks
-against. So the ``[archs.NAME]`` tables of the built-in files (the bulk: variant tables) are cut out of the text
-and parsed and validated when NAME is first needed (``tests/test_family_files.py`` proves the cut parses exactly as
-the whole file and validates every architecture); other files are parsed and validated whole when loaded.
+Start-up cost: every run needs every family's layouts, most runs its key classes and probes, but only the
+architectures it checks against. So a built-in file's head (family, frameworks, layouts, detect rules) is validated
+when it is loaded, the rest of its index on first use, and its ``[archs.NAME]`` tables (the bulk: variant tables)
+are cut out of the text and parsed and validated when NAME is first needed (``tests/test_family_files.py`` proves
+the cut parses exactly as the whole file and validates everything). Other files are validated whole when loaded.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from ckptlint.archs.expr import SpecError
 from ckptlint.archs.pattern import PatternSet
@@ -31,6 +32,7 @@ from ckptlint.archs.schema import (
     Conversion,
     Detect,
     FamilyFile,
+    FamilyHead,
     FamilyIndex,
     Framework,
     Group,
@@ -52,15 +54,31 @@ _current: list[Registry] = []
 
 @dataclass
 class Family:
-    """One loaded family file; its architectures are validated on first use."""
+    """One loaded family file; the rest of its index and its architectures are validated on first use."""
 
     name: str
     framework: str
     path: Path
-    data: FamilyIndex = field(repr=False)
-    sources: dict[str, str | dict[str, Any] | Arch] = field(
-        repr=False
-    )  # arch -> TOML text, raw table, or done
+    head: FamilyHead = field(repr=False)
+    raw: dict[str, Any] = field(repr=False)  # the index, parsed
+    sources: dict[str, str | dict[str, Any] | Arch] = field(repr=False)  # arch -> TOML text, raw, or done
+    validated: FamilyIndex | None = field(default=None, repr=False)
+    owner: Registry | None = field(default=None, repr=False)  # the registry it is indexed in
+
+    @property
+    def data(self) -> FamilyIndex:
+        """Everything but the architectures, validated (and checked against the other families) once."""
+        if self.validated is None:
+            try:
+                self.validated = FamilyIndex.model_validate(self.raw)
+            except ValidationError as exc:
+                raise SpecError(f"{self.path}: {_errors(exc)}") from None
+            try:
+                _check_index(self.owner or registry(), self)
+            except SpecError:
+                self.validated = None
+                raise
+        return self.validated
 
     def arch(self, name: str, reg: Registry) -> Arch:
         """The validated declaration of ``name`` (parsed and checked the first time)."""
@@ -191,14 +209,15 @@ def _read(path: Path, lazy: bool) -> Family:
         raise SpecError(f"{path}: cannot read family file: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: invalid TOML: {exc}") from None
-    model: type[BaseModel] = FamilyIndex if sources else FamilyFile
     try:
-        data = model.model_validate(raw)
+        whole = None if sources else FamilyFile.model_validate(raw)
+        head = FamilyHead.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(f"{path}: {_errors(exc)}") from None
-    if isinstance(data, FamilyFile):
-        sources = dict(data.archs)
-    return Family(data.family.name, data.family.framework, path, data, dict(sources))
+    if whole is not None:
+        sources = dict(whole.archs)
+    index = {k: v for k, v in raw.items() if k != "archs"}
+    return Family(head.family.name, head.family.framework, path, head, index, dict(sources), whole)
 
 
 def _errors(exc: ValidationError, prefix: str = "") -> str:
@@ -223,7 +242,7 @@ def _index(families: list[Family]) -> Registry:
         if fam.name in seen:
             raise _bad(fam, "family.name", f"{fam.name!r} is already declared by {seen[fam.name].path}")
         seen[fam.name] = fam
-        for name, decl in fam.data.frameworks.items():
+        for name, decl in fam.head.frameworks.items():
             if name in frameworks:
                 raise _bad(fam, f"frameworks.{name}", "this framework is declared by another family file")
             frameworks[name] = decl
@@ -231,49 +250,56 @@ def _index(families: list[Family]) -> Registry:
             if name in archs:
                 raise _bad(fam, f"archs.{name}", f"already declared by {archs[name].path}")
             archs[name] = fam
-        for i, layout in enumerate(fam.data.layouts):
+        for i, layout in enumerate(fam.head.layouts):
             if any(layout.name == other.name for _, other in layouts):
                 raise _bad(fam, f"layouts.{i}.name", f"layout {layout.name!r} is declared twice")
             layouts.append((fam, layout))
     reg = Registry(families, archs, frameworks, layouts, {})
+    for fam in families:
+        fam.owner = reg
     rules: dict[str, list[tuple[str, Detect]]] = {}
     for fam in families:
-        _check_family(reg, fam)
-        for rule in fam.data.detect:
+        _check_head(reg, fam)
+        for rule in fam.head.detect:
             if rule.layout is not None:
                 rules.setdefault(rule.layout, []).append((rule.arch, rule))
     reg.detect = {k: sorted(v, key=lambda item: item[1].rank) for k, v in rules.items()}  # stable: file order
     for fam in families:
-        for name, src in fam.sources.items():
-            if isinstance(src, Arch):  # a file read whole: check its architectures now
-                _check_arch(reg, fam, name, src)
+        if fam.validated is not None:  # a file read whole: check all of it now
+            _check_index(reg, fam)
+            for name, src in fam.sources.items():
+                if isinstance(src, Arch):
+                    _check_arch(reg, fam, name, src)
     return reg
 
 
-def _check_family(reg: Registry, fam: Family) -> None:
-    data = fam.data
+def _check_head(reg: Registry, fam: Family) -> None:
     if fam.framework not in reg.frameworks:
         raise _bad(
             fam, "family.framework", f"unknown framework {fam.framework!r}; declare it in [frameworks]"
         )
-    for name, decl in data.frameworks.items():
+    for name, decl in fam.head.frameworks.items():
         for other in [*decl.hosts, *decl.advice]:
             if other not in reg.frameworks:
                 raise _bad(fam, f"frameworks.{name}", f"unknown framework {other!r}")
-    for mod_name, module in data.modules.items():
-        _check_uses(reg, fam, module.tensors, f"modules.{mod_name}.tensors")
     layouts = {layout.name for _, layout in reg.layouts}
-    for i, rule in enumerate(data.detect):
+    for i, rule in enumerate(fam.head.detect):
         if rule.arch not in reg.archs:
             raise _bad(fam, f"detect.{i}.arch", f"unknown architecture {rule.arch!r}")
         if rule.layout is not None and rule.layout not in layouts:
             raise _bad(fam, f"detect.{i}.layout", f"unknown layout {rule.layout!r}")
+
+
+def _check_index(reg: Registry, fam: Family) -> None:
+    data = fam.data
+    for mod_name, module in data.modules.items():
+        _check_uses(reg, fam, module.tensors, f"modules.{mod_name}.tensors")
     for i, conv in enumerate(data.conversions):
         for side in (conv.from_, conv.to):
             if side not in reg.archs:
                 raise _bad(fam, f"conversions.{i}", f"unknown architecture {side!r}")
     profiles = {p for f in reg.families for p in f.data.preprocessing.profiles}
-    keyed = {r.arch for f in reg.families for r in f.data.detect if r.all or r.any or r.none}
+    keyed = {r.arch for f in reg.families for r in f.head.detect if r.all or r.any or r.none}
     for name, prof in data.preprocessing.profiles.items():
         if prof.arch is not None and prof.arch not in keyed:
             raise _bad(

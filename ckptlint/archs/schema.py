@@ -70,13 +70,13 @@ class Strict(BaseModel):
 
 
 class Deferred(Strict):
-    """Built on first use: architecture tables are validated when an architecture is first needed."""
+    """Built on first use: a run that only detects layouts builds and validates only the head models."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
 # ---- tensor trees --------------------------------------------------------------------------------------------
-class Tensor(Strict):
+class Tensor(Deferred):
     """One parameter: ``[key, shape]``, ``[key, shape, when]`` or ``{key, shape, when, dtype}``."""
 
     key: LiteralKey
@@ -93,7 +93,7 @@ def _tensor_from_list(value: Any) -> Any:
     return value
 
 
-class Group(Strict):
+class Group(Deferred):
     """A group of entries: a module (``use``) or inline ``tensors``, under ``prefix``."""
 
     use: str | None = None  # "module" (this family) or "family:module"
@@ -128,11 +128,10 @@ Entry = Annotated[
     ],
     Discriminator(_entry_kind),
 ]
-Group.model_rebuild()
 
 
 # ---- reading parameters back ----------------------------------------------------------------------------------
-class Probe(Strict):
+class Probe(Deferred):
     """One way to read a parameter; tried in order until one applies."""
 
     key: LiteralKey | None = None  # a dimension of this tensor...
@@ -156,18 +155,18 @@ class Probe(Strict):
         return self
 
 
-class Anchor(Strict):
+class Anchor(Deferred):
     key: LiteralKey
     rank: int | None = None
 
 
-class ModuleInfer(Strict):
+class ModuleInfer(Deferred):
     tower: Tower
     anchor: list[Anchor]
     probes: dict[str, list[Probe]] = Field(default_factory=dict)
 
 
-class Module(Strict):
+class Module(Deferred):
     doc: str = ""
     defaults: dict[str, Expr] = Field(default_factory=dict)  # set when the caller did not
     derive: dict[str, Expr] = Field(default_factory=dict)  # computed, in order, on entry
@@ -199,7 +198,7 @@ class Detect(Strict):
     none: list[Pattern] = Field(default_factory=list)
 
 
-class KeyClasses(Strict):
+class KeyClasses(Deferred):
     """How this family's keys are classified (merged with every family of the same framework)."""
 
     signatures: list[Pattern] = Field(default_factory=list)
@@ -214,7 +213,7 @@ class KeyClasses(Strict):
 DIMS = {"patch", "width", "channels", "heads", "head_dim", "mlp", "vocab", "embed_dim", "pos_rows", "context_length", "depth", "_"}  # fmt: skip
 
 
-class ShapeProbe(Strict):
+class ShapeProbe(Deferred):
     """Which keys carry structural numbers (CK108/CK109/CK110/CK112); ``{i}`` counts blocks."""
 
     tower: Literal["vision", "text", "unprefixed"]
@@ -307,7 +306,7 @@ class Framework(Strict):
     advice: dict[str, Advice] = Field(default_factory=dict)  # CK104: this framework's file into another
 
 
-class OldLayout(Strict):
+class OldLayout(Deferred):
     """A layout older code wrote that the framework's loader still fixes up (CK111)."""
 
     kind: Literal["rename", "split_cls", "move_under", "drop"]
@@ -337,7 +336,7 @@ class OldLayout(Strict):
         return self
 
 
-class Wrapper(Strict):
+class Wrapper(Deferred):
     """A prefix a wrapper adds to every key (CK103)."""
 
     prefix: str
@@ -353,7 +352,7 @@ class Wrapper(Strict):
     requires: Pattern | None = None
 
 
-class Profile(Strict):
+class Profile(Deferred):
     """Preprocessing a whole model family was trained with (CK107/CK108), recognised from the weights."""
 
     title: str
@@ -367,7 +366,7 @@ class Profile(Strict):
     arch: str | None = None  # recognised when the keys are this architecture's (its detect rules' conditions)
 
 
-class Tag(Strict):
+class Tag(Deferred):
     """Preprocessing of one pretrained tag ("open_clip:ViT-B-16/openai", "timm:NAME.TAG", "hf:REPO")."""
 
     mean: list[float] | None = None
@@ -378,13 +377,13 @@ class Tag(Strict):
     quick_gelu: bool | None = None
 
 
-class FamilyPreprocessing(Strict):
+class FamilyPreprocessing(Deferred):
     profiles: dict[str, Profile] = Field(default_factory=dict)
     recognise: dict[str, list[Pattern]] = Field(default_factory=dict)  # profile -> keys that show it
     tags: dict[str, Tag] = Field(default_factory=dict)
 
 
-class KeyRule(Strict):
+class KeyRule(Deferred):
     """One row of a conversion table: ``from`` -> ``to`` (a list: split along ``dim``; fused going back)."""
 
     from_: Pattern = Field(alias="from")
@@ -399,7 +398,7 @@ class KeyRule(Strict):
         return self
 
 
-class Conversion(Strict):
+class Conversion(Deferred):
     """A key table between two architectures, used by ``diff`` (and by fix/convert later), both directions."""
 
     name: str
@@ -418,8 +417,19 @@ class FamilyMeta(Strict):
     generated_by: str | None = None  # the script (and library version) that wrote a generated family file
 
 
-class FamilyIndex(Strict):
-    """A family file without its ``[archs.*]`` tables (what detection needs from every family)."""
+class FamilyHead(Strict):
+    """What layout detection needs from every family, validated when the file is loaded."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    family: FamilyMeta
+    frameworks: dict[str, Framework] = Field(default_factory=dict)
+    layouts: list[Layout] = Field(default_factory=list)
+    detect: list[Detect] = Field(default_factory=list)
+
+
+class FamilyIndex(Deferred):
+    """A family file without its ``[archs.*]`` tables (validated when a run first needs more than the head)."""
 
     family: FamilyMeta
     frameworks: dict[str, Framework] = Field(default_factory=dict)
@@ -438,12 +448,10 @@ class FamilyIndex(Strict):
 class FamilyFile(FamilyIndex):
     """A whole family file (``rules/README.md``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
-
     archs: dict[str, Arch] = Field(default_factory=dict)
 
 
-class WrapperFile(Strict):
+class WrapperFile(Deferred):
     """``rules/wrappers.toml``: wrappers of every framework (DDP, torch.compile, trainer dicts...)."""
 
     wrapper: list[Wrapper]
