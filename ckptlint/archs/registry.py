@@ -127,7 +127,9 @@ class Registry:
         return (f for f in self.families if f.framework == framework)
 
     def validate_all(self) -> None:
-        """Validate every architecture now (``ckptlint archs`` and the tests do)."""
+        """Validate everything now, every family's index and architectures (the tests do)."""
+        for fam in self.families:
+            _ = fam.data  # validates it
         for name in self.archs:
             self.arch(name)
 
