@@ -90,11 +90,12 @@ def collecting() -> Iterator[FetchStats]:
         _current.reset(token)
 
 
-def count(nbytes: int) -> None:
-    """Add ``nbytes`` of received body to the current file's stats."""
+def count(nbytes: int, requests: int = 0) -> None:
+    """Add ``nbytes`` of received body (and ``requests`` sent) to the current file's stats."""
     stats = _current.get()
     if stats is not None:
         stats.bytes += nbytes
+        stats.requests += requests
 
 
 @dataclass

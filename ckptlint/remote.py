@@ -62,6 +62,8 @@ class RemotePath:
         self._path = fs_path if fs_path is not None else url
         self._info: dict[str, Any] | None = None
         self._blocks: _Blocks | None = None
+        # http(s) requests are counted by aiohttp's tracing (fsspec may send two for one ``info``); others here
+        self._traced = bool(_protocols(fs) & HTTP)
 
     def __str__(self) -> str:
         return self.url
@@ -100,7 +102,9 @@ class RemotePath:
             self._info = _listed.pop(self.url, None)
         if self._info is None:
             try:
-                self._info = netfaults.call(self.url, "reach", lambda: self._fs.info(self._path))
+                self._info = netfaults.call(
+                    self.url, "reach", lambda: self._fs.info(self._path), request=not self._traced
+                )
             except FileNotFoundError:
                 self._info = {"type": "missing"}
         return self._info
@@ -136,7 +140,7 @@ class RemotePath:
             )
             if hasattr(type(raw), "details"):  # fsspec files look the details up again (a HEAD) unless told
                 raw.details = self._details()
-            self._blocks = _Blocks(self.url, raw, size)
+            self._blocks = _Blocks(self.url, raw, size, traced=self._traced)
         # io.BufferedReader gives the full file API (readline(limit), peek) that fsspec's file lacks
         return io.BufferedReader(_View(self._blocks), buffer_size=4096)
 
@@ -153,10 +157,11 @@ class _Blocks:
     request (``_fetch_range``, which refuses to stream a whole file from a server that ignores ``Range``).
     """
 
-    def __init__(self, url: str, raw: Any, size: int) -> None:
+    def __init__(self, url: str, raw: Any, size: int, *, traced: bool = False) -> None:
         self.url = url
         self.size = size
         self._raw = raw
+        self._traced = traced
         self._cache: OrderedDict[int, bytes] = OrderedDict()
 
     def read(self, pos: int, n: int) -> bytes:
@@ -189,14 +194,15 @@ class _Blocks:
             else:  # any other file object fsspec returns (memory://, local caches)
                 self._raw.seek(start)
                 data = self._raw.read(stop - start)
-            netfaults.count(len(data))
+            if not self._traced:
+                netfaults.count(len(data))
             if len(data) != stop - start:
                 raise netfaults.Truncated(
                     f"truncated response: {len(data)} of {stop - start} bytes at offset {start}"
                 )
             return data
 
-        data = netfaults.call(self.url, "read", request)
+        data = netfaults.call(self.url, "read", request, request=not self._traced)
         for i in range(first, last + 1):
             self._cache[i] = data[(i - first) * BLOCK : (i - first + 1) * BLOCK]
             self._cache.move_to_end(i)
@@ -259,15 +265,52 @@ def filesystem(url: str) -> tuple[Any, str]:
         raise UnreadableCheckpoint(url, f"cannot open this kind of URL: {exc}") from None
 
 
+HTTP = frozenset({"http", "https"})
+_trace: list[Any] = []  # one aiohttp TraceConfig per process (fsspec reuses a filesystem for equal options)
+
+
+def _protocols(fs: Any) -> set[str]:
+    proto = getattr(fs, "protocol", ())
+    return {proto} if isinstance(proto, str) else set(proto)
+
+
 def _storage_options(protocol: str, timeout: float) -> dict[str, Any]:
     """Per-request timeouts for the backends that take them (a silent server must not hang a scan)."""
-    if protocol in ("http", "https"):
+    if protocol in HTTP:
         import aiohttp
 
-        return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout)}}
+        return {
+            "client_kwargs": {
+                "timeout": aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout),
+                "trace_configs": [_http_trace()],
+            }
+        }
     if protocol in ("s3", "s3a"):
         return {"config_kwargs": {"connect_timeout": timeout, "read_timeout": timeout}}
     return {}
+
+
+def _http_trace() -> Any:
+    """Count every http request and body byte in the stats of the file being read (``--stats``).
+
+    aiohttp runs the callbacks inside fsspec's event loop, in a task that inherited the context of the thread
+    that asked for the read, so ``netfaults`` sees that file's stats.
+    """
+    if not _trace:
+        import aiohttp
+
+        async def on_request(*_: Any) -> None:
+            netfaults.count(0, requests=1)
+
+        async def on_body(_session: Any, _ctx: Any, params: Any) -> None:
+            netfaults.count(len(params.chunk))
+
+        config = aiohttp.TraceConfig()
+        config.on_request_start.append(on_request)
+        config.on_response_chunk_received.append(on_body)
+        config.freeze()
+        _trace.append(config)
+    return _trace[0]
 
 
 def zip_source(path: Any) -> Any:

@@ -51,6 +51,7 @@ class RangeServer:
         self.requests: list[tuple[str, str, str | None]] = []
         self.bytes_by_path: Counter[str] = Counter()
         self.requests_by_path: Counter[str] = Counter()
+        self.times: dict[str, list[float]] = {}  # name -> monotonic arrival time of each request
         self.latency = 0.0
         self.always: dict[str, Fault] = {}
         self.killed: list[int] = []
@@ -90,6 +91,7 @@ class RangeServer:
                 with server._lock:
                     server.requests.append((self.command, self.path, rng))
                     server.requests_by_path[name] += 1
+                    server.times.setdefault(name, []).append(time.monotonic())
                     queue = server._queued.get(name)
                     fault = queue.popleft() if queue else server.always.get(name)
                 if server.latency:
@@ -166,6 +168,7 @@ class RangeServer:
             self.requests.clear()
             self.bytes_by_path.clear()
             self.requests_by_path.clear()
+            self.times.clear()
             self.always.clear()
             self._queued.clear()
             self.latency = 0.0
