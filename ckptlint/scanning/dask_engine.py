@@ -30,13 +30,17 @@ class DaskEngine:
             except (OSError, TimeoutError, ValueError) as exc:
                 raise UsageError(f"cannot connect to the Dask scheduler at {address}: {exc}") from None
         else:
-            self._cluster = distributed.LocalCluster(
-                n_workers=workers or None,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            )
+            import dask
+
+            # a batch whose worker died is re-run by engines.run, file by file: the scheduler need not insist
+            with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+                self._cluster = distributed.LocalCluster(
+                    n_workers=workers or None,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
             self._client = distributed.Client(self._cluster)
         self.capacity = max(sum(self._client.nthreads().values()), 1)
 

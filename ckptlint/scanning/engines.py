@@ -25,7 +25,7 @@ ENGINES = ("local", "ray", "dask")
 ADDRESS_ENV = {"ray": "RAY_ADDRESS", "dask": "DASK_SCHEDULER_ADDRESS"}
 LOCAL_THREADS = 16  # default for remote inputs: header reads mostly wait on the network
 BATCH = {"local": 1, "ray": 32, "dask": 32}  # files per unit of work
-SINGLE_TRIES = 2  # a file alone in its batch, whose worker died this many times, is reported as CK001
+SINGLE_TRIES = 2  # a file run alone on the cluster, whose worker died this many times, is reported as CK001
 
 
 class Engine(Protocol):
@@ -112,25 +112,33 @@ def open_engine(name: str, *, address: str | None = None, workers: int | None = 
 def run(
     engine: Engine, tasks: Iterable[FileTask], opts: ScanOptions, *, batch_size: int | None = None
 ) -> Iterator[tuple[FileTask, FileReport]]:
-    """Check every task on ``engine``; yield ``(task, report)`` as batches finish, each task exactly once."""
+    """Check every task on ``engine``; yield ``(task, report)`` as batches finish, each task exactly once.
+
+    When a worker dies (killed, out of memory, a crash in a native library), its batch is split and its files
+    run again one per task; a file whose worker dies again becomes a suspect, run alone on the cluster (so
+    that another file's crash is not blamed on it) until it has taken ``SINGLE_TRIES`` workers down with it,
+    and is then reported as CK001.
+    """
     size = batch_size or BATCH.get(engine.name, 32)
     fresh = _batches(iter(tasks), size)
-    retry: deque[tuple[list[FileTask], int]] = deque()  # (batch, deaths so far) to run again
-    inflight: dict[Any, tuple[list[FileTask], int]] = {}
+    again: deque[list[FileTask]] = deque()  # files of a batch whose worker died, one per batch
+    suspects: deque[tuple[FileTask, int]] = deque()  # (file, deaths while it ran alone)
+    inflight: dict[Any, tuple[list[FileTask], int | None]] = {}  # handle -> (batch, deaths if run alone)
     limit = max(2 * engine.capacity, 2)
     while True:
         while len(inflight) < limit:
-            if retry:
-                batch, deaths = retry.popleft()
-            else:
-                batch, deaths = next(fresh, None), 0
-                if batch is None:
-                    break
-            inflight[engine.submit(batch, opts)] = (batch, deaths)
+            if again:
+                batch = again.popleft()
+            elif (batch := next(fresh, None)) is None:
+                break
+            inflight[engine.submit(batch, opts)] = (batch, None)
+        if not inflight and suspects:
+            task, deaths = suspects.popleft()
+            inflight[engine.submit([task], opts)] = ([task], deaths)
         if not inflight:
             return
         for handle in engine.wait(list(inflight)):
-            batch, deaths = inflight.pop(handle)
+            batch, alone = inflight.pop(handle)
             try:
                 reports = engine.result(handle)
                 if len(reports) != len(batch):
@@ -138,17 +146,15 @@ def run(
             except UsageError:
                 raise
             except Exception as exc:
-                if (
-                    len(batch) > 1
-                ):  # find the file that kills its worker, if any: the others still get checked
-                    retry.extendleft(([t], 0) for t in reversed(batch))
-                elif deaths + 1 < SINGLE_TRIES:
-                    retry.append((batch, deaths + 1))
+                if len(batch) > 1:
+                    again.extend([t] for t in batch)
+                elif alone is None:
+                    suspects.append((batch[0], 0))
+                elif alone + 1 < SINGLE_TRIES:
+                    suspects.append((batch[0], alone + 1))
                 else:
-                    yield (
-                        batch[0],
-                        failed(batch[0], f"the {engine.name} worker checking this file failed: {_why(exc)}"),
-                    )
+                    reason = f"the {engine.name} worker checking this file failed: {_why(exc)}"
+                    yield batch[0], failed(batch[0], reason)
                 continue
             yield from zip(batch, reports, strict=True)
 
