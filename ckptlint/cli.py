@@ -112,7 +112,7 @@ def dump(path: str, fmt: str, depth: int | None, pattern: str | None, output: st
     "-j",
     type=click.IntRange(min=1),
     default=None,
-    help="Concurrent reads: local threads, or workers of a local Ray/Dask cluster  [default: 16 for URLs, else 1]",
+    help="Concurrent reads: local threads, or workers of a local Ray/Dask cluster  [default: 64 for URLs, else 1]",
 )
 @click.option(
     "--engine",

@@ -11,12 +11,15 @@ import numpy as np
 STRIP = ("path", "stats")  # what may differ between the same file read locally and remotely
 
 
-def write_checkpoints(root: Path, n: int, *, per_dir: int = 100, torch_every: int = 200) -> list[str]:
+def write_checkpoints(
+    root: Path, n: int, *, per_dir: int = 100, torch_every: int = 200, data_bytes: int = 0
+) -> list[str]:
     """``n`` checkpoints under ``root/run_XX/``; returns their paths relative to ``root``.
 
     Mostly safetensors files of a few small tensors (shapes, dtypes and key sets vary with the index; some carry
     optimizer state), a torch zip every ``torch_every`` files (a trainer checkpoint: model, optimizer, epoch),
-    and two safetensors files cut inside their header (unreadable: CK001).
+    and two safetensors files cut inside their header (unreadable: CK001). ``data_bytes`` adds a tensor of that
+    many bytes to each safetensors file (tensor data that a header-only reader never fetches).
     """
     import torch
     from safetensors.numpy import save
@@ -37,6 +40,8 @@ def write_checkpoints(root: Path, n: int, *, per_dir: int = 100, torch_every: in
             continue
         dtype = (np.float32, np.float16)[i % 2]
         tensors = {f"blocks.{j}.weight": np.zeros((i % 5 + 1, 8), dtype) for j in range(2 + i % 7)}
+        if data_bytes:
+            tensors["embed.weight"] = np.zeros((data_bytes // 2,), np.float16)
         if i % 10 == 3:
             tensors.update(
                 {f"optimizer.state.{j}.exp_avg": np.zeros((i % 5 + 1, 8), np.float32) for j in range(2)}

@@ -42,15 +42,18 @@ def run_tasks(
 
     The tasks yielded may be copies of those given (with ``size`` filled in): match them by ``path``.
     """
+    from ckptlint import netfaults
     from ckptlint.scanning.engines import open_engine, run
     from ckptlint.scanning.listing import with_sizes
 
     if not tasks:
         return
+    opts = opts or ScanOptions()
+    netfaults.configure(opts.retry)  # the listing below obeys the scan's timeout too
     tasks = with_sizes(tasks)  # one listing per remote folder instead of a HEAD per file
     eng = open_engine(engine, address=address, workers=workers or default_workers(engine, tasks))
     try:
-        yield from run(eng, tasks, opts or ScanOptions(), batch_size=batch_size)
+        yield from run(eng, tasks, opts, batch_size=batch_size)
     finally:
         eng.close()
 

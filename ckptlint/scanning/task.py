@@ -38,7 +38,7 @@ class ScanOptions:
     """Settings of a scan that travel with every batch (to Ray/Dask workers too)."""
 
     stats: bool = False  # add ``stats`` (bytes, requests) to remote files' reports
-    threads: int = 8  # files of one batch read concurrently (header reads wait on the network)
+    threads: int = 32  # files of one batch read concurrently (header reads wait on the network)
     retry: netfaults.RetryPolicy = field(default_factory=netfaults.RetryPolicy)
     debug: bool = False  # let an internal error raise (a traceback) instead of refusing the file
 
