@@ -107,7 +107,7 @@ def test_cli_jsonl_on_a_cluster_matches_local(cluster, inputs: list[str]) -> Non
     local = ckptlint("check", *inputs, "--format", "jsonl")
     remote = ckptlint("check", *inputs, "--format", "jsonl", "--engine", engine, "--engine-address", address)
     assert remote.returncode == local.returncode == 2, remote.stderr
-    assert remote.stderr == local.stderr  # one line: the first unreadable input (in the same order here)
+    assert remote.stderr == local.stderr  # one line: the first input (in argument order) that was unreadable
     assert sorted(local.stdout.splitlines()) == sorted(remote.stdout.splitlines())
 
 

@@ -51,10 +51,11 @@ class JsonlWriter:
         except OSError as exc:
             raise UsageError(f"{target}: cannot write the report: {exc.strerror or exc}") from None
 
-    def write(self, report: FileReport) -> None:
+    def write(self, report: FileReport, order: int | None = None) -> None:
+        """Append one line (flushed at once); ``order`` is the input's position (see ``Tally.add``)."""
         self._fh.write(report.model_dump_json() + "\n")
         self._fh.flush()
-        self.tally.add(report)
+        self.tally.add(report, order)
 
     def close(self) -> None:
         """Write the summary line (covering every FileReport line in the output) and sync it to disk."""

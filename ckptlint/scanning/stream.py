@@ -43,8 +43,9 @@ def check_jsonl(
         bar = Progress(len(todo))
     finished = False
     try:
-        for _, report in run_tasks(todo, engine=engine, address=address, workers=workers, opts=opts):
-            writer.write(report)
+        order = {t.path: i for i, t in enumerate(todo)}  # the error line on stderr names the first input that failed
+        for task, report in run_tasks(todo, engine=engine, address=address, workers=workers, opts=opts):
+            writer.write(report, order[task.path])
             if bar is not None:
                 bar.update()
         finished = True

@@ -20,17 +20,20 @@ class Tally:
     unreadable: int = 0
     first_unreadable: tuple[str, str] | None = None  # (path, reason) of the first file with ``error``
     worst: int = -1  # rank of the worst severity seen, -1 for none
+    _first_order: int | None = None
 
-    def add(self, report: FileReport) -> None:
+    def add(self, report: FileReport, order: int | None = None) -> None:
+        """Count one FileReport; ``order`` (its input's position) picks which unreadable input is "first"."""
         self.add_json(
             {
                 "path": report.path,
                 "error": report.error,
                 "findings": [{"severity": f.severity.value} for f in report.findings],
-            }
+            },
+            order,
         )
 
-    def add_json(self, doc: dict[str, Any]) -> None:
+    def add_json(self, doc: dict[str, Any], order: int | None = None) -> None:
         """Count one FileReport given as its JSON object (a line of a JSONL report)."""
         self.files += 1
         for finding in doc.get("findings") or ():
@@ -42,7 +45,9 @@ class Tally:
                 self.worst = max(self.worst, _RANK[sev])
         if doc.get("error"):
             self.unreadable += 1
-            if self.first_unreadable is None:
+            order = self.files if order is None else order
+            if self._first_order is None or order < self._first_order:
+                self._first_order = order
                 self.first_unreadable = (str(doc.get("path")), str(doc["error"]))
 
     def summary(self) -> Summary:
