@@ -13,7 +13,6 @@ retried with exponential backoff (429/503 honour ``Retry-After``); 4xx are final
 from __future__ import annotations
 
 import contextvars
-import email.utils
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -227,6 +226,8 @@ def _retry_after(e: BaseException) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -61,6 +61,7 @@ class RemotePath:
         self._fs = fs
         self._path = fs_path if fs_path is not None else url
         self._info: dict[str, Any] | None = None
+        self._first: bytes | None = None  # block 0, when the probe that told the size brought it
         self._blocks: _Blocks | None = None
         # http(s) requests are counted by aiohttp's tracing (fsspec may send two for one ``info``); others here
         self._traced = bool(_protocols(fs) & HTTP)
@@ -102,12 +103,20 @@ class RemotePath:
             self._info = _listed.pop(self.url, None)
         if self._info is None:
             try:
-                self._info = netfaults.call(
-                    self.url, "reach", lambda: self._fs.info(self._path), request=not self._traced
-                )
+                if self._traced:  # http(s): one ranged GET tells the size and brings the first block
+                    self._info, self._first = netfaults.call(self.url, "reach", self._probe, request=False)
+                if self._info is None:
+                    self._info = netfaults.call(
+                        self.url, "reach", lambda: self._fs.info(self._path), request=not self._traced
+                    )
             except FileNotFoundError:
                 self._info = {"type": "missing"}
         return self._info
+
+    def _probe(self) -> tuple[dict[str, Any] | None, bytes | None]:
+        from fsspec.asyn import sync
+
+        return sync(self._fs.loop, _probe_http, self._fs, self._path)
 
     def exists(self) -> bool:
         return self._details().get("type") != "missing"
@@ -141,6 +150,9 @@ class RemotePath:
             if hasattr(type(raw), "details"):  # fsspec files look the details up again (a HEAD) unless told
                 raw.details = self._details()
             self._blocks = _Blocks(self.url, raw, size, traced=self._traced)
+            if self._first is not None:
+                self._blocks.seed(self._first)
+                self._first = None
         # io.BufferedReader gives the full file API (readline(limit), peek) that fsspec's file lacks
         return io.BufferedReader(_View(self._blocks), buffer_size=4096)
 
@@ -163,6 +175,10 @@ class _Blocks:
         self._raw = raw
         self._traced = traced
         self._cache: OrderedDict[int, bytes] = OrderedDict()
+
+    def seed(self, first: bytes) -> None:
+        """Take block 0 as already fetched (``first`` is the file's first ``min(BLOCK, size)`` bytes)."""
+        self._cache[0] = first
 
     def read(self, pos: int, n: int) -> bytes:
         end = min(pos + n, self.size)
@@ -288,6 +304,47 @@ def _storage_options(protocol: str, timeout: float) -> dict[str, Any]:
     if protocol in ("s3", "s3a"):
         return {"config_kwargs": {"connect_timeout": timeout, "read_timeout": timeout}}
     return {}
+
+
+async def _probe_http(fs: Any, url: str) -> tuple[dict[str, Any] | None, bytes | None]:
+    """GET the first ``BLOCK`` bytes: the file's size (``Content-Range``) and block 0 in one request.
+
+    Replaces fsspec's ``info`` (a HEAD, then the ranged GET that any read needs anyway). ``(None, None)`` when
+    the answer tells no size: the caller then asks ``info``. A server that ignores ``Range`` (200) is read for
+    ``BLOCK`` bytes only and the connection dropped, never the whole file.
+    """
+    session = await fs.set_session()
+    kwargs = dict(fs.kwargs)
+    headers = {**kwargs.pop("headers", {}), "Range": f"bytes=0-{BLOCK - 1}", "Accept-Encoding": "identity"}
+    async with session.get(fs.encode_url(url), headers=headers, **kwargs) as r:
+        if r.status in (404, 410):
+            raise FileNotFoundError(url)
+        if r.status == 416:  # an empty file: no byte 0 to send
+            return {"type": "file", "size": 0}, b""
+        r.raise_for_status()
+        size: int | None = None
+        if r.status == 206:
+            total = r.headers.get("Content-Range", "").rpartition("/")[2]
+            size = int(total) if total.isdigit() else None
+        elif r.headers.get("Content-Encoding", "identity") in ("identity", ""):
+            length = r.headers.get("Content-Length", "")
+            size = int(length) if length.isdigit() else None
+        if size is None:
+            return None, None
+        want = min(BLOCK, size)
+        if r.status == 206:
+            data = await r.read()  # counted by the trace
+        else:
+            chunks: list[bytes] = []
+            got = 0
+            while got < want and (chunk := await r.content.read(want - got)):
+                chunks.append(chunk)
+                got += len(chunk)
+            data = b"".join(chunks)
+            netfaults.count(len(data))
+    if len(data) < want:
+        raise netfaults.Truncated(f"truncated response: {len(data)} of {want} bytes at offset 0")
+    return {"type": "file", "size": size}, data[:want]
 
 
 def _http_trace() -> Any:

@@ -34,8 +34,7 @@ class RayEngine:
                     **kwargs,
                     include_dashboard=False,
                     log_to_driver=False,
-                    logging_level=logging.ERROR,
-                    configure_logging=False,
+                    logging_level=logging.ERROR,  # stderr stays for ckptlint's own line
                 )
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise UsageError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
