@@ -6,6 +6,8 @@ small read-ahead, so reading a safetensors header costs the header, a zip's dire
 those bytes, and tensor data is never downloaded. fsspec and the scheme's backend (aiohttp for https, s3fs,
 gcsfs, huggingface_hub) are imported only when a URL is given.
 
+A file's size comes from a listing when the scan listed its folder (``remember``), else, over http(s), from the
+first ranged GET (which also brings the first block: one request for a small header), else from ``info``.
 Every request goes through ``netfaults.call``: retried with backoff on timeouts, 5xx, 429 (``Retry-After``) and
 truncated bodies, counted in the file's ``FetchStats`` (``--stats``), and a final failure is a one-line
 ``UnreadableCheckpoint``.

@@ -23,7 +23,8 @@ class Fault:
 
     ``status``: answer with this HTTP status (``retry_after`` adds the header); ``truncate``: send only this many
     bytes of the body (Content-Length announces all of it), then close; ``delay``: sleep first, then serve;
-    ``kill``: SIGKILL the process that owns the client socket.
+    ``kill``: SIGKILL the process that owns the client socket; ``ignore_range``: answer 200 with the whole
+    file, as servers without Range support do.
     """
 
     status: int | None = None
@@ -31,6 +32,7 @@ class Fault:
     truncate: int | None = None
     delay: float = 0.0
     kill: bool = False
+    ignore_range: bool = False
 
 
 class _Server(ThreadingHTTPServer):
@@ -112,7 +114,7 @@ class RangeServer:
                 size = target.stat().st_size
                 start, end = 0, size - 1
                 status = 200
-                if rng:
+                if rng and not (fault is not None and fault.ignore_range):
                     m = _RANGE.match(rng.strip())
                     if not m or (not m.group(1) and not m.group(2)):
                         self._fail(416)
@@ -147,7 +149,10 @@ class RangeServer:
                 with server._lock:  # counted before sending, so a client never sees data not yet counted
                     server.bytes_served += len(data)
                     server.bytes_by_path[name] += len(data)
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except OSError:  # the client hung up (it wanted only the first bytes)
+                    self.close_connection = True
 
         self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True

@@ -43,7 +43,8 @@ def check_jsonl(
         bar = Progress(len(todo))
     finished = False
     try:
-        order = {t.path: i for i, t in enumerate(todo)}  # the error line on stderr names the first input that failed
+        # the error line on stderr names the first input (in argument order) that could not be read
+        order = {t.path: i for i, t in enumerate(todo)}
         for task, report in run_tasks(todo, engine=engine, address=address, workers=workers, opts=opts):
             writer.write(report, order[task.path])
             if bar is not None:
