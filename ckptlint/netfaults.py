@@ -165,7 +165,7 @@ def call(url: str, what: str, fn: Callable[[], T], *, request: bool = True) -> T
             if fault.missing and what == "reach":
                 raise FileNotFoundError(url) from None  # the caller decides what a missing file means
             if not fault.retry or attempt == pol.attempts:
-                tries = f" after {attempt} attempts" if attempt > 1 else ""
+                tries = f" after {attempt} attempts" if fault.retry and attempt > 1 else ""  # retries ran out
                 reason = f"cannot {what} remote file: {fault.reason}{tries}"
                 if stats is not None:
                     stats.failure = reason

