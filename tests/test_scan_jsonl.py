@@ -161,12 +161,19 @@ def test_resume_rechecks_files_that_failed_and_keeps_one_summary(served, srv, tm
     assert third.returncode == 0 and jsonl(out.read_text()) == (files, summaries)  # nothing left to do
 
 
-def test_resume_needs_jsonl_and_an_output_file(served, tmp_path: Path) -> None:
+def test_resume_needs_jsonl_and_a_jsonl_output_file(served, tmp_path: Path) -> None:
     root, names, _ = served
     one_error_line(
         ckptlint("check", str(root / names[0]), "--format", "json", "--resume", "-o", str(tmp_path / "x"))
     )
     one_error_line(ckptlint("check", str(root / names[0]), "--format", "jsonl", "--resume"))
+    report = tmp_path / "report.json"
+    report.write_text(ckptlint("check", str(root / names[0]), "--format", "json").stdout)
+    before = report.read_bytes()
+    line = one_error_line(
+        ckptlint("check", str(root / names[1]), "--format", "jsonl", "-o", str(report), "--resume")
+    )
+    assert "not a ckptlint JSONL line" in line and report.read_bytes() == before  # not resumed into, not cut
     target = root / names[1]
     before = target.read_bytes()
     line = one_error_line(ckptlint("check", str(target), "--format", "jsonl", "--output", str(target)))

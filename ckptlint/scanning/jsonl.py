@@ -5,6 +5,7 @@ output and at most one torn last line. ``--resume`` reads the output back: files
 done (skipped), the torn last line, earlier summary lines and the lines of files that failed are dropped (those
 files are checked again), and the file ends with one summary covering every line in it. Dropping lines is an
 in-place truncation when they are all at the end, else an atomic rewrite, so a kill while resuming loses nothing.
+A file with a whole line that is neither a FileReport nor a summary is not such an output: resuming is refused.
 """
 
 from __future__ import annotations
@@ -66,17 +67,25 @@ class JsonlWriter:
             self._fh.close()
 
 
-def _lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:
-    """``(offset, raw line, FileReport object or None)`` for each line; None for summaries and broken lines."""
+def _lines(fh: IO[bytes], name: str) -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:
+    """``(offset, raw line, FileReport object or None)`` for each line; None for summaries and a torn last line.
+
+    Every whole line this writer wrote is a FileReport or a summary; any other line means ``name`` is not such
+    a report, and resuming into it (dropping lines) is refused.
+    """
     offset = 0
-    for raw in fh:
+    for number, raw in enumerate(fh, 1):
         doc: Any = None
         if raw.endswith(b"\n"):  # a last line without its newline was torn by a kill
             try:
                 doc = json.loads(raw)
             except ValueError:
                 doc = None
-        report = doc if isinstance(doc, dict) and isinstance(doc.get("path"), str) else None
+            if not (isinstance(doc, dict) and (isinstance(doc.get("path"), str) or set(doc) == {"summary"})):
+                raise UsageError(
+                    f"{name}: line {number} is not a ckptlint JSONL line; not resuming into this file"
+                )
+        report = doc if isinstance(doc, dict) and "path" in doc else None
         yield offset, raw, report
         offset += len(raw)
 
@@ -93,7 +102,7 @@ def _compact(path: Path) -> tuple[set[str], Tally]:
     kept_after_drop = False
     try:
         with path.open("rb") as fh:
-            for offset, _, doc in _lines(fh):
+            for offset, _, doc in _lines(fh, str(path)):
                 if _keep(doc, done):
                     assert doc is not None
                     done.add(path_key(doc["path"]))
@@ -119,7 +128,7 @@ def _rewrite(path: Path) -> None:
     try:
         seen: set[str] = set()
         with os.fdopen(fd, "wb") as out, path.open("rb") as fh:
-            for _, raw, doc in _lines(fh):
+            for _, raw, doc in _lines(fh, str(path)):
                 if _keep(doc, seen):
                     assert doc is not None
                     seen.add(path_key(doc["path"]))
