@@ -2,8 +2,9 @@
 
 fsspec backends report failures in their own types (aiohttp's ``ClientResponseError`` with ``status`` and
 ``headers``; fsspec's http ``info`` wraps any failure in ``FileNotFoundError`` with the real cause chained;
-s3fs/gcsfs raise ``FileNotFoundError``/``PermissionError`` or botocore errors). ``classify`` walks the exception
-chain and reads those attributes by name, so no backend is imported here.
+s3fs/gcsfs raise ``FileNotFoundError``/``PermissionError`` or botocore errors; huggingface_hub's errors carry an
+httpx ``response``). ``classify`` walks the exception chain and reads those attributes by name, so no backend
+is imported here.
 
 ``call`` runs one request with retries: timeouts, connection resets, truncated bodies, 5xx, 408 and 429 are
 retried with exponential backoff (429/503 honour ``Retry-After``); 4xx are final. Every request is counted in the
@@ -204,12 +205,13 @@ def _status_of(e: BaseException) -> int | None:
     status = getattr(e, "status", None)  # aiohttp ClientResponseError
     if isinstance(status, int) and 100 <= status < 600:
         return status
-    response = getattr(e, "response", None)  # botocore ClientError
-    if isinstance(response, dict):
+    response = getattr(e, "response", None)
+    if isinstance(response, dict):  # botocore ClientError
         code = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if isinstance(code, int):
             return code
-    return None
+    code = getattr(response, "status_code", None)  # requests / httpx (huggingface_hub's HfHubHTTPError)
+    return code if isinstance(code, int) and 100 <= code < 600 else None
 
 
 def _retry_after(e: BaseException) -> float | None:
@@ -218,6 +220,8 @@ def _retry_after(e: BaseException) -> float | None:
         response = getattr(e, "response", None)
         if isinstance(response, dict):
             headers = response.get("ResponseMetadata", {}).get("HTTPHeaders")
+        else:
+            headers = getattr(response, "headers", None)
     if not headers:
         return None
     value = headers.get("Retry-After") or headers.get("retry-after")
