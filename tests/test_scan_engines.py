@@ -105,7 +105,28 @@ def test_same_file_reports_on_every_engine(cluster, inputs: list[str], expected:
 def test_cli_jsonl_on_a_cluster_matches_local(cluster, inputs: list[str]) -> None:
     engine, address = cluster
     local = ckptlint("check", *inputs, "--format", "jsonl")
-    remote = ckptlint("check", *inputs, "--format", "jsonl", "--engine", engine, "--engine-address", address)
+    if engine == "dask":  # the address from the environment; the work must reach that very scheduler
+        from distributed import Client
+
+        def transitions(client: Client) -> int:
+            return client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+
+        with Client(address) as client:
+            before = transitions(client)
+            remote = ckptlint(
+                "check",
+                *inputs,
+                "--format",
+                "jsonl",
+                "--engine",
+                engine,
+                env={"DASK_SCHEDULER_ADDRESS": address},
+            )
+            assert transitions(client) > before
+    else:
+        remote = ckptlint(
+            "check", *inputs, "--format", "jsonl", "--engine", engine, "--engine-address", address
+        )
     assert remote.returncode == local.returncode == 2, remote.stderr
     assert remote.stderr == local.stderr  # one line: the first input (in argument order) that was unreadable
     assert sorted(local.stdout.splitlines()) == sorted(remote.stdout.splitlines())
