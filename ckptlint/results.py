@@ -59,6 +59,14 @@ class Diff(BaseModel):
     dtype_mismatch: list[DtypeMismatch] = Field(default_factory=list)
 
 
+class FileStats(BaseModel):
+    """What reading a remote file cost (``--stats``): body bytes received and requests sent, retries included."""
+
+    model_config = _LAZY
+    bytes: int
+    requests: int
+
+
 class FileReport(BaseModel):
     model_config = _LAZY
     path: str
@@ -73,6 +81,8 @@ class FileReport(BaseModel):
     error: str | None = None
     findings: list[Finding] = Field(default_factory=list)
     diff: Diff | None = None
+    # additive: only with --stats, for remote inputs (absent otherwise, so reports without it are unchanged)
+    stats: FileStats | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class Summary(BaseModel):
