@@ -108,16 +108,19 @@ def test_default_tree_is_detected_and_inferred_as_itself(arch: str) -> None:
 @pytest.mark.parametrize("name", CONVERSIONS)
 def test_conversion_tables_name_real_keys(name: str) -> None:
     """Every row of a conversion maps keys of its source's default tree onto keys of its target's."""
+    from ckptlint.convert.tables import direction
+
     conv = next(c for c in reg.conversions() if c.name == name)
     src = resolve_expected(f"{conv.from_}:{load_arch(conv.from_).default_variant}", None).tensors
     dst = resolve_expected(f"{conv.to}:{load_arch(conv.to).default_variant}", None).tensors
-    for rule in conv.keys:
-        hits = [(k, m) for k in src if (m := pattern(rule.from_).match(k)) is not None]
-        assert hits, f"{rule.from_} matches no {conv.from_} key"
-        targets = rule.to if isinstance(rule.to, list) else [rule.to]
-        for _, captures in hits:
-            for t in targets:
-                assert pattern(t).fill(**captures) in dst, (rule.from_, t, captures)
+    for row in direction(conv, False).rows:  # includes expanded, fused rows (several `from`) included
+        for tpl in row.ins or (row.like,):
+            assert tpl is not None
+            hits = [m for k in src if (m := tpl.match(k)) is not None]
+            assert hits, f"{tpl.text} matches no {conv.from_} key"
+            for captures in hits:
+                for t in row.outs:
+                    assert t.fill(**captures) in dst, (tpl.text, t.text, captures)
 
 
 def test_clippo_fingerprint_is_one_declaration() -> None:
