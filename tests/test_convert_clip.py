@@ -178,7 +178,13 @@ def test_convert_list_names_every_pair() -> None:
     proc = ckptlint("convert", "--list")
     assert proc.returncode == 0
     out = proc.stdout
-    for pair in ("open_clip  hf-clip", "hf-clip    open_clip"):
-        assert pair in out, out
+    lines = [line.split() for line in out.splitlines()]
+    assert ["open_clip", "hf-clip", "open_clip-hf"] in [line[:3] for line in lines]
+    assert ["hf-clip", "open_clip", "open_clip-hf", "(back)"] in [line[:4] for line in lines]
     rows = json.loads(ckptlint("convert", "--list", "--format", "json").stdout)
-    assert {"from": "open_clip", "to": "hf-clip", "table": "open_clip-hf"}.items() <= rows[0].items()
+    pairs = {(r["from"], r["to"]): r for r in rows}
+    assert (
+        pairs["open_clip", "hf-clip"]["table"] == "open_clip-hf"
+        and pairs["open_clip", "hf-clip"]["supported"]
+    )
+    assert pairs["hf-clip", "open_clip"]["reverse"] and pairs["hf-clip", "open_clip"]["supported"]

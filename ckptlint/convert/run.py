@@ -44,7 +44,9 @@ class ConvertResult:
         ]
         dropped = [*keys.dropped, *keys.outside]
         if dropped:
-            lines.append(f"  left out: {len(dropped)} tensor(s) the target has no place for: {_few(dropped)}")
+            lines.append(
+                f"  left out: {len(dropped)} tensor(s) the target has no place for: {_few(dropped, w.src.key_sep)}"
+            )
         for key, value in keys.expect:
             lines.append(f"  checked: {key} holds only {value:g} (the target has no such tensor)")
         if self.declared:
@@ -64,11 +66,10 @@ class ConvertResult:
         return "\n".join(lines)
 
 
-def _few(keys: list[str], limit: int = 4) -> str:
-    from ckptlint.keygroups import fold_numbers
+def _few(keys: list[str], sep: str) -> str:
+    from ckptlint.keygroups import collapse
 
-    groups = fold_numbers(keys)
-    return ", ".join(groups[:limit]) + (f" … (+{len(groups) - limit})" if len(groups) > limit else "")
+    return "; ".join(collapse(keys, sep, max_groups=12))
 
 
 def _value(v: Any) -> str:

@@ -69,17 +69,13 @@ def _inverse(axes: list[int] | None) -> tuple[int, ...] | None:
     return tuple(inv)
 
 
-def _rules(
-    conv: Conversion, by_name: dict[str, Conversion], depth: int = 0
-) -> tuple[list[KeyRule], list[str], list[str]]:
-    """The table's rows with its includes expanded (prefixes added), and its drops either way."""
+def _rules(conv: Conversion, by_name: dict[str, Conversion], depth: int = 0) -> list[KeyRule]:
+    """The table's rows with its includes' rows (not their drops) expanded, prefixes added."""
     if depth > 8:
         raise SpecError(f"conversion {conv.name}: includes nest too deep")
     rules = list(conv.keys)
-    drop, drop_back = list(conv.drop), list(conv.drop_back)
     for inc in conv.include:
-        sub_rules, sub_drop, sub_back = _rules(by_name[inc.use], by_name, depth + 1)
-        for r in sub_rules:
+        for r in _rules(by_name[inc.use], by_name, depth + 1):
             data = r.model_dump(by_alias=True, exclude_none=True)
             if r.from_ is not None:
                 data["from"] = (
@@ -89,15 +85,14 @@ def _rules(
             if r.like is not None:
                 data["like"] = inc.from_ + r.like
             rules.append(KeyRule.model_validate(data))
-        drop += [inc.from_ + d for d in sub_drop]
-        drop_back += [inc.to + d for d in sub_back]
-    return rules, drop, drop_back
+    return rules
 
 
 def direction(conv: Conversion, reverse: bool) -> Direction:
     """``conv`` compiled to read ``from`` -> ``to`` (or back)."""
     by_name = {c.name: c for c in conversions()}
-    rules, drop, drop_back = _rules(conv, by_name)
+    rules = _rules(conv, by_name)
+    drop, drop_back = list(conv.drop), list(conv.drop_back)
     rows: list[Row] = []
     problem = conv.one_way if reverse else None
     for rule in rules:
