@@ -101,3 +101,54 @@ def open_clip_folder(
 
 def numpy_state(sd: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in sd.items()}
+
+
+# ---- big_vision (the replica of tests/bv_replica.py computes big_vision's function) ------------------------------
+def bv_params(npz: Path, root: str) -> Any:
+    """The flax params tree under ``root`` of an npz, as big_vision's load_params gives it."""
+    import jax.numpy as jnp
+    from flax.traverse_util import unflatten_dict
+
+    with np.load(npz) as z:
+        flat = {tuple(k[len(root) :].split("/")): jnp.asarray(z[k]) for k in z.files if k.startswith(root)}
+    return unflatten_dict(flat)
+
+
+def nhwc(x: torch.Tensor) -> Any:
+    import jax.numpy as jnp
+
+    return jnp.asarray(x.permute(0, 2, 3, 1).numpy())
+
+
+def to_torch(a: Any) -> torch.Tensor:
+    return torch.from_numpy(np.array(a))
+
+
+def write_siglip_npz(path: Path) -> Path:
+    """A tiny SigLIP two-towers checkpoint as big_vision saves params (flattened with '/', np.savez)."""
+    import bv_replica as bv
+    import jax
+    import jax.numpy as jnp
+    from flax.traverse_util import flatten_dict
+
+    model = bv.TwoTowers(**bv.SIGLIP_TINY)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), jnp.zeros((1, 16), jnp.int32))[
+        "params"
+    ]
+    np.savez(path, **{k: np.asarray(v) for k, v in flatten_dict({"params": params}, sep="/").items()})
+    return path
+
+
+def siglip_reference(npz: Path) -> dict[str, torch.Tensor]:
+    """big_vision's outputs on the fixed inputs (image(), tokens(100, 16)): raw and normalised embeddings, t, b and
+    two_towers' sigmoid logits."""
+    import bv_replica as bv
+    import jax.numpy as jnp
+
+    x, t = image(), tokens(100, 16)
+    out = bv.TwoTowers(**bv.SIGLIP_TINY).apply(
+        {"params": bv_params(npz, "params/")}, nhwc(x), jnp.asarray(t.numpy())
+    )
+    ref = {k: to_torch(v) for k, v in zip(("zimg", "ztxt", "nimg", "ntxt", "t", "b"), out, strict=True)}
+    ref["logits"] = ref["ntxt"] @ ref["nimg"].T * ref["t"].exp() + ref["b"]
+    return ref

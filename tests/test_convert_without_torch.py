@@ -58,3 +58,25 @@ def test_open_clip_vision_tower_without_torch(to: str, tmp_path: Path) -> None:
             pooled = CLIPVisionModel.from_pretrained(out).eval()(pixel_values=x).pooler_output
             got = pooled @ oc.visual.proj
         cs.close(want, got)
+
+
+def test_big_vision_npz_to_transformers_and_timm_without_torch(corpus: Path, tmp_path: Path) -> None:
+    """big_vision SigLIP npz → SiglipModel and CLIPPO npz → timm, torch blocked; outputs are big_vision's."""
+    import timm
+    from safetensors.torch import load_file
+    from transformers import SiglipModel
+
+    npz = cs.write_siglip_npz(tmp_path / "siglip.npz")
+    proc = ckptlint_without_torch("convert", str(npz), str(tmp_path / "hf"), "--to", "hf-siglip")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ref = cs.siglip_reference(npz)
+    hf = SiglipModel.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        cs.close(_feat(hf.get_image_features(pixel_values=cs.image())), ref["zimg"])
+        cs.close(_feat(hf.get_text_features(input_ids=cs.tokens(100, 16))), ref["ztxt"])
+    clippo = corpus / "big_vision" / "tiny_clippo.npz"
+    proc = ckptlint_without_torch("convert", str(clippo), str(tmp_path / "timm"), "--to", "timm-vit")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    theirs = timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=False)
+    theirs.load_pretrained(str(clippo))  # timm's own reader of big_vision files
+    cs.same_tensors(load_file(str(tmp_path / "timm" / "model.safetensors")), theirs.state_dict())

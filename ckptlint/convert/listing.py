@@ -48,6 +48,6 @@ def render(fmt: str = "text") -> str:
     text = tabulate(table, headers=["from", "to", "table", "OUT folder declares"], tablefmt="simple") + "\n"
     missing = [r for r in rows if not r["supported"]]
     if missing:
-        text += "\nnot converted (the library cannot load the result):\n"
+        text += "\nnot converted:\n"
         text += "".join(f"  {r['from']} → {r['to']}: {r['why_not']}\n" for r in missing)
     return text

@@ -11,6 +11,7 @@ Nothing here writes or checks: ``ckptlint.convert.run`` does, and CK104 uses thi
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,10 +212,10 @@ def _resolve_needs(
             plan.params[k], plan.sources[k] = fixed[k], f"variant {plan.variant}"
         elif k in variant_pp:
             plan.params[k], plan.sources[k] = variant_pp[k], f"variant {plan.variant}"
-    pp_default = _source_preprocessing(spec_src.name, ckpt)
-    for k in needs:
-        if k not in plan.sources and k in PREPROCESSING and k in pp_default:
-            plan.params[k], plan.sources[k] = pp_default[k], f"{spec_src.name}'s default preprocessing"
+    for values, where in _preprocessing_defaults(spec_src.name, plan.dst, ckpt):
+        for k in needs:
+            if k not in plan.sources and k in PREPROCESSING and k in values:
+                plan.params[k], plan.sources[k] = values[k], where
     for name, lookup in (decl.lookup if decl else {}).items():
         if name not in plan.sources:
             value = _lookup(lookup.arch, lookup.keys, plan.params)
@@ -247,15 +248,30 @@ def _variant_preprocessing(arch: str, variant: str | None) -> dict[str, Any]:
     return {k: v for k, v in variant_preprocessing(load_arch(arch), variant).items() if k in PREPROCESSING}
 
 
-def _source_preprocessing(arch: str, ckpt: Checkpoint) -> dict[str, Any]:
-    """What the input's library would preprocess with when nothing is declared (its default, or its profile)."""
+def _preprocessing_defaults(src: str, dst: str, ckpt: Checkpoint) -> list[tuple[dict[str, Any], str]]:
+    """What the weights were trained with when nothing declares it, most specific first: the preprocessing profile
+    their keys show (SigLIP's, which every SigLIP release uses), the target architecture's profile (a
+    SiglipVisionModel is preprocessed as SigLIP), the input architecture's own (its library's default)."""
+    from ckptlint.archs.detect import profile_of
+    from ckptlint.archs.registry import profiles
     from ckptlint.archs.resolve import resolve
 
-    try:
-        expected = resolve(arch, None, {}, ckpt, "inferred")
-    except (UsageError, SpecError):
-        return {}
-    return {k: v for k, v in expected.preprocessing.items() if k in PREPROCESSING}
+    def pick(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if k in PREPROCESSING}
+
+    out = []
+    shown = profile_of(src, list(ckpt.tensors))
+    if shown in profiles():
+        out.append(
+            (pick(profiles()[shown]), f"the {profiles()[shown]['title']} preprocessing its weights show")
+        )
+    own = load_arch(dst).profile
+    if own in profiles() and own != shown:
+        out.append((pick(profiles()[own]), f"{dst}'s preprocessing profile ({profiles()[own]['title']})"))
+    with contextlib.suppress(UsageError, SpecError):
+        default = resolve(src, None, {}, ckpt, "inferred").preprocessing
+        out.append((pick(default), f"{src}'s default preprocessing"))
+    return out
 
 
 def _check_target(plan: ConversionPlan, spec: ArchSpec) -> None:
