@@ -31,24 +31,40 @@ class MlpBlock(nn.Module):
 class Encoder1DBlock(nn.Module):
     mlp_dim: int
     num_heads: int
+    scanned: bool = False  # under nn.scan: (carry, unused) in, (carry, None) out
 
     @nn.compact
-    def __call__(self, x: Any) -> Any:
+    def __call__(self, x: Any, unused: Any = None) -> Any:
         y = nn.LayerNorm()(x)
         x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(y, y)
         y = nn.LayerNorm()(x)
-        return x + MlpBlock(self.mlp_dim)(y)
+        x = x + MlpBlock(self.mlp_dim)(y)
+        return (x, None) if self.scanned else x
 
 
 class Encoder(nn.Module):
+    """big_vision vit.Encoder; ``scan``: the blocks as one ``nn.scan`` module ``encoderblock`` whose parameters
+    have a leading axis of depth (``variable_axes={"params": 0}``), as big_vision's scan=True saves them."""
+
     depth: int
     mlp_dim: int
     num_heads: int
+    scan: bool = False
 
     @nn.compact
     def __call__(self, x: Any) -> Any:
-        for i in range(self.depth):
-            x = Encoder1DBlock(self.mlp_dim, self.num_heads, name=f"encoderblock_{i}")(x)
+        if self.scan:
+            blocks = nn.scan(
+                Encoder1DBlock,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=nn.broadcast,
+                length=self.depth,
+            )(self.mlp_dim, self.num_heads, scanned=True, name="encoderblock")
+            x, _ = blocks(x, None)
+        else:
+            for i in range(self.depth):
+                x = Encoder1DBlock(self.mlp_dim, self.num_heads, name=f"encoderblock_{i}")(x)
         return nn.LayerNorm(name="encoder_norm")(x)
 
 
@@ -74,6 +90,7 @@ class ViT(nn.Module):
     depth: int = 2
     mlp_dim: int = 64
     num_heads: int = 2
+    scan: bool = False
 
     @nn.compact
     def __call__(self, image: Any) -> Any:
@@ -82,7 +99,7 @@ class ViT(nn.Module):
         n, h, w, c = x.shape
         x = x.reshape(n, h * w, c)
         x = x + self.param("pos_embedding", nn.initializers.normal(0.02), (1, h * w, c), x.dtype)
-        x = Encoder(self.depth, self.mlp_dim, self.num_heads, name="Transformer")(x)
+        x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.scan, name="Transformer")(x)
         x = MAPHead(self.mlp_dim, self.num_heads)(x)
         return nn.Dense(self.num_classes, name="head")(x) if self.num_classes else x
 
@@ -124,13 +141,14 @@ class TextTransformer(nn.Module):
     mlp_dim: int = 64
     num_heads: int = 2
     vocab_size: int = 100
+    scan: bool = False
 
     @nn.compact
     def __call__(self, text: Any) -> Any:
         x = nn.Embed(num_embeddings=self.vocab_size, features=self.width)(text)
         _, length, d = x.shape
         x = x + self.param("pos_embedding", nn.initializers.normal(d**-0.5), (1, length, d), x.dtype)
-        x = Encoder(self.depth, self.mlp_dim, self.num_heads)(x)
+        x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.scan)(x)
         x = x[:, -1, :]
         return nn.Dense(self.num_classes, name="head")(x) if self.num_classes else x
 

@@ -124,14 +124,21 @@ def to_torch(a: Any) -> torch.Tensor:
     return torch.from_numpy(np.array(a))
 
 
-def write_siglip_npz(path: Path) -> Path:
-    """A tiny SigLIP two-towers checkpoint as big_vision saves params (flattened with '/', np.savez)."""
+def siglip_config(scan: bool = False) -> dict[str, dict[str, Any]]:
+    import bv_replica as bv
+
+    return {tower: {**cfg, "scan": scan} for tower, cfg in bv.SIGLIP_TINY.items()}
+
+
+def write_siglip_npz(path: Path, scan: bool = False) -> Path:
+    """A tiny SigLIP two-towers checkpoint as big_vision saves params (flattened with '/', np.savez); ``scan``:
+    the blocks stacked, as big_vision's scan=True (and its SigLIP releases) save them."""
     import bv_replica as bv
     import jax
     import jax.numpy as jnp
     from flax.traverse_util import flatten_dict
 
-    model = bv.TwoTowers(**bv.SIGLIP_TINY)
+    model = bv.TwoTowers(**siglip_config(scan))
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), jnp.zeros((1, 16), jnp.int32))[
         "params"
     ]
@@ -139,14 +146,14 @@ def write_siglip_npz(path: Path) -> Path:
     return path
 
 
-def siglip_reference(npz: Path) -> dict[str, torch.Tensor]:
+def siglip_reference(npz: Path, scan: bool = False) -> dict[str, torch.Tensor]:
     """big_vision's outputs on the fixed inputs (image(), tokens(100, 16)): raw and normalised embeddings, t, b and
     two_towers' sigmoid logits."""
     import bv_replica as bv
     import jax.numpy as jnp
 
     x, t = image(), tokens(100, 16)
-    out = bv.TwoTowers(**bv.SIGLIP_TINY).apply(
+    out = bv.TwoTowers(**siglip_config(scan)).apply(
         {"params": bv_params(npz, "params/")}, nhwc(x), jnp.asarray(t.numpy())
     )
     ref = {k: to_torch(v) for k, v in zip(("zimg", "ztxt", "nimg", "ntxt", "t", "b"), out, strict=True)}

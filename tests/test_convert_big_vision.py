@@ -193,3 +193,32 @@ def test_headless_big_vision_vit_to_siglip_vision_model(tmp_path: Path, corpus: 
     err = one_error_line(ckptlint("convert", str(corpus / "big_vision" / "tiny_vit.npz"), str(tmp_path / "x"),
                                   "--to", "hf-siglip-vision"))  # fmt: skip
     assert "does not map" in err and "params/head/kernel" in err
+
+
+def test_stacked_blocks_of_a_scan_checkpoint(tiny_trunk: str, tmp_path: Path) -> None:
+    """big_vision's scan=True saves each tower's blocks stacked (encoderblock/ with a leading axis of depth), as its
+    SigLIP releases are: each block is read from its slice; the same outputs, the same tensors as open_clip's
+    converter (which reads both layouts)."""
+    import open_clip
+    from open_clip.convert import load_big_vision_weights
+    from safetensors.torch import load_file
+    from transformers import SiglipModel
+
+    npz = cs.write_siglip_npz(tmp_path / "siglip_scan.npz", scan=True)
+    with np.load(npz) as z:
+        assert "params/img/Transformer/encoderblock/LayerNorm_0/scale" in z.files
+    ref = cs.siglip_reference(npz, scan=True)
+    convert_checkpoint(str(npz), str(tmp_path / "hf"), "hf-siglip")
+    hf = SiglipModel.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        cs.close(
+            getattr(o := hf.get_image_features(pixel_values=cs.image()), "pooler_output", o), ref["zimg"]
+        )
+        cs.close(
+            getattr(o := hf.get_text_features(input_ids=cs.tokens(100, 16)), "pooler_output", o), ref["ztxt"]
+        )
+    out = tmp_path / "oc"
+    convert_checkpoint(str(npz), str(out), "open_clip", {"timm_model_name": tiny_trunk})
+    theirs = open_clip.create_model(f"local-dir:{out}", load_weights=False)
+    load_big_vision_weights(theirs, str(npz))
+    cs.same_tensors(load_file(str(out / "open_clip_model.safetensors")), theirs.state_dict())

@@ -436,6 +436,20 @@ class KeyRule(Deferred):
         return self
 
 
+class Unstack(Deferred):
+    """Blocks saved stacked (flax ``nn.scan``): every key under ``stacked`` has a leading axis of one slice per
+    block, and reads as the key ``each`` (``{i}`` the block) + the rest."""
+
+    stacked: str
+    each: Template
+
+    @model_validator(mode="after")
+    def _index(self) -> Unstack:
+        if "{i}" not in self.each:
+            raise ValueError("`each` needs {i}")
+        return self
+
+
 class Include(Deferred):
     """Reuse another conversion's rows (and drops) with prefixes added on each side."""
 
@@ -455,6 +469,7 @@ class Conversion(Deferred):
     include: list[Include] = Field(default_factory=list)
     drop: list[Pattern] = Field(default_factory=list)  # keys of `from` it leaves behind on purpose
     drop_back: list[Pattern] = Field(default_factory=list)  # keys of `to` left behind going back
+    unstack: list[Unstack] = Field(default_factory=list)  # blocks of `from` that may be saved stacked
     one_way: str | None = None  # why it does not read back (the library cannot load the result)
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ from ckptlint.archs.registry import conversions
 from ckptlint.archs.schema import Conversion, KeyRule
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UsageError
-from ckptlint.writers.plan import Concat, Entry, Fill, Op, Reshape, Split, Transpose
+from ckptlint.writers.plan import Concat, Entry, Fill, Index, Op, Reshape, Split, Transpose
 
 MAX_SHOWN = 6
 
@@ -46,6 +46,7 @@ class Direction:
     rows: list[Row]
     drop: list[str]  # input-side patterns left behind on purpose
     problem: str | None = None  # why this direction cannot be used
+    unstack: list[tuple[str, str]] = field(default_factory=list)  # (stacked prefix, per-block template)
 
     @property
     def src(self) -> str:
@@ -67,6 +68,14 @@ def _inverse(axes: list[int] | None) -> tuple[int, ...] | None:
     for j, a in enumerate(axes):
         inv[a] = j
     return tuple(inv)
+
+
+def _unstack(conv: Conversion, by_name: dict[str, Conversion], prefix: str = "") -> list[tuple[str, str]]:
+    """(stacked prefix, per-block template) of the table and its includes, the include's prefix added."""
+    out = [(prefix + u.stacked, prefix + u.each) for u in conv.unstack]
+    for inc in conv.include:
+        out += _unstack(by_name[inc.use], by_name, prefix + inc.from_)
+    return out
 
 
 def _rules(conv: Conversion, by_name: dict[str, Conversion], depth: int = 0) -> list[KeyRule]:
@@ -121,7 +130,8 @@ def direction(conv: Conversion, reverse: bool) -> Direction:
             else:
                 back.append((kind, rule.back))
         rows.append(Row(tos, froms, tuple(back), rule.dim))
-    return Direction(conv, reverse, rows, drop_back if reverse else drop, problem)
+    unstack = [] if reverse else _unstack(conv, by_name)
+    return Direction(conv, reverse, rows, drop_back if reverse else drop, problem, unstack)
 
 
 def directions(src: str, dst: str) -> list[Direction]:
@@ -180,11 +190,8 @@ def plan_keys(d: Direction, ckpt: Checkpoint, root: str, params: dict[str, Any])
     """The write plan of ``d`` over ``ckpt``'s keys under ``root`` (output keys have no root)."""
     plan = KeyPlan()
     groups: dict[tuple[int, tuple[tuple[str, str], ...]], None] = {}
-    for key in ckpt.tensors:
-        if not key.startswith(root):
-            plan.outside.append(key)
-            continue
-        rel = key[len(root) :]
+    view = _view(d, ckpt, root, plan)
+    for rel, (key, _) in view.items():
         hit = None
         for idx, row in enumerate(d.rows):
             for tpl in row.ins:
@@ -197,11 +204,12 @@ def plan_keys(d: Direction, ckpt: Checkpoint, root: str, params: dict[str, Any])
         if hit is not None:
             groups[hit] = None
         elif matches(rel, d.drop):
-            plan.dropped.append(key)
-        else:
+            if key not in plan.dropped:
+                plan.dropped.append(key)
+        elif key not in plan.unmapped:
             plan.unmapped.append(key)
     for (idx, caps), _ in groups.items():
-        _plan_group(d, d.rows[idx], dict(caps), ckpt, root, params, plan)
+        _plan_group(d, d.rows[idx], dict(caps), ckpt, view, params, plan)
     for row in d.rows:  # fill rows: one output per key they are shaped like
         if row.fill is None or row.like is None:
             continue
@@ -220,45 +228,75 @@ def plan_keys(d: Direction, ckpt: Checkpoint, root: str, params: dict[str, Any])
     return plan
 
 
+View = dict[
+    str, tuple[str, int | None]
+]  # key relative to the root -> (the file's key, slice of a stacked one)
+
+
+def _view(d: Direction, ckpt: Checkpoint, root: str, plan: KeyPlan) -> View:
+    """The input's keys under ``root`` as the rows name them: a stacked block tensor (``encoderblock/…`` with a
+    leading axis of depth) reads as one key per block (``encoderblock_{i}/…``)."""
+    view: View = {}
+    for key, info in ckpt.tensors.items():
+        if not key.startswith(root):
+            plan.outside.append(key)
+            continue
+        rel = key[len(root) :]
+        stacked = next(((p, e) for p, e in d.unstack if rel.startswith(p)), None)
+        if stacked is None or not info.shape:
+            view[rel] = (key, None)
+            continue
+        prefix, each = stacked
+        for i in range(info.shape[0]):
+            view[pattern(each).fill(i=i) + rel[len(prefix) :]] = (key, i)
+    return view
+
+
 def _plan_group(
     d: Direction,
     row: Row,
     caps: dict[str, str],
     ckpt: Checkpoint,
-    root: str,
+    view: View,
     params: dict[str, Any],
     plan: KeyPlan,
 ) -> None:
-    srcs = [root + t.fill(**caps) for t in row.ins]
-    absent = [s for s in srcs if s not in ckpt.tensors]
+    rels = [t.fill(**caps) for t in row.ins]
+    absent = [r for r in rels if r not in view]
     if absent:
-        have = [s for s in srcs if s in ckpt.tensors]
+        have = [view[r][0] for r in rels if r in view]
         raise UsageError(f"{ckpt.path}: has {have[0]} but not {absent[0]}, which {d.label} reads with it")
+    srcs = [view[r][0] for r in rels]
+    index = view[rels[0]][1]
     if row.expect is not None:
         plan.expect.append((srcs[0], row.expect))
         plan.dropped.append(srcs[0])
         return
     outs = [t.fill(**caps) for t in row.outs]
     shape = tuple(ckpt.tensors[srcs[0]].shape)
+    first: tuple[Op, ...] = ()
+    if index is not None:  # one block of a stacked tensor: its slice first
+        first, shape = (Index(index),), shape[1:]
     what = f"{d.label}: {srcs[0]}"
     if len(outs) > 1:  # split one tensor into parts along dim, each through the pipeline
         n = len(outs)
-        first = Split(row.dim, 0, parts=n)
         try:
-            part = first.shapes([shape], ["float32"])[0][0]
+            part = Split(row.dim, 0, parts=n).shapes([shape], ["float32"])[0][0]
         except ValueError as exc:
             raise UsageError(f"{what}: {exc}") from None
         ops = _pipeline(row.ops, part, params, what)
-        plan.entries += [Entry(o, srcs[0], (Split(row.dim, j, parts=n), *ops)) for j, o in enumerate(outs)]
+        plan.entries += [
+            Entry(o, srcs[0], (*first, Split(row.dim, j, parts=n), *ops)) for j, o in enumerate(outs)
+        ]
         plan.changed += n
     elif len(srcs) > 1:  # fuse several tensors: each through the pipeline, then concatenated along dim
         ops = _pipeline(row.ops, shape, params, what)
-        plan.entries.append(Entry(outs[0], tuple(srcs), (*ops, Concat(row.dim))))
+        plan.entries.append(Entry(outs[0], tuple(srcs), (*first, *ops, Concat(row.dim))))
         plan.changed += 1
     else:
         ops = _pipeline(row.ops, shape, params, what)
-        plan.entries.append(Entry(outs[0], srcs[0], tuple(ops)))
-        if ops:
+        plan.entries.append(Entry(outs[0], srcs[0], (*first, *ops)))
+        if ops or first:
             plan.changed += 1
         else:
             plan.renamed += 1

@@ -187,6 +187,22 @@ class Cast(Op):
 
 
 @dataclass(frozen=True)
+class Index(Op):
+    """Slice ``index`` of the leading axis (one block of a stacked, ``nn.scan``-saved tensor); as the first
+    operation of an entry the writer reads only that slice's bytes."""
+
+    index: int
+
+    def shapes(self, shapes: list[Shape], dtypes: list[str]) -> tuple[list[Shape], list[str]]:
+        if any(not s or not 0 <= self.index < s[0] for s in shapes):
+            raise ValueError(f"no slice {self.index} in {[list(s) for s in shapes]}")
+        return [s[1:] for s in shapes], dtypes
+
+    def apply(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return [a[self.index] for a in arrays]
+
+
+@dataclass(frozen=True)
 class Fill(Op):
     """A new tensor of ``shape`` and ``dtype`` holding ``value`` everywhere (an entry without sources): the zero
     bias timm's CLIP heads have and open_clip's projections lack."""

@@ -29,7 +29,7 @@ from ckptlint.writers.folder import (
     weights_name,
     write_index,
 )
-from ckptlint.writers.plan import Entry, WritePlan
+from ckptlint.writers.plan import Entry, Index, WritePlan
 from ckptlint.writers.sources import SHARDED_FORMATS, ShardedSource, Source, open_source
 from ckptlint.writers.tensor_files import Item, nest, write_msgpack, write_npz, write_safetensors
 from ckptlint.writers.torch_out import copied_tensor, nested_value, new_tensor, write_torch_zip
@@ -144,8 +144,13 @@ def _producer(source: Source, entry: Entry, shape: tuple[int, ...], dtype: str) 
         return lambda out: source.write(key, out)
 
     def produce(out: IO[bytes]) -> None:
-        arrays = [source.array(k) for k in entry.sources]
-        for op in entry.ops:
+        ops = entry.ops
+        if ops and isinstance(ops[0], Index):  # one block of a stacked tensor: read only its slice
+            arrays = [source.slab(k, ops[0].index) for k in entry.sources]
+            ops = ops[1:]
+        else:
+            arrays = [source.array(k) for k in entry.sources]
+        for op in ops:
             arrays = op.apply(arrays)
         arr = arrays[0]
         if tuple(arr.shape) != shape:
