@@ -188,3 +188,36 @@ def test_convert_list_names_every_pair() -> None:
         and pairs["open_clip", "hf-clip"]["supported"]
     )
     assert pairs["hf-clip", "open_clip"]["reverse"] and pairs["hf-clip", "open_clip"]["supported"]
+
+
+def test_readme_lists_the_pairs_convert_lists() -> None:
+    """README's convert-list block is exactly ``ckptlint convert --list`` (the supported pairs)."""
+    import re
+
+    from ckptlint.convert.listing import render
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"<!-- convert-list -->\n```\n(.*?)```\n<!-- /convert-list -->", readme, re.S)
+    assert block is not None
+    assert block.group(1) == render().split("\n\n")[0] + "\n"
+
+
+def test_sharded_transformers_folder_becomes_one_open_clip_file(tmp_path: Path) -> None:
+    """A sharded save_pretrained folder (index + shards) converts into open_clip's one weights file."""
+    import open_clip
+
+    src = tmp_path / "sharded"
+    hf = cs.engine_support.hf_clip_tiny()
+    hf.save_pretrained(src, max_shard_size="100KB")
+    assert len(list(src.glob("model-*.safetensors"))) > 1
+    result = convert_checkpoint(str(src), str(tmp_path / "oc"), "open_clip")
+    assert sorted(p.name for p in (tmp_path / "oc").iterdir()) == [
+        "open_clip_config.json",
+        "open_clip_model.safetensors",
+    ]
+    assert result.after.summary.errors == 0
+    oc = open_clip.create_model(f"local-dir:{tmp_path / 'oc'}").eval()
+    x, t = cs.image(), cs.tokens(100, 16)
+    with torch.no_grad():
+        cs.close(oc.encode_image(x), _feat(hf.get_image_features(pixel_values=x)))
+        cs.close(oc.encode_text(t), _feat(hf.get_text_features(input_ids=t)))
