@@ -221,3 +221,16 @@ def test_sharded_transformers_folder_becomes_one_open_clip_file(tmp_path: Path) 
     with torch.no_grad():
         cs.close(oc.encode_image(x), _feat(hf.get_image_features(pixel_values=x)))
         cs.close(oc.encode_text(t), _feat(hf.get_text_features(input_ids=t)))
+
+
+def test_what_the_target_cannot_compute_is_refused(tmp_path: Path) -> None:
+    """open_clip pooling the last token (its declaration says so): transformers' CLIPTextModel cannot, so nothing
+    is written — the weights alone would convert, and compute something else."""
+    src = tmp_path / "oc"
+    cs.open_clip_folder(src, quick_gelu=False)
+    cfg = json.loads((src / "open_clip_config.json").read_text())
+    cfg["model_cfg"]["text_cfg"]["pool_type"] = "last"
+    (src / "open_clip_config.json").write_text(json.dumps(cfg))
+    err = one_error_line(ckptlint("convert", str(src), str(tmp_path / "hf"), "--to", "hf-clip"))
+    assert "cannot pool 'last'" in err and "nothing was written" in err
+    assert not (tmp_path / "hf").exists()

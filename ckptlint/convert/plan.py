@@ -277,14 +277,13 @@ def _preprocessing_defaults(src: str, dst: str, ckpt: Checkpoint) -> list[tuple[
 def _check_target(plan: ConversionPlan, spec: ArchSpec) -> None:
     """The target's requirements and caveats, and the weights against the target's tree for these parameters."""
     decl = plan.decl
-    if plan.missing:
-        return
-    for expr, message in (decl.require if decl else {}).items():
-        if not _holds(expr, plan.params):
-            plan.problems.append(message)
-    for expr, message in (decl.caveat if decl else {}).items():
-        if not _holds(expr, plan.params):
-            plan.caveats.append(message)
+    if not plan.missing:  # what the requirements name is known
+        for expr, message in (decl.require if decl else {}).items():
+            if not _holds(expr, plan.params):
+                plan.problems.append(message)
+        for expr, message in (decl.caveat if decl else {}).items():
+            if not _holds(expr, plan.params):
+                plan.caveats.append(message)
     try:
         tree = build_tree(spec, plan.params).tensors
     except (SpecError, UsageError) as exc:
