@@ -119,6 +119,10 @@ def test_siglip_to_transformers_computes_big_visions_outputs(
         cs.close(hf.logit_scale, siglip_ref["t"])
         cs.close(hf.logit_bias, siglip_ref["b"])
         cs.close(hf(input_ids=t, pixel_values=x).logits_per_text, siglip_ref["logits"], atol=1e-4)
+    err = one_error_line(
+        ckptlint("convert", str(siglip_npz), str(tmp_path / "x"), "--to", "hf-siglip", "--set", "heads=4")
+    )
+    assert "the weights say heads = 2" in err  # the kernels show the heads: --set cannot contradict them
     proc = SiglipImageProcessor.from_pretrained(out)
     assert list(proc.image_mean) == [0.5] * 3 and dict(proc.size) == {"height": 32, "width": 32}
     cfg = json.loads((out / "config.json").read_text())

@@ -80,3 +80,24 @@ def test_big_vision_npz_to_transformers_and_timm_without_torch(corpus: Path, tmp
     theirs = timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=False)
     theirs.load_pretrained(str(clippo))  # timm's own reader of big_vision files
     cs.same_tensors(load_file(str(tmp_path / "timm" / "model.safetensors")), theirs.state_dict())
+
+
+def test_flax_msgpack_input_without_torch(corpus: Path, tmp_path: Path) -> None:
+    """The same big_vision ViT params saved by flax.serialization (msgpack) convert, torch blocked, into the tensors
+    timm's own reader makes of the npz."""
+    import flax.serialization
+    import numpy as np
+    import timm
+    from flax.traverse_util import unflatten_dict
+    from safetensors.torch import load_file
+
+    npz = corpus / "big_vision" / "tiny_vit.npz"
+    with np.load(npz) as z:
+        tree = unflatten_dict({tuple(k.split("/")): z[k] for k in z.files})
+    src = tmp_path / "tiny_vit.msgpack"
+    src.write_bytes(flax.serialization.to_bytes(tree))
+    proc = ckptlint_without_torch("convert", str(src), str(tmp_path / "timm"), "--to", "timm-vit")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    theirs = timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=False)
+    theirs.load_pretrained(str(npz))
+    cs.same_tensors(load_file(str(tmp_path / "timm" / "model.safetensors")), theirs.state_dict())

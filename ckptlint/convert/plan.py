@@ -197,8 +197,9 @@ def _resolve_needs(
             f"--set {unknown[0]}: {plan.dst} has no such parameter; it needs {', '.join(needs) or 'nothing'}"
         )
     for k, v in sets.items():
-        if k in observed and observed[k] != v:
-            raise UsageError(f"--set {k}={v}: the weights say {k} = {observed[k]}")
+        said = observed.get(k, src_values.get(k) if src_sources.get(k) == "the weights" else None)
+        if said is not None and said != v:
+            raise UsageError(f"--set {k}={v}: the weights say {k} = {said}")
         plan.params[k], plan.sources[k] = v, "--set"
     variant_pp = _variant_preprocessing(plan.dst, plan.variant)
     for k in needs:
