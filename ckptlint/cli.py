@@ -339,6 +339,48 @@ def fix(
 
 
 @cli.command()
+@click.argument("src", metavar="IN", required=False)
+@click.argument("dst", metavar="OUT", required=False)
+@click.option(
+    "--to", "to", default=None, help="Target architecture NAME[:VARIANT] (see `ckptlint convert --list`)."
+)
+@click.option(
+    "--set", "sets", multiple=True, help="KEY=VALUE for what the weights cannot tell (act=quick_gelu)."
+)
+@click.option("--list", "list_pairs", is_flag=True, help="List every supported pair and exit.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--output", "-o", default=None, help="Write the report on OUT to FILE.")
+def convert(
+    src: str | None,
+    dst: str | None,
+    to: str | None,
+    sets: tuple[str, ...],
+    list_pairs: bool,
+    fmt: str,
+    output: str | None,
+) -> None:
+    """Convert IN into another framework's layout (open_clip, transformers, timm; from big_vision), write OUT.
+
+    OUT ending in .safetensors/.bin/.pt is one file, otherwise a folder in the target's native form (weights,
+    config files, the input's tokenizer files). OUT is checked against the target; exit code as `check` on OUT.
+    """
+    if list_pairs:
+        from ckptlint.convert.listing import render as render_pairs
+
+        click.echo(render_pairs("json" if fmt == "json" else "text"), nl=False)
+        return
+    if src is None or dst is None or to is None:
+        raise click.UsageError("give IN, OUT and --to NAME[:VARIANT] (or --list)")
+    from ckptlint.convert.plan import parse_sets
+    from ckptlint.convert.run import convert_checkpoint
+
+    result = convert_checkpoint(src, dst, to, parse_sets(sets))
+    click.echo(result.describe(), err=fmt != "text" and not output)
+    _emit(_render(result.after, fmt, verbose=False, fail_on="error", to_file=bool(output)), output)
+    sys.exit(exit_code(result.after, "error"))
+
+
+@cli.command()
 @click.argument("code")
 def explain(code: str) -> None:
     """Explain a rule: what it checks, why it matters, an example and the fix."""
