@@ -62,6 +62,14 @@ def _siglip_clip_processor(p: Path) -> None:
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(p)
 
 
+def _mlp(p: Path) -> None:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    save_file({k: v.contiguous() for k, v in mlp.state_dict().items()}, p)
+
+
 def _del_ln_final(sd: dict[str, torch.Tensor]) -> None:
     del sd["ln_final.weight"], sd["ln_final.bias"]
 
@@ -83,6 +91,7 @@ BUILT: dict[str, Callable[[Path], None]] = {
     "old_vit.npz": _old_vit,
     "siglip_clip_processor": _siglip_clip_processor,
     "suspicious.pt": lambda p: torch.save({"weight": torch.zeros(2, 2), "extra": _Payload()}, p),
+    "mlp.safetensors": _mlp,
 }
 
 _CMD = re.compile(r"^\$ ckptlint check (\S+)(?: --arch (\S+))?")
