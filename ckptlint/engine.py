@@ -155,6 +155,26 @@ def explain_all(ctx: Context, stages: Collection[Stage] | None = None) -> list[F
     return [r[3] for r in ranked]
 
 
+def fold(findings: list[Finding]) -> list[Finding]:
+    """Fold the consequences of a root cause into it: a finding whose ``details["folds"]`` lists codes takes every
+    other finding of those codes out of the report and keeps them in ``details["folded"]`` (CK114: the requested
+    architecture contradicts the declared one, and every mismatch with the requested model follows from that)."""
+    roots = [f for f in findings if f.details.get("folds")]
+    if not roots:
+        return findings
+    root = roots[0]
+    codes = set(root.details["folds"])
+    folded = [f for f in findings if f is not root and f.code in codes]
+    if not folded:
+        return findings
+    root.details["folded"] = [
+        {"code": f.code, "severity": f.severity.value, "message": f.message} for f in folded
+    ]
+    names = ", ".join(dict.fromkeys(f.code for f in folded))
+    root.message += f" (folds {len(folded)} follow-on finding{'s' if len(folded) != 1 else ''}: {names})"
+    return [f for f in findings if f not in folded]
+
+
 def fact_findings(ckpt: Checkpoint) -> list[Finding]:
     """What the rules make of the facts a reader recorded (no expectation): the findings ``ckptlint dump`` shows."""
     if not ckpt.has_facts:  # nothing to judge: do not load the rules (``dump`` starts fast)
@@ -217,7 +237,7 @@ def run(
     """
     config = config or CheckConfig()
     ctx = build_context(ckpt, expected, layout=layout, inferred=inferred, unchecked=unchecked)
-    findings = [f for f in explain_all(ctx) if config.enabled(f.code)]
+    findings = fold([f for f in explain_all(ctx) if config.enabled(f.code)])
     weights = ctx.view if ctx.view_root else training_split(ckpt).weights
     dtypes: dict[str, int] = {}
     for t in weights.values():

@@ -84,6 +84,7 @@ class Context:
         )
         self.pairs: dict[str, str] = {k: k for k in exp if k in view}
         self.transposed: set[str] = set()  # expected keys CK109 found stored transposed
+        self.contradicted: set[str] = set()  # declared parameters CK113 named (image_size...): not said twice
 
     # ---- names ---------------------------------------------------------------------------------------------
     @property
