@@ -656,12 +656,9 @@ def _from_config(spec: ArchSpec, ckpt: Checkpoint) -> tuple[dict[str, Any], str]
     if conf is None:
         return None
     if conf.kind != "hf-config":  # open_clip / timm declarations, read as their loaders read them
-        from ckptlint.declared.lookup import declaration_for
+        from ckptlint.declared.lookup import declared_params
 
-        decl = declaration_for(spec, ckpt)
-        if decl is None:
-            return None
-        return dict(decl.params), decl.file if decl.name == decl.arch else f"{decl.file} ({decl.name})"
+        return declared_params(spec, ckpt)
     sidecar = ckpt.sidecar(conf.kind)
     if sidecar is None or not isinstance(sidecar.content, dict):
         return None

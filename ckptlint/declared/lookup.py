@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ckptlint.declared import open_clip, timm
 from ckptlint.declared.declaration import Declaration, NotBuildable, named, read
@@ -50,10 +50,13 @@ def declaration_of(ckpt: Checkpoint) -> Declaration | Unbuilt | None:
     return found
 
 
-def declaration_for(spec: ArchSpec, ckpt: Checkpoint) -> Declaration | None:
-    """The checkpoint's declaration when it declares ``spec``'s architecture."""
+def declared_params(spec: ArchSpec, ckpt: Checkpoint) -> tuple[dict[str, Any], str] | None:
+    """(parameters, "FILE (NAME)") when the checkpoint declares ``spec``'s architecture (``--arch NAME`` without a
+    variant reads them, as the detector does a transformers config.json)."""
     found = declaration_of(ckpt)
-    return found if isinstance(found, Declaration) and found.arch == spec.name else None
+    if not isinstance(found, Declaration) or found.arch != spec.name:
+        return None
+    return dict(found.params), found.file if found.name == found.arch else f"{found.file} ({found.name})"
 
 
 def _declaration(sidecar: Sidecar) -> Declaration | Unbuilt:
