@@ -263,3 +263,26 @@ def test_declarations_ckptlint_cannot_build_are_named(name: str, why: str) -> No
 
     found = declaration_of(_declared(open_clip.get_model_config(name)))
     assert isinstance(found, Unbuilt) and not found.refused and why in found.reason
+
+
+def test_timm_trunk_contradiction_names_the_trunk() -> None:
+    """A ViT-B-16-SigLIP-256 declaration over ViT-B-16-SigLIP (224 px) weights: the trunk's name is the field.
+
+    The checkpoint is the header of the real model's state_dict (built on the meta device: full size, no data)."""
+    import open_clip
+    from engine_support import torch_load_report
+
+    from ckptlint.checkpoint import tensor_info
+    from ckptlint.engine import run
+
+    with torch.device("meta"):
+        weights = open_clip.create_model("ViT-B-16-SigLIP", device="meta").state_dict()
+        declared = open_clip.create_model("ViT-B-16-SigLIP-256", device="meta")
+    ckpt = _declared(open_clip.get_model_config("ViT-B-16-SigLIP-256"))
+    ckpt.tensors = {k: tensor_info(tuple(v.shape), "float32") for k, v in weights.items()}
+    report = run(ckpt, declared_expected(ckpt))
+    ck113 = report.findings[0]
+    assert ck113.code == "CK113" and ck113.details["field"] == "model_cfg.vision_cfg.timm_model_name"
+    assert "image size 256" in ck113.message and "visual.trunk.pos_embed [1, 196, 768]" in ck113.message
+    assert ck113.fix.startswith("edit model_cfg.vision_cfg.timm_model_name in open_clip_config.json")
+    assert same_diff(report.diff, torch_load_report(declared, weights))

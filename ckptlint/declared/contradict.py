@@ -10,6 +10,7 @@ edit the field, or use weights for the declared model. Only declarations read by
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from ckptlint.expected import Expected
     from ckptlint.rules._context import Context
 
+NO_TENSOR = "no such tensor"
 # how reports name a parameter (else its name with spaces)
 PHRASES = {
     "width": "width",
@@ -123,7 +125,10 @@ def find(ctx: Context, decl: Declaration) -> list[Contradiction]:
             unexpected=ctx.consume_unexpected(extra),
             shape=ctx.consume_shape(resized),
         )
-
+        if found.evidence == NO_TENSOR and found.missing:  # what the declaration adds and the weights lack
+            found.evidence = f"no {found.missing[0]}" + (
+                f" (nor {len(found.missing) - 1} more)" if found.missing[1:] else ""
+            )
         if found.missing or found.unexpected or found.shape:
             out.append(found)
     return out
@@ -180,6 +185,8 @@ def _suggest(
     """(field, value) that would make the declaration agree with the weights, when one field can (never one the
     weights show as declared)."""
     value = observed[param]
+    if param in decl.opaque:
+        return None
     if param in decl.fields:
         return param, value
     conf = spec.config
@@ -190,12 +197,13 @@ def _suggest(
         if name not in decl.fields or name in observed:
             continue
         current, declared = decl.params.get(name), decl.params.get(param)
+        candidates: list[Any] = []
         if isinstance(current, bool):
-            candidates: list[Any] = [not current]
+            candidates = [not current]
         elif isinstance(current, (int, float)) and isinstance(value, (int, float)) and declared:
             candidates = [round(current * value / declared, 6)]
-        else:
-            candidates = []
+        if not isinstance(current, bool):
+            candidates.append(None)  # an optional field left out (ls_init_value: null, no layer scale)
         for cand in candidates:
             try:
                 if _same(evaluate(src, {**decl.params, name: cand}), value):
@@ -206,17 +214,14 @@ def _suggest(
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return str(value)
+    """A field's value as the JSON file spells it."""
+    return json.dumps(value)
 
 
 def _evidence(ctx: Context, param: str, value: Any, evidence: dict[str, str]) -> str:
     key = evidence.get(param)
     if key is None:
-        return "no such tensor" if value in (0, False) else "its shapes"
+        return NO_TENSOR if value in (0, False) else "its shapes"
     info = ctx.ckpt.tensors.get(key)
     if info is not None:
         return f"{key} {list(info.shape)}"

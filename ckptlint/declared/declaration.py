@@ -34,17 +34,14 @@ class Declaration:
     params: dict[str, Any]  # every parameter of the tree
     fields: dict[str, str]  # parameter -> the field that sets it, as the file spells it (model_cfg.embed_dim)
     given: frozenset[str]  # parameters whose field the file sets (the others are the library's defaults)
-    derived: dict[str, tuple[str, ...]] = field(default_factory=dict)  # derived param -> params it reads
-    what: str = (
-        ""  # one phrase for reports: "open_clip CLIP", "SigLIP (timm vit_base_patch16_siglip_224 trunk)"
-    )
-    notes: dict[str, str] = field(
-        default_factory=dict
-    )  # param -> what the loader does when it is contradicted
-
-    def value(self, param: str) -> Any:
-        """The declared field's value for ``param`` (None for a derived parameter)."""
-        return self.params.get(param) if param in self.fields else None
+    # derived param -> the params its expression reads
+    derived: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # one phrase for reports: "open_clip CLIP", "open_clip CustomTextCLIP with a SigLIP loss"
+    what: str = ""
+    # param -> what the loader does when the weights contradict it
+    notes: dict[str, str] = field(default_factory=dict)
+    # params whose field is not their value (a timm trunk's width comes from its name)
+    opaque: frozenset[str] = frozenset()
 
 
 def get(doc: Any, path: str) -> Any:

@@ -71,17 +71,21 @@ def finish(decl: Declaration, doc: dict[str, Any]) -> Declaration:
     """The declaration with a timm image tower resolved, and named for reports."""
     cfg = doc["model_cfg"]
     vision = cfg["vision_cfg"]
-    params, fields = dict(decl.params), dict(decl.fields)
+    params, fields, derived = dict(decl.params), dict(decl.fields), dict(decl.derived)
     given = set(decl.given)
     trunk_name = vision.get("timm_model_name")
     if trunk_name:
-        field = "model_cfg.vision_cfg.timm_model_name"
         trunk = _timm_trunk(trunk_name, vision, params["embed_dim"])
         params.update(trunk, timm_trunk=True)
-        fields.update(dict.fromkeys(trunk, field))
+        # the trunk's geometry is timm's model of that name: its name is the field behind every part of it
+        fields.update(dict.fromkeys(trunk, "model_cfg.vision_cfg.timm_model_name"))
+        fields.update(
+            trunk_num_classes="model_cfg.vision_cfg.timm_proj",
+            timm_proj="model_cfg.vision_cfg.timm_proj",
+            timm_proj_bias="model_cfg.vision_cfg.timm_proj_bias",
+        )
+        derived = {k: v for k, v in derived.items() if k not in trunk}
         given |= set(trunk)
-        for name in ("trunk_num_classes", "timm_proj", "timm_proj_bias"):
-            fields[name] = "model_cfg.vision_cfg." + {"trunk_num_classes": "timm_proj"}.get(name, name)
     else:
         params["timm_trunk"] = False
     siglip = params.get("logit_bias")
@@ -89,7 +93,10 @@ def finish(decl: Declaration, doc: dict[str, Any]) -> Declaration:
     what = f"open_clip {kind}" + (" with a SigLIP loss (init_logit_bias)" if siglip else "")
     if trunk_name:
         what += f", timm {trunk_name} image tower"
-    return replace(decl, params=params, fields=fields, given=frozenset(given), what=what)
+    opaque = frozenset(_TRUNK) if trunk_name else frozenset()
+    return replace(
+        decl, params=params, fields=fields, derived=derived, given=frozenset(given), what=what, opaque=opaque
+    )
 
 
 def _timm_trunk(name: str, vision: dict[str, Any], embed_dim: int) -> dict[str, Any]:

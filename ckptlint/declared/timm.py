@@ -104,4 +104,7 @@ def finish(decl: Declaration, doc: dict[str, Any]) -> Declaration:
             "random head"
         )
     what = f"timm {doc['architecture']}"
-    return replace(decl, params=params, fields=fields, given=frozenset(given), what=what, notes=notes)
+    opaque = frozenset({"ls"})  # model_args.init_values is a value, not on/off
+    return replace(
+        decl, params=params, fields=fields, given=frozenset(given), what=what, notes=notes, opaque=opaque
+    )

@@ -30,6 +30,8 @@ Fix
 
 from __future__ import annotations
 
+import json
+
 from ckptlint.archs import detect
 from ckptlint.declared import ADAPTERS, Declaration, Unbuilt
 from ckptlint.declared.contradict import Contradiction, find, judged, phrase
@@ -116,8 +118,8 @@ class DeclarationContradictedRule(Rule):
             edit = f"set {c.suggest} in {decl.file} (what the weights hold)"
         else:
             edit = f"edit {c.field} in {decl.file} so that the {what} is {_value(c.observed)}"
-        shown = c.field if c.field_value is None else f"{c.field} = {_value(c.field_value)}"
-        default = "" if c.field_value is None else f" {_value(c.field_value)}"
+        shown = c.field if c.field_value is None else f"{c.field} = {json.dumps(c.field_value)}"
+        default = "" if c.field_value is None else f" {json.dumps(c.field_value)}"
         field = shown if c.given else f"{c.field} absent: {ADAPTERS[decl.kind].DEFAULTS}{default}"
         details = {
             "file": decl.file,
