@@ -24,6 +24,7 @@ CORPUS_FILES = {
     "openclip_tiny_ddp_module_prefix.pt": CORPUS / "open_clip" / "openclip_tiny_ddp_module_prefix.pt",
     "openclip_tiny_fp16.safetensors": CORPUS / "open_clip" / "openclip_tiny_fp16.safetensors",
     "hf_clip_tiny": CORPUS / "hf" / "hf_clip_tiny",
+    "hf_siglip_tiny": CORPUS / "hf" / "hf_siglip_tiny",
     "timm_vit_clip_tiny.safetensors": CORPUS / "timm" / "timm_vit_clip_tiny.safetensors",
 }
 
@@ -62,6 +63,21 @@ def _siglip_clip_processor(p: Path) -> None:
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(p)
 
 
+def _mlp(p: Path) -> None:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    save_file({k: v.contiguous() for k, v in mlp.state_dict().items()}, p)
+
+
+def _oc_context_length(p: Path) -> None:
+    from declared_support import open_clip_folder, set_fields
+
+    open_clip_folder(p)
+    set_fields(p / "open_clip_config.json", {"model_cfg.text_cfg.context_length": 20})
+
+
 def _del_ln_final(sd: dict[str, torch.Tensor]) -> None:
     del sd["ln_final.weight"], sd["ln_final.bias"]
 
@@ -83,6 +99,8 @@ BUILT: dict[str, Callable[[Path], None]] = {
     "old_vit.npz": _old_vit,
     "siglip_clip_processor": _siglip_clip_processor,
     "suspicious.pt": lambda p: torch.save({"weight": torch.zeros(2, 2), "extra": _Payload()}, p),
+    "mlp.safetensors": _mlp,
+    "oc_context_length": _oc_context_length,
 }
 
 _CMD = re.compile(r"^\$ ckptlint check (\S+)(?: --arch (\S+))?")

@@ -255,13 +255,31 @@ class Variants(Deferred):
 
 
 class ConfigMap(Deferred):
-    """How a declaration next to the weights (HF config.json...) fixes the parameters; it decides over shapes."""
+    """How a declaration next to the weights (HF config.json...) fixes the parameters; it decides over shapes.
 
-    kind: str = "hf-config"  # Sidecar.kind
-    select: str = "model_type"  # the declaration field whose value picks an entry of `match`
-    match: dict[str, str]  # value -> path prefix of `params` ("vision_config." for a CLIPModel config)
+    ``params`` are read in order: a missing field takes its default, a value or an expression of the parameters
+    read before it (else of the named variant's and the architecture's defaults); ``derive`` then computes, in
+    order, the parameters the library computes from them (``mlp_dim = "int(width * mlp_ratio)"``).
+    """
+
+    kind: Literal["hf-config", "open_clip-config", "timm-config"] = "hf-config"  # Sidecar.kind
+    # the declaration field whose value picks an entry of `match`; "" for none (every declaration of this kind)
+    select: str = "model_type"
+    match: dict[
+        str, str
+    ]  # value ("*": any) -> path prefix of `params` ("vision_config." for a CLIPModel config)
     params: dict[str, tuple[str, Expr]]  # param -> (dotted path, default: a value or an expression)
+    derive: dict[str, Expr] = Field(default_factory=dict)  # param -> expression, computed after `params`
+    variant: str | None = (
+        None  # field naming a variant whose parameters are the defaults (timm: architecture)
+    )
     architectures: list[str] = Field(default_factory=list)  # declared class names this arch builds
+
+    @model_validator(mode="after")
+    def _select(self) -> ConfigMap:
+        if not self.select and set(self.match) != {""}:
+            raise ValueError('without `select`, `match` has exactly one entry, "" (the path prefix)')
+        return self
 
 
 class PreprocessingEntry(Deferred):
