@@ -271,12 +271,14 @@ def fix(
     fmt: str,
     output: str | None,
 ) -> None:
-    """Apply mechanical fixes (strip a prefix, take a subtree, drop training state or non-persistent buffers).
+    """Apply the mechanical fixes `check` reports (strip a prefix, take a subtree, drop training state or an extra
+    tower, transpose kernels).
 
-    Writes OUT (never IN), re-checks it and reports what changed; exit code as for `check` on OUT.
+    Writes OUT (never IN), re-checks it and reports what changed; exit code as for `check` on OUT. Without --arch,
+    --model or --spec the expectation is the one `check` infers from IN. IN may be a folder, as for `check`.
     """
-    if sum(x is not None for x in (arch, model, spec)) != 1:
-        raise click.UsageError("give exactly one of --arch, --model, --spec")
+    if sum(x is not None for x in (arch, model, spec)) > 1:
+        raise click.UsageError("give at most one of --arch, --model, --spec")
     from ckptlint.fixer import fix_checkpoint
 
     result = fix_checkpoint(src, dst, arch=arch, model=model, spec=spec, to_format=to_format)

@@ -319,6 +319,18 @@ def _probe_match(texts: list[str], key: str) -> dict[str, str] | None:
     return None
 
 
+def _oriented(dims: list[str], shape: Shape, known: Mapping[str, int]) -> list[str]:
+    """A 2-d probe's dims, swapped when the tensor is stored transposed: a dimension already read from another
+    tensor (width from the patch embedding) sits on the other axis, and the probe's own axis for it does not fit."""
+    if len(dims) != 2 or "_" in dims:
+        return dims
+    for i, name in enumerate(dims):
+        value = known.get(name)
+        if value is not None and shape[i] != value and shape[1 - i] == value:
+            return [dims[1], dims[0]]
+    return dims
+
+
 def structure(shapes: Mapping[str, Shape], framework: str | None) -> Structure:
     """Probe ``shapes`` (keys in ``framework``'s names) for the numbers that define the architecture."""
     out = Structure()
@@ -342,7 +354,8 @@ def structure(shapes: Mapping[str, Shape], framework: str | None) -> Structure:
                 continue
             if len(probe.dims) != len(shape):
                 continue
-            for name, size in zip(probe.dims, shape, strict=True):
+            dims = _oriented(probe.dims, shape, out.towers.get(tower, {}))
+            for name, size in zip(dims, shape, strict=True):
                 if name == "_":
                     continue
                 if name == "pos_rows" and tower == "text":
@@ -556,7 +569,11 @@ def _read_tower(
         local: src for local, src in group.with_.items() if isinstance(src, str) and src.isidentifier()
     }
     found = Found(group.tower or "", f"{fam.framework}:{mod_name}", fam.name, prefix, anchor_key, native)
-    allowed = None if native else set(TRANSFERABLE[group.tower or "vision"])
+    # the spec's own module found at another place (a plain ViT where CLIPPO nests it under img/) says everything
+    # about it (its head's num_classes too); another family's module only its geometry
+    own_fam, own_mod, _ = reg.registry().module(group.use or "", spec.family)
+    same_module = (own_fam.name, own_mod) == (fam.name, mod_name)
+    allowed = None if native or same_module else set(TRANSFERABLE[group.tower or "vision"])
     for local, value in values.items():
         if allowed is not None and local not in allowed:
             continue
@@ -632,6 +649,10 @@ def _probe(
             if info is None or not -len(info.shape) <= alt.dim < len(info.shape):
                 return False, None, None
             x = info.shape[alt.dim]
+            if alt.across is not None and len(info.shape) == 2 and isinstance(env.get(alt.across), int):
+                other = info.shape[1 - alt.dim % 2]
+                if other != env[alt.across] and x == env[alt.across]:  # stored transposed (CK109 says so)
+                    x = other
             return True, (evaluate(alt.expr, {**env, "x": x}) if alt.expr is not None else x), key
         if alt.count is not None:
             template = pattern(alt.count)

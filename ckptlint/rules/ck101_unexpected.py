@@ -26,9 +26,11 @@ Fix
 
 from __future__ import annotations
 
+from ckptlint.edits import DropKeys
 from ckptlint.keygroups import collapse
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
+from ckptlint.suggest import as_itself, remedy
 
 
 class UnexpectedKeys(Message):
@@ -51,9 +53,7 @@ class ExtraTower(Message):
         "the checkpoint is a larger model (e.g. a full two-tower CLIP) than the one it is loaded "
         "into; {cause}"
     )
-    fix = (
-        "nothing to do if you meant to take the {other} tower only; otherwise check the architecture (--arch)"
-    )
+    fix = "{fix_text}"
 
 
 @rule(
@@ -87,15 +87,27 @@ class UnexpectedRule(Rule):
         tower = next(iter(new)) if len(new) == 1 else None
         if tower is not None and exp_towers and 2 * towers.count(tower) >= len(keys):
             other = " and ".join(sorted(exp_towers))
+            edits = [DropKeys(keys=[ctx.file_key(k) for k in keys])]
+            how = remedy(ctx.ckpt, ctx.expected, edits)
+            whole = as_itself(ctx)
+            whole = f"check it as the model it is: {whole}" if whole else "otherwise check the architecture (--arch)"
+            if how:
+                fix_text = (
+                    f"to keep the {other} tower only, drop them: {how} (from_pretrained and "
+                    f"load_state_dict(strict=False) skip them anyway); if you meant the whole model, {whole}"
+                )
+            else:
+                fix_text = f"nothing to do if you meant to take the {other} tower only; {whole}"
             return [
                 ExtraTower(
                     keys=[ctx.file_key(k) for k in keys],
                     details={**details, "tower": tower},
+                    edits=edits,
                     tower=tower,
-                    other=other,
                     n=len(keys),
                     groups="; ".join(collapse(keys, ctx.file_sep, max_groups=4)),
                     cause=cause,
+                    fix_text=fix_text,
                 )
             ]
         return [

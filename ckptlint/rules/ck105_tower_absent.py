@@ -48,6 +48,7 @@ from ckptlint.archs import detect, registry
 from ckptlint.keygroups import collapse
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
+from ckptlint.suggest import as_itself, check_command, code
 
 ZERO_SHOT = (
     "zero-shot classification collapses (OpenCLIP ViT-B-16 on ImageNet: 68.3% top-1 with both towers, "
@@ -76,7 +77,7 @@ class ClippoHasNoText(Message):
         "CLIPPO (big_vision models/proj/clippo/one_tower.py) applies one ViT named img to images "
         "and to Unifont-rendered text"
     )
-    fix = "check it with --arch clippo and load it with models.proj.clippo.one_tower"
+    fix = "{fix_text}"
 
 
 @rule("CK105", "error", "a whole tower (text or vision) is absent", stage=Stage.MODEL, order=1, rank=35)
@@ -114,6 +115,9 @@ class TowerAbsentRule(Rule):
                         arch=arch,
                         n=len(taken),
                         groups=groups,
+                        fix_text="check it as CLIPPO, "
+                        + code(check_command(ctx.ckpt, "--arch", "clippo"))
+                        + ", and load it with models.proj.clippo.one_tower",
                     )
                 )
                 continue
@@ -135,9 +139,11 @@ class TowerAbsentRule(Rule):
                     if ctx.file_framework == "timm"
                     else ""
                 )
-                fix_text = (
-                    f"use weights with both towers{timm}, or check the file as a vision-only model "
-                    "(--arch timm-vit / hf-clip-vision / bv-vit)"
+                itself = as_itself(ctx)
+                fix_text = f"use weights with both towers{timm}, or " + (
+                    f"check the file as the vision-only model it is: {itself}"
+                    if itself
+                    else "check the file as a vision-only model (--arch timm-vit / hf-clip-vision / bv-vit)"
                 )
             else:
                 fix_text = f"use weights that include the {tower} tower, or a model without it"
