@@ -83,7 +83,7 @@ class ViT(nn.Module):
         x = x + self.param("pos_embedding", nn.initializers.normal(0.02), (1, h * w, c), x.dtype)
         x = Encoder(self.depth, self.mlp_dim, self.num_heads, name="Transformer")(x)
         x = MAPHead(self.mlp_dim, self.num_heads)(x)
-        return nn.Dense(self.num_classes, name="head")(x)
+        return nn.Dense(self.num_classes, name="head")(x) if self.num_classes else x
 
 
 class OneTower(nn.Module):
@@ -99,6 +99,43 @@ class OneTower(nn.Module):
         return zimg, ztxt, t
 
 
+class TextTransformer(nn.Module):
+    """big_vision models/proj/image_text/text_transformer.py _Model with pool_type='last': nn.Embed (auto-named
+    Embed_0), a learned pos_embedding (1, L, width), vit.Encoder (auto-named Encoder_0), a head of num_classes."""
+
+    num_classes: int
+    width: int = 512
+    depth: int = 12
+    mlp_dim: int = 2048
+    num_heads: int = 8
+    vocab_size: int = 32000
+
+    @nn.compact
+    def __call__(self, text: Any) -> Any:
+        x = nn.Embed(num_embeddings=self.vocab_size, features=self.width)(text)
+        _, length, d = x.shape
+        x = x + self.param("pos_embedding", nn.initializers.normal(0.02), (1, length, d), x.dtype)
+        x = Encoder(self.depth, self.mlp_dim, self.num_heads)(x)[:, -1, :]
+        return nn.Dense(self.num_classes, name="head")(x) if self.num_classes else x
+
+
+class TwoTowers(nn.Module):
+    """big_vision proj.image_text.two_towers: the text model named ``txt``, the ViT named ``img``, the temperature
+    ``t`` and (SigLIP: bias_init set) the bias ``b``. Either input may be None, as in two_towers.py."""
+
+    vit: dict[str, int]
+    text: dict[str, int]
+    bias: bool = True
+
+    @nn.compact
+    def __call__(self, image: Any, text: Any = None) -> Any:
+        ztxt = TextTransformer(**self.text, name="txt")(text) if text is not None else None
+        zimg = ViT(**self.vit, name="img")(image) if image is not None else None
+        t = self.param("t", lambda _, s: jnp.log(10.0) * jnp.ones(s, jnp.float32), (1,))
+        b = self.param("b", lambda _, s: -10.0 * jnp.ones(s, jnp.float32), (1,)) if self.bias else None
+        return zimg, ztxt, t, b
+
+
 TINY = {"num_classes": 32, "patch": 8, "width": 32, "depth": 2, "mlp_dim": 64, "num_heads": 2}
 
 
@@ -111,3 +148,7 @@ def param_shapes(model: nn.Module, *inputs: Any) -> dict[str, tuple[tuple[int, .
     (eval_shape)."""
     tree = jax.eval_shape(model.init, jax.random.PRNGKey(0), *inputs)["params"]
     return {k: (tuple(v.shape), str(v.dtype)) for k, v in flatten_dict(tree, sep="/").items()}
+
+
+def tokens(length: int = 64) -> Any:
+    return jnp.zeros((1, length), jnp.int32)

@@ -420,6 +420,7 @@ class _Hit(NamedTuple):
     prefix: str  # checkpoint prefix of the module's keys
     key: str  # the anchor key found
     root: str | None  # prefix minus the group's own prefix, when the module sits where the spec puts it
+    anchor: int = 0  # which of the module's anchors (the first one is the best evidence)
 
 
 @dataclass
@@ -484,13 +485,13 @@ def infer(spec: ArchSpec, ckpt: Checkpoint) -> Inference:
     hits: list[_Hit] = []
     for index, group in enumerate(spec.tower_groups):
         _, _, module = registry.module(group.use or "", spec.family)
-        for anchor in module.infer.anchor if module.infer else []:
+        for ai, anchor in enumerate(module.infer.anchor if module.infer else []):
             for prefix, key in find_anchor(tensors, anchor):
                 if not _is_tower(module.infer.probes, tensors, prefix):
                     continue
                 gp = group.prefix
                 root = prefix[: len(prefix) - len(gp)] if prefix.endswith(gp) else None
-                hits.append(_Hit(index, group, prefix, key, root))
+                hits.append(_Hit(index, group, prefix, key, root, ai))
 
     # 2. the root that puts the most towers where the spec puts them (then: shortest, earliest in the file)
     towers_at: dict[str, set[str]] = {}
@@ -505,7 +506,7 @@ def infer(spec: ArchSpec, ckpt: Checkpoint) -> Inference:
     for tower in dict.fromkeys(g.tower or "" for g in spec.tower_groups):
         native = [h for h in hits if h.group.tower == tower and h.root is not None and h.root == result.root]
         if native:
-            hit = min(native, key=lambda h: (h.index, order[h.key]))
+            hit = min(native, key=lambda h: (h.index, h.anchor, order[h.key]))
             found = _read_tower(
                 spec, hit.group, hit.group.use or "", hit.prefix, hit.key, tensors, native=True
             )
@@ -599,16 +600,16 @@ def _foreign_tower(
     own = next(g for g in spec.tower_groups if g.tower == tower)
     families = reg.registry().families
     ranked = [f for f in families if f.name == spec.family] + [f for f in families if f.name != spec.family]
-    best: tuple[tuple[int, int, int], str, str, str] | None = None
+    best: tuple[tuple[int, int, int, int], str, str, str] | None = None
     for fi, fam in enumerate(ranked):
         for mod_name, module in fam.data.modules.items():
             if module.infer is None or module.infer.tower != tower:
                 continue
-            for anchor in module.infer.anchor:
+            for ai, anchor in enumerate(module.infer.anchor):
                 for prefix, key in find_anchor(tensors, anchor):
                     if not _is_tower(module.infer.probes, tensors, prefix):
                         continue
-                    rank = (len(prefix), fi, order[key])
+                    rank = (len(prefix), fi, ai, order[key])
                     if best is None or rank < best[0]:
                         best = (rank, f"{fam.name}:{mod_name}", prefix, key)
     if best is None:

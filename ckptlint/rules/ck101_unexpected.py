@@ -16,8 +16,10 @@ Example
                    4.x CLIPVisionModel)
     CK101 warning  unexpected keys: the checkpoint also holds a text tower the model does not have (39 keys:
                    logit_scale; text_model.… (36 keys); text_projection.weight; visual_projection.weight)
-                   fix: nothing to do if you meant to take the vision tower only; otherwise check the
-                   architecture (--arch)
+                   fix: to keep the vision tower only, drop them: `ckptlint fix hf_clip_tiny OUT --arch
+                   hf-clip-vision` (from_pretrained and load_state_dict(strict=False) skip them anyway); if
+                   you meant the whole model, check it as the model it is: `ckptlint check hf_clip_tiny
+                   --arch hf-clip`
 
 Fix
     If you meant to load only part of the checkpoint, drop the extra keys (or load with ``strict=False`` and

@@ -20,18 +20,25 @@ Example
                    one_tower checkpoint; flax will raise ScopeParamNotFoundError for /embedding/kernel; take
                    params['img']
                    fix: load with models.proj.clippo.one_tower, or take params['img'] for the plain ViT
-                   (vit.load(init, 'FILE.npz:img'))
+                   (vit.load(init, 'tiny_clippo.npz:img', model_cfg)); rewrite the file: `ckptlint fix
+                   tiny_clippo.npz OUT --arch bv-vit` (or in Python: `sd = dict(np.load('tiny_clippo.npz'));
+                   sd = {'params/' + k.removeprefix('params/img/'): v for k, v in sd.items() if
+                   k.startswith('params/img/')}`)
 
     $ ckptlint check openclip_tiny_ddp_module_prefix.pt --arch open_clip
     CK103 error    key prefix: every expected key (62) exists under module. (DistributedDataParallel /
                    DataParallel)
-                   fix: strip module.: sd = {k.removeprefix('module.'): v for k, v in sd.items()}
+                   fix: strip module.: `ckptlint fix openclip_tiny_ddp_module_prefix.pt OUT --arch open_clip`
+                   (or in Python: `sd = torch.load('openclip_tiny_ddp_module_prefix.pt', weights_only=True);
+                   sd = {k.removeprefix('module.'): v for k, v in sd.items()}`)
 
 Fix
-    Strip (or add) the prefix the finding names — ``{k.removeprefix(P): v for k, v in sd.items()}`` — or save
-    the inner model (``model.module.state_dict()``, ``model._orig_mod.state_dict()``). For big_vision, load
-    CLIPPO with ``models.proj.clippo.one_tower`` or take ``params['img']`` (``vit.load(init,
-    "file.npz:img")``).
+    Strip (or add) the prefix the finding names: ``ckptlint fix FILE OUT --arch …`` (the finding names the exact
+    command, and the Python one-liner that does the same from the loaded file), or save the inner model
+    (``model.module.state_dict()``, ``model._orig_mod.state_dict()``). For big_vision, load CLIPPO with
+    ``models.proj.clippo.one_tower`` or take ``params['img']`` (``vit.load(init, "FILE.npz:img", model_cfg)``);
+    a plain ViT loads into CLIPPO or SigLIP as their image tower (``one_tower.load`` / ``two_towers.load``
+    with ``{"img": "FILE.npz"}``).
 
 Links
     big_vision models/proj/clippo/one_tower.py, models/vit.py (load, fix_old_checkpoints);

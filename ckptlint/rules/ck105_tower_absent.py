@@ -24,7 +24,8 @@ Example
                    vision-only vit_base_patch16_clip_224.openai)
                    fix: use weights with both towers (for timm's vit_*_clip_*.openai tags:
                    open_clip.create_model('ViT-B-16', pretrained='openai') and friends), or check the file as
-                   a vision-only model (--arch timm-vit / hf-clip-vision / bv-vit)
+                   the vision-only model it is: `ckptlint check timm_vit_clip_tiny.safetensors --arch
+                   timm-vit`
     CK104 error    another framework's layout: timm_vit_clip_tiny.safetensors holds timm keys (33 of 33:
                    blocks.… (24 keys); cls_token; head.{bias,weight} (2 keys); … 6 more) and the model is
                    OpenCLIP (open_clip) / OpenAI CLIP; 182 of its 182 keys are missing
@@ -34,7 +35,8 @@ Example
                    has no text tower by design — text is rendered as images and goes through the image tower —
                    but bv-siglip expects one (198 keys: txt/Embed_0/embedding; txt/pos_embedding;
                    txt/Encoder_0/… (194 keys); txt/head/{kernel,bias} (2 keys))
-                   fix: check it with --arch clippo and load it with models.proj.clippo.one_tower
+                   fix: check it as CLIPPO, `ckptlint check tiny_clippo.npz --arch clippo`, and load it with
+                   models.proj.clippo.one_tower
 
 Fix
     Use a checkpoint that has both towers (for timm's ``vit_*_clip_*.openai`` tags: open_clip's

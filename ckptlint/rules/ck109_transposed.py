@@ -19,13 +19,15 @@ Example
     $ ckptlint check openclip_transposed.pt --arch open_clip:custom,embed_dim=32    # visual.proj saved as .T
     CK109 error    transposed kernel: visual.proj is [32,64] in the checkpoint and [64,32] in the model (the
                    same matrix transposed); text_projection ([32,32], square) would load silently transposed
-                   fix: transpose it: sd['visual.proj'] = sd['visual.proj'].T — and check text_projection,
-                   which no shape check catches
+                   fix: transpose it: `ckptlint fix openclip_transposed.pt OUT --arch
+                   open_clip:custom,embed_dim=32` (or in Python: `sd = torch.load('openclip_transposed.pt',
+                   weights_only=True); sd['visual.proj'] = sd['visual.proj'].T.contiguous()`) — and check
+                   text_projection, which no shape check catches
 
 Fix
-    Transpose the named tensors (``sd[k] = sd[k].T``; for flax kernels of more dimensions, the matching
-    ``transpose``) — and apply the same to the square projections the finding lists, which
-    no shape check can catch.
+    ``ckptlint fix FILE OUT --arch …`` (the finding names the exact command) rewrites the named tensors
+    transposed and copies the rest; in Python ``sd[k] = sd[k].T.contiguous()`` (torch; ``.T`` for numpy) —
+    and apply the same to the square projections the finding lists, which no shape check can catch.
 """
 
 from __future__ import annotations

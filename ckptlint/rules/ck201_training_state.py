@@ -18,13 +18,15 @@ Example
                    weights
                    cause: a big_vision trainer checkpoint ({params, opt, chrono}): 146.7 KiB of training state
                    next to 130.5 KiB of weights
-                   fix: ckptlint strip --keep params IN OUT   (or save params only before publishing:
-                   big_vision's colab loads utils.load_checkpoint(None, path)['params'])
+                   fix: `ckptlint strip --keep params tiny_clippo.npz OUT` (or save params only before
+                   publishing: big_vision's colab loads utils.load_checkpoint(None, path)['params'])
 
 Fix
-    Save the weights alone before publishing: ``ckptlint strip --keep params IN OUT`` (big_vision; the colab
-    loads ``utils.load_checkpoint(None, path)['params']``), ``torch.save(model.state_dict(), PATH)`` or
-    ``safetensors.torch.save_file(model.state_dict(), PATH)`` (torch).
+    Publish the weights alone. The finding names the exact command for the file: ``ckptlint strip --keep GROUPS
+    FILE OUT`` with the file's own weight groups (``params`` for big_vision, ``state_dict``, ``model_state``…
+    for trainer dicts), or ``ckptlint fix FILE OUT`` when the weights share the top level with the training
+    state. Or save them alone: big_vision's colab loads ``utils.load_checkpoint(None, path)['params']``;
+    ``torch.save(model.state_dict(), PATH)`` or ``safetensors.torch.save_file(model.state_dict(), PATH)``.
 """
 
 from __future__ import annotations
