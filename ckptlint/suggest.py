@@ -137,7 +137,9 @@ def _step(ckpt: Checkpoint, edit: Edit, torch_like: bool) -> str | tuple[str, st
             return f"sd = {{{new!r} + k: v for k, v in sd.items()}}"
         if not new:
             return f"sd = {{k.removeprefix({old!r}): v for k, v in sd.items()}}"
-        return f"sd = {{({new!r} + k[{len(old)}:] if k.startswith({old!r}) else k): v for k, v in sd.items()}}"
+        return (
+            f"sd = {{({new!r} + k[{len(old)}:] if k.startswith({old!r}) else k): v for k, v in sd.items()}}"
+        )
     if any(_group_of(ckpt, k) for k in _keys_of(edit)) and torch_like:
         return None  # keys inside a trainer dict's containers: the command handles them
     if isinstance(edit, TakeSubtree):
@@ -151,7 +153,9 @@ def _step(ckpt: Checkpoint, edit: Edit, torch_like: bool) -> str | tuple[str, st
     if isinstance(edit, DropGroups):
         if any(edit.sep in g for g in edit.groups):
             return None
-        return f"sd = {{k: v for k, v in sd.items() if k.split({edit.sep!r})[0] not in {tuple(edit.groups)!r}}}"
+        return (
+            f"sd = {{k: v for k, v in sd.items() if k.split({edit.sep!r})[0] not in {tuple(edit.groups)!r}}}"
+        )
     if isinstance(edit, Transpose):
         tail = ".T.contiguous()" if torch_like else ".T"
         return "; ".join(f"sd[{k!r}] = sd[{k!r}]{tail}" for k in edit.keys)

@@ -16,7 +16,6 @@ from typing import Any
 import bv_replica
 import numpy as np
 import pytest
-import torch
 from cli_support import ckptlint
 from engine_support import (
     CORPUS,
@@ -145,7 +144,14 @@ def test_plain_vit_checked_as_clippo_is_only_the_wrong_scope(tmp_path: Path) -> 
 
 def _siglip_default_text() -> dict[str, int]:
     """The text tower bv-siglip falls back to when the file has none: B's (as two_towers' SigLIP B/16)."""
-    return {"num_classes": 768, "width": 768, "depth": 12, "mlp_dim": 3072, "num_heads": 12, "vocab_size": 32000}
+    return {
+        "num_classes": 768,
+        "width": 768,
+        "depth": 12,
+        "mlp_dim": 3072,
+        "num_heads": 12,
+        "vocab_size": 32000,
+    }
 
 
 def test_twotowers_replica_is_big_vision_siglip() -> None:
@@ -202,9 +208,15 @@ def test_big_vision_resized_posemb_keeps_the_variant(tmp_path: Path) -> None:
     with np.load(BV / "tiny_vit.npz") as z:
         arrays = {k: z[k] for k in z.files}
     pe = arrays["params/pos_embedding"]  # (1, 16, 32): 4×4 patches
-    arrays["params/pos_embedding"] = np.asarray(jax.image.resize(pe.reshape(1, 4, 4, 32), (1, 8, 8, 32), "bilinear")).reshape(1, 64, 32)
+    arrays["params/pos_embedding"] = np.asarray(
+        jax.image.resize(pe.reshape(1, 4, 4, 32), (1, 8, 8, 32), "bilinear")
+    ).reshape(1, 64, 32)
     path = save_npz(tmp_path / "resized.npz", arrays)
     report = check_as(path, "bv-vit")
     assert report.arch is not None and report.arch.variant == "custom"
     assert structural(report) == []  # inferred at 64 px: the model the file fits
-    assert [f.code for f in check_checkpoint(read_checkpoint(path), arch="bv-vit:custom,image_size=32").findings if f.code != "CK107"] == ["CK110"]
+    assert [
+        f.code
+        for f in check_checkpoint(read_checkpoint(path), arch="bv-vit:custom,image_size=32").findings
+        if f.code != "CK107"
+    ] == ["CK110"]

@@ -92,7 +92,11 @@ class UnexpectedRule(Rule):
             edits = [DropKeys(keys=[ctx.file_key(k) for k in keys])]
             how = remedy(ctx.ckpt, ctx.expected, edits)
             whole = as_itself(ctx)
-            whole = f"check it as the model it is: {whole}" if whole else "otherwise check the architecture (--arch)"
+            whole = (
+                f"check it as the model it is: {whole}"
+                if whole
+                else "otherwise check the architecture (--arch)"
+            )
             if how:
                 fix_text = (
                     f"to keep the {other} tower only, drop them: {how} (from_pretrained and "

@@ -106,7 +106,9 @@ class TransposedRule(Rule):
             silent = f"; {names} would load silently transposed"
             silent_fix = f" — and check {', '.join(square[:4])}, which no shape check catches"
         edits = [Transpose(keys=[ctx.file_key(i.actual_key) for _, i in hits])]
-        fix_text = joined(f"transpose {'it' if len(hits) == 1 else 'them'}", remedy(ctx.ckpt, ctx.expected, edits))
+        fix_text = joined(
+            f"transpose {'it' if len(hits) == 1 else 'them'}", remedy(ctx.ckpt, ctx.expected, edits)
+        )
         return [
             Transposed(
                 keys=[ctx.file_key(i.actual_key) for _, i in hits],

@@ -105,7 +105,9 @@ class OldLayoutRule(Rule):
                     title=entry["title"],
                     what=what,
                     loader=entry["loader"],
-                    fix_text=joined(entry["fix"], remedy(ctx.ckpt, ctx.expected, edits), "; rewrite the file: "),
+                    fix_text=joined(
+                        entry["fix"], remedy(ctx.ckpt, ctx.expected, edits), "; rewrite the file: "
+                    ),
                 )
             )
         return out
