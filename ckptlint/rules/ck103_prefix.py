@@ -208,6 +208,8 @@ class PrefixRule(Rule):
             )
             if count < 2 and (known is None or (rename.source and rename.target)):
                 break  # one key under another name is a rename, not a wrapper
+            if rename.source and rename.target and 2 * count < max(len(ctx.missing), len(ctx.unexpected)):
+                break  # two modules of another architecture that happen to share shapes (a LayerNorm...)
             message = self._message(ctx, rename)
             if message is None:
                 break

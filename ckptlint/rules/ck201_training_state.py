@@ -40,7 +40,7 @@ from ckptlint.suggest import code, command, fix_command, local
 
 class TrainingState(Message):
     code = "CK201"
-    message = "training state included: {groups} make{s} the file {ratio}× larger than the weights"
+    message = "training state included: {groups} make{s} the file {ratio} larger than the weights"
     cause = "{cause}"
     fix = "{fix_text}"
 
@@ -179,7 +179,8 @@ class TrainingStateRule(Rule):
         for g in split.optimizer_groups:
             share = opt_bytes.get(g, 0) / weights_bytes
             of = weights_group or "the weights"
-            parts.append(f"{g}{sep} ({share:.1f} × {of})" if share >= 0.05 else f"{g}{sep}")
+            name = f"{g}{sep}" if sep == "/" else g
+            parts.append(f"{name} ({share:.1f} × {of})" if share >= 0.05 else name)
         parts += [f"{g}{sep}" if sep == "/" else g for g in split.counter_groups]
         groups = " and ".join([", ".join(parts[:-1]), parts[-1]]) if len(parts) > 1 else parts[0]
         ratio = total / weights_bytes
@@ -198,7 +199,7 @@ class TrainingStateRule(Rule):
                 details=details,
                 groups=groups,
                 s="" if len(parts) > 1 else "s",
-                ratio=f"{ratio:.1f}",
+                ratio=f"{ratio:.1f}×" if ratio >= 1.095 else f"{(ratio - 1) * 100:.0f}%",
                 cause=cause,
                 fix_text=fix_text,
             )
