@@ -306,12 +306,14 @@ def rules_cmd(fmt: str) -> None:
 
 
 @cli.command()
+@click.argument("name", required=False)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def archs(fmt: str) -> None:
-    """List every architecture name, its variants and where it comes from."""
-    from ckptlint.report.listing import render_archs
+def archs(name: str | None, fmt: str) -> None:
+    """List every architecture, all its variants and where it comes from; with NAME, every variant of that
+    architecture with its parameters."""
+    from ckptlint.report.listing import render_arch, render_archs
 
-    click.echo(render_archs(fmt), nl=False)
+    click.echo(render_arch(name, fmt) if name else render_archs(fmt), nl=False)
 
 
 @cli.command()

@@ -15,8 +15,9 @@ A remote input (``hf://``, ``s3://``...) gets no command: ``fix`` and ``strip`` 
 
 from __future__ import annotations
 
+import difflib
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ckptlint.edits import DropGroups, DropKeys, Edit, RenameKeys, RenamePrefix, TakeSubtree, Transpose
@@ -208,3 +209,27 @@ def as_itself(ctx: Any) -> str:
     if inferred is None or (expected is not None and inferred.arch == expected.arch):
         return ""
     return code(check_command(ctx.ckpt, "--arch", inferred.arch))
+
+
+def close_matches(word: str, names: Iterable[str], n: int = 3) -> list[str]:
+    """Names a mistyped ``word`` probably meant: the same name in another case first, then the closest spellings
+    (case-insensitive). A suggestion for the message, never a name to use in its place."""
+    names = list(dict.fromkeys(names))
+    low = word.lower()
+    same = [x for x in names if x.lower() == low]
+    by_low: dict[str, str] = {}
+    for x in names:
+        by_low.setdefault(x.lower(), x)
+    if same:  # only the case differs: that is the one
+        return same[:1]
+    return [by_low[m] for m in difflib.get_close_matches(low, list(by_low), n=n, cutoff=0.6)]
+
+
+def did_you_mean(word: str, names: Iterable[str], n: int = 3) -> str:
+    """``"; did you mean 'ViT-B-16'?"`` (or ``"… 'a' or 'b'?"``), or "" when nothing is close."""
+    found = close_matches(word, names, n)
+    if not found:
+        return ""
+    quoted = [repr(x) for x in found]
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return f"; did you mean {listed}?"

@@ -20,7 +20,15 @@ def expected_from_spec(path: str) -> Expected:
     from ckptlint.expected import expected_from_checkpoint
     from ckptlint.readers import read_checkpoint
 
-    ckpt = read_checkpoint(path)
+    from ckptlint.errors import UnreadableCheckpoint, UsageError
+
+    try:
+        ckpt = read_checkpoint(path)
+    except UnreadableCheckpoint as exc:
+        raise UsageError(
+            f"--spec {path}: {exc.reason}; --spec takes the `ckptlint dump --format json` output of a reference "
+            "checkpoint, or the reference checkpoint itself (a weights file or folder)"
+        ) from None
     guess = detect_layout(ckpt)
     root = guess.root if guess.name != "unknown" else ""
     if root:
