@@ -40,7 +40,17 @@ def one_run(files: list[Path], jobs: int) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "ckptlint", "check", *map(str, files), "--jobs", str(jobs), "--format", "json"],
+        [
+            sys.executable,
+            "-m",
+            "ckptlint",
+            "check",
+            *map(str, files),
+            "--jobs",
+            str(jobs),
+            "--format",
+            "json",
+        ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,

@@ -16,11 +16,9 @@ def expected_from_spec(path: str) -> Expected:
     """The expected tree a reference file (dump JSON or checkpoint) describes (source="spec")."""
     from ckptlint.archs import resolve_expected
     from ckptlint.archs.detect import detect_layout
-    from ckptlint.errors import CkptlintError
+    from ckptlint.errors import CkptlintError, UnreadableCheckpoint, UsageError
     from ckptlint.expected import expected_from_checkpoint
     from ckptlint.readers import read_checkpoint
-
-    from ckptlint.errors import UnreadableCheckpoint, UsageError
 
     try:
         ckpt = read_checkpoint(path)

@@ -129,7 +129,9 @@ class PreprocessingAbsentRule(Rule):
         if image_missing:
             fix_text = IMAGE_SIDECAR.get(ctx.ckpt.format, SIDECARS).format(dir=repr(folder))
             fix_text += f"; {hint}" if hint else ""
-            if "tokenizer" in missing and ctx.ckpt.format == "hf-dir":  # from_pretrained reads them from there
+            if (
+                "tokenizer" in missing and ctx.ckpt.format == "hf-dir"
+            ):  # from_pretrained reads them from there
                 fix_text += f"; and {tokenizer_fix}"
         else:  # the image side is described: only the tokenizer is missing
             fix_text = tokenizer_fix
