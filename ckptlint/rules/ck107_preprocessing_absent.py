@@ -119,8 +119,12 @@ class PreprocessingAbsentRule(Rule):
                 "local file"
             )
         else:
+            given = [k for k in ("size", "mean", "std", "interpolation") if k in pp.fields] or ["other fields"]
+            lacking = [m for m in missing if m != "tokenizer"]
             cause = (
-                f"{', '.join(pp.sources)} describe{'s' if len(pp.sources) == 1 else ''} the rest, not these"
+                f"{' and '.join(pp.sources)} record{'s' if len(pp.sources) == 1 else ''} the "
+                f"{'/'.join(given)} but not the {'/'.join(lacking)}, so whoever loads the weights has to guess "
+                "those"
             )
         hint = known_values(ctx)
         image_missing = [m for m in missing if m != "tokenizer"]
