@@ -344,3 +344,62 @@ def test_trainer_checkpoint_suggests_its_own_groups(tmp_path: Path) -> None:
     (ck103,) = [f for f in check_files([str(path)], arch="open_clip").files[0].findings if f.code == "CK103"]
     assert "trainer checkpoint dict" in ck103.message
     assert f"`sd = torch.load({str(path)!r}, weights_only=True)['model_state']`" in ck103.fix
+
+
+def test_ck110_fix_is_an_instruction_with_the_real_path(tmp_path: Path) -> None:
+    """Each framework's resampling advice reads as a sentence ("resample it with …", "call the model with …") and
+    names the file itself, never a placeholder."""
+    from engine_support import hf_config, timm_tiny
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionModel
+
+    vision = hf_config("hf_clipvision_tiny")
+    vision.image_size = 64
+    cases = {
+        "open_clip.pt": (
+            lambda p: torch.save(open_clip_tiny(vision_cfg={"image_size": 64}).state_dict(), p),
+            "open_clip",
+        ),
+        "timm.safetensors": (lambda p: save_file(timm_tiny(img_size=64).state_dict(), str(p)), "timm-vit"),
+        "hf.safetensors": (
+            lambda p: save_file(CLIPVisionModel(vision).state_dict(), str(p)),
+            "hf-clip-vision",
+        ),
+    }
+    fixes = {}
+    for name, (build, arch) in cases.items():
+        build(tmp_path / name)
+        report = check_files([str(tmp_path / name)], arch=f"{arch}:custom,image_size=32").files[0]
+        (ck110,) = [f for f in report.findings if f.code == "CK110"]
+        fixes[name] = ck110.fix
+    bv = check_files([str(CORPUS / "big_vision" / "tiny_vit.npz")], arch="bv-vit:custom,image_size=64").files[
+        0
+    ]
+    fixes["bv"] = next(f.fix for f in bv.findings if f.code == "CK110")
+    for name, fix in fixes.items():
+        assert fix.startswith(("resample it with ", "call the model with ")), (name, fix)
+        assert "with call" not in fix and "PATH" not in fix and "{" not in fix, (name, fix)
+    assert (
+        f"pretrained_cfg_overlay=dict(file={str(tmp_path / 'timm.safetensors')!r})"
+        in fixes["timm.safetensors"]
+    )
+
+
+def test_fix_for_a_vision_model_keeps_the_vision_tower_only(tmp_path: Path) -> None:
+    """A CLIPModel's model.safetensors fixed for CLIPVisionModel: OUT holds exactly CLIPVisionModel's keys (no
+    logit_scale, no text_model.*), loads strictly, and its re-check reports neither CK101 nor CK103."""
+    from engine_support import hf_config
+    from safetensors.torch import load_file
+    from transformers import CLIPVisionModel
+
+    src = tmp_path / "model.safetensors"
+    shutil.copy(CORPUS / "hf" / "hf_clip_tiny" / "model.safetensors", src)
+    out = tmp_path / "out.safetensors"
+    proc = ckptlint("fix", str(src), str(out), "--arch", "hf-clip-vision")
+    assert proc.returncode == 0, proc.stderr
+    vision = CLIPVisionModel(hf_config("hf_clip_tiny").vision_config)
+    sd = load_file(str(out))
+    assert set(sd) == set(vision.state_dict())
+    vision.load_state_dict(sd, strict=True)
+    codes = {f.code for f in check_files([str(out)], arch="hf-clip-vision").files[0].findings}
+    assert not codes & {"CK101", "CK103"}
