@@ -317,6 +317,10 @@ SCENARIOS: dict[str, tuple[Callable[[Path], None], list[str | None]]] = {
     "bv_inlined_map_head.npz": (_bv_inlined_map_head, [None, "bv-vit"]),
     "bv_flax_optim.npz": (_bv_flax_optim, [None, "bv-vit"]),
     "model.safetensors": (_hf_clip_weights_file, [None, "hf-clip-vision", "hf-clip"]),
+    "it's a ddp copy.pt": (
+        lambda p: shutil.copy(CORPUS / "open_clip" / "openclip_tiny_ddp_module_prefix.pt", p),
+        [None],
+    ),
 }
 
 
@@ -330,6 +334,8 @@ def test_scenarios(tmp_path: Path) -> None:
     found = harvest(cases)
     codes = {item.code for item in found.values()}
     assert {"CK103", "CK109", "CK111", "CK201", "CK101"} <= codes, codes
+    quoted = shlex.quote(str(src / "it's a ddp copy.pt"))
+    assert any(t.startswith(f"ckptlint fix {quoted} OUT") for t in found), "a path with a space and a quote"
     run_all(found, tmp_path / "run")
 
 

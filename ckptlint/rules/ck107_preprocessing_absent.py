@@ -119,7 +119,9 @@ class PreprocessingAbsentRule(Rule):
                 "local file"
             )
         else:
-            given = [k for k in ("size", "mean", "std", "interpolation") if k in pp.fields] or ["other fields"]
+            given = [k for k in ("size", "mean", "std", "interpolation") if k in pp.fields] or [
+                "other fields"
+            ]
             lacking = [m for m in missing if m != "tokenizer"]
             cause = (
                 f"{' and '.join(pp.sources)} record{'s' if len(pp.sources) == 1 else ''} the "
