@@ -317,6 +317,14 @@ SCENARIOS: dict[str, tuple[Callable[[Path], None], list[str | None]]] = {
     "bv_inlined_map_head.npz": (_bv_inlined_map_head, [None, "bv-vit"]),
     "bv_flax_optim.npz": (_bv_flax_optim, [None, "bv-vit"]),
     "model.safetensors": (_hf_clip_weights_file, [None, "hf-clip-vision", "hf-clip"]),
+    "vit.npz": (
+        lambda p: shutil.copy(CORPUS / "big_vision" / "tiny_vit.npz", p),
+        ["bv-vit:B/16", "bv-siglip"],
+    ),
+    "open_clip_b16.pt": (
+        lambda p: shutil.copy(CORPUS / "open_clip" / "openclip_tiny.pt", p),
+        ["open_clip:ViT-B-16"],
+    ),
     "it's a ddp copy.pt": (
         lambda p: shutil.copy(CORPUS / "open_clip" / "openclip_tiny_ddp_module_prefix.pt", p),
         [None],
@@ -333,7 +341,7 @@ def test_scenarios(tmp_path: Path) -> None:
         cases.append((src / name, archs))
     found = harvest(cases)
     codes = {item.code for item in found.values()}
-    assert {"CK103", "CK109", "CK111", "CK201", "CK101"} <= codes, codes
+    assert {"CK103", "CK109", "CK111", "CK112", "CK201", "CK101"} <= codes, codes
     quoted = shlex.quote(str(src / "it's a ddp copy.pt"))
     assert any(t.startswith(f"ckptlint fix {quoted} OUT") for t in found), "a path with a space and a quote"
     run_all(found, tmp_path / "run")
