@@ -117,6 +117,10 @@ class PosembResizedRule(Rule):
                     )
                 )
                 continue
+            ga, ge = grid_of(a[idx]), grid_of(e[idx])
+            if ga is not None and ge is not None and ga[0] == ge[0]:
+                ctx.shape[key] = issue  # the same grid, a class-token row more or less: not a resize
+                continue
             patch = ctx.exp_structure.get("vision", "patch")
             a_desc, a_image = _grid_text(a[idx], patch)
             e_desc, e_image = _grid_text(e[idx], patch)
