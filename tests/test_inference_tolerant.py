@@ -220,3 +220,12 @@ def test_big_vision_resized_posemb_keeps_the_variant(tmp_path: Path) -> None:
         for f in check_checkpoint(read_checkpoint(path), arch="bv-vit:custom,image_size=32").findings
         if f.code != "CK107"
     ] == ["CK110"]
+
+
+def test_a_class_token_row_is_not_a_resize() -> None:
+    """SigLIP's position embedding (16 rows: 4×4, no class token) against CLIP's (17: 4×4 + class token) is the
+    same 32 px grid: a shape mismatch, never "position embedding resized"."""
+    report = check_as(CORPUS / "hf" / "hf_siglip_tiny", "hf-clip-vision")
+    assert "CK110" not in structural(report)
+    (ck102,) = [f for f in report.findings if f.code == "CK102"]
+    assert "embeddings.position_embedding.weight" in ck102.keys
