@@ -183,8 +183,8 @@ def check(
 # A small local checkpoint takes ~10 ms to check, and a worker process costs ~0.15 s of CPU to start when it has
 # to import the readers, rules and models itself (`check` loads them before forking) plus pickling its results back:
 # `--jobs 2` on 40 small files took 1.9 s against 1.4 s for one job (benchmarks/bench_jobs.py). A worker pays off
-# only with a few dozen files to check.
-MIN_FILES_PER_WORKER = 32
+# only with dozens of files to check, and on a busy machine not even then.
+MIN_FILES_PER_WORKER = 64
 
 
 def workers(tasks: list[Any], jobs: int) -> int:
