@@ -16,6 +16,7 @@ from ckptlint.expected import Expected, Unchecked
 from ckptlint.readers import read_checkpoint
 from ckptlint.results import FileReport, Report
 from ckptlint.rules.ck001_unreadable import unreadable
+from ckptlint.suggest import REQUESTED
 
 
 def _as_list(paths: str | Path | Iterable[str | Path]) -> list[str]:
@@ -30,10 +31,12 @@ def _fixed_expectation(model: str | None, spec: str | None) -> Callable[[], Expe
         from ckptlint.archs.live import expected_from_factory
 
         make: Callable[[], Expected] = lambda: expected_from_factory(model)  # noqa: E731
+        asked = ["--model", model]
     elif spec is not None:
         from ckptlint.archs.spec_file import expected_from_spec
 
         make = lambda: expected_from_spec(spec)  # noqa: E731
+        asked = ["--spec", spec]
     else:
         return None
     cache: list[Expected] = []
@@ -41,6 +44,7 @@ def _fixed_expectation(model: str | None, spec: str | None) -> Callable[[], Expe
     def get() -> Expected:
         if not cache:
             cache.append(make())
+            cache[0].params[REQUESTED] = asked  # what a suggested `ckptlint fix` repeats
         return cache[0]
 
     return get
@@ -70,6 +74,8 @@ def check_checkpoint(
     unchecked = None
     if expected is None:  # issue 11: the checkpoint's own declaration is the expectation (ckptlint.declared)
         expected, unchecked = _declared(ckpt)
+    if expected is not None and arch is not None:
+        expected.params.setdefault(REQUESTED, ["--arch", arch])  # what a suggested `ckptlint fix` repeats
     if expected is None:
         expected = inferred()
     variant_inferred = arch is not None and ":" not in arch

@@ -145,11 +145,13 @@ def validate_arch(arch: str, where: str) -> str:
     if not isinstance(arch, str) or not arch.strip():
         raise UsageError(f"{where}: arch must be a non-empty string, got {arch!r}")
     from ckptlint.archs.spec import arch_names
+    from ckptlint.suggest import did_you_mean
 
-    names = set(arch_names())
+    names = sorted(arch_names())
     name = arch.split(":", 1)[0]
     if name not in names:
-        raise UsageError(f"{where}: unknown architecture {name!r} (known: {', '.join(sorted(names))})")
+        hint = did_you_mean(name, names)
+        raise UsageError(f"{where}: unknown architecture {name!r}{hint} (known: {', '.join(names)})")
     return arch
 
 

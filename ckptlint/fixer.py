@@ -4,16 +4,18 @@
 add or swap a key prefix (CK103: ``module.`` from DDP, ``_orig_mod.`` from torch.compile, a trainer's
 ``state_dict.``), take a subtree (CK103: ``params/img/`` of a CLIPPO one_tower file for a plain ViT), rename or drop
 old-layout keys (CK111: pre-2022 position embeddings, transformers < 4.31 ``position_ids``), drop training state
-(CK201). ``fix`` runs the same check, folds every key edit into one key map and rewrites the file through it, so
-check and fix can never disagree. Keys no edit names are kept as they are; edits that change values (CK109
-``transpose``) are listed as not applied. The input is never modified.
+(CK201) or a tower the model does not have (CK101), transpose kernels stored in the other convention (CK109).
+``fix`` runs the same check, folds every key edit into one key map and rewrites the file through it (transposed
+tensors are rewritten, every other tensor's bytes copied), so check and fix can never disagree. Keys no edit names
+are kept as they are. The input is never modified. Without ``--arch``/``--model``/``--spec`` the expectation is the
+one ``check`` infers from the file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ckptlint.edits import KEY_KINDS, Convert, Edit, RenameKeys, describe, key_plan
+from ckptlint.edits import KEY_KINDS, Convert, Edit, RenameKeys, Transpose, describe, key_plan
 from ckptlint.errors import UsageError
 from ckptlint.keygroups import fold_numbers
 from ckptlint.results import Report
@@ -28,7 +30,7 @@ class FixResult:
     after: Report
     rewrite: RewriteResult
     applied: list[tuple[str, Edit]] = field(default_factory=list)  # (code of the finding, edit)
-    not_applied: list[tuple[str, Edit]] = field(default_factory=list)  # edits that change values
+    not_applied: list[tuple[str, Edit]] = field(default_factory=list)  # edits fix cannot apply (none today)
     renames: list[tuple[str, str, int]] = field(default_factory=list)  # (from prefix, to prefix, key count)
     taken: str = ""  # the prefix the expected model's loader takes off (big_vision ``params/``)
 
@@ -41,6 +43,8 @@ class FixResult:
         for _, edit in self.applied:
             if isinstance(edit, RenameKeys):
                 lines += [f"  renamed {a} → {b}" for a, b in edit.renames.items()]
+            elif isinstance(edit, Transpose):
+                lines.append(f"  transposed {', '.join(fold_numbers(edit.keys)[:8])}")
         if r.dropped:
             few = len(r.dropped) <= 8
             groups = fold_numbers(
@@ -49,10 +53,10 @@ class FixResult:
             lines.append(
                 f"  dropped {len(r.dropped)} tensors not loaded by the model: {', '.join(groups[:8])}"
             )
-        if not r.renamed and not r.dropped:
+        if not r.renamed and not r.dropped and not any(isinstance(e, Transpose) for _, e in self.applied):
             lines.append("  nothing mechanical to change; OUT is a copy")
         for code, edit in self.not_applied:
-            lines.append(f"  not applied ({code}, changes values): {describe(edit)}")
+            lines.append(f"  not applied ({code}): {describe(edit)}")
         lines += [f"  {n}" for n in r.notes]
         before = {f.code for fr in self.before.files for f in fr.findings}
         after = {f.code for fr in self.after.files for f in fr.findings}
@@ -89,8 +93,8 @@ def fix_checkpoint(
     from ckptlint.readers import read_checkpoint
     from ckptlint.views import is_flax, weight_view
 
-    if sum(x is not None for x in (arch, model, spec)) != 1:
-        raise UsageError("give exactly one of --arch, --model, --spec")
+    if sum(x is not None for x in (arch, model, spec)) > 1:
+        raise UsageError("give at most one of --arch, --model, --spec")
     check_paths(src, dst)
     ckpt = read_checkpoint(src)
     expected = expectation_for(ckpt, arch=arch, model=model, spec=spec)
@@ -100,8 +104,9 @@ def fix_checkpoint(
     conversions = [(c, e) for c, e in carried if isinstance(e, Convert)]
     if conversions:
         return _fix_by_conversion(src, dst, before, carried, conversions[0])
-    applied = [(c, e) for c, e in carried if e.kind in KEY_KINDS]
+    applied = [(c, e) for c, e in carried if e.kind in KEY_KINDS or isinstance(e, Transpose)]
     plan = key_plan(e for _, e in applied)
+    transposed = [k for _, e in applied if isinstance(e, Transpose) for k in e.keys]
     taken = weight_view(ckpt, is_flax(expected, ckpt))[1]
     unwrap = taken if to_format not in ("same", ckpt.format) else ""
 
@@ -114,7 +119,7 @@ def fix_checkpoint(
         rule = plan.prefix_rule(key)
         if rule is not None:
             renamed_by[rule] = renamed_by.get(rule, 0) + 1
-    result = rewrite(src, dst, keymap, to_format=to_format)
+    result = rewrite(src, dst, keymap, to_format=to_format, transpose=transposed)
     after = check_files([dst], arch=arch, model=model, spec=spec)
     renames = [
         (old, new[len(unwrap) :] if unwrap and new.startswith(unwrap) else new, n)
@@ -125,7 +130,7 @@ def fix_checkpoint(
         after=after,
         rewrite=result,
         applied=applied,
-        not_applied=[(c, e) for c, e in carried if e.kind not in KEY_KINDS],
+        not_applied=[(c, e) for c, e in carried if (c, e) not in applied],
         renames=renames,
         taken=taken,
     )

@@ -10,7 +10,7 @@ folder next to OUT that is re-read, compared with the plan and only then renamed
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,20 +44,27 @@ def check_paths(src: str, dst: str) -> None:
     check_output(s, d, [], folder=wants_folder(s, d))
 
 
-def rewrite(src: str, dst: str, keymap: KeyMap, *, to_format: str = SAME) -> RewriteResult:
+def rewrite(
+    src: str, dst: str, keymap: KeyMap, *, to_format: str = SAME, transpose: Collection[str] = ()
+) -> RewriteResult:
     """Write ``dst`` holding ``src``'s tensors mapped through ``keymap``, verified by re-reading it.
 
     ``to_format``: ``same`` (the input's kind; legacy torch becomes a zip archive), ``safetensors``, ``torch``,
-    ``npz`` or ``msgpack``. A thin wrapper over :func:`ckptlint.writers.write_checkpoint`.
+    ``npz`` or ``msgpack``; ``transpose``: input keys whose two axes are swapped on the way. A thin wrapper over
+    :func:`ckptlint.writers.write_checkpoint`.
     """
     from ckptlint.readers import read_checkpoint
     from ckptlint.writers import plan_from_keymap, write_checkpoint
+    from ckptlint.writers.plan import Entry, Transpose
 
     check_paths(src, dst)
     ckpt = read_checkpoint(src)
     if any(f.code == "CK301" for f in ckpt.findings):
         raise UsageError(f"{src}: refusing to rewrite a pickle that imports unsafe globals (see CK301)")
     plan, dropped = plan_from_keymap(ckpt, keymap)
+    if transpose:
+        wanted = set(transpose)
+        plan.entries = [Entry(e.out, e.src, (Transpose(),)) if e.src in wanted else e for e in plan.entries]
     result = write_checkpoint(src, plan, dst, to_format, ckpt=ckpt)
     renamed = {e.src: e.out for e in plan.entries if e.src != e.out}  # type: ignore[misc]
     return RewriteResult(

@@ -155,19 +155,20 @@ class TextTransformer(nn.Module):
 
 class TwoTowers(nn.Module):
     """SigLIP: text tower ``txt`` (run first, as two_towers.py), image tower ``img`` (MAP head, no head of its own),
-    temperature ``t`` and bias ``b``; returns the raw and the normalised embeddings and t, b."""
+    temperature ``t`` and bias ``b``; returns the raw and the normalised embeddings and t, b. Either input may be
+    None, as in two_towers.py (that tower is then not run)."""
 
     img: dict[str, int]
     txt: dict[str, int]
 
     @nn.compact
-    def __call__(self, image: Any, text: Any) -> Any:
-        ztxt = TextTransformer(**self.txt, name="txt")(text)
-        zimg = ViT(**self.img, name="img")(image)
+    def __call__(self, image: Any, text: Any = None) -> Any:
+        ztxt = TextTransformer(**self.txt, name="txt")(text) if text is not None else None
+        zimg = ViT(**self.img, name="img")(image) if image is not None else None
         t = self.param("t", lambda _, s: jnp.log(7.0) * jnp.ones(s, jnp.float32), (1,))
         b = self.param("b", lambda _, s: -3.0 * jnp.ones(s, jnp.float32), (1,))
-        norm_img = zimg / (jnp.linalg.norm(zimg, axis=1, keepdims=True) + 1e-8)
-        norm_txt = ztxt / (jnp.linalg.norm(ztxt, axis=1, keepdims=True) + 1e-8)
+        norm_img = None if zimg is None else zimg / (jnp.linalg.norm(zimg, axis=1, keepdims=True) + 1e-8)
+        norm_txt = None if ztxt is None else ztxt / (jnp.linalg.norm(ztxt, axis=1, keepdims=True) + 1e-8)
         return zimg, ztxt, norm_img, norm_txt, t, b
 
 
@@ -175,3 +176,7 @@ SIGLIP_TINY = {
     "img": {"num_classes": 0, "patch": 8, "width": 64, "depth": 2, "mlp_dim": 128, "num_heads": 2},
     "txt": {"num_classes": 64, "width": 32, "depth": 2, "mlp_dim": 64, "num_heads": 2, "vocab_size": 100},
 }
+
+
+def tokens(length: int = 64) -> Any:
+    return jnp.zeros((1, length), jnp.int32)

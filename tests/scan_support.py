@@ -65,5 +65,8 @@ def jsonl(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def strip(doc: dict[str, Any]) -> str:
-    """A FileReport without what depends on where the file was read from, as canonical JSON."""
-    return json.dumps({k: v for k, v in doc.items() if k not in STRIP}, sort_keys=True)
+    """A FileReport without what depends on where the file was read from, as canonical JSON (a finding's ``fix``
+    text names the commands that rewrite a local input; a remote one gets none)."""
+    out = {k: v for k, v in doc.items() if k not in STRIP}
+    out["findings"] = [{k: v for k, v in f.items() if k != "fix"} for f in out.get("findings", [])]
+    return json.dumps(out, sort_keys=True)

@@ -108,8 +108,10 @@ def test_unknown_names_variants_and_parameters_are_usage_errors() -> None:
         resolve_expected("clipo", None)
     with pytest.raises(UsageError, match=r"unknown variant 'B/17x'.*B/16"):
         resolve_expected("clippo:B/17x", None)
-    with pytest.raises(UsageError, match=r"unknown variant 'ViT-Q-16'.*ViT-B-16"):
+    with pytest.raises(UsageError, match=r"unknown variant 'ViT-Q-16' of open_clip; did you mean 'ViT-.-16'"):
         resolve_expected("open_clip:ViT-Q-16", None)
+    with pytest.raises(UsageError, match=r"unknown architecture 'clipo'; did you mean 'clippo'"):
+        resolve_expected("clipo", None)
     with pytest.raises(UsageError, match="unknown parameter"):
         resolve_expected("clippo:B/16,colour=red", None)
     with pytest.raises(UsageError, match="repeat count"):

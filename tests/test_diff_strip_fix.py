@@ -342,7 +342,20 @@ def test_fix_refuses_input_as_output(corpus: Path, tmp_path: Path) -> None:
     src = tmp_path / "x.pt"
     src.write_bytes((corpus / "open_clip" / "openclip_tiny_ddp_module_prefix.pt").read_bytes())
     assert "overwrite the input" in one_error_line(ckptlint("fix", str(src), str(src), "--arch", "open_clip"))
-    one_error_line(ckptlint("fix", str(src), str(tmp_path / "y.pt")))  # an expectation is required
+    two = ckptlint("fix", str(src), str(tmp_path / "y.pt"), "--arch", "open_clip", "--spec", str(src))
+    assert "at most one of --arch, --model, --spec" in one_error_line(two)
+
+
+def test_fix_without_an_expectation_uses_what_check_infers(corpus: Path, tmp_path: Path) -> None:
+    """`check` without --arch infers open_clip and reports CK103 (module.); `fix` without --arch applies exactly
+    that, as the command CK103 suggests."""
+    src = corpus / "open_clip" / "openclip_tiny_ddp_module_prefix.pt"
+    report = json.loads(ckptlint("check", str(src), "--format", "json").stdout)["files"][0]
+    (ck103,) = [f for f in report["findings"] if f["code"] == "CK103"]
+    assert f"`ckptlint fix {src} OUT`" in ck103["fix"]
+    proc = ckptlint("fix", str(src), str(tmp_path / "y.pt"))
+    assert proc.returncode == 0, proc.stderr
+    assert "renamed module.… → (no prefix)…  (62 keys)" in proc.stdout and "fixed: CK103" in proc.stdout
 
 
 def test_fix_drops_old_hf_position_ids(corpus: Path, tmp_path: Path) -> None:

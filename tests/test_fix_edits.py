@@ -138,9 +138,11 @@ def test_sarif_carries_the_same_edits_as_json() -> None:
     assert {r["ruleId"]: r["properties"].get("edits", []) for r in results} == edits
 
 
-def test_a_transpose_is_reported_and_not_applied(tmp_path: Path) -> None:
-    """CK109's edit changes values: ``fix`` names it as not applied and leaves the tensor as it is."""
-    sd = dict(open_clip_tiny().state_dict())
+def test_a_transpose_is_reported_and_applied(tmp_path: Path) -> None:
+    """CK109's edit changes values: ``fix`` rewrites that tensor transposed (the rest copied) and torch loads the
+    result into the model without a size mismatch."""
+    model = open_clip_tiny()
+    sd = dict(model.state_dict())
     sd["visual.proj"] = sd["visual.proj"].T.contiguous()
     src = tmp_path / "transposed.pt"
     torch.save(sd, src)
@@ -149,6 +151,9 @@ def test_a_transpose_is_reported_and_not_applied(tmp_path: Path) -> None:
     assert ck109["edits"] == [{"kind": "transpose", "keys": ["visual.proj"]}]
     out = tmp_path / "out.pt"
     proc = ckptlint("fix", str(src), str(out), "--arch", arch)
-    assert "not applied (CK109, changes values): transpose visual.proj" in proc.stdout
-    assert torch.equal(torch.load(out, weights_only=True)["visual.proj"], sd["visual.proj"])
-    assert "CK109" in proc.stdout.split("still reported:", 1)[1]
+    assert "transposed visual.proj" in proc.stdout and "not applied" not in proc.stdout
+    back = torch.load(out, weights_only=True)
+    assert torch.equal(back["visual.proj"], sd["visual.proj"].T)
+    assert all(torch.equal(back[k], v) for k, v in sd.items() if k != "visual.proj")
+    model.load_state_dict(back, strict=True)
+    assert "CK109" in proc.stdout.split("fixed:", 1)[1].split(";")[0]

@@ -110,7 +110,7 @@ def test_ck201_suggestion_on_a_torch_trainer_checkpoint_without_torch(corpus: Pa
     src = corpus / "open_clip" / "openclip_tiny_trainer_ckpt.pt"
     report = json.loads(ckptlint_without_torch("check", str(src), "--format", "json").stdout)
     fixes = [f["fix"] for f in report["files"][0]["findings"] if f["code"] == "CK201"]
-    assert fixes and "ckptlint strip --keep state_dict IN OUT" in fixes[0]
+    assert fixes and f"`ckptlint strip --keep state_dict {src} OUT`" in fixes[0]
     out = tmp_path / "weights.pt"
     proc = ckptlint_without_torch("strip", "--keep", "state_dict", str(src), str(out))
     assert proc.returncode == 0, proc.stderr

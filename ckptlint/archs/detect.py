@@ -3,7 +3,7 @@
     detect_layout(ckpt) -> LayoutGuess          layout, root (``module.``, ``params/``...), towers, framework, arch
     classify(keys) -> framework | None           whose key names most keys follow (signatures)
     towers_present(keys) / tower_of(key, ...)    which towers (vision, text, joint) keys belong to
-    structure(shapes, framework) -> Structure    patch, width, depth, heads... read from shapes (shape probes)
+    structure(shapes, framework) -> Structure    patch, width, depth, heads... read from shapes (ckptlint.archs.shapes)
     infer(spec, ckpt) -> Inference               an architecture's towers located and its parameters read back
     recognise(keys, arch) / profile_of(...)      whether keys are an architecture's; its preprocessing profile
 
@@ -12,7 +12,6 @@ Every pattern is the grammar of ``ckptlint.archs.pattern``. Nothing here reads f
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -21,6 +20,14 @@ from ckptlint.archs import registry as reg
 from ckptlint.archs.expr import SpecError, evaluate
 from ckptlint.archs.pattern import matches, pattern, pattern_set
 from ckptlint.archs.schema import Anchor, Detect, Group, Layout, Probe
+from ckptlint.archs.shapes import (  # noqa: F401  (the detector's API: structure from shapes)
+    VARIANT_FIELDS,
+    Structure,
+    describe,
+    grid_of,
+    posemb_probe,
+    structure,
+)
 from ckptlint.archs.spec import ArchSpec
 from ckptlint.checkpoint import Checkpoint, TensorInfo
 
@@ -32,8 +39,6 @@ TRANSFERABLE = {
     "vision": ("width", "depth", "heads", "mlp_dim", "patch", "image_size"),
     "text": ("width", "depth", "heads", "mlp_dim", "context_length", "vocab_size"),
 }
-# fields that define a variant (CK112); image size and context length are CK110's
-VARIANT_FIELDS = ("patch", "width", "depth", "heads", "mlp", "vocab", "embed_dim")
 
 
 # ---- frameworks and towers ------------------------------------------------------------------------------------
@@ -290,94 +295,6 @@ def profile_of(arch: str | None, keys: Collection[str]) -> str | None:
     return registry.arch(arch)[1].profile if arch in registry.archs else None
 
 
-# ---- structure (shape probes) -----------------------------------------------------------------------------------
-@dataclass
-class Structure:
-    """What the probes found, per tower: ``{"vision": {"patch": 16, "width": 768, "depth": 12, …}}``."""
-
-    towers: dict[str, dict[str, int]] = field(default_factory=dict)
-    keys: dict[str, dict[str, str]] = field(default_factory=dict)  # tower -> field -> key that gave it
-
-    def get(self, tower: str, name: str) -> int | None:
-        return self.towers.get(tower, {}).get(name)
-
-
-def grid_of(rows: int) -> tuple[int, int] | None:
-    """``rows = grid² + prefix_tokens`` with 0 or 1 prefix token: ``(grid, prefix_tokens)``, else None."""
-    for prefix in (0, 1):
-        g = math.isqrt(max(rows - prefix, 0))
-        if g > 0 and g * g == rows - prefix:
-            return g, prefix
-    return None
-
-
-def _probe_match(texts: list[str], key: str) -> dict[str, str] | None:
-    for text in texts:
-        found = pattern(text).match(key)
-        if found is not None:
-            return found
-    return None
-
-
-def structure(shapes: Mapping[str, Shape], framework: str | None) -> Structure:
-    """Probe ``shapes`` (keys in ``framework``'s names) for the numbers that define the architecture."""
-    out = Structure()
-    if framework not in frameworks():
-        return out
-    unprefixed: str | None = None
-    depth: dict[str, int] = {}
-    for probe in reg.shape_probes(framework):
-        tower = probe.tower
-        if tower == "unprefixed":
-            markers = reg.key_classes(framework)["vision_markers"]
-            unprefixed = unprefixed or ("vision" if any(markers.matches(k) for k in shapes) else "text")
-            tower = unprefixed
-        for key, shape in shapes.items():
-            m = _probe_match(probe.key, key)
-            if m is None:
-                continue
-            if "i" in m:
-                depth[tower] = max(depth.get(tower, 0), int(m["i"]) + 1)
-                out.keys.setdefault(tower, {}).setdefault("depth", key)
-                continue
-            if len(probe.dims) != len(shape):
-                continue
-            for name, size in zip(probe.dims, shape, strict=True):
-                if name == "_":
-                    continue
-                if name == "pos_rows" and tower == "text":
-                    name = "context_length"
-                out.towers.setdefault(tower, {}).setdefault(name, int(size))
-                out.keys.setdefault(tower, {}).setdefault(name, key)
-    for tower, d in depth.items():
-        out.towers.setdefault(tower, {}).setdefault("depth", d)
-    vision = out.towers.get("vision", {})
-    rows, patch = vision.get("pos_rows"), vision.get("patch")
-    if rows is not None:
-        g = grid_of(rows)
-        if g is not None:
-            vision["grid"], vision["prefix_tokens"] = g
-            if patch:
-                vision["image_size"] = g[0] * patch
-    return out
-
-
-def posemb_probe(key: str, framework: str | None) -> dict[str, Any] | None:
-    """The shape probe of a position-embedding key (one with a ``resample`` hint), if ``key`` is one."""
-    if framework not in frameworks():
-        return None
-    for probe in reg.shape_probes(framework):
-        if probe.resample is not None and _probe_match(probe.key, key) is not None:
-            return probe.model_dump(exclude_none=True)
-    return None
-
-
-def describe(values: Mapping[str, int]) -> str:
-    """``{"width": 768, "depth": 12, "patch": 16}`` -> ``"patch 16, width 768, depth 12"``."""
-    order = ("patch", "width", "depth", "heads", "mlp", "vocab", "embed_dim", "image_size", "context_length")
-    return ", ".join(f"{k.replace('_', ' ')} {values[k]}" for k in order if k in values)
-
-
 # ---- an architecture's parameters, read back from a checkpoint ---------------------------------------------------
 def find_anchor(tensors: Mapping[str, Any], anchor: Anchor) -> list[tuple[str, str]]:
     """Every (prefix, key) where the anchor key ends a checkpoint key at a name boundary (and has its rank)."""
@@ -407,6 +324,7 @@ class _Hit(NamedTuple):
     prefix: str  # checkpoint prefix of the module's keys
     key: str  # the anchor key found
     root: str | None  # prefix minus the group's own prefix, when the module sits where the spec puts it
+    anchor: int = 0  # which of the module's anchors (the first one is the best evidence)
 
 
 @dataclass
@@ -471,13 +389,13 @@ def infer(spec: ArchSpec, ckpt: Checkpoint) -> Inference:
     hits: list[_Hit] = []
     for index, group in enumerate(spec.tower_groups):
         _, _, module = registry.module(group.use or "", spec.family)
-        for anchor in module.infer.anchor if module.infer else []:
+        for ai, anchor in enumerate(module.infer.anchor if module.infer else []):
             for prefix, key in find_anchor(tensors, anchor):
                 if not _is_tower(module.infer.probes, tensors, prefix):
                     continue
                 gp = group.prefix
                 root = prefix[: len(prefix) - len(gp)] if prefix.endswith(gp) else None
-                hits.append(_Hit(index, group, prefix, key, root))
+                hits.append(_Hit(index, group, prefix, key, root, ai))
 
     # 2. the root that puts the most towers where the spec puts them (then: shortest, earliest in the file)
     towers_at: dict[str, set[str]] = {}
@@ -492,7 +410,7 @@ def infer(spec: ArchSpec, ckpt: Checkpoint) -> Inference:
     for tower in dict.fromkeys(g.tower or "" for g in spec.tower_groups):
         native = [h for h in hits if h.group.tower == tower and h.root is not None and h.root == result.root]
         if native:
-            hit = min(native, key=lambda h: (h.index, order[h.key]))
+            hit = min(native, key=lambda h: (h.index, h.anchor, order[h.key]))
             found = _read_tower(
                 spec, hit.group, hit.group.use or "", hit.prefix, hit.key, tensors, native=True
             )
@@ -556,7 +474,11 @@ def _read_tower(
         local: src for local, src in group.with_.items() if isinstance(src, str) and src.isidentifier()
     }
     found = Found(group.tower or "", f"{fam.framework}:{mod_name}", fam.name, prefix, anchor_key, native)
-    allowed = None if native else set(TRANSFERABLE[group.tower or "vision"])
+    # the spec's own module found at another place (a plain ViT where CLIPPO nests it under img/) says everything
+    # about it (its head's num_classes too); another family's module only its geometry
+    own_fam, own_mod, _ = reg.registry().module(group.use or "", spec.family)
+    same_module = (own_fam.name, own_mod) == (fam.name, mod_name)
+    allowed = None if native or same_module else set(TRANSFERABLE[group.tower or "vision"])
     for local, value in values.items():
         if allowed is not None and local not in allowed:
             continue
@@ -582,16 +504,16 @@ def _foreign_tower(
     own = next(g for g in spec.tower_groups if g.tower == tower)
     families = reg.registry().families
     ranked = [f for f in families if f.name == spec.family] + [f for f in families if f.name != spec.family]
-    best: tuple[tuple[int, int, int], str, str, str] | None = None
+    best: tuple[tuple[int, int, int, int], str, str, str] | None = None
     for fi, fam in enumerate(ranked):
         for mod_name, module in fam.data.modules.items():
             if module.infer is None or module.infer.tower != tower:
                 continue
-            for anchor in module.infer.anchor:
+            for ai, anchor in enumerate(module.infer.anchor):
                 for prefix, key in find_anchor(tensors, anchor):
                     if not _is_tower(module.infer.probes, tensors, prefix):
                         continue
-                    rank = (len(prefix), fi, order[key])
+                    rank = (len(prefix), fi, ai, order[key])
                     if best is None or rank < best[0]:
                         best = (rank, f"{fam.name}:{mod_name}", prefix, key)
     if best is None:
@@ -632,6 +554,10 @@ def _probe(
             if info is None or not -len(info.shape) <= alt.dim < len(info.shape):
                 return False, None, None
             x = info.shape[alt.dim]
+            if alt.across is not None and len(info.shape) == 2 and isinstance(env.get(alt.across), int):
+                other = info.shape[1 - alt.dim % 2]
+                if other != env[alt.across] and x == env[alt.across]:  # stored transposed (CK109 says so)
+                    x = other
             return True, (evaluate(alt.expr, {**env, "x": x}) if alt.expr is not None else x), key
         if alt.count is not None:
             template = pattern(alt.count)

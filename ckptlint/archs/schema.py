@@ -136,6 +136,9 @@ class Probe(Deferred):
 
     key: LiteralKey | None = None  # a dimension of this tensor...
     dim: int = 0
+    # ...of a 2-d tensor whose other axis is this (known) parameter: read from the other axis when the file stores
+    # the matrix transposed (the other axis differs from it and this one equals it)
+    across: str | None = None
     expr: Expr | None = None  # ...through expr (which sees it as x); alone: a value computed from others
     count: Template | None = None  # how many indices {i} exist, from 0
     present: LiteralKey | None = None  # value when this key exists
@@ -152,6 +155,8 @@ class Probe(Deferred):
             raise ValueError("a probe needs key, count, present, absent, expr or value")
         if self.count is not None and "{i}" not in self.count:
             raise ValueError("a count probe needs {i} in its key")
+        if self.across is not None and self.key is None:
+            raise ValueError("`across` reads a 2-d tensor: it needs `key`")
         return self
 
 

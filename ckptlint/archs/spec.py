@@ -17,6 +17,7 @@ from ckptlint.archs.pattern import pattern
 from ckptlint.archs.registry import registry
 from ckptlint.archs.schema import Arch, Entry, Group, Tensor, VariantEntry
 from ckptlint.errors import UsageError
+from ckptlint.suggest import did_you_mean
 
 MAX_REPEAT = 4096  # no model has more blocks; bounds what a bad override (depth=10**9) can allocate
 
@@ -72,7 +73,9 @@ def load_arch(name: str) -> ArchSpec:
     """The architecture ``name``; ``UsageError`` when no family declares it."""
     reg = registry()
     if name not in reg.archs:
-        raise UsageError(f"unknown architecture {name!r}; known: {', '.join(arch_names())}")
+        raise UsageError(
+            f"unknown architecture {name!r}{did_you_mean(name, arch_names())} (known: {', '.join(arch_names())})"
+        )
     key = ("arch", name)
     if key not in reg.memo:
         fam, decl = reg.arch(name)
@@ -136,12 +139,22 @@ def variant_preprocessing(spec: ArchSpec, variant: str | None) -> dict[str, Any]
 
 
 def unknown_variant(spec: ArchSpec, variant: str) -> UsageError:
+    """One short line: the closest names (a different case counts as a typo: it is suggested, never taken), else a
+    few examples, and where the whole list is."""
     names = variant_names(spec)
-    shown = ", ".join(names[:40]) + (
-        f" (+{len(names) - 40} more; see `ckptlint archs`)" if len(names) > 40 else ""
-    )
-    extra = " (any SIZE/PATCH of the sizes listed)" if spec.variants.scheme == "size_patch" else ""
-    return UsageError(f"unknown variant {variant!r} of {spec.name}{extra}; known: {shown}, custom")
+    listing = f"`ckptlint archs {spec.name}` lists them all"
+    hint = did_you_mean(variant, names)
+    if spec.variants.scheme == "size_patch":
+        sizes = ", ".join(spec.sizes)
+        what = f"a variant of {spec.name} is SIZE/PATCH with SIZE one of {sizes} (e.g. B/16), or custom"
+        if not hint:
+            size = variant.rpartition("/")[0]
+            hint = did_you_mean(size, spec.sizes) if size else ""
+        return UsageError(f"unknown variant {variant!r} of {spec.name}{hint} ({what}; {listing})")
+    if not hint:
+        hint = f" ({len(names)} named variants, e.g. {', '.join(names[:3])}, or custom; {listing})"
+        return UsageError(f"unknown variant {variant!r} of {spec.name}{hint}")
+    return UsageError(f"unknown variant {variant!r} of {spec.name}{hint} ({listing})")
 
 
 @dataclass

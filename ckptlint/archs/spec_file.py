@@ -16,11 +16,17 @@ def expected_from_spec(path: str) -> Expected:
     """The expected tree a reference file (dump JSON or checkpoint) describes (source="spec")."""
     from ckptlint.archs import resolve_expected
     from ckptlint.archs.detect import detect_layout
-    from ckptlint.errors import CkptlintError
+    from ckptlint.errors import CkptlintError, UnreadableCheckpoint, UsageError
     from ckptlint.expected import expected_from_checkpoint
     from ckptlint.readers import read_checkpoint
 
-    ckpt = read_checkpoint(path)
+    try:
+        ckpt = read_checkpoint(path)
+    except UnreadableCheckpoint as exc:
+        raise UsageError(
+            f"--spec {path}: {exc.reason}; --spec takes the `ckptlint dump --format json` output of a reference "
+            "checkpoint, or the reference checkpoint itself (a weights file or folder)"
+        ) from None
     guess = detect_layout(ckpt)
     root = guess.root if guess.name != "unknown" else ""
     if root:

@@ -143,7 +143,11 @@ def _sniff_json(path: Path, size: int) -> str:
         return "sharded"
     if isinstance(doc, dict) and doc.get("schema_version") and isinstance(doc.get("tensors"), dict):
         return "dump-json"
-    raise UnreadableCheckpoint(str(path), "not a checkpoint: JSON without a weight_map (not a shard index)")
+    raise UnreadableCheckpoint(
+        str(path),
+        "not a checkpoint: a JSON file that is neither a shard index (with a weight_map) nor a "
+        "`ckptlint dump --format json` document (with schema_version and tensors)",
+    )
 
 
 def file_size(path: Path) -> int:

@@ -42,7 +42,11 @@ def _paint(text: str, code: str, colour: bool) -> str:
 
 
 def _wrap(text: str, first: str) -> list[str]:
-    return textwrap.wrap(text, _WIDTH, initial_indent=first, subsequent_indent=_INDENT) or [first.rstrip()]
+    # never at a hyphen: `--arch timm-vit` must stay copyable
+    lines = textwrap.wrap(
+        text, _WIDTH, initial_indent=first, subsequent_indent=_INDENT, break_on_hyphens=False
+    )
+    return lines or [first.rstrip()]
 
 
 def _header(f: FileReport) -> list[str]:

@@ -59,7 +59,7 @@ def split(ckpt: Checkpoint) -> TrainingSplit:
         out.weights_group = root.rstrip("/")
         for k, v in ckpt.tensors.items():
             (out.weights if k.startswith(root) else out.state)[k] = v
-        out.optimizer_groups = ["opt"]
+        out.optimizer_groups = ["opt"] if out.state else []  # opt/target/ alone is just the weights
         return out
 
     optimizer = set(t["optimizer"])

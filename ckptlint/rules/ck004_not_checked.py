@@ -19,9 +19,9 @@ Example
                    cause: ckptlint compares weights with a model only when it knows which one: a declaration
                    next to the weights, a layout it recognises, or --arch/--model/--spec; only the format,
                    security and metadata rules ran
-                   fix: name the model: --arch NAME (`ckptlint archs` lists them), --model MODULE:FACTORY (built
-                   on torch's meta device), or --spec REF.json (`ckptlint dump --format json` of a checkpoint
-                   that loads)
+                   fix: name the model: --arch NAME (ckptlint archs lists them), --model MODULE:FACTORY (built
+                   on torch's meta device), or --spec REF.json (the dump JSON of a checkpoint that loads:
+                   ckptlint dump REF --format json)
 
 Fix
     Give the model: ``--arch NAME[:VARIANT]``, ``--model MODULE:FACTORY`` or ``--spec REF.json`` (also as
@@ -40,8 +40,8 @@ from ckptlint.rules.base import Message, Rule, Stage, rule
 DECLARATIONS = ("hf-config", "open_clip-config", "timm-config")
 MAX_SHOWN = 4
 FIX = (
-    "name the model: --arch NAME (`ckptlint archs` lists them), --model MODULE:FACTORY (built on torch's meta "
-    "device), or --spec REF.json (`ckptlint dump --format json` of a checkpoint that loads)"
+    "name the model: --arch NAME (ckptlint archs lists them), --model MODULE:FACTORY (built on torch's meta "
+    "device), or --spec REF.json (the dump JSON of a checkpoint that loads: ckptlint dump REF --format json)"
 )
 
 

@@ -16,8 +16,10 @@ Example
                    4.x CLIPVisionModel)
     CK101 warning  unexpected keys: the checkpoint also holds a text tower the model does not have (39 keys:
                    logit_scale; text_model.… (36 keys); text_projection.weight; visual_projection.weight)
-                   fix: nothing to do if you meant to take the vision tower only; otherwise check the
-                   architecture (--arch)
+                   fix: to keep the vision tower only, drop them: `ckptlint fix hf_clip_tiny OUT --arch
+                   hf-clip-vision` (from_pretrained and load_state_dict(strict=False) skip them anyway); if
+                   you meant the whole model, check it as the model it is: `ckptlint check hf_clip_tiny
+                   --arch hf-clip`
 
 Fix
     If you meant to load only part of the checkpoint, drop the extra keys (or load with ``strict=False`` and
@@ -26,9 +28,11 @@ Fix
 
 from __future__ import annotations
 
+from ckptlint.edits import DropKeys
 from ckptlint.keygroups import collapse
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
+from ckptlint.suggest import as_itself, remedy
 
 
 class UnexpectedKeys(Message):
@@ -51,9 +55,7 @@ class ExtraTower(Message):
         "the checkpoint is a larger model (e.g. a full two-tower CLIP) than the one it is loaded "
         "into; {cause}"
     )
-    fix = (
-        "nothing to do if you meant to take the {other} tower only; otherwise check the architecture (--arch)"
-    )
+    fix = "{fix_text}"
 
 
 @rule(
@@ -87,15 +89,31 @@ class UnexpectedRule(Rule):
         tower = next(iter(new)) if len(new) == 1 else None
         if tower is not None and exp_towers and 2 * towers.count(tower) >= len(keys):
             other = " and ".join(sorted(exp_towers))
+            edits = [DropKeys(keys=[ctx.file_key(k) for k in keys])]
+            how = remedy(ctx.ckpt, ctx.expected, edits)
+            whole = as_itself(ctx)
+            whole = (
+                f"check it as the model it is: {whole}"
+                if whole
+                else "otherwise check the architecture (--arch)"
+            )
+            if how:
+                fix_text = (
+                    f"to keep the {other} tower only, drop them: {how} (from_pretrained and "
+                    f"load_state_dict(strict=False) skip them anyway); if you meant the whole model, {whole}"
+                )
+            else:
+                fix_text = f"nothing to do if you meant to take the {other} tower only; {whole}"
             return [
                 ExtraTower(
                     keys=[ctx.file_key(k) for k in keys],
                     details={**details, "tower": tower},
+                    edits=edits,
                     tower=tower,
-                    other=other,
                     n=len(keys),
                     groups="; ".join(collapse(keys, ctx.file_sep, max_groups=4)),
                     cause=cause,
+                    fix_text=fix_text,
                 )
             ]
         return [

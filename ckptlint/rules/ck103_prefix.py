@@ -20,18 +20,25 @@ Example
                    one_tower checkpoint; flax will raise ScopeParamNotFoundError for /embedding/kernel; take
                    params['img']
                    fix: load with models.proj.clippo.one_tower, or take params['img'] for the plain ViT
-                   (vit.load(init, 'FILE.npz:img'))
+                   (vit.load(init, 'tiny_clippo.npz:img', model_cfg)); rewrite the file: `ckptlint fix
+                   tiny_clippo.npz OUT --arch bv-vit` (or in Python: `sd = dict(np.load('tiny_clippo.npz'));
+                   sd = {'params/' + k.removeprefix('params/img/'): v for k, v in sd.items() if
+                   k.startswith('params/img/')}`)
 
     $ ckptlint check openclip_tiny_ddp_module_prefix.pt --arch open_clip
     CK103 error    key prefix: every expected key (62) exists under module. (DistributedDataParallel /
                    DataParallel)
-                   fix: strip module.: sd = {k.removeprefix('module.'): v for k, v in sd.items()}
+                   fix: strip module.: `ckptlint fix openclip_tiny_ddp_module_prefix.pt OUT --arch open_clip`
+                   (or in Python: `sd = torch.load('openclip_tiny_ddp_module_prefix.pt', weights_only=True);
+                   sd = {k.removeprefix('module.'): v for k, v in sd.items()}`)
 
 Fix
-    Strip (or add) the prefix the finding names — ``{k.removeprefix(P): v for k, v in sd.items()}`` — or save
-    the inner model (``model.module.state_dict()``, ``model._orig_mod.state_dict()``). For big_vision, load
-    CLIPPO with ``models.proj.clippo.one_tower`` or take ``params['img']`` (``vit.load(init,
-    "file.npz:img")``).
+    Strip (or add) the prefix the finding names: ``ckptlint fix FILE OUT --arch …`` (the finding names the exact
+    command, and the Python one-liner that does the same from the loaded file), or save the inner model
+    (``model.module.state_dict()``, ``model._orig_mod.state_dict()``). For big_vision, load CLIPPO with
+    ``models.proj.clippo.one_tower`` or take ``params['img']`` (``vit.load(init, "FILE.npz:img", model_cfg)``);
+    a plain ViT loads into CLIPPO or SigLIP as their image tower (``one_tower.load`` / ``two_towers.load``
+    with ``{"img": "FILE.npz"}``).
 
 Links
     big_vision models/proj/clippo/one_tower.py, models/vit.py (load, fix_old_checkpoints);
@@ -49,6 +56,7 @@ from ckptlint.edits import RenamePrefix, TakeSubtree
 from ckptlint.renames import find_prefix_renames
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
+from ckptlint.suggest import fill, joined, remedy
 
 MAX_RENAMES = 3  # independent prefix changes reported for one checkpoint
 
@@ -57,7 +65,7 @@ class PrefixWrapped(Message):
     code = "CK103"
     message = "key prefix: {coverage} under {shown} ({names})"
     cause = "{cause}"
-    fix = "{steps}: sd = {{k.removeprefix('{prefix}'): v for k, v in sd.items()}}"
+    fix = "{fix_text}"
 
 
 class PrefixMissing(Message):
@@ -67,17 +75,14 @@ class PrefixMissing(Message):
         "without it ({names})"
     )
     cause = "{cause}"
-    fix = "{steps} (or add the prefix: sd = {{'{prefix}' + k: v for k, v in sd.items()}})"
+    fix = "{fix_text}"
 
 
 class PrefixRenamed(Message):
     code = "CK103"
     message = "key prefix: {coverage} under {shown} instead of {target}"
     cause = "the checkpoint was saved from a model that names this part {source}, the model calls it {target}"
-    fix = (
-        "rename the prefix: sd = {{'{target}' + k[len('{source}'):] if k.startswith('{source}') else "
-        "k: v for k, v in sd.items()}}"
-    )
+    fix = "{fix_text}"
 
 
 class FlaxNested(Message):
@@ -93,8 +98,8 @@ class FlaxNested(Message):
 class FlaxNotNested(Message):
     code = "CK103"
     message = (
-        "wrapper nesting: the model ({name}) expects its ViT under {prefix} but the checkpoint is a plain ViT "
-        "({shown}); flax will raise ScopeParamNotFoundError for {scope}"
+        "wrapper nesting: the image tower is under the wrong scope — the model ({name}) expects its ViT under "
+        "{prefix}, the checkpoint is a plain ViT ({shown}); flax will raise ScopeParamNotFoundError for {scope}"
     )
     cause = "{cause}"
     fix = "{fix_text}"
@@ -161,6 +166,11 @@ def _pick(candidates: list[dict[str, Any]], ctx: Context, side: str) -> dict[str
     return candidates[-1]
 
 
+def _how(ctx: Context, edits: list[Any]) -> str:
+    """The command (and Python) that applies ``edits`` to this very file."""
+    return remedy(ctx.ckpt, ctx.expected, edits)
+
+
 def _coverage(n: int, total: int) -> str:
     return f"every expected key ({n}) exists" if n == total else f"{n} of {total} expected keys exist"
 
@@ -198,6 +208,8 @@ class PrefixRule(Rule):
             )
             if count < 2 and (known is None or (rename.source and rename.target)):
                 break  # one key under another name is a rename, not a wrapper
+            if rename.source and rename.target and 2 * count < max(len(ctx.missing), len(ctx.unexpected)):
+                break  # two modules of another architecture that happen to share shapes (a LayerNorm...)
             message = self._message(ctx, rename)
             if message is None:
                 break
@@ -224,6 +236,15 @@ class PrefixRule(Rule):
             return self._stripped(ctx, rename, parts, pairs, total)
         if rename.target and not rename.source:
             parts = _decompose(rename.target, "model", framework)
+            if parts is not None and parts[-1].get("kind"):  # the image tower of one_tower or of two_towers?
+                same = [
+                    w
+                    for w in registry.wrappers()
+                    if w["side"] == "model"
+                    and w["prefix"] == parts[-1]["prefix"]
+                    and w["framework"] == parts[-1]["framework"]
+                ]
+                parts[-1] = _pick(same, ctx, "model")
             pairs = _apply(ctx, rename)
             if not pairs:
                 return None
@@ -232,14 +253,16 @@ class PrefixRule(Rule):
         if not pairs:
             return None
         root = ctx.view_root
+        edits = [RenamePrefix(old=root + rename.source, new=root + rename.target)]
         return PrefixRenamed(
             keys=[ctx.file_key(u) for _, u in pairs],
-            edits=[RenamePrefix(old=root + rename.source, new=root + rename.target)],
+            edits=edits,
             details={"from": rename.source, "to": rename.target, "count": len(pairs)},
             coverage=_coverage(len(pairs), total),
             shown=ctx.view_root + rename.source,
             source=rename.source,
             target=rename.target,
+            fix_text=joined(f"rename {rename.source} to {rename.target}", _how(ctx, edits)),
         )
 
     def _stripped(
@@ -265,17 +288,18 @@ class PrefixRule(Rule):
             details.update(wrapper=w["name"], kind=w["kind"], companions=companions, flax_error=scope)
             first = ctx.file_key(rename.source + scope[1:])
             evidence = [first] + [k for k in evidence if k != first]  # the key flax asks for first
+            edits = [TakeSubtree(prefix=ctx.view_root + rename.source, into=ctx.view_root)]
             return FlaxNested(
                 keys=evidence + [ctx.file_key(k) for k in companions],
-                edits=[TakeSubtree(prefix=ctx.view_root + rename.source, into=ctx.view_root)],
+                edits=edits,
                 details=details,
                 coverage=_coverage(len(pairs), total).replace(f" ({len(pairs)})", ""),
                 shown=ctx.view_root + rename.source,
                 name=w["name"],
                 scope=scope,
                 sub=rename.source.rstrip("/").replace("/", "']['"),
-                cause=f"{w['cause']}; {w['loader']}",
-                fix_text=w["fix"],
+                cause=fill(f"{w['cause']}; {w['loader']}", ctx.ckpt),
+                fix_text=joined(fill(w["fix"], ctx.ckpt), _how(ctx, edits), "; rewrite the file: "),
             )
         if parts:
             names = (
@@ -293,16 +317,16 @@ class PrefixRule(Rule):
                 f"{rename.source.rstrip('.')!r}"
             )
             steps = f"strip {rename.source}"
+        edits = [RenamePrefix(old=ctx.view_root + rename.source, new=ctx.view_root)]
         return PrefixWrapped(
             keys=evidence,
-            edits=[RenamePrefix(old=ctx.view_root + rename.source, new=ctx.view_root)],
+            edits=edits,
             details=details,
             coverage=_coverage(len(pairs), total),
             shown=ctx.view_root + rename.source,
             names=names,
             cause=cause,
-            steps=steps,
-            prefix=rename.source,
+            fix_text=joined(steps, _how(ctx, edits)),
         )
 
     def _added(
@@ -326,16 +350,19 @@ class PrefixRule(Rule):
             ctx.consume_missing(companions)
             scope = _scope([m for m, _ in pairs])
             details.update(wrapper=w["name"], kind=w["kind"], companions=companions, flax_error=scope)
+            first = ctx.file_key(scope[len(rename.target) + 1 :])
+            evidence = [first] + [k for k in evidence if k != first]  # the key flax asks for first
+            # no edit: nesting the file under img/ would still leave t (and a text tower) missing -- the loader's
+            # own init fills them (one_tower.load / two_towers.load with {'img': FILE})
             return FlaxNotNested(
                 keys=evidence,
-                edits=[RenamePrefix(old=ctx.view_root, new=ctx.view_root + rename.target)],
                 details=details,
                 name=w["name"],
                 prefix=rename.target,
                 shown=f"{ctx.view_root}embedding/, {ctx.view_root}Transformer/ … at the root",
                 scope=scope,
-                cause=f"{w['cause']}; {w['loader']}",
-                fix_text=w["fix"],
+                cause=fill(f"{w['cause']}; {w['loader']}", ctx.ckpt),
+                fix_text=fill(w["fix"], ctx.ckpt),
             )
         if parts:
             names = parts[0]["name"] if len(parts) == 1 else " + ".join(w["name"] for w in parts)
@@ -347,13 +374,14 @@ class PrefixRule(Rule):
             cause = f"the model being loaded holds this architecture as {rename.target.rstrip('.')!r}"
             steps = f"load into the inner module (model.{rename.target.rstrip('.')}.load_state_dict(sd))"
         n = len(pairs)
+        edits = [RenamePrefix(old=ctx.view_root, new=ctx.view_root + rename.target)]
         return PrefixMissing(
             keys=evidence,
-            edits=[RenamePrefix(old=ctx.view_root, new=ctx.view_root + rename.target)],
+            edits=edits,
             details=details,
             coverage_plain=f"every expected key ({n})" if n == total else f"{n} of its {total} keys",
             prefix=rename.target,
             names=names,
             cause=cause,
-            steps=steps,
+            fix_text=joined(steps, _how(ctx, edits), " — or add the prefix: "),
         )

@@ -27,8 +27,8 @@ Example
                    files included); or use the open_clip weights file published next to these
                    (open_clip_pytorch_model.bin / open_clip_model.safetensors in the same Hub repo, picked by
                    open_clip.create_model_and_transforms('hf-hub:ORG/REPO')), or keep transformers:
-                   CLIPModel.from_pretrained(DIR) (CLIPVisionModel for a vision-only folder); `ckptlint diff
-                   HF_FILE OPEN_CLIP_FILE` shows the full key mapping
+                   CLIPModel.from_pretrained(DIR) (CLIPVisionModel for a vision-only folder); ckptlint diff
+                   of this file against an open_clip file of the same model shows the full key mapping
 
 Fix
     When a conversion table of the family files converts the checkpoint into the expected architecture, the fix

@@ -24,7 +24,8 @@ Example
                    vision-only vit_base_patch16_clip_224.openai)
                    fix: use weights with both towers (for timm's vit_*_clip_*.openai tags:
                    open_clip.create_model('ViT-B-16', pretrained='openai') and friends), or check the file as
-                   a vision-only model (--arch timm-vit / hf-clip-vision / bv-vit)
+                   the vision-only model it is: `ckptlint check timm_vit_clip_tiny.safetensors --arch
+                   timm-vit`
     CK104 error    another framework's layout: timm_vit_clip_tiny.safetensors holds timm keys (33 of 33:
                    blocks.… (24 keys); cls_token; head.{bias,weight} (2 keys); … 6 more) and the model is
                    OpenCLIP (open_clip) / OpenAI CLIP; 182 of its 182 keys are missing
@@ -34,7 +35,8 @@ Example
                    has no text tower by design — text is rendered as images and goes through the image tower —
                    but bv-siglip expects one (198 keys: txt/Embed_0/embedding; txt/pos_embedding;
                    txt/Encoder_0/… (194 keys); txt/head/{kernel,bias} (2 keys))
-                   fix: check it with --arch clippo and load it with models.proj.clippo.one_tower
+                   fix: check it as CLIPPO, `ckptlint check tiny_clippo.npz --arch clippo`, and load it with
+                   models.proj.clippo.one_tower
 
 Fix
     Use a checkpoint that has both towers (for timm's ``vit_*_clip_*.openai`` tags: open_clip's
@@ -48,6 +50,7 @@ from ckptlint.archs import detect, registry
 from ckptlint.keygroups import collapse
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
+from ckptlint.suggest import as_itself, check_command, code
 
 ZERO_SHOT = (
     "zero-shot classification collapses (OpenCLIP ViT-B-16 on ImageNet: 68.3% top-1 with both towers, "
@@ -76,7 +79,7 @@ class ClippoHasNoText(Message):
         "CLIPPO (big_vision models/proj/clippo/one_tower.py) applies one ViT named img to images "
         "and to Unifont-rendered text"
     )
-    fix = "check it with --arch clippo and load it with models.proj.clippo.one_tower"
+    fix = "{fix_text}"
 
 
 @rule("CK105", "error", "a whole tower (text or vision) is absent", stage=Stage.MODEL, order=1, rank=35)
@@ -114,6 +117,9 @@ class TowerAbsentRule(Rule):
                         arch=arch,
                         n=len(taken),
                         groups=groups,
+                        fix_text="check it as CLIPPO, "
+                        + code(check_command(ctx.ckpt, "--arch", "clippo"))
+                        + ", and load it with models.proj.clippo.one_tower",
                     )
                 )
                 continue
@@ -135,9 +141,11 @@ class TowerAbsentRule(Rule):
                     if ctx.file_framework == "timm"
                     else ""
                 )
-                fix_text = (
-                    f"use weights with both towers{timm}, or check the file as a vision-only model "
-                    "(--arch timm-vit / hf-clip-vision / bv-vit)"
+                itself = as_itself(ctx)
+                fix_text = f"use weights with both towers{timm}, or " + (
+                    f"check the file as the vision-only model it is: {itself}"
+                    if itself
+                    else "check the file as a vision-only model (--arch timm-vit / hf-clip-vision / bv-vit)"
                 )
             else:
                 fix_text = f"use weights that include the {tower} tower, or a model without it"

@@ -31,6 +31,8 @@ Fix
 
 from __future__ import annotations
 
+from pathlib import PurePath
+
 from ckptlint.archs import detect, registry
 from ckptlint.rules._context import Context
 from ckptlint.rules._preprocessing import gather, named
@@ -39,6 +41,21 @@ from ckptlint.rules.base import Message, Rule, Stage, rule
 SIDECARS = (
     "write a sidecar config next to the weights (transformers preprocessor_config.json, open_clip "
     "open_clip_config.json preprocess_cfg, or timm config.json pretrained_cfg; see `ckptlint explain CK107`)"
+)
+# what to write when only the image side is missing, by the folder's own kind (its loader reads exactly that file)
+IMAGE_SIDECAR = {
+    "hf-dir": "write preprocessor_config.json next to the weights (image_processor.save_pretrained({dir}) "
+    "does; see `ckptlint explain CK107`)",
+    "open_clip-dir": "add preprocess_cfg (mean, std, interpolation, resize_mode) to open_clip_config.json (see "
+    "`ckptlint explain CK107`)",
+}
+TOKENIZER = (
+    "save the text tower's tokenizer next to the weights: tokenizer.save_pretrained({dir}) writes tokenizer.json "
+    "/ tokenizer_config.json (and its vocabulary: vocab.json + merges.txt, or spiece.model)"
+)
+TOKENIZER_CAUSE = (
+    "no tokenizer file (tokenizer.json, tokenizer_config.json, vocab.json/merges.txt, spiece.model) is next to "
+    "the weights, so whoever loads the text tower has to guess how its text was tokenized"
 )
 
 
@@ -102,17 +119,34 @@ class PreprocessingAbsentRule(Rule):
                 "local file"
             )
         else:
+            given = [k for k in ("size", "mean", "std", "interpolation") if k in pp.fields] or [
+                "other fields"
+            ]
+            lacking = [m for m in missing if m != "tokenizer"]
             cause = (
-                f"{', '.join(pp.sources)} describe{'s' if len(pp.sources) == 1 else ''} the rest, not these"
+                f"{' and '.join(pp.sources)} record{'s' if len(pp.sources) == 1 else ''} the "
+                f"{'/'.join(given)} but not the {'/'.join(lacking)}, so whoever loads the weights has to guess "
+                "those"
             )
         hint = known_values(ctx)
-        fix_text = SIDECARS + (f"; {hint}" if hint else "")
+        image_missing = [m for m in missing if m != "tokenizer"]
+        folder = ctx.ckpt.path if ctx.ckpt.format in IMAGE_SIDECAR else str(PurePath(ctx.ckpt.path).parent)
+        tokenizer_fix = TOKENIZER.format(dir=repr(folder))
+        if image_missing:
+            fix_text = IMAGE_SIDECAR.get(ctx.ckpt.format, SIDECARS).format(dir=repr(folder))
+            fix_text += f"; {hint}" if hint else ""
+            if (
+                "tokenizer" in missing and ctx.ckpt.format == "hf-dir"
+            ):  # from_pretrained reads them from there
+                fix_text += f"; and {tokenizer_fix}"
+        else:  # the image side is described: only the tokenizer is missing
+            fix_text = tokenizer_fix
+            cause = f"{', '.join(pp.sources)} describe{'s' if len(pp.sources) == 1 else ''} the images; {TOKENIZER_CAUSE}"
         details = {
             "missing": missing,
             "found": {k: v.value for k, v in pp.fields.items()},
             "sources": pp.sources,
         }
-        image_missing = [m for m in missing if m != "tokenizer"]
         text = "/".join(image_missing) if image_missing else "tokenizer for the text tower"
         tokenizer = (
             " (and no tokenizer for its text tower)" if image_missing and "tokenizer" in missing else ""

@@ -4,7 +4,7 @@ What it does
     Reports parameters whose shape in the checkpoint is the reverse of the model's — ``[512, 768]`` where the
     model has ``[768, 512]`` — i.e. the same matrix stored in the other convention. It also names the square
     projections of the model, which a transposition leaves shape-compatible and therefore silent. The finding
-    carries a ``transpose`` edit; ``ckptlint fix`` lists it as not applied (it changes names, not values).
+    carries a ``transpose`` edit, which ``ckptlint fix`` applies (it rewrites those tensors, copies the rest).
 
 Why is this bad?
     Frameworks disagree on how a projection is stored: torch ``nn.Linear.weight`` is ``(out, in)``
@@ -19,13 +19,15 @@ Example
     $ ckptlint check openclip_transposed.pt --arch open_clip:custom,embed_dim=32    # visual.proj saved as .T
     CK109 error    transposed kernel: visual.proj is [32,64] in the checkpoint and [64,32] in the model (the
                    same matrix transposed); text_projection ([32,32], square) would load silently transposed
-                   fix: transpose it: sd['visual.proj'] = sd['visual.proj'].T — and check text_projection,
-                   which no shape check catches
+                   fix: transpose it: `ckptlint fix openclip_transposed.pt OUT --arch
+                   open_clip:custom,embed_dim=32` (or in Python: `sd = torch.load('openclip_transposed.pt',
+                   weights_only=True); sd['visual.proj'] = sd['visual.proj'].T.contiguous()`) — and check
+                   text_projection, which no shape check catches
 
 Fix
-    Transpose the named tensors (``sd[k] = sd[k].T``; for flax kernels of more dimensions, the matching
-    ``transpose``) — and apply the same to the square projections the finding lists, which
-    no shape check can catch.
+    ``ckptlint fix FILE OUT --arch …`` (the finding names the exact command) rewrites the named tensors
+    transposed and copies the rest; in Python ``sd[k] = sd[k].T.contiguous()`` (torch; ``.T`` for numpy) —
+    and apply the same to the square projections the finding lists, which no shape check can catch.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 from ckptlint.edits import Transpose
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
+from ckptlint.suggest import joined, remedy
 
 
 def _shape(s: tuple[int, ...]) -> str:
@@ -51,7 +54,7 @@ class Transposed(Message):
         "(transformers, timm), open_clip's visual.proj/text_projection and flax kernels are (in, out); a "
         "conversion renamed the keys without transposing"
     )
-    fix = "transpose it: {fix_list}{silent_fix}"
+    fix = "{fix_text}{silent_fix}"
 
 
 @rule(
@@ -102,11 +105,14 @@ class TransposedRule(Rule):
             names = ", ".join(f"{k} ({_shape(ctx.exp[k].shape)}, square)" for k in square[:4])
             silent = f"; {names} would load silently transposed"
             silent_fix = f" — and check {', '.join(square[:4])}, which no shape check catches"
-        fix_list = "; ".join(f"sd['{i.actual_key}'] = sd['{i.actual_key}'].T" for _, i in hits[:4])
+        edits = [Transpose(keys=[ctx.file_key(i.actual_key) for _, i in hits])]
+        fix_text = joined(
+            f"transpose {'it' if len(hits) == 1 else 'them'}", remedy(ctx.ckpt, ctx.expected, edits)
+        )
         return [
             Transposed(
                 keys=[ctx.file_key(i.actual_key) for _, i in hits],
-                edits=[Transpose(keys=[ctx.file_key(i.actual_key) for _, i in hits])],
+                edits=edits,
                 details={
                     "keys": [k for k, _ in hits],
                     "silent_square": square,
@@ -114,7 +120,7 @@ class TransposedRule(Rule):
                 },
                 listing=listing,
                 silent=silent,
-                fix_list=fix_list,
+                fix_text=fix_text,
                 silent_fix=silent_fix,
             )
         ]

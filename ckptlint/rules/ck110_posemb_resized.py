@@ -37,6 +37,7 @@ from __future__ import annotations
 from ckptlint.archs.detect import grid_of, posemb_probe
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
+from ckptlint.suggest import fill
 
 
 class GridResized(Message):
@@ -47,7 +48,7 @@ class GridResized(Message):
     cause = (
         "the checkpoint was trained (or exported) at another image size than the model is built for; {auto}"
     )
-    fix = "resample it with {resample}, or build the model at image size {a_image}"
+    fix = "{resample}, or build the model at image size {a_image}"
 
 
 class ContextResized(Message):
@@ -57,10 +58,7 @@ class ContextResized(Message):
         "the text tower was trained (or exported) with another context length than the model is "
         "built for; {auto}"
     )
-    fix = (
-        "resample it with {resample}, or build the model with context_length={a_len} (and the "
-        "tokenizer with it)"
-    )
+    fix = "{resample}, or build the model with context_length={a_len} (and the tokenizer with it)"
 
 
 def _grid_text(rows: int, patch: int | None) -> tuple[str, int | None]:
@@ -104,7 +102,8 @@ class PosembResizedRule(Rule):
                 tower = "text"
             ctx.consume_shape([key])
             auto = probe.get("auto", "a plain load_state_dict raises size mismatch")
-            details = {"key": key, "expected": list(e), "actual": list(a), "resample": probe["resample"]}
+            resample = fill(probe["resample"], ctx.ckpt)
+            details = {"key": key, "expected": list(e), "actual": list(a), "resample": resample}
             if tower == "text":
                 out.append(
                     ContextResized(
@@ -114,9 +113,13 @@ class PosembResizedRule(Rule):
                         a_len=a[idx],
                         e_len=e[idx],
                         auto=auto,
-                        resample=probe["resample"],
+                        resample=resample,
                     )
                 )
+                continue
+            ga, ge = grid_of(a[idx]), grid_of(e[idx])
+            if ga is not None and ge is not None and ga[0] == ge[0]:
+                ctx.shape[key] = issue  # the same grid, a class-token row more or less: not a resize
                 continue
             patch = ctx.exp_structure.get("vision", "patch")
             a_desc, a_image = _grid_text(a[idx], patch)
@@ -132,7 +135,7 @@ class PosembResizedRule(Rule):
                     a_desc=a_desc,
                     e_desc=e_desc,
                     auto=auto,
-                    resample=probe["resample"],
+                    resample=resample,
                     a_image=a_image if a_image is not None else "?",
                 )
             )

@@ -43,6 +43,7 @@ from ckptlint.archs.pattern import matches
 from ckptlint.edits import DropKeys, Edit, RenameKeys
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
+from ckptlint.suggest import joined, remedy
 
 
 class OldLayout(Message):
@@ -104,7 +105,9 @@ class OldLayoutRule(Rule):
                     title=entry["title"],
                     what=what,
                     loader=entry["loader"],
-                    fix_text=entry["fix"],
+                    fix_text=joined(
+                        entry["fix"], remedy(ctx.ckpt, ctx.expected, edits), "; rewrite the file: "
+                    ),
                 )
             )
         return out

@@ -17,8 +17,8 @@ Example
     CK112 error    different variant: the checkpoint is vision patch 8, width 32, depth 2, heads 2, mlp 64,
                    embed dim 32 (custom); clippo B/16 expects vision patch 16, width 768, depth 12, heads 12,
                    mlp 3072, embed dim 768
-                   fix: check it as clippo:custom (or without a variant: ckptlint infers it from the shapes),
-                   or use the B/16 checkpoint
+                   fix: check it as the variant it is, `ckptlint check tiny_clippo.npz --arch clippo`, or use
+                   the B/16 checkpoint
 
 Fix
     Build the model with the checkpoint's variant (``--arch NAME`` without a variant lets ckptlint infer it
@@ -32,6 +32,7 @@ import re
 from ckptlint.archs.detect import VARIANT_FIELDS, describe
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
+from ckptlint.suggest import check_command, code
 
 _NUM = re.compile(r"\d+")
 
@@ -42,10 +43,7 @@ class VariantDiffers(Message):
         "different variant: the checkpoint is {file_desc} ({file_variant}); {requested} expects {exp_desc}"
     )
     cause = "the checkpoint was trained as another variant of {arch} than the one requested"
-    fix = (
-        "check it as {arch}:{file_variant} (or without a variant: ckptlint infers it from the "
-        "shapes), or use the {exp_variant} checkpoint"
-    )
+    fix = "check it as the variant it is, {command}, or use the {exp_variant} checkpoint"
 
 
 def _template(key: str) -> str:
@@ -90,13 +88,15 @@ class VariantRule(Rule):
         if not fields:
             return []
         # the consequences: every remaining shape clash, and blocks present on one side only
-        shapes = ctx.consume_shape(list(ctx.shape))
         file_templates = {_template(k) for k in ctx.view}
         exp_templates = {_template(k) for k in ctx.exp}
-        missing = ctx.consume_missing([k for k in ctx.missing if _template(k) in file_templates])
-        unexpected = ctx.consume_unexpected([k for k in ctx.unexpected if _template(k) in exp_templates])
-        if not (shapes or missing or unexpected):
-            return []  # every consequence is explained already (CK113 named the declared field behind it)
+        blocks_missing = [k for k in ctx.missing if _template(k) in file_templates]
+        blocks_unexpected = [k for k in ctx.unexpected if _template(k) in exp_templates]
+        if not ctx.shape and not blocks_missing and not blocks_unexpected:
+            return []  # another finding already explains every shape (a transposed kernel, a wrapper...)
+        shapes = ctx.consume_shape(list(ctx.shape))
+        missing = ctx.consume_missing(blocks_missing)
+        unexpected = ctx.consume_unexpected(blocks_unexpected)
         assert ctx.expected is not None
         arch = ctx.expected.arch
         exp_variant = ctx.expected.variant or "requested"
@@ -107,6 +107,10 @@ class VariantRule(Rule):
             else "custom"
         )
         requested = f"{arch} {ctx.expected.variant}" if ctx.expected.variant else arch
+        as_is = (
+            f"{arch}:{file_variant}" if file_variant != "custom" else arch
+        )  # no variant: read from the shapes
+        command = code(check_command(ctx.ckpt, "--arch", as_is))
         return [
             VariantDiffers(
                 keys=shapes[:10] + missing[:5] + [ctx.file_key(k) for k in unexpected[:5]],
@@ -124,5 +128,6 @@ class VariantRule(Rule):
                 exp_desc="; ".join(diff_exp),
                 arch=arch,
                 exp_variant=exp_variant,
+                command=command,
             )
         ]

@@ -18,13 +18,15 @@ Example
                    weights
                    cause: a big_vision trainer checkpoint ({params, opt, chrono}): 146.7 KiB of training state
                    next to 130.5 KiB of weights
-                   fix: ckptlint strip --keep params IN OUT   (or save params only before publishing:
-                   big_vision's colab loads utils.load_checkpoint(None, path)['params'])
+                   fix: `ckptlint strip --keep params tiny_clippo.npz OUT` (or save params only before
+                   publishing: big_vision's colab loads utils.load_checkpoint(None, path)['params'])
 
 Fix
-    Save the weights alone before publishing: ``ckptlint strip --keep params IN OUT`` (big_vision; the colab
-    loads ``utils.load_checkpoint(None, path)['params']``), ``torch.save(model.state_dict(), PATH)`` or
-    ``safetensors.torch.save_file(model.state_dict(), PATH)`` (torch).
+    Publish the weights alone. The finding names the exact command for the file: ``ckptlint strip --keep GROUPS
+    FILE OUT`` with the file's own weight groups (``params`` for big_vision, ``state_dict``, ``model_state``…
+    for trainer dicts), or ``ckptlint fix FILE OUT`` when the weights share the top level with the training
+    state. Or save them alone: big_vision's colab loads ``utils.load_checkpoint(None, path)['params']``;
+    ``torch.save(model.state_dict(), PATH)`` or ``safetensors.torch.save_file(model.state_dict(), PATH)``.
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ from ckptlint.edits import DropGroups
 from ckptlint.rules._context import Context
 from ckptlint.rules._training import TrainingSplit, table
 from ckptlint.rules.base import Message, Rule, Stage, rule
+from ckptlint.suggest import code, command, fix_command, local
 
 
 class TrainingState(Message):
     code = "CK201"
-    message = "training state included: {groups} make{s} the file {ratio}× larger than the weights"
+    message = "training state included: {groups} make{s} the file {ratio} larger than the weights"
     cause = "{cause}"
     fix = "{fix_text}"
 
@@ -86,6 +89,29 @@ def state_groups(split: TrainingSplit, sep: str) -> list[str]:
     return list(groups)
 
 
+def weight_groups(split: TrainingSplit, sep: str) -> list[str]:
+    """The top-level groups that hold the weights and nothing else (``params``; ``state_dict``, ``model_state``),
+    or [] when the weights lie at the top level or share a group with training state."""
+    tops = list(dict.fromkeys(k.split(sep, 1)[0] for k in split.weights))
+    state_tops = {k.split(sep, 1)[0] for k in [*split.state, *split.non_tensor]}
+    if not tops or len(tops) > 3 or state_tops & set(tops) or not all(sep in k for k in split.weights):
+        return []
+    return tops
+
+
+def keep_command(ctx: Context, split: TrainingSplit) -> str:
+    """The command that keeps only the weights: ``ckptlint strip --keep GROUPS PATH OUT`` when the weights fill
+    top-level groups of their own (``params``, ``state_dict``, ``model_state``), else ``ckptlint fix PATH OUT``
+    (it drops exactly this finding's groups, non-tensor entries too)."""
+    weight_tops = weight_groups(split, ctx.file_sep)
+    if weight_tops and local(ctx.ckpt):
+        return code(command("strip", ctx.ckpt, "--keep", ",".join(weight_tops)))
+    cmd = fix_command(ctx.ckpt, ctx.expected)
+    if cmd:
+        return code(cmd)
+    return "keep only the weights"
+
+
 def _sum(infos: object) -> int:
     return sum(t.nbytes for t in infos.values())  # type: ignore[attr-defined]
 
@@ -114,7 +140,8 @@ class TrainingStateRule(Rule):
             g: sum(t.nbytes for k, t in split.state.items() if k.split(sep, 1)[0] == g)
             for g in split.optimizer_groups
         }
-        weights_group = split.weights_group or "weights"
+        tops = weight_groups(split, sep)
+        weights_group = split.weights_group or (tops[0] if len(tops) == 1 else None)
         details = {
             "optimizer_groups": split.optimizer_groups,
             "counter_groups": split.counter_groups,
@@ -123,20 +150,21 @@ class TrainingStateRule(Rule):
             "weights_bytes": weights_bytes,
             "state_bytes": state_bytes,
         }
-        if sep == "/":
-            fix_text = table()["big_vision"]["fix"]
-        else:
-            fix_text = table()["torch"]["fix"].format(weights=weights_group)
+        edits = [DropGroups(groups=state_groups(split, sep), sep=sep)]
+        template = table()["big_vision" if sep == "/" else "torch"]["fix"]
+        fix_text = template.format(command=keep_command(ctx, split))
         firsts: dict[str, str] = {}
         for k in split.state:  # one example key per training-state group
             firsts.setdefault(k.split(sep, 1)[0], k)
         keys = list(firsts.values())
-        edits = [DropGroups(groups=state_groups(split, sep), sep=sep)]
         if state_bytes == 0 or weights_bytes == 0:
             others = ", ".join(
                 dict.fromkeys(split.counter_groups + split.optimizer_groups + split.non_tensor)
             )
-            shown = f"{weights_group}/" if sep == "/" else f"ckpt[{weights_group!r}]"
+            if weights_group is None:
+                shown = "the top level"
+            else:
+                shown = f"{weights_group}/" if sep == "/" else f"ckpt[{weights_group!r}]"
             return [
                 TrainerWrapper(
                     keys=keys,
@@ -150,7 +178,9 @@ class TrainingStateRule(Rule):
         parts = []
         for g in split.optimizer_groups:
             share = opt_bytes.get(g, 0) / weights_bytes
-            parts.append(f"{g}{sep} ({share:.1f} × {weights_group})" if share >= 0.05 else f"{g}{sep}")
+            of = weights_group or "the weights"
+            name = f"{g}{sep}" if sep == "/" else g
+            parts.append(f"{name} ({share:.1f} × {of})" if share >= 0.05 else name)
         parts += [f"{g}{sep}" if sep == "/" else g for g in split.counter_groups]
         groups = " and ".join([", ".join(parts[:-1]), parts[-1]]) if len(parts) > 1 else parts[0]
         ratio = total / weights_bytes
@@ -169,7 +199,7 @@ class TrainingStateRule(Rule):
                 details=details,
                 groups=groups,
                 s="" if len(parts) > 1 else "s",
-                ratio=f"{ratio:.1f}",
+                ratio=f"{ratio:.1f}×" if ratio >= 1.095 else f"{(ratio - 1) * 100:.0f}%",
                 cause=cause,
                 fix_text=fix_text,
             )
