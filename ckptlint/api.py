@@ -9,6 +9,8 @@ from ckptlint.checkpoint import Checkpoint
 from ckptlint.engine import CheckConfig, run
 from ckptlint.errors import UnreadableCheckpoint, UsageError
 from ckptlint.expected import Expected
+from ckptlint.facts import SecurityFacts
+from ckptlint.findings import Finding
 from ckptlint.readers import read_checkpoint
 from ckptlint.report.model import FileReport, Report
 from ckptlint.rules.ck001_unreadable import unreadable
@@ -40,6 +42,18 @@ def _fixed_expectation(model: str | None, spec: str | None) -> Callable[[], Expe
         return cache[0]
 
     return get
+
+
+def security_findings(facts: SecurityFacts) -> list[Finding]:
+    """The CK301/CK302 findings of what a reader recorded (also for an input it could not finish reading)."""
+    from ckptlint.rules import ck301_unsafe_pickle, ck302_remote_code
+
+    return ck301_unsafe_pickle.findings_of(facts) + ck302_remote_code.findings_of(facts)
+
+
+def dump_findings(ckpt: Checkpoint) -> list[Finding]:
+    """What ``ckptlint dump`` shows next to the tree: the findings the file carries and its security facts."""
+    return [*ckpt.findings, *security_findings(ckpt.security)]
 
 
 def check_one(
@@ -95,7 +109,7 @@ def check(
         try:
             ckpt = read_checkpoint(path)
         except UnreadableCheckpoint as exc:
-            found = [unreadable(exc.path, exc.reason), *exc.findings]
+            found = [unreadable(exc.path, exc.reason), *security_findings(exc.facts)]
             files.append(
                 FileReport(path=path, error=exc.reason, findings=[f for f in found if config.enabled(f.code)])
             )

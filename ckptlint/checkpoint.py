@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ckptlint.dtypes import nbytes_for
+from ckptlint.facts import SecurityFacts
 from ckptlint.findings import Finding
 
 # Schemas are built on first validation/serialisation, not at import: ``ckptlint dump`` must start fast.
@@ -67,7 +68,8 @@ class Checkpoint(BaseModel):
     )  # every file actually read (shards, the weights inside a folder)
     findings: list[Finding] = Field(
         default_factory=list
-    )  # reader-level findings, e.g. CK301 unsafe pickle global
+    )  # findings the input itself carries (a read-back dump) or a reader still builds
+    security: SecurityFacts = Field(default_factory=SecurityFacts)  # what a loader could run (CK301/CK302)
 
     @property
     def num_params(self) -> int:

@@ -72,19 +72,21 @@ def cli(debug: bool) -> None:
 @click.option("--output", "-o", default=None, help="Write to FILE instead of stdout.")
 def dump(path: str, fmt: str, depth: int | None, pattern: str | None, output: str | None) -> None:
     """Print the parameter tree of a checkpoint (header-only; never executes it)."""
+    from ckptlint.api import dump_findings
     from ckptlint.layout import detect_layout
     from ckptlint.readers import read_checkpoint
 
     ckpt = read_checkpoint(path)
     layout = detect_layout(ckpt).name
+    findings = dump_findings(ckpt)
     if fmt == "json":
         from ckptlint.report import dump_json
 
-        _emit(dump_json.render(ckpt, layout), output)
+        _emit(dump_json.render(ckpt, layout, findings), output)
     else:
         from ckptlint.report import dump_text
 
-        _emit(dump_text.render(ckpt, layout, depth=depth, pattern=pattern), output)
+        _emit(dump_text.render(ckpt, layout, depth=depth, pattern=pattern, findings=findings), output)
 
 
 @cli.command()

@@ -31,6 +31,7 @@ from ckptlint.rules._training import split as training_split
 # catch-alls CK100/CK101/CK102 come last.
 ORDER: tuple[str, ...] = (
     "CK301",
+    "CK302",
     "CK002",
     "CK003",
     "CK111",
@@ -66,6 +67,7 @@ DISPLAY_RANK: dict[str, int] = {
     "CK111": 85,
     "CK106": 88,
     "CK201": 90,
+    "CK302": 95,
     "CK107": 100,
     "CK108": 105,
     "CK100": 110,

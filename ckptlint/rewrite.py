@@ -94,7 +94,7 @@ def rewrite(src: str, dst: str, keymap: KeyMap, *, to_format: str = SAME) -> Rew
 
     check_paths(src, dst)
     ckpt = read_checkpoint(src)
-    if ckpt.findings and any(f.code == "CK301" for f in ckpt.findings):
+    if ckpt.security.unsafe or any(f.code == "CK301" for f in ckpt.findings):
         raise UsageError(f"{src}: refusing to rewrite a pickle that imports unsafe globals (see CK301)")
     plan: dict[str, str] = {}
     dropped: list[str] = []

@@ -15,16 +15,17 @@ from typing import Any
 
 from ckptlint.checkpoint import TensorInfo, tensor_info
 from ckptlint.readers.pickle_globals import torch_itemsize
-from ckptlint.readers.pickle_walker import (
+from ckptlint.readers.pickle_values import (
     ArrayRef,
     Blob,
     Composite,
-    GlobalRef,
+    GlobalValue,
     Instance,
     NpDType,
     Opaque,
     StorageRef,
     TensorRef,
+    TextBlob,
 )
 
 MAX_DEPTH = 64  # container nesting that is expanded into keys
@@ -253,15 +254,15 @@ def meta_value(value: Any, depth: int = 0) -> Any:
         if value.items is not None:
             return meta_value(value.items, depth)
         return f"<array {list(value.shape)} {value.dtype}>"
-    if isinstance(value, GlobalRef):
-        return value.fullname
+    if isinstance(value, GlobalValue):
+        return value.name
     if isinstance(value, NpDType):
         return value.name
     if isinstance(value, StorageRef):
         return f"<storage {value.key}>"
     if isinstance(value, Composite):
         return f"<{value.kind} tensor>"
-    if isinstance(value, (Opaque, Blob)):
+    if isinstance(value, (Opaque, Blob, TextBlob)):
         return repr(value)
     return f"<{type(value).__name__}>"
 

@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ckptlint.checkpoint import Checkpoint, TensorInfo
+from ckptlint.findings import Finding
 from ckptlint.report.humanize import human_bytes, human_count, shape_str
 
 
@@ -60,8 +61,15 @@ def _render_node(
         _render_node(child, child_name, prefix + "  ", depth + 1, max_depth, out)
 
 
-def render(ckpt: Checkpoint, layout: str, depth: int | None = None, pattern: str | None = None) -> str:
-    """A human-readable dump; ``depth`` collapses subtrees below N levels, ``pattern`` filters keys by glob."""
+def render(
+    ckpt: Checkpoint,
+    layout: str,
+    depth: int | None = None,
+    pattern: str | None = None,
+    findings: list[Finding] | None = None,
+) -> str:
+    """A human-readable dump; ``depth`` collapses subtrees below N levels, ``pattern`` filters keys by glob;
+    ``findings`` default to the ones the checkpoint carries."""
     tensors = ckpt.tensors
     if pattern:
         tensors = {k: v for k, v in tensors.items() if fnmatch.fnmatchcase(k, pattern)}
@@ -82,7 +90,7 @@ def render(ckpt: Checkpoint, layout: str, depth: int | None = None, pattern: str
         out.append("sidecars: " + ", ".join(f"{s.name} ({s.kind})" for s in ckpt.sidecars))
     if ckpt.files and ckpt.files != [ckpt.path]:
         out.append("files read: " + ", ".join(ckpt.files))
-    for f in ckpt.findings:
+    for f in ckpt.findings if findings is None else findings:
         out.append(f"{f.code} {f.severity.value:<8} {f.message}")
     return "\n".join(out) + "\n"
 

@@ -44,6 +44,7 @@ RULE_MODULES: tuple[str, ...] = (
     "ck112_variant",
     "ck201_training_state",
     "ck301_unsafe_pickle",
+    "ck302_remote_code",
 )
 
 
