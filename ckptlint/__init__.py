@@ -3,7 +3,7 @@
 Python API (the CLI calls the same functions)::
 
     import ckptlint
-    report = ckptlint.check("clippo_b16.npz", arch="bv-vit")   # -> ckptlint.report.model.Report
+    report = ckptlint.check("clippo_b16.npz", arch="bv-vit")   # -> ckptlint.results.Report
     for f in report.files:
         for finding in f.findings:
             print(finding.code, finding.message, finding.fix)
@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from os import PathLike
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from ckptlint._version import __version__
 
 if TYPE_CHECKING:
     from ckptlint.checkpoint import Checkpoint
-    from ckptlint.report.model import Report
+    from ckptlint.results import Report
 
 __all__ = ["__version__", "check", "dump"]
 
@@ -44,15 +44,16 @@ def check(
     arch: str | None = None,
     model: str | None = None,
     spec: str | None = None,
-    select: Sequence[str] | None = None,
-    ignore: Sequence[str] | None = None,
+    select: str | Sequence[str] | None = None,
+    ignore: str | Sequence[str] | None = None,
     jobs: int = 1,
 ) -> Report:
-    """Check one or more checkpoints (files, folders or globs) and return one ``Report``.
+    """Check one or more checkpoints (files, folders or globs) and return one ``Report``: the one public check.
 
     The same as ``ckptlint check PATH... --isolated`` with the same options: folders are walked, unreadable
     inputs become a file entry with ``error`` set, and nothing is printed. ``select``/``ignore`` take codes or
-    prefixes (``"CK1"``); unknown codes raise ``ckptlint.errors.UsageError``.
+    prefixes (``"CK1"``, ``["CK103", "CK2"]`` or ``"CK103,CK2"``); unknown codes raise
+    ``ckptlint.errors.UsageError``.
     """
     from ckptlint.config import Config, validate_arch, validate_codes
     from ckptlint.discover import expand_paths
@@ -70,8 +71,13 @@ def check(
         arch=arch,
         model=model,
         spec=spec,
-        select=validate_codes(list(select), "select") if select is not None else None,
-        ignore=validate_codes(list(ignore), "ignore") if ignore is not None else None,
+        select=validate_codes(_codes(select), "select") if select is not None else None,
+        ignore=validate_codes(_codes(ignore), "ignore") if ignore is not None else None,
         config=Config(),
     )
     return run(tasks, jobs=jobs, progress=False)
+
+
+def _codes(value: str | Sequence[str]) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [c.strip() for c in items if c.strip()]

@@ -1,4 +1,8 @@
-"""The Python API users and the CLI call: ``ckptlint.check(paths, arch=…) -> Report``."""
+"""Checking one checkpoint, and a list of files as given: the work behind ``ckptlint.check``.
+
+``ckptlint.check`` is the one public check (it also expands globs, walks folders and runs in parallel); the
+runner's workers call ``check_files`` on the paths it planned, ``fix`` calls ``check_checkpoint``.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,9 @@ from ckptlint.checkpoint import Checkpoint
 from ckptlint.engine import CheckConfig, run
 from ckptlint.errors import UnreadableCheckpoint, UsageError
 from ckptlint.expected import Expected
-from ckptlint.facts import SecurityFacts
 from ckptlint.findings import Finding
 from ckptlint.readers import read_checkpoint
-from ckptlint.report.model import FileReport, Report
+from ckptlint.results import FileReport, Report
 from ckptlint.rules.ck001_unreadable import unreadable
 
 
@@ -44,19 +47,7 @@ def _fixed_expectation(model: str | None, spec: str | None) -> Callable[[], Expe
     return get
 
 
-def security_findings(facts: SecurityFacts) -> list[Finding]:
-    """The CK301/CK302 findings of what a reader recorded (also for an input it could not finish reading)."""
-    from ckptlint.rules import ck301_unsafe_pickle, ck302_remote_code
-
-    return ck301_unsafe_pickle.findings_of(facts) + ck302_remote_code.findings_of(facts)
-
-
-def dump_findings(ckpt: Checkpoint) -> list[Finding]:
-    """What ``ckptlint dump`` shows next to the tree: the findings the file carries and its security facts."""
-    return [*ckpt.findings, *security_findings(ckpt.security)]
-
-
-def check_one(
+def check_checkpoint(
     ckpt: Checkpoint,
     *,
     arch: str | None = None,
@@ -83,7 +74,7 @@ def check_one(
     return run(ckpt, expected, config, layout=layout, inferred=inferred, variant_inferred=variant_inferred)
 
 
-def check(
+def check_files(
     paths: str | Path | Iterable[str | Path],
     arch: str | None = None,
     model: str | None = None,
@@ -91,7 +82,7 @@ def check(
     select: Iterable[str] | str | None = None,
     ignore: Iterable[str] | str | None = None,
 ) -> Report:
-    """Check each checkpoint in ``paths`` and return one ``Report`` (the CONTRACT JSON as a pydantic model).
+    """Check each checkpoint in ``paths`` (as given: no globs, no folder walks) and return one ``Report``.
 
     ``arch`` is an architecture name (``NAME[:VARIANT]``, e.g. ``clippo``, ``open_clip:ViT-B-16``); ``model``
     a live model factory ``module:function``; ``spec`` a dump JSON of a reference checkpoint. At most one of
@@ -109,13 +100,22 @@ def check(
         try:
             ckpt = read_checkpoint(path)
         except UnreadableCheckpoint as exc:
-            found = [unreadable(exc.path, exc.reason), *security_findings(exc.facts)]
+            found = [unreadable(exc.path, exc.reason), *failure_findings(exc)]
             files.append(
                 FileReport(path=path, error=exc.reason, findings=[f for f in found if config.enabled(f.code)])
             )
             continue
-        files.append(check_one(ckpt, arch=arch, expected=fixed() if fixed else None, config=config))
+        files.append(check_checkpoint(ckpt, arch=arch, expected=fixed() if fixed else None, config=config))
     return Report(files=files).summarize()
+
+
+def failure_findings(exc: UnreadableCheckpoint) -> list[Finding]:
+    """What the rules make of the facts a reader recorded before it failed (a CK301 next to the CK001)."""
+    from ckptlint.engine import fact_findings
+
+    if not exc.facts:
+        return []
+    return fact_findings(Checkpoint.model_construct(path=exc.path, format="pickle", security=exc.facts))
 
 
 def expectation_for(

@@ -1,12 +1,13 @@
 """The one model every reader returns: a flat tree of tensor headers plus what surrounds them.
 
-Nothing downstream knows which file format a ``Checkpoint`` came from.
+Nothing downstream knows which file format a ``Checkpoint`` came from. Readers record facts here (a shard that is
+missing, …), never findings about them: the rules decide what a fact means.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +17,23 @@ from ckptlint.findings import Finding
 
 # Schemas are built on first validation/serialisation, not at import: ``ckptlint dump`` must start fast.
 _LAZY = ConfigDict(defer_build=True)
+
+# Every format a reader may report (docs/CONTRACT.md "Format names"; found by sniffing bytes).
+FormatName = Literal[
+    "safetensors",
+    "safetensors-sharded",
+    "torch-zip",
+    "torch-legacy",
+    "torch-tar",
+    "torch-sharded",
+    "pickle",
+    "npz",
+    "npy",
+    "flax-msgpack",
+    "hf-dir",
+    "open_clip-dir",
+    "dump-json",
+]
 
 
 class TensorInfo(BaseModel):
@@ -47,29 +65,56 @@ class Sidecar(BaseModel):
     content: dict[str, Any] | None = None  # parsed JSON when small and valid, else None
 
 
+class MisplacedTensor(BaseModel):
+    """A tensor the shard index and the shards disagree on."""
+
+    model_config = _LAZY
+
+    index: str | None  # the shard the index names for it (None: the index does not list it)
+    found_in: list[str]  # the shards that hold it
+
+
+class ShardFacts(BaseModel):
+    """What the sharded reader saw of a ``*.index.json`` and its shards (CK002 and CK003 judge it)."""
+
+    model_config = _LAZY
+
+    missing_shards: list[str] = Field(default_factory=list)  # named by the index, not on disk
+    lost_tensors: list[str] = Field(default_factory=list)  # indexed into a missing shard (sorted)
+    tensors_in_no_shard: list[str] = Field(
+        default_factory=list
+    )  # indexed into a shard that lacks them (sorted)
+    misplaced: dict[str, MisplacedTensor] = Field(
+        default_factory=dict
+    )  # in another/several shards, or unindexed
+    unreferenced_shards: list[str] = Field(
+        default_factory=list
+    )  # shard-named files next to it, not in the index
+
+
 class Checkpoint(BaseModel):
     """A checkpoint's structure: ``key -> TensorInfo`` with the file's own full keys."""
 
     model_config = _LAZY
 
     path: str
-    format: str  # safetensors | safetensors-sharded | torch-zip | torch-legacy | torch-tar | pickle | npz | npy | flax-msgpack | hf-dir | open_clip-dir
-    key_sep: str = "."  # how the file's nested names are joined: "." for torch/HF, "/" for big_vision/flax
+    format: FormatName
+    # how the file's nested names are joined: "." for torch/HF, "/" for big_vision/flax
+    key_sep: str = "."
     tensors: dict[str, TensorInfo] = Field(default_factory=dict)
-    groups: list[str] = Field(
-        default_factory=list
-    )  # top-level containers: params/opt/chrono, state_dict/optimizer
-    metadata: dict[str, Any] = Field(
-        default_factory=dict
-    )  # embedded: safetensors __metadata__, non-tensor values
+    # top-level containers: params/opt/chrono, state_dict/optimizer
+    groups: list[str] = Field(default_factory=list)
+    # embedded: safetensors __metadata__, non-tensor values
+    metadata: dict[str, Any] = Field(default_factory=dict)
     sidecars: list[Sidecar] = Field(default_factory=list)
-    files: list[str] = Field(
-        default_factory=list
-    )  # every file actually read (shards, the weights inside a folder)
-    findings: list[Finding] = Field(
-        default_factory=list
-    )  # findings the input itself carries (a read-back dump) or a reader still builds
-    security: SecurityFacts = Field(default_factory=SecurityFacts)  # what a loader could run (CK301/CK302)
+    # every file actually read (shards, the weights inside a folder)
+    files: list[str] = Field(default_factory=list)
+    # findings the input itself carries (a read-back dump)
+    findings: list[Finding] = Field(default_factory=list)
+    # a sharded checkpoint's index and shards: what agrees and what does not
+    shards: ShardFacts | None = None
+    # what a loader of the file (or folder) could run: globals, constructs not judged, shipped code (CK301/CK302)
+    security: SecurityFacts = Field(default_factory=SecurityFacts)
 
     @property
     def num_params(self) -> int:
@@ -78,6 +123,11 @@ class Checkpoint(BaseModel):
     @property
     def total_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
+
+    @property
+    def has_facts(self) -> bool:
+        """Whether the reader recorded anything for the FACTS rules to judge (shards, pickle globals…)."""
+        return bool(self.findings) or self.shards is not None or bool(self.security)
 
     def sidecar(self, kind: str) -> Sidecar | None:
         """The first sidecar of ``kind``, if any."""

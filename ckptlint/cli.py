@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 import click
 
-from ckptlint import __version__
+from ckptlint._version import __version__
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 FAIL_ON = ("error", "warning", "info", "never")
@@ -72,13 +72,13 @@ def cli(debug: bool) -> None:
 @click.option("--output", "-o", default=None, help="Write to FILE instead of stdout.")
 def dump(path: str, fmt: str, depth: int | None, pattern: str | None, output: str | None) -> None:
     """Print the parameter tree of a checkpoint (header-only; never executes it)."""
-    from ckptlint.api import dump_findings
+    from ckptlint.engine import fact_findings
     from ckptlint.layout import detect_layout
     from ckptlint.readers import read_checkpoint
 
     ckpt = read_checkpoint(path)
     layout = detect_layout(ckpt).name
-    findings = dump_findings(ckpt)
+    findings = fact_findings(ckpt)
     if fmt == "json":
         from ckptlint.report import dump_json
 
@@ -86,7 +86,7 @@ def dump(path: str, fmt: str, depth: int | None, pattern: str | None, output: st
     else:
         from ckptlint.report import dump_text
 
-        _emit(dump_text.render(ckpt, layout, depth=depth, pattern=pattern, findings=findings), output)
+        _emit(dump_text.render(ckpt, layout, findings, depth=depth, pattern=pattern), output)
 
 
 @cli.command()
@@ -211,12 +211,18 @@ def diff(a: str, b: str, fmt: str, output: str | None, verbose: bool) -> None:
 @click.option("--keep", default=None, help="Comma-separated top-level groups to keep, e.g. params.")
 @click.option("--drop", default=None, help="Comma-separated top-level groups to drop, e.g. opt,chrono.")
 @click.option(
-    "--to", "to_format", type=click.Choice(["same", "safetensors"]), default="same", show_default=True
+    "--to",
+    "to_format",
+    type=click.Choice(["same", "safetensors", "torch", "npz", "msgpack"]),
+    default="same",
+    show_default=True,
+    help="Output format (same: the input's own; legacy torch files become zip archives).",
 )
 def strip(src: str, dst: str, keep: str | None, drop: str | None, to_format: str) -> None:
     """Write OUT with only some top-level groups of IN (e.g. params without opt/chrono); IN is never touched.
 
-    The output is written atomically and verified by re-reading it.
+    IN is a weights file, a shard index or a checkpoint folder (then OUT is a folder unless it ends in a weights
+    suffix). The output is written atomically and verified by re-reading it; torch is not needed.
     """
     if (keep is None) == (drop is None):
         raise click.UsageError("give exactly one of --keep or --drop")
@@ -246,7 +252,12 @@ def _names(value: str) -> list[str]:
 @click.option("--model", default=None, help="Live model definition MODULE:FACTORY.")
 @click.option("--spec", default=None, help="Expectation from a `ckptlint dump --format json` file.")
 @click.option(
-    "--to", "to_format", type=click.Choice(["same", "safetensors"]), default="same", show_default=True
+    "--to",
+    "to_format",
+    type=click.Choice(["same", "safetensors", "torch", "npz", "msgpack"]),
+    default="same",
+    show_default=True,
+    help="Output format (same: the input's own; legacy torch files become zip archives).",
 )
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
 @click.option("--output", "-o", default=None, help="Write the report on OUT to FILE.")
@@ -280,10 +291,7 @@ def explain(code: str) -> None:
     """Explain a rule: what it checks, why it matters, an example and the fix."""
     from ckptlint.rules import explain as explain_rule
 
-    text = explain_rule(code.strip().upper())
-    if text is None:
-        raise click.UsageError(f"unknown rule code {code!r} (see `ckptlint rules`)")
-    click.echo(text.rstrip("\n"))
+    click.echo(explain_rule(code).rstrip("\n"))  # an unknown code is a UsageError: exit 2, one line
 
 
 @cli.command(name="rules")

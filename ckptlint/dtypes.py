@@ -142,11 +142,6 @@ NUMPY_KIND_NAMES: dict[str, str] = {
 }
 
 
-def itemsize_bits(dtype: str) -> int | None:
-    """Bits per element of a canonical dtype name, or None when unknown."""
-    return ITEM_BITS.get(dtype)
-
-
 def nbytes_for(shape: tuple[int, ...], dtype: str) -> int:
     """Bytes that ``shape`` elements of ``dtype`` take (0 bits per element when the dtype is unknown)."""
     n = 1

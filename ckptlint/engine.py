@@ -1,82 +1,33 @@
 """The rule engine: (Checkpoint, Expected, config) -> FileReport.
 
-1. key view — what the expected model's loader looks at: for big_vision/flax expectations the ``params`` group
-   (``params/`` -> root; bare files as they are; very old ``opt/target/``), like big_vision's ``load_params``;
-   for torch expectations the file's own keys (nested dicts joined with ``.``).
+1. key view (``ckptlint.views``) — what the expected model's loader looks at: for big_vision/flax expectations
+   the ``params`` group, for torch expectations the file's own keys.
 2. raw diff — missing / unexpected / shape / dtype mismatches in the expected model's key names, exactly
    what the framework reports: torch ``load_state_dict(strict=False)`` and its size-mismatch errors (a
    1-element tensor loads into a 0-dim parameter), flax's key sets (``merge_params`` / scope errors).
-3. explainers, in a fixed order, each consuming the diff entries it accounts for and saying why.
+3. explainers, stage by stage (``ckptlint.rules.base.Stage``; each rule declares its stage), each consuming the
+   diff entries it accounts for and saying why.
 4. what nobody explained stays as CK100 / CK101 / CK102, one finding per kind with the keys collapsed.
+
+Findings are shown by severity, then by the display rank their rule (or message) declares, then as found.
 
 The engine never prints and never reads files; it only looks at the ``Checkpoint`` it is given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from ckptlint.checkpoint import Checkpoint, TensorInfo
 from ckptlint.expected import Expected, ExpectedTensor
 from ckptlint.findings import Finding
-from ckptlint.report.model import ArchInfo, Diff, DtypeMismatch, FileReport, ShapeMismatch
-from ckptlint.rules import Message, get_rule
+from ckptlint.results import ArchInfo, Diff, DtypeMismatch, FileReport, ShapeMismatch
+from ckptlint.rules import Message, Rule, Stage, run_order
 from ckptlint.rules._context import Context, RawDiff, torch_shape_equal
 from ckptlint.rules._training import split as training_split
-
-# Explainers in the order they run: each consumes the diff entries it accounts for, so the more specific
-# explanations (old layouts, training state, wrappers) come before the broad ones (framework, variant) and the
-# catch-alls CK100/CK101/CK102 come last.
-ORDER: tuple[str, ...] = (
-    "CK301",
-    "CK302",
-    "CK002",
-    "CK003",
-    "CK111",
-    "CK201",
-    "CK103",
-    "CK105",
-    "CK104",
-    "CK109",
-    "CK112",
-    "CK110",
-    "CK106",
-    "CK107",
-    "CK108",
-    "CK100",
-    "CK101",
-    "CK102",
-)
-
-# How findings are shown: by severity, then by this rank (a message may set its own ``order``: CK104 puts
-# itself
-# before CK105 (33 < 35) when the layout blocks loading, after it (55) when the expected framework hosts that
-# layout natively), then in the order they were found.
-DISPLAY_RANK: dict[str, int] = {
-    "CK301": 0,
-    "CK002": 1,
-    "CK003": 2,
-    "CK104": 33,
-    "CK105": 35,
-    "CK103": 40,
-    "CK109": 60,
-    "CK112": 70,
-    "CK110": 80,
-    "CK111": 85,
-    "CK106": 88,
-    "CK201": 90,
-    "CK302": 95,
-    "CK107": 100,
-    "CK108": 105,
-    "CK100": 110,
-    "CK101": 120,
-    "CK102": 130,
-}
-
-_FLAX_FRAMEWORKS = {"big_vision", "flax", "jax"}
-T = TypeVar("T")
+from ckptlint.views import expected_view, is_flax, weight_view
 
 
 @dataclass(frozen=True)
@@ -107,45 +58,12 @@ class CheckConfig:
         return not hit(self.ignore)
 
 
-# ---- step 1: key views -------------------------------------------------------------------------------------
-def params_view(tensors: Mapping[str, T]) -> tuple[dict[str, T], str]:
-    """big_vision's ``load_params``: ``params/`` if present, else very old
-    ``opt/target/``, else the whole tree."""
-    for root in ("params/", "opt/target/"):
-        if any(k.startswith(root) for k in tensors):
-            return {k[len(root) :]: v for k, v in tensors.items() if k.startswith(root)}, root
-    return dict(tensors), ""
-
-
-def is_flax(expected: Expected | None, ckpt: Checkpoint) -> bool:
-    """Whether keys are flax paths (``/``-joined, big_vision ``params`` collection)."""
-    if expected is not None:
-        return expected.key_sep == "/" or expected.framework in _FLAX_FRAMEWORKS
-    return ckpt.key_sep == "/"
-
-
-def weight_view(ckpt: Checkpoint, flax: bool) -> tuple[dict[str, TensorInfo], str]:
-    """The checkpoint's keys as the expected model's loader sees them, and the prefix that was taken off."""
-    if flax and ckpt.key_sep == "/":
-        return params_view(ckpt.tensors)
-    return dict(ckpt.tensors), ""
-
-
-def expected_view(expected: Expected) -> dict[str, ExpectedTensor]:
-    """Expected keys relative to the params collection (a spec taken from a full big_vision
-    file has ``params/``)."""
-    if expected.key_sep == "/":
-        return params_view(expected.tensors)[0]
-    return dict(expected.tensors)
-
-
 # ---- step 2: raw diff --------------------------------------------------------------------------------------
 def raw_diff(
     view: Mapping[str, TensorInfo], exp: Mapping[str, ExpectedTensor], *, torch_semantics: bool
 ) -> RawDiff:
     """Missing, unexpected, shape and dtype mismatches between a key view and an expected tree."""
-    # torch's _load_from_state_dict walks each key through the modules: a component that is not a child
-    # module,
+    # torch's _load_from_state_dict walks each key through the modules: a component that is not a child module,
     # or a last component that is not a parameter/persistent buffer, makes the key unexpected. That is exactly
     # "not an expected key" (a key naming a module, or continuing past a parameter, is unexpected too).
     missing = [k for k in exp if k not in view]
@@ -199,29 +117,34 @@ def build_context(
     )  # fmt: skip
 
 
-def _runs(code: str, ctx: Context) -> bool:
-    needs = getattr(get_rule(code).cls, "needs", "none")
-    if needs == "user":
+def _runs(rule: type[Rule], ctx: Context) -> bool:
+    if rule.needs == "user":
         return ctx.user_expected
-    if needs == "any":
+    if rule.needs == "any":
         return ctx.expected is not None
     return True
 
 
-def explain_all(ctx: Context) -> list[Finding]:
-    """Run every rule in ``ORDER`` over ``ctx``; findings sorted by severity, then by explainer order."""
+def explain_all(ctx: Context, stages: Collection[Stage] | None = None) -> list[Finding]:
+    """Run the rules over ``ctx`` in ``run_order()`` (only those of ``stages`` when given).
+
+    Findings come sorted by severity, then rank (the rule's, or its message's own when it sets one), then as found.
+    """
     ranked: list[tuple[int, int, int, Finding]] = []
     seq = 0
-    for code in ORDER:
-        if not _runs(code, ctx):
+    rules = run_order()
+    for rule in rules:
+        if (stages is not None and rule.stage not in stages) or not _runs(rule, ctx):
             continue
-        for item in get_rule(code).cls().check(ctx):
-            finding = item.finding() if isinstance(item, Message) else item
-            order = getattr(item, "order", None)
-            rank = DISPLAY_RANK[code] if order is None else order
+        for item in rule().check(ctx):
+            if isinstance(item, Message):
+                finding = item.finding(rule.severity)
+                rank = rule.rank if item.rank is None else item.rank
+            else:
+                finding, rank = item, rule.rank
             ranked.append((-finding.severity.rank, rank, seq, finding))
             seq += 1
-    known = set(ORDER)
+    known = {r.code for r in rules}
     # reader findings that no rule claims (codes added later) pass through as they are
     for finding in ctx.ckpt.findings:
         if finding.code not in known:
@@ -229,6 +152,13 @@ def explain_all(ctx: Context) -> list[Finding]:
             seq += 1
     ranked.sort(key=lambda r: r[:3])
     return [r[3] for r in ranked]
+
+
+def fact_findings(ckpt: Checkpoint) -> list[Finding]:
+    """What the rules make of the facts a reader recorded (no expectation): the findings ``ckptlint dump`` shows."""
+    if not ckpt.has_facts:  # nothing to judge: do not load the rules (``dump`` starts fast)
+        return []
+    return explain_all(build_context(ckpt, None), stages={Stage.FACTS})
 
 
 def variant_evidence(ctx: Context) -> str | None:

@@ -1,4 +1,4 @@
-"""Severities and the Finding model shared by readers, rules and reporters."""
+"""Severities and the Finding model shared by rules, the engine and reporters."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ckptlint.edits import Edit
 
 
 class Severity(StrEnum):
@@ -21,7 +23,10 @@ class Severity(StrEnum):
 
 
 class Finding(BaseModel):
-    """One root cause: a code, what was seen, why it probably happened and how to fix it."""
+    """One root cause: a code, what was seen, why it probably happened and how to fix it.
+
+    ``fix`` says it for a person; ``edits`` says it for ``ckptlint fix`` when the fix is mechanical.
+    """
 
     model_config = ConfigDict(defer_build=True)
 
@@ -32,3 +37,4 @@ class Finding(BaseModel):
     fix: str = ""
     keys: list[str] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict)
+    edits: list[Edit] = Field(default_factory=list)

@@ -1,6 +1,6 @@
 """Check many checkpoints in one run: per-path settings, optional parallel header reads, one merged Report.
 
-The work for one checkpoint is ``ckptlint.api.check([path], ...)``; this module only decides the options each
+The work for one checkpoint is ``ckptlint.api.check_files([path], ...)``; this module only decides the options each
 path gets (command line > per-path config > config), fans the paths out over ``jobs`` worker processes and
 merges the per-file reports in argument order.
 """
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ckptlint.config import Config
-from ckptlint.report.model import Report
+from ckptlint.results import Report
 
 PROGRESS_MIN_FILES = 8  # a bar for fewer files only flickers
 
@@ -65,10 +65,10 @@ def plan(
 
 def check_batch(tasks: list[FileTask]) -> Report:
     """Check tasks that share their options in one API call (a live model or spec is then built once)."""
-    from ckptlint.api import check
+    from ckptlint.api import check_files
 
     t = tasks[0]
-    return check(
+    return check_files(
         [x.path for x in tasks],
         arch=t.arch,
         model=t.model,

@@ -23,11 +23,9 @@ from ckptlint.dtypes import TORCH_DTYPE
 from ckptlint.engine import CheckConfig, run
 from ckptlint.expected import Expected, ExpectedTensor
 from ckptlint.readers import read_checkpoint
-from ckptlint.report.model import FileReport
+from ckptlint.results import FileReport
 
-CORPUS = Path(
-    os.environ.get("CKPTLINT_CORPUS", Path(__file__).resolve().parent / "data" / "corpus")
-)
+CORPUS = Path(os.environ.get("CKPTLINT_CORPUS", Path(__file__).resolve().parent / "data" / "corpus"))
 TINY_OPEN_CLIP_CFG = json.loads((CORPUS / "open_clip" / "ckptlint-tiny-ViT.json").read_text())
 
 _SIZE = re.compile(

@@ -251,7 +251,9 @@ def legacy_tar_polyglot(target: str) -> bytes:
     for name, data in members.items():
         rest += _tar_member_header(name, len(data)) + data + b"\0" * (-len(data) % 512)
     rest += b"\0" * 1024  # end of archive
-    before_value = 2 + 1 + 1 + 4 + 1 + 4  # PROTO, EMPTY_DICT, BINUNICODE and its length, BINBYTES and its length
+    before_value = (
+        2 + 1 + 1 + 4 + 1 + 4
+    )  # PROTO, EMPTY_DICT, BINUNICODE and its length, BINBYTES and its length
     filler = 1536 - len(sys_info) - before_value
     obj = b"\x80\x02}X" + struct.pack("<I", filler) + b"x" * filler + b"B" + struct.pack("<I", len(rest))
     assert len(sys_info) + len(obj) == 1536, "the tar members must start at a block boundary"

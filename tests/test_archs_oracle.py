@@ -49,7 +49,7 @@ def as_checkpoint(tree: Tree, key_sep: str = ".", sidecars: list[Sidecar] | None
     """A Checkpoint with exactly these keys (what a reader reports for a file holding this state_dict)."""
     tensors = {k: tensor_info(shape, dtype) for k, (shape, dtype) in tree.items()}
     return Checkpoint(
-        path="<memory>", format="test", key_sep=key_sep, tensors=tensors, sidecars=sidecars or []
+        path="<memory>", format="safetensors", key_sep=key_sep, tensors=tensors, sidecars=sidecars or []
     )
 
 

@@ -22,8 +22,8 @@ import pytest
 from engine_support import CORPUS, check, read_checkpoint, structural, top
 from flax.traverse_util import unflatten_dict
 
-from ckptlint.engine import params_view
 from ckptlint.expected import Expected, ExpectedTensor, expected_from_checkpoint
+from ckptlint.views import params_view
 
 BV = CORPUS / "big_vision"
 _SCOPE = re.compile(r'Could not find parameter named "([^"]+)" in scope "([^"]*)"')

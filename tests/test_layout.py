@@ -151,9 +151,9 @@ def test_hf_arch_hint_without_config_uses_keys(corpus: Path) -> None:
 
 
 def test_unknown_and_empty() -> None:
-    assert detect_layout(Checkpoint(path="x", format="t")).name == "unknown"
+    assert detect_layout(Checkpoint(path="x", format="safetensors")).name == "unknown"
     lm = {f"model.layers.{i}.self_attn.q_proj.weight": tensor_info((8, 8), "float32") for i in range(3)}
-    guess = detect_layout(Checkpoint(path="x", format="t", tensors=lm))
+    guess = detect_layout(Checkpoint(path="x", format="safetensors", tensors=lm))
     assert guess == LayoutGuess() and guess.arch is None
 
 
@@ -325,7 +325,9 @@ def test_open_clip_siglip_with_a_timm_trunk_is_not_timm() -> None:
     with torch.device("meta"):
         model = open_clip.create_model("ViT-B-16-SigLIP", device="meta")
     sd = model.state_dict()
-    ck = Checkpoint(path="m", format="t", tensors={k: tensor_info(v.shape, "float32") for k, v in sd.items()})
+    ck = Checkpoint(
+        path="m", format="safetensors", tensors={k: tensor_info(v.shape, "float32") for k, v in sd.items()}
+    )
     assert_layout(ck, "open_clip_custom_text", "", {"vision", "text"}, "open_clip")
 
 
@@ -385,7 +387,7 @@ def test_detection_is_linear_and_fast() -> None:
     """A 20k-key checkpoint (a large model) is classified in well under a second."""
     keys = {f"blocks.{i}.attn.qkv.weight": tensor_info((2304, 768), "float32") for i in range(20000)}
     keys["patch_embed.proj.weight"] = tensor_info((768, 3, 16, 16), "float32")
-    ck = Checkpoint(path="big", format="t", tensors=keys)
+    ck = Checkpoint(path="big", format="safetensors", tensors=keys)
     start = time.perf_counter()
     guess = detect_layout(ck)
     assert time.perf_counter() - start < 1.0

@@ -10,11 +10,12 @@ import pytest
 import tvshim  # noqa: F401  - before transformers/open_clip/timm (torchvision's CPU op registration)
 from safetensors import safe_open
 
-from ckptlint.api import dump_findings
 from ckptlint.dtypes import SAFETENSORS
+from ckptlint.engine import fact_findings, run
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers import read_checkpoint
-from ckptlint.readers.directory import attach_sidecars, pick_weights
+from ckptlint.readers.directory import pick_weights
+from ckptlint.readers.sidecars import attach_sidecars
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -137,7 +138,7 @@ def test_sharded_folder_and_index_equal_the_model(hf_dirs: dict[str, Path], hf_m
     for path in (folder, index):
         ckpt = read_checkpoint(path)
         assert our_view(path) == union == expected
-        assert dump_findings(ckpt) == []
+        assert fact_findings(ckpt) == []
         assert ckpt.files == [str(index)] + [str(folder / s) for s in shards]
         assert {k: t.storage for k, t in ckpt.tensors.items()} == weight_map
     assert read_checkpoint(index).format == "safetensors-sharded"
@@ -156,17 +157,20 @@ def sharded_copy(hf_dirs: dict[str, Path], tmp_path: Path) -> Path:
     return out
 
 
-def test_missing_shard_is_ck002(sharded_copy: Path) -> None:
+def test_missing_shard_is_recorded_and_is_ck002(sharded_copy: Path) -> None:
     index = sharded_copy / "model.safetensors.index.json"
     weight_map = json.loads(index.read_text())["weight_map"]
     gone = sorted(set(weight_map.values()))[-1]
     (sharded_copy / gone).unlink()
     ckpt = read_checkpoint(sharded_copy)
-    (finding,) = dump_findings(ckpt)
+    assert ckpt.findings == []  # the reader records facts; the rules judge them
+    assert ckpt.shards is not None and ckpt.shards.missing_shards == [gone]
+    assert ckpt.shards.lost_tensors == sorted(k for k, s in weight_map.items() if s == gone)
+    assert set(ckpt.tensors) == {k for k, s in weight_map.items() if s != gone}
+    (finding,) = run(ckpt, None).findings
     assert finding.code == "CK002" and finding.severity.value == "error"
     assert "incomplete" in finding.message and gone in finding.message
-    assert finding.keys == sorted(k for k, s in weight_map.items() if s == gone)
-    assert set(ckpt.tensors) == {k for k, s in weight_map.items() if s != gone}
+    assert finding.keys == ckpt.shards.lost_tensors
 
 
 def test_index_pointing_at_the_wrong_shard_is_ck003(sharded_copy: Path) -> None:
@@ -177,7 +181,8 @@ def test_index_pointing_at_the_wrong_shard_is_ck003(sharded_copy: Path) -> None:
     doc["weight_map"][moved] = shards[1]
     index.write_text(json.dumps(doc))
     ckpt = read_checkpoint(index)
-    (finding,) = dump_findings(ckpt)
+    assert ckpt.shards is not None and list(ckpt.shards.misplaced) == [moved]
+    (finding,) = [f for f in run(ckpt, None).findings if f.code != "CK107"]  # an index has no preprocessing
     assert finding.code == "CK003" and finding.severity.value == "warning" and finding.keys == [moved]
     assert finding.details["tensors"][moved] == {"index": shards[1], "found_in": [shards[0]]}
     assert moved in ckpt.tensors
@@ -194,9 +199,10 @@ def test_tensor_missing_from_index_and_stale_shard_are_ck003(sharded_copy: Path)
         sharded_copy / first, sharded_copy / "model-00001-of-00005.safetensors"
     )  # an older save's shard
     ckpt = read_checkpoint(sharded_copy)
-    codes = sorted((f.code, tuple(f.keys)) for f in dump_findings(ckpt))
+    findings = [f for f in run(ckpt, None).findings if f.code != "CK107"]
+    codes = sorted((f.code, tuple(f.keys)) for f in findings)
     assert codes == [("CK003", ()), ("CK003", (dropped,))]
-    stale = next(f for f in dump_findings(ckpt) if not f.keys)
+    stale = next(f for f in findings if not f.keys)
     assert stale.details["unreferenced_shards"] == ["model-00001-of-00005.safetensors"]
     assert "model-00001-of-00005.safetensors" not in ckpt.metadata.get("other_weight_files", [])
 
@@ -233,7 +239,7 @@ def test_torch_bin_shards(tmp_path: Path) -> None:
     save_torch_state_dict(state, str(tmp_path), safe_serialization=False, max_shard_size="8KB")
     index = tmp_path / "pytorch_model.bin.index.json"
     ckpt = read_checkpoint(index)
-    assert ckpt.format == "torch-sharded" and dump_findings(ckpt) == []
+    assert ckpt.format == "torch-sharded" and fact_findings(ckpt) == []
     assert our_view(index) == {
         k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items()
     }

@@ -24,7 +24,9 @@ import numpy.lib.format as npformat
 import pytest
 import torch
 
-from ckptlint.api import check, dump_findings, security_findings
+from ckptlint.api import check_files as check
+from ckptlint.api import failure_findings
+from ckptlint.engine import fact_findings
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers import pickle_file, read_checkpoint
 
@@ -92,7 +94,7 @@ def test_numpy_pickle_matches_pickle_load(tmp_path: Path, protocol: int) -> None
     path = write(tmp_path, f"np{protocol}.pkl", pickle.dumps(numpy_payload(), protocol=protocol))
     ref = pickle.loads(path.read_bytes())
     ck = read_checkpoint(path)
-    assert ck.format == "pickle" and dump_findings(ck) == []
+    assert ck.format == "pickle" and fact_findings(ck) == []
     arrays = {k: v for k, v in ref.items() if isinstance(v, np.ndarray) and v.dtype != object}
     assert {k: (t.shape, t.dtype) for k, t in ck.tensors.items()} == {
         k: (v.shape, v.dtype.name) for k, v in arrays.items()
@@ -124,7 +126,7 @@ def test_tensors_pickled_directly(tmp_path: Path, protocol: int) -> None:
     path = write(tmp_path, f"t{protocol}.pkl", pickle.dumps(obj, protocol=protocol))
     ref = pickle.loads(path.read_bytes())
     ck = read_checkpoint(path)
-    assert dump_findings(ck) == []
+    assert fact_findings(ck) == []
     assert {k: (t.shape, t.dtype) for k, t in ck.tensors.items()} == {
         k: (tuple(v.shape), str(v.dtype).removeprefix("torch."))
         for k, v in ref.items()
@@ -155,7 +157,7 @@ def test_plain_data_matches_pickle_load(tmp_path: Path, protocol: int) -> None:
     path = write(tmp_path, f"d{protocol}.pkl", pickle.dumps(data, protocol=protocol))
     ck = read_checkpoint(path)
     ref = pickle.loads(path.read_bytes())
-    assert dump_findings(ck) == [] and ck.tensors == {}
+    assert fact_findings(ck) == [] and ck.tensors == {}
     expected = {k: plain(v) for k, v in ref.items() if k not in ("nested", "bytes", "complex", "big")}
     expected["nested.a.b"] = plain(ref["nested"]["a"]["b"])
     got = dict(ck.metadata)
@@ -184,7 +186,7 @@ def test_memo_games_match_pickle_load(tmp_path: Path) -> None:
         assert set(ck.tensors) == {
             k for k, v in numpy_payload().items() if isinstance(v, np.ndarray) and v.dtype != object
         }
-        assert dump_findings(ck) == []
+        assert fact_findings(ck) == []
 
 
 def test_np_save_object_array_is_rebuilt_from_its_pickle(tmp_path: Path) -> None:
@@ -224,31 +226,31 @@ EVIL_OS_SYSTEM = b"cos\nsystem\n(S'true'\ntR."  # protocol 0: os.system('true');
 
 def test_two_benign_streams(tmp_path: Path) -> None:
     ck = read_checkpoint(write(tmp_path, "two.pkl", BENIGN + pickle.dumps([1, 2], protocol=4)))
-    assert dump_findings(ck) == [] and list(ck.tensors) == ["w"]
+    assert fact_findings(ck) == [] and list(ck.tensors) == ["w"]
 
 
 def test_appended_malicious_stream_is_flagged(tmp_path: Path) -> None:
     ck = read_checkpoint(write(tmp_path, "appended.pkl", BENIGN + EVIL_OS_SYSTEM))
     assert list(ck.tensors) == ["w"]
-    [finding] = dump_findings(ck)
+    [finding] = fact_findings(ck)
     assert finding.code == "CK301" and "os.system" in finding.message and "dangerous" in finding.message
     assert finding.details["offsets"] == [len(BENIGN)]
 
 
 def test_trailing_garbage_fails_closed(tmp_path: Path) -> None:
     ck = read_checkpoint(write(tmp_path, "garbage.pkl", BENIGN + b"\xff\xfe not a pickle"))
-    assert [f.code for f in dump_findings(ck)] == ["CK301"]
-    assert "cannot verify" in dump_findings(ck)[0].message
+    assert [f.code for f in fact_findings(ck)] == ["CK301"]
+    assert "cannot verify" in fact_findings(ck)[0].message
 
 
 def test_appended_stream_after_legacy_torch_data(tmp_path: Path) -> None:
     path = tmp_path / "legacy.pt"
     torch.save({"w": torch.zeros(3)}, path, _use_new_zipfile_serialization=False)
-    assert dump_findings(read_checkpoint(path)) == []
+    assert fact_findings(read_checkpoint(path)) == []
     path.write_bytes(path.read_bytes() + EVIL_OS_SYSTEM)
     ck = read_checkpoint(path)
     assert ck.format == "torch-legacy" and list(ck.tensors) == ["w"]
-    assert [f.details.get("global") for f in dump_findings(ck)] == ["os.system"]
+    assert [f.details.get("global") for f in fact_findings(ck)] == ["os.system"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -287,19 +289,19 @@ def test_nested_pickle_loads_payload_is_judged(tmp_path: Path) -> None:
     inner = b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00trueq\x00\x85R."
     stream = b"\x80\x03c_pickle\nloads\nC" + bytes([len(inner)]) + inner + b"\x85R."
     ck = read_checkpoint(write(tmp_path, "nested.pkl", stream))
-    names = {f.details.get("global") for f in dump_findings(ck)}
+    names = {f.details.get("global") for f in fact_findings(ck)}
     assert names == {"_pickle.loads", "posix.system"}
-    assert all(f.details["dangerous"] for f in dump_findings(ck))
+    assert all(f.details["dangerous"] for f in fact_findings(ck))
 
 
 def test_nested_torch_load_payload_is_judged(tmp_path: Path) -> None:
     """torch.storage._load_from_bytes is accepted only when the nested torch.save it loads is itself clean."""
     benign = pickle.dumps(torch.zeros(3), protocol=2)
-    assert dump_findings(read_checkpoint(write(tmp_path, "benign.pkl", benign))) == []
+    assert fact_findings(read_checkpoint(write(tmp_path, "benign.pkl", benign))) == []
     inner = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.\x80\x02M\xe9\x03.\x80\x02}.\x80\x02cos\nsystem\nX\x04\x00\x00\x00true\x85R."
     stream = b"\x80\x03ctorch.storage\n_load_from_bytes\nC" + bytes([len(inner)]) + inner + b"\x85R."
     ck = read_checkpoint(write(tmp_path, "evil_nested.pkl", stream))
-    names = {f.details.get("global") for f in dump_findings(ck)}
+    names = {f.details.get("global") for f in fact_findings(ck)}
     assert {"torch.storage._load_from_bytes", "os.system"} <= names
 
 
@@ -361,13 +363,13 @@ def test_unreadable_still_names_unsafe_globals(tmp_path: Path) -> None:
     with pytest.raises(UnreadableCheckpoint) as info:
         pickle_file.read(path)
     assert "os.system" in str(info.value)
-    assert [f.details["global"] for f in security_findings(info.value.facts)] == ["os.system"]
+    assert [f.details["global"] for f in failure_findings(info.value)] == ["os.system"]
 
 
 def test_safe_global_used_unexpectedly_is_flagged(tmp_path: Path) -> None:
     """A rebuild function of the safe set called with arguments torch.save never writes: CK301, not clean."""
     stream = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(NK\x00X\x01\x00\x00\x00xK\x01\x89NtR."
-    findings = dump_findings(read_checkpoint(write(tmp_path, "odd.pkl", stream)))
+    findings = fact_findings(read_checkpoint(write(tmp_path, "odd.pkl", stream)))
     assert [(f.code, f.details["global"]) for f in findings] == [("CK301", "torch._utils._rebuild_tensor_v2")]
 
 
@@ -443,5 +445,5 @@ def test_memoised_nested_payload_is_walked_once(tmp_path: Path) -> None:
     start = time.perf_counter()
     ck = read_checkpoint(path)
     assert time.perf_counter() - start < 10
-    assert dump_findings(ck) == [] and len(ck.tensors) == 20_000
+    assert fact_findings(ck) == [] and len(ck.tensors) == 20_000
     assert {(t.shape, t.dtype) for t in ck.tensors.values()} == {((3,), "float32")}  # bare storages

@@ -18,8 +18,8 @@ import torch
 import tvshim  # noqa: F401  (before open_clip / timm)
 from tiny_models import tiny_models as build_tiny_models
 
-from ckptlint.api import dump_findings
 from ckptlint.checkpoint import Checkpoint
+from ckptlint.engine import fact_findings
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers import pickle_file, read_checkpoint, torch_zip
 
@@ -183,7 +183,7 @@ def test_dump_equals_torch_load(saved: dict[str, Path], name: str) -> None:
     assert ck.format == ("torch-zip" if name.endswith("-zip") else "torch-legacy")
     expected = torch_tree(ref) if not isinstance(ref, torch.Tensor) else {path.stem: torch_tree(ref)[""]}
     assert dump_tree(ck) == expected
-    assert dump_findings(ck) == []
+    assert fact_findings(ck) == []
     assert ck.key_sep == "."
     expected_groups = (
         [k for k, v in ref.items() if isinstance(v, (dict, list, tuple)) and has_tensor(v)]
@@ -264,7 +264,7 @@ def test_corpus_torch_files_match_torch_load(corpus: Path) -> None:
         ref = torch.load(path, weights_only=True)
         assert ck.format == "torch-zip"
         assert dump_tree(ck) == torch_tree(ref), path
-        assert dump_findings(ck) == [], path
+        assert fact_findings(ck) == [], path
         assert ck.files == [str(path)]
 
 
@@ -286,11 +286,11 @@ def test_torchscript_archive_is_reported_not_run(tmp_path: Path) -> None:
     path = tmp_path / "scripted.pt"
     model.save(str(path))
     ck = read_checkpoint(path)
-    ts = [f for f in dump_findings(ck) if "TorchScript" in f.message]
+    ts = [f for f in fact_findings(ck) if "TorchScript" in f.message]
     assert len(ts) == 1 and ts[0].code == "CK301" and ts[0].severity == "error"
     assert any(m.endswith(".py") for m in ts[0].details["code_members"])
     assert "__torch__.torch.nn.modules.linear.Linear" in ts[0].details["classes"]
-    assert dump_findings(ck) == ts  # TorchScript classes are part of that one finding
+    assert fact_findings(ck) == ts  # TorchScript classes are part of that one finding
     ref = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert {k: t.shape for k, t in ck.tensors.items() if k in ref} == ref
 
@@ -306,7 +306,7 @@ def test_extra_pickle_member_is_judged(tmp_path: Path) -> None:
         zout.writestr("src/extra.pkl", payload)
     ck = read_checkpoint(dst)
     assert dump_tree(ck) == {"w": ((2,), "float32")}
-    [finding] = dump_findings(ck)
+    [finding] = fact_findings(ck)
     assert (
         finding.code == "CK301" and "posix.system" in finding.message and "src/extra.pkl" in finding.message
     )
@@ -499,7 +499,7 @@ def test_timm_and_hf_trainer_extras_are_not_flagged(
     path = tmp_path / "timm_ckpt.pth.tar"
     torch.save(state, path)
     ck = read_checkpoint(path)
-    assert dump_findings(ck) == []
+    assert fact_findings(ck) == []
     ref = torch.load(path, weights_only=False)  # trusted: written just above
     expected = torch_tree(ref)
     expected["numpy.1"] = (ref["numpy"][1].shape, ref["numpy"][1].dtype.name)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -219,3 +221,17 @@ def test_output_file_for_every_format(workdir: Path, tmp_path: Path) -> None:
         assert to_file.returncode == to_stdout.returncode == 0
         assert to_file.stdout == ""
         assert out.read_text() == to_stdout.stdout
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_output_file_follows_the_umask(workdir: Path, tmp_path: Path, umask: int, mode: int) -> None:
+    out = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ckptlint", *CHECK_ARGS, "--format", "json", "--output", str(out)],
+        cwd=workdir,
+        capture_output=True,
+        preexec_fn=lambda: os.umask(umask),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_mode & 0o777 == mode

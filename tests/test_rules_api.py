@@ -1,4 +1,4 @@
-"""The Python API ``ckptlint.api.check``: reports per path, unreadable inputs, select/ignore, the mode without
+"""The Python API ``ckptlint.check``: reports per path, unreadable inputs, select/ignore, the mode without
 an expectation, and expectations from a dump JSON (``--spec``) or a live model factory (``--model``)."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from engine_support import CORPUS, open_clip_tiny, save_safetensors
 
-from ckptlint.api import check, check_one, expectation_for
+from ckptlint import check
+from ckptlint.api import check_checkpoint, expectation_for
 from ckptlint.errors import UsageError
 from ckptlint.readers import read_checkpoint
 
@@ -48,7 +49,7 @@ def test_without_expectation_only_rules_that_need_none(tmp_path: Path) -> None:
     for k in list(sd)[:10]:
         sd[k] = sd[k].half()  # a partial cast: CK106 against the dominant dtype
     ckpt = save_safetensors(sd, tmp_path / "mixed.safetensors")
-    f = check_one(ckpt)
+    f = check_checkpoint(ckpt)
     codes = [x.code for x in f.findings]
     assert "CK106" in codes and not {"CK100", "CK101", "CK102"} & set(codes)
     mixed = next(x for x in f.findings if x.code == "CK106")
@@ -108,7 +109,7 @@ def test_expectation_for_matches_check() -> None:
     expected = expectation_for(ckpt, arch="open_clip")
     assert expected is not None and expected.arch == "open_clip"
     assert (
-        check_one(ckpt, expected=expected).diff
+        check_checkpoint(ckpt, expected=expected).diff
         == check(OC / "openclip_tiny.pt", arch="open_clip").files[0].diff
     )
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from engine_support import CORPUS, hf_clip_tiny, open_clip_tiny
 
-from ckptlint.api import check
+from ckptlint import check
 from ckptlint.rules import all_rules
 
 CORPUS_FILES = {

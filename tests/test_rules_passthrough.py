@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine_support import check, expected_from_state_dict, hf_clip_tiny
 
-from ckptlint.api import check as api_check
+from ckptlint import check as api_check
 from ckptlint.readers import read_checkpoint
 
 

@@ -8,10 +8,20 @@ import inspect
 import contract
 import pytest
 
-from ckptlint.engine import ORDER, CheckConfig
+from ckptlint.engine import CheckConfig
 from ckptlint.errors import UsageError
 from ckptlint.findings import Severity
-from ckptlint.rules import RULE_MODULES, Message, all_rules, explain, get_rule
+from ckptlint.rules import (
+    Message,
+    Rule,
+    Stage,
+    all_rules,
+    builtin_modules,
+    explain,
+    get_rule,
+    rules_in,
+    run_order,
+)
 
 # Codes the contract fixes for issues still in progress; each leaves this set when its rule is registered.
 NOT_YET_REGISTERED = {"CK004", "CK113", "CK114"}
@@ -28,10 +38,10 @@ def test_contract_codes_and_default_severities() -> None:
     assert all(r.summary and "\n" not in r.summary for r in all_rules())
 
 
-@pytest.mark.parametrize("module", RULE_MODULES)
+@pytest.mark.parametrize("module", builtin_modules())
 def test_explain_is_the_module_docstring(module: str) -> None:
-    mod = importlib.import_module(f"ckptlint.rules.{module}")
-    code = module[:5].upper()
+    mod = importlib.import_module(module)
+    code = module.rsplit(".", 1)[1][:5].upper()
     doc = inspect.cleandoc(mod.__doc__)
     assert explain(code) == doc
     assert doc.splitlines()[0].startswith(f"{code} — ")
@@ -45,8 +55,25 @@ def test_explain_is_the_module_docstring(module: str) -> None:
     )
 
 
-def test_every_rule_runs_in_the_engine() -> None:
-    assert set(ORDER) == {r.code for r in all_rules()} - {"CK001"}
+@pytest.mark.parametrize("module", builtin_modules())
+def test_one_rule_per_file_named_after_the_file(module: str) -> None:
+    """ckNNN_what_it_finds.py declares exactly the rule CKNNN, in a class named WhatItFindsRule."""
+    (cls,) = rules_in(importlib.import_module(module))
+    stem = module.rsplit(".", 1)[1]
+    assert cls.code == stem[:5].upper()
+    assert cls.__name__ == "".join(w.capitalize() for w in stem[6:].split("_")) + "Rule"
+
+
+def test_every_rule_declares_its_stage_and_rank() -> None:
+    for r in all_rules():
+        assert isinstance(r.stage, Stage) and isinstance(r.rank, int) and r.needs in ("none", "any", "user")
+        assert issubclass(r, Rule) and get_rule(r.code) is r
+    order = run_order()
+    # every rule but the API's CK001 runs, stage by stage: facts first, the catch-alls last
+    assert {r.code for r in order} == {r.code for r in all_rules()} - {"CK001"}
+    assert [r.stage for r in order] == sorted(r.stage for r in order)
+    assert {r.code for r in order if r.stage is Stage.LEFTOVERS} == {"CK100", "CK101", "CK102"}
+    assert {r.code for r in order if r.stage is Stage.FACTS} == {"CK002", "CK003", "CK301", "CK302"}
 
 
 def test_explain_is_case_insensitive_and_refuses_unknown_codes() -> None:
@@ -63,7 +90,9 @@ def test_message_templates() -> None:
         cause = "because {why}"
         fix = "do {{this}} with {n}"
 
-    f = Demo(keys=[f"k{i}" for i in range(40)], details={"x": 1}, n=40, what="a/b", why="c").finding()
+    f = Demo(keys=[f"k{i}" for i in range(40)], details={"x": 1}, n=40, what="a/b", why="c").finding(
+        "warning"
+    )
     assert (f.code, f.severity, f.message, f.cause, f.fix) == (
         "CK101", Severity.WARNING, "unexpected keys: 40 keys (a/b)", "because c", "do {this} with 40",
     )  # fmt: skip

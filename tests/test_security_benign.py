@@ -25,7 +25,7 @@ import pytest
 import torch
 from tiny_models import tiny_models as build_tiny_models
 
-from ckptlint.api import check
+from ckptlint.api import check_files as check  # paths as given: a folder is read as one checkpoint
 
 ALL_DTYPES = [
     torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.complex64, torch.complex128,

@@ -23,7 +23,9 @@ import malicious_samples as ms
 import pytest
 from cli_support import ckptlint, one_error_line
 
-from ckptlint.api import check, dump_findings, security_findings
+from ckptlint.api import check_files as check  # paths as given: a folder is read as one checkpoint
+from ckptlint.api import failure_findings
+from ckptlint.engine import fact_findings
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers import read_checkpoint
 
@@ -116,9 +118,9 @@ def test_api_check_and_dump_flag_without_running(samples: tuple[dict[str, Path],
         assert file.error == exc.reason
         # what the reader saw before failing (unsafe globals) is reported next to CK001, not only in the reason
         reported = {(f.code, f.details.get("global")) for f in file.findings}
-        assert {(f.code, f.details.get("global")) for f in security_findings(exc.facts)} <= reported
+        assert {(f.code, f.details.get("global")) for f in failure_findings(exc)} <= reported
     else:
-        assert_flagged(name, dump_findings(ckpt), None)
+        assert_flagged(name, fact_findings(ckpt), None)
     assert not (canaries / name).exists()
 
 
@@ -195,7 +197,7 @@ def np_load(*args, allow_pickle=False, **kwargs):
 numpy.load = np_load
 events.clear()  # importing numpy loads libraries through ctypes: that is the harness, not ckptlint
 
-from ckptlint.api import check
+from ckptlint.api import check_files as check  # paths as given: a folder is read as one checkpoint
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers import read_checkpoint
 

@@ -21,7 +21,7 @@ import pytest
 import technique_samples as ts
 from cli_support import ckptlint
 
-from ckptlint.api import check
+from ckptlint.api import check_files as check
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "HF_HUB_OFFLINE": "1"}

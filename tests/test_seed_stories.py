@@ -16,8 +16,8 @@ from pathlib import Path
 from engine_support import CORPUS
 
 import ckptlint
-from ckptlint.api import check
-from ckptlint.report.model import FileReport
+from ckptlint import check
+from ckptlint.results import FileReport
 
 BV = CORPUS / "big_vision"
 HF = CORPUS / "hf"

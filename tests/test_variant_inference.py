@@ -39,7 +39,7 @@ def exp_tree(e: Expected) -> Tree:
 def ck(tree: Tree, key_sep: str = ".", sidecars: list[Sidecar] | None = None) -> Checkpoint:
     tensors = {k: tensor_info(shape, dtype) for k, (shape, dtype) in tree.items()}
     return Checkpoint(
-        path="<memory>", format="test", key_sep=key_sep, tensors=tensors, sidecars=sidecars or []
+        path="<memory>", format="safetensors", key_sep=key_sep, tensors=tensors, sidecars=sidecars or []
     )
 
 

@@ -193,7 +193,7 @@ def _with_layout(exp: Expected) -> Expected:
 
     ckpt = Checkpoint(
         path=exp.arch,
-        format="live",
+        format="flax-msgpack" if exp.key_sep == "/" else "torch-zip",  # as the model's weights would be saved
         key_sep=exp.key_sep,
         tensors={k: tensor_info(t.shape, t.dtype) for k, t in exp.tensors.items()},
     )

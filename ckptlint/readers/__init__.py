@@ -14,6 +14,7 @@ from pathlib import Path
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.facts import SecurityFacts, one_line
+from ckptlint.readers.sidecars import attach_sidecars
 from ckptlint.readers.sniff import sniff
 from ckptlint.remote import RemotePath, is_remote
 
@@ -85,8 +86,6 @@ def _read(path: str | Path | RemotePath) -> Checkpoint:
     try:
         ckpt = module.read(p) if kind != "npy" else module.read_npy(p)
         if kind not in ("directory", "dump-json") and not is_remote(p):
-            from ckptlint.readers.directory import attach_sidecars
-
             attach_sidecars(ckpt, p.parent)
         return ckpt
     except UnreadableCheckpoint:

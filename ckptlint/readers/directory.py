@@ -1,8 +1,8 @@
-"""Checkpoint folders (HF ``save_pretrained``, open_clip hub folders, sharded folders) and sidecar configs.
+"""Checkpoint folders (HF ``save_pretrained``, open_clip hub folders, sharded folders): the weights a loader picks.
 
 A folder is read as the weights file its loader would pick, plus the small configs next to it. The other weight
 files are listed in ``metadata["other_weight_files"]`` so that rules can tell "you loaded the HF file, the open_clip
-one is ``open_clip_pytorch_model.bin``". ``attach_sidecars`` is also used for a single weights file.
+one is ``open_clip_pytorch_model.bin``". The configs are attached by ``ckptlint.readers.sidecars``.
 
 Security: a folder is judged on every file in it, at any depth, that a loader of the folder may unpickle (the
 other weight files, ``training_args.bin``, ``optimizer.pt``, ``rng_state.pth``, ``checkpoint-500/OPTIMIZER.PT``,
@@ -13,15 +13,15 @@ bytes): their security facts are recorded, each naming its file (``scan_folder``
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from ckptlint.checkpoint import Checkpoint, Sidecar
+from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.facts import RemoteCode, SecurityFacts, one_line
+from ckptlint.readers.sidecars import MAX_SIDECAR_JSON, attach_sidecars, json_content, list_files
 
 # open_clip.factory._find_checkpoint_in_dir's preference (open_clip_torch 3.3.0)
 OPEN_CLIP_ORDER = (
@@ -49,36 +49,13 @@ _TRAINING_STATE = re.compile(
 )
 _SHARD_NAME = re.compile(r"^.+-\d+-of-\d+\.[A-Za-z0-9]+$")
 
-SIDECAR_KINDS: dict[str, str] = {
-    "config.json": "hf-config",  # or timm-config, decided from the content
-    "preprocessor_config.json": "hf-preprocessor",
-    "processor_config.json": "hf-preprocessor",
-    "open_clip_config.json": "open_clip-config",
-    "tokenizer.json": "tokenizer",
-    "tokenizer_config.json": "tokenizer",
-    "special_tokens_map.json": "tokenizer",
-    "added_tokens.json": "tokenizer",
-    "vocab.json": "tokenizer",
-    "vocab.txt": "tokenizer",
-    "merges.txt": "tokenizer",
-    "spiece.model": "tokenizer",
-    "tokenizer.model": "tokenizer",
-    "sentencepiece.bpe.model": "tokenizer",
-    "generation_config.json": "other",
-    "trainer_state.json": "other",
-}
-MAX_SIDECAR_JSON = 1 << 20  # larger JSON sidecars (tokenizer.json) are listed without content
-MAX_OTHER_JSON = 64 << 10  # unknown *.json files are looked at only when this small...
-MAX_OTHER_JSON_FILES = 16  # ...and only this many of them
-_CONFIG_KEYS = ("model_cfg", "vision_cfg", "model_type", "architecture", "architectures", "pretrained_cfg")
-
 
 def read(path: Path) -> Checkpoint:
     """Read the folder at ``path``: the preferred weights file, the other weight files' names, the sidecars."""
     from ckptlint.readers import read_checkpoint
 
     p = str(path)
-    names = _file_names(path)
+    names = list_files(path)
     has_open_clip_config = "open_clip_config.json" in names
     chosen, others = pick_weights(names, open_clip=has_open_clip_config)
     if chosen is None:
@@ -102,17 +79,18 @@ def read(path: Path) -> Checkpoint:
     training_state = sorted(n for n in names if _TRAINING_STATE.match(n))
     if training_state:
         metadata["training_state_files"] = training_state
-    ckpt = Checkpoint.model_construct(
-        path=p,
-        format=fmt,
-        key_sep=inner.key_sep,
-        tensors=inner.tensors,
-        groups=inner.groups,
-        metadata=metadata,
-        sidecars=[],
-        files=list(inner.files),
-        findings=list(inner.findings),
-        security=scan_folder(path, judged=inner.files),
+    ckpt = (
+        inner.model_copy(  # the inner reader's facts (tensors, shards…) stay; the folder's own are set here
+            update={
+                "path": p,
+                "format": fmt,
+                "metadata": metadata,
+                "sidecars": [],
+                "files": list(inner.files),
+                "findings": list(inner.findings),
+                "security": scan_folder(path, judged=inner.files),
+            }
+        )
     )
     return attach_sidecars(ckpt, path, names=names)
 
@@ -235,7 +213,7 @@ def _remote_code(directory: Path, files: list[tuple[str, Path]]) -> list[RemoteC
     for rel, file in files:
         if not rel.lower().endswith(".json") or "config" not in os.path.basename(rel).lower():
             continue
-        doc = _json_content(file, MAX_SIDECAR_JSON)
+        doc = json_content(file, MAX_SIDECAR_JSON)
         auto_map = doc.get("auto_map") if doc else None
         if not isinstance(auto_map, dict) or not auto_map:
             continue
@@ -261,14 +239,6 @@ def _remote_code(directory: Path, files: list[tuple[str, Path]]) -> list[RemoteC
     if rest:
         out.append(RemoteCode(None, {}, rest[:MAX_CODE_LISTED], []))
     return out
-
-
-def _file_names(directory: Path) -> list[str]:
-    try:
-        with os.scandir(directory) as it:
-            return sorted(e.name for e in it if e.is_file())
-    except OSError as exc:
-        raise UnreadableCheckpoint(str(directory), f"cannot list directory: {exc.strerror or exc}") from None
 
 
 def _is_weights(name: str) -> bool:
@@ -303,72 +273,3 @@ def _open_clip_choice(names: list[str]) -> str | None:
         return min(preferred, key=OPEN_CLIP_ORDER.index)
     found.sort(key=lambda n: n.endswith(".safetensors"), reverse=True)
     return found[0]
-
-
-def attach_sidecars(ckpt: Checkpoint, directory: Path, *, names: list[str] | None = None) -> Checkpoint:
-    """Set ``ckpt.sidecars`` to the config files in ``directory`` (HF, open_clip, timm, tokenizer); returns ``ckpt``.
-
-    Known names are always attached; other ``*.json`` files only when small and config-like. The checkpoint's own
-    files, shard indexes and ckptlint dump files are never sidecars. Idempotent: calling it twice gives one list.
-    """
-    if names is None:
-        try:
-            names = _file_names(directory)
-        except UnreadableCheckpoint:
-            return ckpt
-    own = {Path(f).name for f in ckpt.files} | {Path(ckpt.path).name}
-    sidecars: list[Sidecar] = []
-    others_examined = 0
-    for name in names:
-        if name in own or name.endswith(".index.json"):
-            continue
-        kind = SIDECAR_KINDS.get(name)
-        if kind is not None:
-            content = _json_content(directory / name, MAX_SIDECAR_JSON) if name.endswith(".json") else None
-            if name == "config.json" and _looks_like_timm(content):
-                kind = "timm-config"
-        elif name.endswith(".json") and others_examined < MAX_OTHER_JSON_FILES:
-            others_examined += 1
-            content = _json_content(directory / name, MAX_OTHER_JSON)
-            kind = _kind_of_config(content)
-            if kind is None:
-                continue
-        else:
-            continue
-        sidecars.append(Sidecar.model_construct(name=name, kind=kind, content=content))
-    ckpt.sidecars = sidecars
-    return ckpt
-
-
-def _json_content(path: Path, limit: int) -> dict[str, Any] | None:
-    """Parsed JSON object of ``path`` when it is at most ``limit`` bytes and valid, else None."""
-    try:
-        if path.stat().st_size > limit:
-            return None
-        doc = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def _looks_like_timm(content: dict[str, Any] | None) -> bool:
-    return (
-        bool(content)
-        and ("pretrained_cfg" in content or "architecture" in content)
-        and "model_type" not in content
-    )
-
-
-def _kind_of_config(content: dict[str, Any] | None) -> str | None:
-    """Kind of an unknown JSON file, or None when it is not a model config (or is a dump/index file)."""
-    if not content or "weight_map" in content or ("schema_version" in content and "tensors" in content):
-        return None
-    if not any(k in content for k in _CONFIG_KEYS):
-        return None
-    if "model_cfg" in content:
-        return "open_clip-config"
-    if _looks_like_timm(content):
-        return "timm-config"
-    if "model_type" in content:
-        return "hf-config"
-    return "other"  # e.g. an open_clip model config (embed_dim, vision_cfg, text_cfg) such as ViT-B-16.json

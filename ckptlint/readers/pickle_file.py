@@ -63,6 +63,21 @@ def read(path: Path) -> Checkpoint:
         raise UnreadableCheckpoint(p, f"cannot read: {exc.strerror or exc}", facts) from None
 
 
+def legacy_value(path: Path) -> Any:
+    """The object a legacy torch file rebuilds (``TensorRef`` leaves over ``StorageRef``s placed in the file), for
+    writers that emit it again; raises UnreadableCheckpoint as ``read`` does."""
+    facts = SecurityFacts()
+    try:
+        with path.open("rb") as fh:
+            src = Source.of_file(fh)
+            value, _ = read_legacy(
+                src, 0, member=path.name, facts=facts, budget=Budget(), nested=nested_reader(fh)
+            )
+    except (StreamError, Corrupt) as exc:
+        raise unreadable(str(path), exc, facts) from None
+    return value
+
+
 def unreadable(path: str, exc: Exception, facts: SecurityFacts) -> UnreadableCheckpoint:
     """An UnreadableCheckpoint for ``exc`` that carries (and names) what was seen before it."""
     reason = one_line(str(exc), 500)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import _pickle
 import bisect
 import io
+import math
 import pickle
 import secrets
 import struct
@@ -28,6 +29,7 @@ import threading
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from typing import IO, Any, ClassVar
 
+from ckptlint.readers.pickle_values import np_dtype
 from ckptlint.readers.pickle_walker import MAX_HASH_COST, MAX_OBJECTS, MAX_OPS, SKIP_ARG, ScanGlobal, Source
 
 MAX_LINE = 64 << 20
@@ -593,8 +595,6 @@ class _PyStub(pickle._Unpickler):  # type: ignore[name-defined]
     def _read_array(self, wrapper: Rec, out: Rec) -> None:
         """What ``NumpyArrayWrapper.read_array`` reads from the stream: a nested pickle for object arrays, else
         an optional padding then the raw bytes (skipped here)."""
-        from ckptlint.readers.pickle_interpret import joblib_layout  # the wrapper's state, read as data
-
         layout = joblib_layout(wrapper)
         if layout is None:
             raise StubFailure("a joblib array whose shape or dtype ckptlint cannot read")
@@ -640,3 +640,37 @@ def parse_python(file: Any, session: Session, *, joblib: bool = True) -> tuple[A
     with session:
         value = unpickler.load()
     return value, arrays
+
+
+def joblib_layout(wrapper: Rec) -> tuple[int, int, bool, bool] | None:
+    """``(element count, item size, holds objects, has alignment padding)`` of a joblib array wrapper, read from
+    its recorded BUILD state during the parse (joblib reads the array right after that BUILD)."""
+    state = None
+    for op in reversed(wrapper.ops or ()):
+        if op[0] == "BUILD":
+            state = op[1]
+            break
+    if not isinstance(state, dict):
+        return None
+    shape, dtype = state.get("shape"), state.get("dtype")
+    if not isinstance(shape, tuple) or not all(type(d) is int and 0 <= d < 1 << 62 for d in shape):
+        return None
+    rec = stub_of(dtype)
+    if rec is None or rec.kind != "call" or not rec.args or not isinstance(rec.args[0], str):
+        return None
+    g = stub_of(rec.callee)
+    if g is None or g.name not in ("numpy.dtype", "numpy.core.multiarray.dtype"):
+        return None
+    dt = np_dtype(rec.args[0])
+    itemsize = dt.itemsize
+    for op in rec.ops or ():
+        if op[0] == "BUILD" and isinstance(op[1], tuple) and len(op[1]) >= 6:
+            if op[1][3] is not None:  # fields: a structured dtype
+                return None
+            if type(op[1][5]) is int and op[1][5] > 0:
+                itemsize = op[1][5]
+    if dt.name == "object":
+        return math.prod(shape), 8, True, False
+    if not itemsize:
+        return None
+    return math.prod(shape), itemsize, False, "numpy_array_alignment_bytes" in state

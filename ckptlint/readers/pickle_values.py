@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ckptlint.dtypes import NUMPY_KIND_NAMES, NUMPY_TYPESTR
 from ckptlint.readers.pickle_globals import torch_itemsize
 
 
@@ -86,6 +87,7 @@ class TensorRef:
     storage: StorageRef | None = None
     offset: int = 0  # in elements of ``dtype``
     pending: bool = False  # created by NEWOBJ of a tensor class; BUILD (set_) fills it in
+    stride: tuple[int, ...] | None = None  # in elements; None when not given (meta tensors)
 
 
 @dataclass(eq=False)
@@ -114,6 +116,13 @@ class Attrs(dict):  # type: ignore[type-arg]
     """An object whose state is a plain attribute dict (argparse.Namespace, a trainer record)."""
 
 
+class ODict(dict):  # type: ignore[type-arg]
+    """A ``collections.OrderedDict``: a dict that remembers it was one and the attributes BUILD gave it (a
+    state_dict's ``_metadata``), so that a writer can emit it again as ``torch.save`` did."""
+
+    attrs: dict[Any, Any] | None = None
+
+
 @dataclass(eq=False)
 class Composite:
     """A tensor made of other tensors (sparse, nested): its parts are reported under numbered sub-keys."""
@@ -131,3 +140,34 @@ class GlobalValue:
 
     def __repr__(self) -> str:
         return self.name
+
+
+class Corrupt(Exception):
+    """The pickle is inconsistent in a way that makes the loader fail too (e.g. a tensor outside its storage)."""
+
+
+def short(value: Any) -> str:
+    """A short description of an untrusted value for messages (never a recursive repr)."""
+    if isinstance(value, (str, bytes, int, float, bool)) or value is None:
+        text = repr(value) if not isinstance(value, int) or abs(value) < 1 << 64 else "<huge int>"
+        return text[:40] + ("…" if len(text) > 40 else "")
+    return f"a {type(value).__name__}"
+
+
+def np_dtype(spec: str) -> NpDType:
+    """Canonical name and item size of a numpy dtype string without byte order (``f4`` -> float32)."""
+    spec = spec.lstrip("<>|=")
+    if spec in NUMPY_TYPESTR:
+        digits = "".join(c for c in spec if c.isdigit())
+        return NpDType(spec, NUMPY_TYPESTR[spec], int(digits) if digits else None)
+    kind, digits = spec[:1], spec[1:]
+    size = int(digits) if digits.isdigit() else None
+    if kind == "O":
+        return NpDType(spec, "object", size)
+    if kind in ("M", "m"):
+        return NpDType(spec, "datetime64" if kind == "M" else "timedelta64", 8)
+    if kind == "U" and size is not None:
+        return NpDType(spec, f"str{size * 32}", size * 4)
+    if kind in NUMPY_KIND_NAMES and size is not None:
+        return NpDType(spec, f"{NUMPY_KIND_NAMES[kind]}{size * 8}", size)
+    return NpDType(spec, spec or "unknown", size)

@@ -1,12 +1,10 @@
 """Sharded checkpoints: ``*.safetensors.index.json`` / ``pytorch_model.bin.index.json`` and their shard files.
 
 The index's ``weight_map`` names, for every tensor, the shard that holds it. We read every shard's header (never its
-data) and take the union. A damaged set of shards is described, not fatal:
-
-- CK002 (error) sharded checkpoint incomplete: a shard named in ``weight_map`` is missing on disk, or a tensor the
-  index lists is in no shard;
-- CK003 (warning) shard index inconsistent: a tensor sits in another shard than ``weight_map`` says or in no
-  ``weight_map`` entry at all, or a shard file next to the index matches the shard naming but is not referenced.
+data) and take the union. A damaged set of shards is described, not fatal: ``Checkpoint.shards`` records which
+shards are missing, which indexed tensors are in no shard, which tensors sit elsewhere than the index says (or in
+no ``weight_map`` entry at all) and which shard-named files next to the index it does not reference. The rules
+CK002 (incomplete) and CK003 (inconsistent) judge those facts.
 """
 
 from __future__ import annotations
@@ -16,9 +14,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ckptlint.checkpoint import Checkpoint, TensorInfo, guess_key_sep, slash_groups
+from ckptlint.checkpoint import (
+    Checkpoint,
+    MisplacedTensor,
+    ShardFacts,
+    TensorInfo,
+    guess_key_sep,
+    slash_groups,
+)
 from ckptlint.errors import UnreadableCheckpoint
-from ckptlint.findings import Finding, Severity
+from ckptlint.findings import Finding
 from ckptlint.readers.jsonfile import load_json
 
 # HF shard names: model-00001-of-00003.safetensors, pytorch_model-00001-of-00002.bin
@@ -56,8 +61,19 @@ def read(path: Path) -> Checkpoint:
                 storage = shard if info.storage is None else f"{shard}:{info.storage}"
                 tensors[key] = info.model_copy(update={"storage": storage})
 
-    findings.extend(_incomplete(weight_map, where, missing_shards))
-    findings.extend(_inconsistent(weight_map, where, shard_names, directory, path.name))
+    facts = ShardFacts(
+        missing_shards=missing_shards,
+        lost_tensors=sorted(k for k, s in weight_map.items() if s in missing_shards and k not in where),
+        tensors_in_no_shard=sorted(
+            k for k, s in weight_map.items() if s not in missing_shards and k not in where
+        ),
+        misplaced={
+            k: MisplacedTensor(index=weight_map.get(k), found_in=shards)
+            for k, shards in sorted(where.items())
+            if weight_map.get(k) not in shards or len(shards) > 1
+        },
+        unreferenced_shards=_unreferenced_shards(shard_names, directory, path.name),
+    )
 
     metadata: dict[str, Any] = dict(index_meta)
     if shard_metadata:
@@ -76,7 +92,8 @@ def read(path: Path) -> Checkpoint:
         metadata=metadata,
         sidecars=[],
         files=files,
-        findings=findings,
+        findings=findings,  # CK301 of pickled shards
+        shards=facts,
     )
 
 
@@ -102,72 +119,6 @@ def _read_shard(shard_path: Path, index_path: str, shard: str) -> Checkpoint:
         return read_checkpoint(shard_path)
     except UnreadableCheckpoint as exc:
         raise UnreadableCheckpoint(index_path, f"shard {shard}: {exc.reason}") from None
-
-
-def _incomplete(
-    weight_map: dict[str, str], where: dict[str, list[str]], missing_shards: list[str]
-) -> list[Finding]:
-    lost = sorted(k for k, shard in weight_map.items() if shard in missing_shards and k not in where)
-    absent = sorted(k for k, shard in weight_map.items() if shard not in missing_shards and k not in where)
-    if not lost and not absent:
-        return []
-    parts = []
-    if missing_shards:
-        parts.append(f"{len(missing_shards)} shard file(s) missing ({', '.join(missing_shards)})")
-    if absent:
-        parts.append(f"{len(absent)} indexed tensor(s) in no shard")
-    return [
-        Finding(
-            code="CK002",
-            severity=Severity.ERROR,
-            message=f"sharded checkpoint incomplete: {'; '.join(parts)}; {len(lost) + len(absent)} tensors unavailable",
-            cause="the download or copy of the shards did not finish, or the index belongs to another save",
-            fix="download the missing shard files again (e.g. huggingface-cli download REPO --include '*.safetensors')",
-            keys=lost + absent,
-            details={"missing_shards": missing_shards, "tensors_in_no_shard": absent},
-        )
-    ]
-
-
-def _inconsistent(
-    weight_map: dict[str, str],
-    where: dict[str, list[str]],
-    shard_names: list[str],
-    directory: Path,
-    index_name: str,
-) -> list[Finding]:
-    findings: list[Finding] = []
-    misplaced = {
-        k: {"index": weight_map.get(k), "found_in": shards}
-        for k, shards in where.items()
-        if weight_map.get(k) not in shards or len(shards) > 1
-    }
-    if misplaced:
-        findings.append(
-            Finding(
-                code="CK003",
-                severity=Severity.WARNING,
-                message=f"shard index disagrees with the shards for {len(misplaced)} tensor(s)",
-                cause="the index was edited or regenerated separately from the shard files",
-                fix="re-save the checkpoint (save_pretrained) so the index and shards are written together",
-                keys=sorted(misplaced),
-                details={"tensors": {k: misplaced[k] for k in sorted(misplaced)}},
-            )
-        )
-    extra = _unreferenced_shards(shard_names, directory, index_name)
-    if extra:
-        findings.append(
-            Finding(
-                code="CK003",
-                severity=Severity.WARNING,
-                message=f"{len(extra)} shard file(s) next to the index are not referenced by it: {', '.join(extra)}",
-                cause="left over from an earlier save with a different shard count, or from another checkpoint",
-                fix="delete the stale shard files or re-save the checkpoint into an empty folder",
-                keys=[],
-                details={"unreferenced_shards": extra},
-            )
-        )
-    return findings
 
 
 def _unreferenced_shards(shard_names: list[str], directory: Path, index_name: str) -> list[str]:

@@ -63,6 +63,7 @@ class Archive:
     value: Any = None  # the object data.pkl rebuilds
     facts: SecurityFacts = field(default_factory=SecurityFacts)
     byteorder: str | None = None
+    prefix: str = ""  # the folder of data.pkl (``archive/``)
 
 
 def check_zip(zf: zipfile.ZipFile, fp: IO[bytes], size: int) -> None:
@@ -223,6 +224,7 @@ def read_archive(
     main = main_pickle(members, prefix)
     if main is not None:
         prefix = main.filename[: -len("data.pkl")]
+    out.prefix = prefix
     storages = _ZipStorages(prefix)
     budget = Budget()
     classes: set[str] = set()

@@ -24,8 +24,9 @@ from typing import IO, Any
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.facts import SecurityFacts
 from ckptlint.readers.pickle_globals import STORAGE_DTYPES
-from ckptlint.readers.pickle_interpret import MAX_DIM, Corrupt, Interpreter, short
+from ckptlint.readers.pickle_interpret import Corrupt, Interpreter, short
 from ckptlint.readers.pickle_stream import StreamError, parse_stream
+from ckptlint.readers.pickle_tensors import MAX_DIM
 from ckptlint.readers.pickle_tree import flatten
 from ckptlint.readers.pickle_values import GlobalValue, Opaque, StorageRef, TensorRef
 from ckptlint.readers.pickle_walker import Budget, Source
@@ -144,6 +145,32 @@ def read_tar(fh: IO[bytes], *, path: str, size: int, stem: str, facts: SecurityF
     ckpt = _checkpoint(path, tensors, metadata, facts)
     ckpt.groups = tree.groups if tree else []
     return ckpt
+
+
+def tar_value(fh: IO[bytes], *, path: str, size: int) -> Any:
+    """The object the ``pickle`` member rebuilds (``TensorRef`` leaves over ``StorageRef``s placed in the file), for
+    writers that emit it again; None when ``fh`` is not a torch tar file. Call it on a file ``read_tar`` accepted."""
+    import tarfile
+
+    fh.seek(0)
+    try:
+        tar = tarfile.open(fileobj=_BoundedReader(fh), mode="r:")  # noqa: SIM115 (closed below)
+    except (tarfile.TarError, _TooLarge):
+        return None
+    members: dict[str, tarfile.TarInfo] = {}
+    with tar:
+        for count, info in enumerate(_iter_members(tar)):
+            if count >= MAX_MEMBERS:
+                break
+            if info.name in TORCH_MEMBERS:
+                members[info.name] = info
+    if set(members) != set(TORCH_MEMBERS):
+        return None
+    reader = _TarReader(fh, size, SecurityFacts())
+    for name in TORCH_MEMBERS:
+        info = members[name]
+        reader.walk_member(name, info.offset_data, info.offset_data + info.size)
+    return reader.value
 
 
 def _iter_members(tar: Any) -> Any:
@@ -274,7 +301,8 @@ class _TarReader:
             shape, offset = dims[:ndim], dims[-1]
             if any(not 0 <= d < MAX_DIM for d in dims):
                 raise Corrupt(f"tensor {short(key)} has a negative size, stride or offset")
-            self._put(self.tensors, key, TensorRef(tuple(shape), storage.dtype, storage, offset))
+            ref = TensorRef(tuple(shape), storage.dtype, storage, offset, stride=dims[ndim : 2 * ndim])
+            self._put(self.tensors, key, ref)
 
     def _persistent(self, pid: Any, interp: Interpreter) -> Any:
         if isinstance(pid, tuple):

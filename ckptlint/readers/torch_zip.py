@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UnreadableCheckpoint
@@ -67,3 +67,25 @@ def read(path: Path) -> Checkpoint:
         findings=[],
         security=archive.facts,
     )
+
+
+def walk_data_pkl(path: Path) -> tuple[Any, str]:
+    """The object ``data.pkl`` rebuilds (``TensorRef`` leaves over ``StorageRef``s naming their ``data/`` member)
+    and the archive's record prefix, for writers that emit it again; raises UnreadableCheckpoint as ``read`` does.
+    Call it on a file ``read`` accepted: unsafe globals stay inert placeholders, as in ``read``."""
+    p = str(path)
+    archive = Archive()
+    try:
+        with path.open("rb") as source:
+            size = source.seek(0, 2)
+            source.seek(0)
+            with zipfile.ZipFile(source) as zf:
+                read_archive(zf, source, size, nested=nested_reader(None), into=archive)
+    except (ArchiveError, StreamError, Corrupt) as exc:
+        reason = one_line(getattr(exc, "reason", str(exc)), 500)
+        raise UnreadableCheckpoint(
+            p, reason, archive.facts, refused=bool(getattr(exc, "refused", False))
+        ) from None
+    except ZIP_ERRORS as exc:
+        raise UnreadableCheckpoint(p, one_line(f"corrupt zip archive: {exc}", 500)) from None
+    return archive.value, archive.prefix

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from ckptlint.report.model import Report
+from ckptlint.results import Report
 
 REPORTERS: dict[str, str] = {
     "text": "ckptlint.report.text",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 from ckptlint.diffing import DiffResult, Side
+from ckptlint.keygroups import fold_numbers
 from ckptlint.report.humanize import human_bytes, human_count, shape_str
-from ckptlint.report.keygroups import collapse_keys
 from ckptlint.report.text import use_colour
 
 __all__ = ["render_json", "render_text", "use_colour"]
@@ -27,7 +27,7 @@ def _side_line(label: str, s: Side) -> str:
 
 
 def _keys(keys: list[str], verbose: bool, indent: str = "    ") -> list[str]:
-    grouped = collapse_keys(keys)
+    grouped = fold_numbers(keys)
     shown = grouped if verbose else grouped[:_MAX_KEYS]
     lines = [f"{indent}{k}" for k in shown]
     if len(shown) < len(grouped):

@@ -11,9 +11,11 @@ from ckptlint.findings import Finding
 SCHEMA_VERSION = "1"
 
 
-def dump_dict(ckpt: Checkpoint, layout: str, findings: list[Finding] | None = None) -> dict[str, Any]:
-    """The contract's dump document as plain data (tensors keep the file's own key order); ``findings``
-    default to the ones the checkpoint carries."""
+def dump_dict(ckpt: Checkpoint, layout: str, findings: list[Finding]) -> dict[str, Any]:
+    """The contract's dump document as plain data (tensors keep the file's own key order).
+
+    ``findings`` are what the rules make of the reader's facts (``ckptlint.engine.fact_findings``).
+    """
     return {
         "schema_version": SCHEMA_VERSION,
         "path": ckpt.path,
@@ -22,11 +24,11 @@ def dump_dict(ckpt: Checkpoint, layout: str, findings: list[Finding] | None = No
         "tensors": {k: {"shape": list(t.shape), "dtype": t.dtype} for k, t in ckpt.tensors.items()},
         "groups": list(ckpt.groups),
         "metadata": ckpt.metadata,
-        "findings": [f.model_dump(mode="json") for f in (ckpt.findings if findings is None else findings)],
+        "findings": [f.model_dump(mode="json") for f in findings],
     }
 
 
-def render(ckpt: Checkpoint, layout: str, findings: list[Finding] | None = None) -> str:
+def render(ckpt: Checkpoint, layout: str, findings: list[Finding]) -> str:
     """Serialise the dump document (non-JSON metadata values are stringified)."""
     return (
         json.dumps(dump_dict(ckpt, layout, findings), default=str) + "\n"

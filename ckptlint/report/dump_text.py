@@ -64,12 +64,14 @@ def _render_node(
 def render(
     ckpt: Checkpoint,
     layout: str,
+    findings: list[Finding],
     depth: int | None = None,
     pattern: str | None = None,
-    findings: list[Finding] | None = None,
 ) -> str:
-    """A human-readable dump; ``depth`` collapses subtrees below N levels, ``pattern`` filters keys by glob;
-    ``findings`` default to the ones the checkpoint carries."""
+    """A human-readable dump; ``depth`` collapses subtrees below N levels, ``pattern`` filters keys by glob.
+
+    ``findings`` are what the rules make of the reader's facts (``ckptlint.engine.fact_findings``).
+    """
     tensors = ckpt.tensors
     if pattern:
         tensors = {k: v for k, v in tensors.items() if fnmatch.fnmatchcase(k, pattern)}
@@ -90,7 +92,7 @@ def render(
         out.append("sidecars: " + ", ".join(f"{s.name} ({s.kind})" for s in ckpt.sidecars))
     if ckpt.files and ckpt.files != [ckpt.path]:
         out.append("files read: " + ", ".join(ckpt.files))
-    for f in ckpt.findings if findings is None else findings:
+    for f in findings:
         out.append(f"{f.code} {f.severity.value:<8} {f.message}")
     return "\n".join(out) + "\n"
 

@@ -7,7 +7,8 @@ become ``::notice``. A plain summary line follows (printed to the job log as is)
 from __future__ import annotations
 
 from ckptlint.findings import Severity
-from ckptlint.report.model import Report
+from ckptlint.report.humanize import counted
+from ckptlint.results import Report
 
 COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 _TITLE_MAX = 100
@@ -47,7 +48,7 @@ def render(report: Report, *, verbose: bool = False, fail_on: str = "error") -> 
             lines.append(_annotation(COMMANDS[fd.severity], f.path, title, "\n".join(body)))
     s = report.summary
     lines.append(
-        f"ckptlint: {s.files} file{'s' if s.files != 1 else ''}, {s.errors} errors, {s.warnings} warnings, "
-        f"{s.infos} infos (fail-on {fail_on})"
+        f"ckptlint: {counted(s.files, 'file')}, {counted(s.errors, 'error')}, "
+        f"{counted(s.warnings, 'warning')}, {counted(s.infos, 'info')} (fail-on {fail_on})"
     )
     return "\n".join(lines) + "\n"

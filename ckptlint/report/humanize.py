@@ -24,3 +24,8 @@ def human_count(n: int) -> str:
 def shape_str(shape: tuple[int, ...] | list[int]) -> str:
     """``(16, 16, 3, 768) -> '[16,16,3,768]'``."""
     return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def counted(n: int, noun: str) -> str:
+    """``(1, 'error') -> '1 error'``, ``(2, 'error') -> '2 errors'``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

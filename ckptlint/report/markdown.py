@@ -9,9 +9,9 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from ckptlint.findings import Finding
-from ckptlint.report.humanize import human_bytes, human_count
-from ckptlint.report.keygroups import collapse_keys
-from ckptlint.report.model import Diff, FileReport, Report
+from ckptlint.keygroups import fold_numbers
+from ckptlint.report.humanize import counted, human_bytes, human_count
+from ckptlint.results import Diff, FileReport, Report, Summary
 
 _ICON = {"error": "🔴 error", "warning": "🟡 warning", "info": "🔵 info"}
 _MAX_KEYS = 20
@@ -72,7 +72,7 @@ def _keys_block(findings: list[Finding], verbose: bool) -> list[str]:
     for fd in findings:
         if not fd.keys:
             continue
-        keys = fd.keys if verbose else collapse_keys(fd.keys)
+        keys = fd.keys if verbose else fold_numbers(fd.keys)
         shown = keys if verbose else keys[:_MAX_KEYS]
         more = "" if len(shown) == len(keys) else f"\n… and {len(keys) - len(shown)} more"
         out += [
@@ -107,8 +107,12 @@ def _verdict(report: Report, fail_on: str) -> str:
     worst = report.worst()
     threshold = {"info": 0, "warning": 1, "error": 2, "never": 99}[fail_on]
     if worst is not None and worst.rank >= threshold:
-        return f"❌ **failed** (`--fail-on {fail_on}`): {s.errors} errors, {s.warnings} warnings, {s.infos} infos"
-    return f"✅ **passed** (`--fail-on {fail_on}`): {s.errors} errors, {s.warnings} warnings, {s.infos} infos"
+        return f"❌ **failed** (`--fail-on {fail_on}`): {_counts(s)}"
+    return f"✅ **passed** (`--fail-on {fail_on}`): {_counts(s)}"
+
+
+def _counts(s: Summary) -> str:
+    return f"{counted(s.errors, 'error')}, {counted(s.warnings, 'warning')}, {counted(s.infos, 'info')}"
 
 
 def render(report: Report, *, verbose: bool = False, fail_on: str = "error") -> str:

@@ -2,7 +2,7 @@
 
 One run; ``tool.driver.rules`` holds every rule a result refers to, with the rule's long documentation
 (``ckptlint explain CODE``) as help text. Each checkpoint is an artifact; each finding is a result located at
-the checkpoint, with its evidence keys, cause and fix in ``properties``. An unreadable input is a CK001 result
+the checkpoint, with its evidence keys, cause, fix and edits in ``properties``. An unreadable input is a CK001 result
 and a failed tool-execution notification.
 """
 
@@ -15,9 +15,9 @@ from pathlib import PurePath
 from typing import Any
 from urllib.parse import quote
 
-from ckptlint import __version__
+from ckptlint._version import __version__
 from ckptlint.findings import Finding, Severity
-from ckptlint.report.model import FileReport, Report
+from ckptlint.results import FileReport, Report
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -188,6 +188,8 @@ def sarif_dict(report: Report, *, verbose: bool = False) -> dict[str, Any]:
                 props["fix"] = fd.fix
             if fd.details:
                 props["details"] = fd.details
+            if fd.edits:  # the machine-readable fix (``ckptlint fix`` applies it), as in the JSON report
+                props["edits"] = [e.model_dump(mode="json") for e in fd.edits]
             if f.arch is not None:
                 props["arch"] = f.arch.model_dump(mode="json", exclude_none=True)
             results.append(

@@ -10,9 +10,9 @@ import sys
 import textwrap
 
 from ckptlint.findings import Finding, Severity
+from ckptlint.keygroups import fold_numbers
 from ckptlint.report.humanize import human_count
-from ckptlint.report.keygroups import collapse_keys
-from ckptlint.report.model import Diff, FileReport, Report
+from ckptlint.results import Diff, FileReport, Report
 
 _INDENT = " " * 15
 _WIDTH = 110
@@ -63,17 +63,17 @@ def _header(f: FileReport) -> list[str]:
 
 
 def _finding_block(fd: Finding, colour: bool, verbose: bool) -> list[str]:
-    sev = _paint(f"{fd.severity.value:<8}", _COLOURS[fd.severity], colour)
-    head = f"{fd.code} {sev} "
-    lines = _wrap(fd.message, head)
-    if colour:  # wrap computed on the plain width; keep the painted head
-        lines[0] = head + lines[0][len(f"{fd.code} {fd.severity.value:<8} ") :]
+    plain = f"{fd.code} {fd.severity.value:<8} "
+    lines = _wrap(fd.message, plain)  # wrapped on the visible width; the label is painted afterwards
+    if colour:
+        sev = _paint(f"{fd.severity.value:<8}", _COLOURS[fd.severity], colour)
+        lines[0] = f"{fd.code} {sev} " + lines[0][len(plain) :]
     if fd.cause:
         lines += _wrap(f"cause: {fd.cause}", _INDENT)
     if fd.fix:
         lines += _wrap(f"fix: {fd.fix}", _INDENT)
     if fd.keys:
-        keys = collapse_keys(fd.keys)
+        keys = fold_numbers(fd.keys)
         shown = keys if verbose else keys[:_MAX_KEYS]
         more = "" if len(shown) == len(keys) else f" … (+{len(keys) - len(shown)}, --verbose)"
         lines += _wrap("keys: " + ", ".join(shown) + more, _INDENT)

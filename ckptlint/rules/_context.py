@@ -12,6 +12,7 @@ from ckptlint.expected import Expected, ExpectedTensor
 from ckptlint.rules import _frameworks as fw
 from ckptlint.rules import _shapes
 from ckptlint.rules._training import TrainingSplit, split
+from ckptlint.views import params_view
 
 Shape = tuple[int, ...]
 
@@ -119,8 +120,7 @@ class Context:
         return torch_shape_equal(expected, actual) if self.torch_semantics else expected == actual
 
     def map_pair(self, exp_key: str, view_key: str) -> None:
-        """Record that ``view_key`` provides ``exp_key`` (a rename an explainer found); a
-        shape clash stays open."""
+        """Record that ``view_key`` provides ``exp_key`` (a rename an explainer found); a shape clash stays open."""
         self.consume_missing([exp_key])
         self.consume_unexpected([view_key])
         self.pairs[exp_key] = view_key
@@ -142,8 +142,7 @@ class Context:
 
     @cached_property
     def file_framework(self) -> str | None:
-        """The framework whose key names the checkpoint uses, by signatures (falls back
-        on the layout guess)."""
+        """The framework whose key names the checkpoint uses, by signatures (else the layout guess's)."""
         found = fw.classify(self.view)
         if found is None and self.layout is not None:
             found = fw.normalize(getattr(self.layout, "framework", None)) or fw.normalize(self.layout.name)
@@ -189,8 +188,6 @@ class Context:
     def file_params(self) -> dict[str, TensorInfo]:
         """The checkpoint's weights named as in its own framework (big_vision: relative to ``params``)."""
         if self.ckpt.key_sep == "/":
-            from ckptlint.engine import params_view
-
             return params_view(self.ckpt.tensors)[0]
         return self.view
 

@@ -14,8 +14,6 @@ from ckptlint.checkpoint import Checkpoint
 from ckptlint.ruledata import load_toml
 from ckptlint.rules._keys import matches
 
-FIELDS = ("mean", "std", "size", "interpolation")
-
 
 @cache
 def table() -> dict[str, Any]:

@@ -25,8 +25,8 @@ Fix
 from __future__ import annotations
 
 from ckptlint.findings import Finding
-from ckptlint.rules import Message, Rule, rule
 from ckptlint.rules._context import Context
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 
 class Unreadable(Message):
@@ -40,10 +40,10 @@ class Unreadable(Message):
 
 def unreadable(path: str, reason: str) -> Finding:
     """The CK001 finding for ``path`` (the API adds it to a FileReport whose ``error`` is ``reason``)."""
-    return Unreadable(keys=[], details={"path": path}, reason=reason).finding()
+    return Unreadable(keys=[], details={"path": path}, reason=reason).finding(UnreadableRule.severity)
 
 
-@rule("CK001", "error", "unreadable or corrupt input (also exit 2)")
+@rule("CK001", "error", "unreadable or corrupt input (also exit 2)", stage=Stage.INPUT, order=0, rank=0)
 class UnreadableRule(Rule):
     """Produced by the API when reading fails; the engine never sees such a file."""
 

@@ -1,8 +1,9 @@
 """CK002 — sharded checkpoint incomplete
 
 What it does
-    Passes through what the sharded-checkpoint reader found: a shard that the ``*.index.json`` weight map
-    names is not there (or not readable), so some tensors of the checkpoint do not exist on disk.
+    Reports what the sharded-checkpoint reader recorded: a shard that the ``*.index.json`` weight map names is
+    not there, or a tensor the index lists is in none of the shards, so some tensors of the checkpoint do not
+    exist on disk. Those tensors are the root cause of their keys being missing.
 
 Why is this bad?
     ``from_pretrained`` and ``safetensors`` loaders fail when they reach the missing shard, or — with
@@ -22,20 +23,51 @@ Fix
 
 from __future__ import annotations
 
-from ckptlint.findings import Finding
-from ckptlint.rules import Rule, rule
 from ckptlint.rules._context import Context
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 
-@rule("CK002", "error", "sharded checkpoint incomplete: a shard named by the index is missing")
-class ShardMissing(Rule):
-    """Reader finding, passed through; the tensors it names are the root cause of those keys being missing."""
+class ShardsMissing(Message):
+    code = "CK002"
+    message = "sharded checkpoint incomplete: {parts}; {n} tensors unavailable"
+    cause = "the download or copy of the shards did not finish, or the index belongs to another save"
+    fix = "download the missing shard files again (e.g. huggingface-cli download REPO --include '*.safetensors')"
+    max_keys = None  # every unavailable tensor: they are what the finding is about
 
+
+@rule(
+    "CK002",
+    "error",
+    "sharded checkpoint incomplete: a shard named by the index is missing",
+    stage=Stage.FACTS,
+    order=2,
+    rank=1,
+)
+class ShardMissingRule(Rule):
     needs = "none"
 
-    def check(self, ctx: Context) -> list[Finding]:
-        found = [f for f in ctx.ckpt.findings if f.code == self.code]
+    def check(self, ctx: Context) -> list[Message]:
+        facts = ctx.ckpt.shards
+        if facts is None or not (facts.lost_tensors or facts.tensors_in_no_shard):
+            return []
+        unavailable = facts.lost_tensors + facts.tensors_in_no_shard
         root = ctx.view_root
-        for f in found:
-            ctx.consume_missing(k[len(root) :] if root and k.startswith(root) else k for k in f.keys)
-        return found
+        ctx.consume_missing(k[len(root) :] if root and k.startswith(root) else k for k in unavailable)
+        parts = []
+        if facts.missing_shards:
+            parts.append(
+                f"{len(facts.missing_shards)} shard file(s) missing ({', '.join(facts.missing_shards)})"
+            )
+        if facts.tensors_in_no_shard:
+            parts.append(f"{len(facts.tensors_in_no_shard)} indexed tensor(s) in no shard")
+        return [
+            ShardsMissing(
+                keys=unavailable,
+                details={
+                    "missing_shards": facts.missing_shards,
+                    "tensors_in_no_shard": facts.tensors_in_no_shard,
+                },
+                parts="; ".join(parts),
+                n=len(unavailable),
+            )
+        ]

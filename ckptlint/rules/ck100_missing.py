@@ -25,9 +25,9 @@ Fix
 
 from __future__ import annotations
 
-from ckptlint.rules import Message, Rule, rule
+from ckptlint.keygroups import collapse
 from ckptlint.rules._context import Context
-from ckptlint.rules._keys import collapse
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 
 class MissingKeys(Message):
@@ -40,8 +40,10 @@ class MissingKeys(Message):
     )
 
 
-@rule("CK100", "error", "missing keys not explained by any other rule")
-class Missing(Rule):
+@rule(
+    "CK100", "error", "missing keys not explained by any other rule", stage=Stage.LEFTOVERS, order=1, rank=110
+)
+class MissingRule(Rule):
     needs = "user"
 
     def check(self, ctx: Context) -> list[Message]:

@@ -26,9 +26,9 @@ Fix
 
 from __future__ import annotations
 
-from ckptlint.rules import Message, Rule, rule
+from ckptlint.keygroups import collapse
 from ckptlint.rules._context import Context
-from ckptlint.rules._keys import collapse
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 
 class UnexpectedKeys(Message):
@@ -56,8 +56,15 @@ class ExtraTower(Message):
     )
 
 
-@rule("CK101", "warning", "unexpected keys not explained by any other rule")
-class Unexpected(Rule):
+@rule(
+    "CK101",
+    "warning",
+    "unexpected keys not explained by any other rule",
+    stage=Stage.LEFTOVERS,
+    order=2,
+    rank=120,
+)
+class UnexpectedRule(Rule):
     needs = "user"
 
     def check(self, ctx: Context) -> list[Message]:

@@ -23,8 +23,8 @@ Fix
 
 from __future__ import annotations
 
-from ckptlint.rules import Message, Rule, rule
 from ckptlint.rules._context import Context
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 
 def _shape(s: tuple[int, ...]) -> str:
@@ -40,7 +40,14 @@ class ShapeMismatch(Message):
     )
 
 
-@rule("CK102", "error", "shape mismatch not explained by any other rule")
+@rule(
+    "CK102",
+    "error",
+    "shape mismatch not explained by any other rule",
+    stage=Stage.LEFTOVERS,
+    order=3,
+    rank=130,
+)
 class ShapeMismatchRule(Rule):
     needs = "user"
 

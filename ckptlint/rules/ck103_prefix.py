@@ -40,14 +40,15 @@ Links
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from ckptlint.rules import Message, Rule, rule
+from ckptlint.edits import RenamePrefix, TakeSubtree
+from ckptlint.renames import find_prefix_renames
 from ckptlint.rules import _frameworks as fw
 from ckptlint.rules._context import Context
-from ckptlint.rules._keys import boundary_prefixes, matches
+from ckptlint.rules._keys import matches
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 MAX_RENAMES = 3  # independent prefix changes reported for one checkpoint
 
@@ -92,8 +93,7 @@ class FlaxNested(Message):
 class FlaxNotNested(Message):
     code = "CK103"
     message = (
-        "wrapper nesting: the model ({name}) expects its ViT under {prefix} but the checkpoint is a "
-        "plain ViT "
+        "wrapper nesting: the model ({name}) expects its ViT under {prefix} but the checkpoint is a plain ViT "
         "({shown}); flax will raise ScopeParamNotFoundError for {scope}"
     )
     cause = "{cause}"
@@ -106,34 +106,22 @@ class Rename:
     target: str  # prefix on the expected side ("" = none)
 
 
-def find_rename(missing: list[str], unexpected: list[str], sep: str) -> tuple[Rename, int] | None:
-    """The prefix change that turns most unexpected keys into missing ones (strip, add or replace)."""
-    miss, unexp = set(missing), set(unexpected)
-    counts: Counter[Rename] = Counter()
-    for u in unexpected:
-        for p in boundary_prefixes(u, sep):
-            if u[len(p) :] in miss:
-                counts[Rename(p, "")] += 1
-    for m in missing:
-        for p in boundary_prefixes(m, sep):
-            if m[len(p) :] in unexp:
-                counts[Rename("", p)] += 1
-    by_suffix: dict[str, list[str]] = defaultdict(list)
-    for m in missing:
-        for p in boundary_prefixes(m, sep):
-            by_suffix[m[len(p) :]].append(p)
-    for u in unexpected:
-        for p in boundary_prefixes(u, sep):
-            suffix = u[len(p) :]
-            targets = by_suffix.get(suffix) if sep in suffix else None  # a bare leaf ("weight") says nothing
-            if targets and len(targets) <= 4:  # nor does a common tail ("ln_1.bias")
-                for t in targets:
-                    if t != p:
-                        counts[Rename(p, t)] += 1
-    if not counts:
+def find_rename(ctx: Context) -> tuple[Rename, int] | None:
+    """The prefix change (strip, add or replace) that turns most unexpected keys into missing ones, and how many.
+
+    It is ``ckptlint.renames``' best rewrite of the unexpected keys onto the missing ones — the same finder
+    ``ckptlint diff`` uses — with shapes as the signature that breaks ties.
+    """
+    sep = ctx.exp_sep
+    found = find_prefix_renames(
+        {tuple(u.split(sep)): ctx.view[u].shape for u in ctx.unexpected},
+        {tuple(m.split(sep)): ctx.exp[m].shape for m in ctx.missing},
+        limit=1,
+    )
+    if not found:
         return None
-    best = max(counts.items(), key=lambda kv: (kv[1], -len(kv[0].source) - len(kv[0].target)))
-    return best
+    pa, pb, pairs = found[0]
+    return Rename(sep.join(pa) + sep if pa else "", sep.join(pb) + sep if pb else ""), len(pairs)
 
 
 def _apply(ctx: Context, rename: Rename) -> list[tuple[str, str]]:
@@ -182,8 +170,15 @@ def _scope(keys: list[str]) -> str:
     return "/" + (preferred[0] if preferred else keys[0])
 
 
-@rule("CK103", "error", "key prefix or wrapper nesting: expected keys exist under another prefix")
-class Prefix(Rule):
+@rule(
+    "CK103",
+    "error",
+    "key prefix or wrapper nesting: expected keys exist under another prefix",
+    stage=Stage.LAYOUT,
+    order=3,
+    rank=40,
+)
+class PrefixRule(Rule):
     needs = "any"
 
     def check(self, ctx: Context) -> list[Message]:
@@ -191,7 +186,7 @@ class Prefix(Rule):
         for _ in range(MAX_RENAMES):
             if not ctx.missing or not ctx.unexpected:
                 break
-            found = find_rename(list(ctx.missing), list(ctx.unexpected), ctx.exp_sep)
+            found = find_rename(ctx)
             if found is None:
                 break
             rename, count = found
@@ -236,8 +231,10 @@ class Prefix(Rule):
         pairs = _apply(ctx, rename)
         if not pairs:
             return None
+        root = ctx.view_root
         return PrefixRenamed(
             keys=[ctx.file_key(u) for _, u in pairs],
+            edits=[RenamePrefix(old=root + rename.source, new=root + rename.target)],
             details={"from": rename.source, "to": rename.target, "count": len(pairs)},
             coverage=_coverage(len(pairs), total),
             shown=ctx.view_root + rename.source,
@@ -270,6 +267,7 @@ class Prefix(Rule):
             evidence = [first] + [k for k in evidence if k != first]  # the key flax asks for first
             return FlaxNested(
                 keys=evidence + [ctx.file_key(k) for k in companions],
+                edits=[TakeSubtree(prefix=ctx.view_root + rename.source, into=ctx.view_root)],
                 details=details,
                 coverage=_coverage(len(pairs), total).replace(f" ({len(pairs)})", ""),
                 shown=ctx.view_root + rename.source,
@@ -297,6 +295,7 @@ class Prefix(Rule):
             steps = f"strip {rename.source}"
         return PrefixWrapped(
             keys=evidence,
+            edits=[RenamePrefix(old=ctx.view_root + rename.source, new=ctx.view_root)],
             details=details,
             coverage=_coverage(len(pairs), total),
             shown=ctx.view_root + rename.source,
@@ -329,6 +328,7 @@ class Prefix(Rule):
             details.update(wrapper=w["name"], kind=w["kind"], companions=companions, flax_error=scope)
             return FlaxNotNested(
                 keys=evidence,
+                edits=[RenamePrefix(old=ctx.view_root, new=ctx.view_root + rename.target)],
                 details=details,
                 name=w["name"],
                 prefix=rename.target,
@@ -349,6 +349,7 @@ class Prefix(Rule):
         n = len(pairs)
         return PrefixMissing(
             keys=evidence,
+            edits=[RenamePrefix(old=ctx.view_root, new=ctx.view_root + rename.target)],
             details=details,
             coverage_plain=f"every expected key ({n})" if n == total else f"{n} of its {total} keys",
             prefix=rename.target,

@@ -42,16 +42,11 @@ from __future__ import annotations
 
 import posixpath
 
-from ckptlint.rules import Message, Rule, rule
+from ckptlint.keygroups import collapse
 from ckptlint.rules import _frameworks as fw
 from ckptlint.rules._context import Context
-from ckptlint.rules._keys import collapse, matches
-
-# display rank (see engine.DISPLAY_RANK): by default before CK105 (35) — the layout blocks loading; after it
-# when
-# the expected framework hosts that layout natively (open_clip loads timm towers), so that the absent tower
-# leads
-RANK_HOSTED = 55
+from ckptlint.rules._keys import matches
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 
 class ForeignLayout(Message):
@@ -64,13 +59,27 @@ class ForeignLayout(Message):
     fix = "{fix_text}"
 
 
+class HostedForeignLayout(ForeignLayout):
+    """The expected framework hosts that layout natively (open_clip loads timm towers): shown after an absent
+    tower (CK105, rank 35), which is then the root cause, instead of before it (the rule's rank 33)."""
+
+    rank = 55
+
+
 def _name(ctx: Context) -> str:
     files = [f for f in ctx.ckpt.files if f]
     return posixpath.basename((files[0] if files else ctx.ckpt.path).replace("\\", "/")) or ctx.ckpt.path
 
 
-@rule("CK104", "error", "checkpoint is in another framework's layout; names the file or conversion to use")
-class ForeignLayoutRule(Rule):
+@rule(
+    "CK104",
+    "error",
+    "checkpoint is in another framework's layout; names the file or conversion to use",
+    stage=Stage.MODEL,
+    order=2,
+    rank=33,
+)
+class FrameworkRule(Rule):
     needs = "any"
 
     def check(self, ctx: Context) -> list[Message]:
@@ -98,7 +107,8 @@ class ForeignLayoutRule(Rule):
             "note": f"no known converter from {fw.title(src)} to {fw.title(dst)}",
         }
         hosted = fw.hosts(dst, src)
-        msg = ForeignLayout(
+        kind = HostedForeignLayout if hosted else ForeignLayout
+        msg = kind(
             keys=[ctx.file_key(k) for k in unexpected[:10]] + missing[:10],
             details={
                 "from": src,
@@ -117,6 +127,5 @@ class ForeignLayoutRule(Rule):
             n_exp=len(ctx.exp),
             note=conv["note"],
             fix_text=conv["fix"],
-            order=RANK_HOSTED if hosted else None,
         )
         return [msg]

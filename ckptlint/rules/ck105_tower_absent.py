@@ -44,15 +44,14 @@ Fix
 
 from __future__ import annotations
 
-from ckptlint.rules import Message, Rule, rule
+from ckptlint.keygroups import collapse
 from ckptlint.rules import _frameworks as fw
 from ckptlint.rules._context import Context
-from ckptlint.rules._keys import collapse
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 ZERO_SHOT = (
     "zero-shot classification collapses (OpenCLIP ViT-B-16 on ImageNet: 68.3% top-1 with both towers, "
-    "0.08% with "
-    "timm's vision-only vit_base_patch16_clip_224.openai)"
+    "0.08% with timm's vision-only vit_base_patch16_clip_224.openai)"
 )
 
 
@@ -69,11 +68,9 @@ class TowerAbsent(Message):
 class ClippoHasNoText(Message):
     code = "CK105"
     message = (
-        "text tower absent: this is a CLIPPO one_tower checkpoint (img/ + t, no txt/, no b); CLIPPO "
-        "has no text "
-        "tower by design — text is rendered as images and goes through the image tower — but {arch} "
-        "expects one "
-        "({n} keys: {groups})"
+        "text tower absent: this is a CLIPPO one_tower checkpoint (img/ + t, no txt/, no b); CLIPPO has no "
+        "text tower by design — text is rendered as images and goes through the image tower — but {arch} "
+        "expects one ({n} keys: {groups})"
     )
     cause = (
         "CLIPPO (big_vision models/proj/clippo/one_tower.py) applies one ViT named img to images "
@@ -93,7 +90,7 @@ def _is_clippo(ctx: Context) -> bool:
     )
 
 
-@rule("CK105", "error", "a whole tower (text or vision) is absent")
+@rule("CK105", "error", "a whole tower (text or vision) is absent", stage=Stage.MODEL, order=1, rank=35)
 class TowerAbsentRule(Rule):
     needs = "any"
 
@@ -136,18 +133,16 @@ class TowerAbsentRule(Rule):
             holds = f"only a {' and '.join(present)} tower ({layout} layout)" if present else "neither tower"
             if ctx.torch_semantics:
                 cause = (
-                    f"load_state_dict(strict=False), from_pretrained and open_clip's timm towers leave "
-                    f"the {tower} "
-                    "tower at its random initialisation without an error"
+                    "load_state_dict(strict=False), from_pretrained and open_clip's timm towers leave "
+                    f"the {tower} tower at its random initialisation without an error"
                 )
             else:
                 cause = f"flax raises ScopeParamNotFoundError for /{taken[0]}"
             if tower == "text" and "vision" in present:
                 cause += "; " + ZERO_SHOT
                 timm = (
-                    " (for timm's vit_*_clip_*.openai tags: open_clip.create_model('ViT-B-16', "
-                    "pretrained='openai') "
-                    "and friends)"
+                    " (for timm's vit_*_clip_*.openai tags: "
+                    "open_clip.create_model('ViT-B-16', pretrained='openai') and friends)"
                     if ctx.file_framework == "timm"
                     else ""
                 )

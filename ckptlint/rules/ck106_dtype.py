@@ -31,9 +31,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ckptlint.rules import Message, Rule, rule
+from ckptlint.keygroups import collapse
 from ckptlint.rules._context import Context
-from ckptlint.rules._keys import collapse
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 FLOATS = ("float64", "float32", "float16", "bfloat16")
 
@@ -62,8 +62,15 @@ class MixedDtypes(Message):
     fix = "cast the whole tree to one dtype before saving, or check that the mixture is intended"
 
 
-@rule("CK106", "warning", "dtype differs from what the architecture expects (fp16/bf16 vs fp32…)")
-class Dtype(Rule):
+@rule(
+    "CK106",
+    "warning",
+    "dtype differs from what the architecture expects (fp16/bf16 vs fp32…)",
+    stage=Stage.METADATA,
+    order=1,
+    rank=88,
+)
+class DtypeRule(Rule):
     needs = "none"
 
     def check(self, ctx: Context) -> list[Message]:
@@ -90,8 +97,7 @@ class Dtype(Rule):
             if ctx.torch_semantics:
                 cause = (
                     f"load_state_dict casts {have} into {want} silently: no error, but the precision "
-                    f"lost when the "
-                    "file was written does not come back"
+                    "lost when the file was written does not come back"
                 )
             else:
                 cause = (

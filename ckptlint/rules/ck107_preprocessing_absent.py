@@ -31,10 +31,10 @@ Fix
 
 from __future__ import annotations
 
-from ckptlint.rules import Message, Rule, rule
 from ckptlint.rules import _frameworks as fw
 from ckptlint.rules._context import Context
 from ckptlint.rules._preprocessing import family, gather, named, table
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 SIDECARS = (
     "write a sidecar config next to the weights (transformers preprocessor_config.json, open_clip "
@@ -69,7 +69,14 @@ def known_values(ctx: Context) -> str | None:
     return f"for {f['title']}: " + ", ".join(parts)
 
 
-@rule("CK107", "warning", "preprocessing metadata absent (image size, mean/std, interpolation, tokenizer)")
+@rule(
+    "CK107",
+    "warning",
+    "preprocessing metadata absent (image size, mean/std, interpolation, tokenizer)",
+    stage=Stage.METADATA,
+    order=2,
+    rank=100,
+)
 class PreprocessingAbsentRule(Rule):
     needs = "none"
 
@@ -91,8 +98,8 @@ class PreprocessingAbsentRule(Rule):
         elif not pp.sources:
             cause = (
                 "the file carries only tensors, so whoever loads it has to guess the preprocessing — "
-                "open_clip, "
-                "for one, falls back to OpenAI CLIP mean/std and resize_mode 'shortest' for any local file"
+                "open_clip, for one, falls back to OpenAI CLIP mean/std and resize_mode 'shortest' for any "
+                "local file"
             )
         else:
             cause = (

@@ -32,10 +32,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ckptlint.rules import Message, Rule, rule
 from ckptlint.rules._context import Context
 from ckptlint.rules._preprocessing import close, gather, named, table
 from ckptlint.rules._preprocessing import family as family_of
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 
 class WrongForFamily(Message):
@@ -60,8 +60,7 @@ class WrongSize(Message):
     code = "CK108"
     message = (
         "preprocessing size {size} recorded in {source} does not match the weights: the position "
-        "embedding is for "
-        "{image}×{image} images ({grid}×{grid} patches of {patch})"
+        "embedding is for {image}×{image} images ({grid}×{grid} patches of {patch})"
     )
     cause = (
         "the sidecar belongs to another resolution of the model (or a library default, e.g. timm "
@@ -100,7 +99,14 @@ def _compare(pp: Any, wanted: dict[str, Any]) -> tuple[list[str], list[str], str
     return recorded, want, ", ".join(sources)
 
 
-@rule("CK108", "error", "preprocessing metadata present but wrong for this architecture or pretrained tag")
+@rule(
+    "CK108",
+    "error",
+    "preprocessing metadata present but wrong for this architecture or pretrained tag",
+    stage=Stage.METADATA,
+    order=3,
+    rank=105,
+)
 class PreprocessingWrongRule(Rule):
     needs = "none"
 

@@ -3,7 +3,8 @@
 What it does
     Reports parameters whose shape in the checkpoint is the reverse of the model's — ``[512, 768]`` where the
     model has ``[768, 512]`` — i.e. the same matrix stored in the other convention. It also names the square
-    projections of the model, which a transposition leaves shape-compatible and therefore silent.
+    projections of the model, which a transposition leaves shape-compatible and therefore silent. The finding
+    carries a ``transpose`` edit; ``ckptlint fix`` lists it as not applied (it changes names, not values).
 
 Why is this bad?
     Frameworks disagree on how a projection is stored: torch ``nn.Linear.weight`` is ``(out, in)``
@@ -29,8 +30,9 @@ Fix
 
 from __future__ import annotations
 
-from ckptlint.rules import Message, Rule, rule
+from ckptlint.edits import Transpose
 from ckptlint.rules._context import Context
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 
 def _shape(s: tuple[int, ...]) -> str:
@@ -46,15 +48,20 @@ class Transposed(Message):
     message = "transposed kernel: {listing} (the same matrix transposed){silent}"
     cause = (
         "the file was written in the other storage convention: torch nn.Linear weights are (out, in) "
-        "(transformers, "
-        "timm), open_clip's visual.proj/text_projection and flax kernels are (in, out); a conversion "
-        "renamed the "
-        "keys without transposing"
+        "(transformers, timm), open_clip's visual.proj/text_projection and flax kernels are (in, out); a "
+        "conversion renamed the keys without transposing"
     )
     fix = "transpose it: {fix_list}{silent_fix}"
 
 
-@rule("CK109", "error", "transposed kernel (shape is the reverse of the expected one)")
+@rule(
+    "CK109",
+    "error",
+    "transposed kernel (shape is the reverse of the expected one)",
+    stage=Stage.MODEL,
+    order=3,
+    rank=60,
+)
 class TransposedRule(Rule):
     needs = "user"
 
@@ -99,6 +106,7 @@ class TransposedRule(Rule):
         return [
             Transposed(
                 keys=[ctx.file_key(i.actual_key) for _, i in hits],
+                edits=[Transpose(keys=[ctx.file_key(i.actual_key) for _, i in hits])],
                 details={
                     "keys": [k for k, _ in hits],
                     "silent_square": square,

@@ -34,9 +34,9 @@ Fix
 
 from __future__ import annotations
 
-from ckptlint.rules import Message, Rule, rule
 from ckptlint.rules._context import Context
 from ckptlint.rules._shapes import grid_of, posemb_probe
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 
 class GridResized(Message):
@@ -74,8 +74,15 @@ def _grid_text(rows: int, patch: int | None) -> tuple[str, int | None]:
     return text, None
 
 
-@rule("CK110", "error", "position embedding or context length resized (grid or length differs)")
-class PosembResized(Rule):
+@rule(
+    "CK110",
+    "error",
+    "position embedding or context length resized (grid or length differs)",
+    stage=Stage.MODEL,
+    order=5,
+    rank=80,
+)
+class PosembResizedRule(Rule):
     needs = "user"
 
     def check(self, ctx: Context) -> list[Message]:

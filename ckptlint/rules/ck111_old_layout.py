@@ -7,7 +7,8 @@ What it does
     (k²+1 rows), or the MAP head inlined at the ViT root (``probe`` next to ``Transformer/``) — all rewritten
     by ``vit.fix_old_checkpoints``; ``position_ids`` buffers saved by transformers < 4.31; the
     ``input_resolution``/``context_length``/``vocab_size`` entries of OpenAI CLIP releases. Works with
-    and without an expectation.
+    and without an expectation. Moves and drops are carried as edits (``rename_keys``, ``drop_keys``) that
+    ``ckptlint fix`` applies; the folded class token changes values and has none.
 
 Why is this bad?
     It loads through the framework's own entry point (``vit.load``, ``from_pretrained``,
@@ -38,12 +39,13 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from ckptlint.edits import DropKeys, Edit, RenameKeys
 from ckptlint.ruledata import load_toml
-from ckptlint.rules import Message, Rule, rule
 from ckptlint.rules import _frameworks as fw
 from ckptlint.rules._context import Context
 from ckptlint.rules._keys import matches
 from ckptlint.rules._shapes import grid_of
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 
 class OldLayout(Message):
@@ -51,6 +53,11 @@ class OldLayout(Message):
     message = "old {framework} layout: {title}: {what}"
     cause = "{loader}"
     fix = "{fix_text}"
+
+
+# what a layout entry found: the text, the evidence keys, details, and the edits that fix it (none for split_cls:
+# splitting the class token off the position embedding changes values)
+Found = tuple[str, list[str], dict[str, Any], list[Edit]]
 
 
 @cache
@@ -74,6 +81,11 @@ def _moved_text(root: str, keys: list[str], entry: dict[str, Any], sep: str) -> 
     return f"{', '.join(names)} ({len(keys)} keys) sit at {where} instead of under {root}{entry['under']}"
 
 
+def _renames(ctx: Context, pairs: list[tuple[str, str]]) -> RenameKeys:
+    """The edit that moves each old view key to its current-layout name (in the file's own keys)."""
+    return RenameKeys(renames={ctx.file_key(old): ctx.file_key(new) for old, new in pairs})
+
+
 def _is_square(n: int) -> bool:
     g = grid_of(n)
     return g is not None and g[1] == 0
@@ -83,6 +95,9 @@ def _is_square(n: int) -> bool:
     "CK111",
     "warning",
     "old checkpoint layout that the loader fixes up (CLS in posemb, posemb location, MAP head)",
+    stage=Stage.LAYOUT,
+    order=1,
+    rank=85,
 )
 class OldLayoutRule(Rule):
     needs = "none"
@@ -96,11 +111,12 @@ class OldLayoutRule(Rule):
             found = self._with_expected(ctx, entry) if ctx.expected is not None else self._alone(ctx, entry)
             if found is None:
                 continue
-            what, keys, details = found
+            what, keys, details, edits = found
             out.append(
                 OldLayout(
                     keys=keys,
                     details={"kind": entry["kind"], **details},
+                    edits=edits,
                     framework=fw.title(framework).split(" (")[0],
                     title=entry["title"],
                     what=what,
@@ -111,7 +127,7 @@ class OldLayoutRule(Rule):
         return out
 
     # ---- with an expectation: consume the diff entries the fix-up accounts for -----------------------------
-    def _with_expected(self, ctx: Context, e: dict[str, Any]) -> tuple[str, list[str], dict[str, Any]] | None:
+    def _with_expected(self, ctx: Context, e: dict[str, Any]) -> Found | None:
         kind = e["kind"]
         if kind == "drop":
             keys = ctx.consume_unexpected([k for k in list(ctx.unexpected) if matches(k, e["keys"])])
@@ -121,6 +137,7 @@ class OldLayoutRule(Rule):
                 f"{', '.join(keys)} {'is' if len(keys) == 1 else 'are'} not part of the model",
                 keys,
                 {"keys": keys},
+                [DropKeys(keys=[ctx.file_key(k) for k in keys])],
             )
         roots = vit_roots(ctx.exp)
         if kind == "rename":
@@ -137,6 +154,7 @@ class OldLayoutRule(Rule):
                 what,
                 [ctx.file_key(o) for o, _ in done],
                 {"renames": [{"from": o, "to": n} for o, n in done]},
+                [_renames(ctx, done)],
             )
         if kind == "split_cls":
             hits = []
@@ -154,9 +172,9 @@ class OldLayoutRule(Rule):
             what = "; ".join(
                 f"{k} has {i.actual[1]} rows = {i.expected[1]} patches + 1 class-token row" for k, i in hits
             )
-            return what, [ctx.file_key(i.actual_key) for _, i in hits], {"keys": [k for k, _ in hits]}
+            return what, [ctx.file_key(i.actual_key) for _, i in hits], {"keys": [k for k, _ in hits]}, []
         if kind == "move_under":
-            done: list[str] = []
+            pairs: list[tuple[str, str]] = []
             root = ""
             for r in roots:
                 if r + e["marker"] not in ctx.unexpected or r + e["under"] + e["marker"] not in ctx.missing:
@@ -166,19 +184,21 @@ class OldLayoutRule(Rule):
                         target = r + e["under"] + u[len(r) :]
                         if target in ctx.missing:
                             ctx.map_pair(target, u)
-                            done.append(u)
+                            pairs.append((u, target))
                             root = r
-            if not done:
+            if not pairs:
                 return None
+            done = [u for u, _ in pairs]
             return (
                 _moved_text(root, done, e, ctx.exp_sep),
                 [ctx.file_key(u) for u in done],
                 {"moved": done, "under": e["under"]},
+                [_renames(ctx, pairs)],
             )
         return None
 
     # ---- without one: recognise the layout in the file alone -----------------------------------------------
-    def _alone(self, ctx: Context, e: dict[str, Any]) -> tuple[str, list[str], dict[str, Any]] | None:
+    def _alone(self, ctx: Context, e: dict[str, Any]) -> Found | None:
         kind = e["kind"]
         view = ctx.view
         if kind == "drop":
@@ -189,6 +209,7 @@ class OldLayoutRule(Rule):
                 f"{', '.join(keys)} {'is' if len(keys) == 1 else 'are'} not part of the current model",
                 keys,
                 {},
+                [DropKeys(keys=[ctx.file_key(k) for k in keys])],
             )
         roots = vit_roots(view)
         if kind == "rename":
@@ -204,6 +225,7 @@ class OldLayoutRule(Rule):
                 what,
                 [ctx.file_key(o) for o, _ in hits],
                 {"renames": [{"from": o, "to": n} for o, n in hits]},
+                [_renames(ctx, hits)],
             )
         if kind == "split_cls":
             hits = []
@@ -224,19 +246,25 @@ class OldLayoutRule(Rule):
             if not hits:
                 return None
             what = "; ".join(f"{k} has {n} rows = {n - 1} patches + 1 class-token row" for k, n in hits)
-            return what, [ctx.file_key(k) for k, _ in hits], {"keys": [k for k, _ in hits]}
+            return what, [ctx.file_key(k) for k, _ in hits], {"keys": [k for k, _ in hits]}, []
         if kind == "move_under":
-            moved: list[str] = []
+            pairs = []
             root = ""
             for r in roots:
                 if r + e["marker"] in view:
-                    moved += [k for k in view if k.startswith(r) and matches(k[len(r) :], e["group"])]
+                    pairs += [
+                        (k, r + e["under"] + k[len(r) :])
+                        for k in view
+                        if k.startswith(r) and matches(k[len(r) :], e["group"])
+                    ]
                     root = r
-            if not moved:
+            if not pairs:
                 return None
+            moved = [k for k, _ in pairs]
             return (
                 _moved_text(root, moved, e, ctx.file_sep),
                 [ctx.file_key(k) for k in moved],
                 {"moved": moved, "under": e["under"]},
+                [_renames(ctx, pairs)],
             )
         return None

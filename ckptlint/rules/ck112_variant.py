@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import re
 
-from ckptlint.rules import Message, Rule, rule
 from ckptlint.rules._context import Context
 from ckptlint.rules._shapes import VARIANT_FIELDS, describe
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 _NUM = re.compile(r"\d+")
 
@@ -52,8 +52,15 @@ def _template(key: str) -> str:
     return _NUM.sub("#", key)
 
 
-@rule("CK112", "error", "different variant (patch size, width, depth…) than requested")
-class Variant(Rule):
+@rule(
+    "CK112",
+    "error",
+    "different variant (patch size, width, depth…) than requested",
+    stage=Stage.MODEL,
+    order=4,
+    rank=70,
+)
+class VariantRule(Rule):
     needs = "user"
 
     def check(self, ctx: Context) -> list[Message]:

@@ -29,9 +29,10 @@ Fix
 
 from __future__ import annotations
 
-from ckptlint.rules import Message, Rule, rule
+from ckptlint.edits import DropGroups
 from ckptlint.rules._context import Context
-from ckptlint.rules._training import table
+from ckptlint.rules._training import TrainingSplit, table
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 
 class TrainingState(Message):
@@ -64,11 +65,39 @@ def _size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def state_groups(split: TrainingSplit, sep: str) -> list[str]:
+    """The coarsest groups that hold training state and no weight (the ``drop_groups`` edit of this finding).
+
+    ``opt``, ``chrono`` for big_vision; ``optimizer``, ``epoch`` for a trainer dict (non-tensor entries too);
+    only the parts of ``opt/`` beside ``opt/target/`` when the weights sit there.
+    """
+    weight_prefixes = set()
+    for k in split.weights:
+        parts = k.split(sep)
+        weight_prefixes.update(sep.join(parts[: i + 1]) for i in range(len(parts)))
+    groups: dict[str, None] = {}
+    for k in [*split.state, *split.non_tensor]:
+        parts = k.split(sep)
+        for i in range(1, len(parts) + 1):
+            head = sep.join(parts[:i])
+            if head not in weight_prefixes:
+                groups[head] = None
+                break
+    return list(groups)
+
+
 def _sum(infos: object) -> int:
     return sum(t.nbytes for t in infos.values())  # type: ignore[attr-defined]
 
 
-@rule("CK201", "warning", "training state included (optimizer, step counters, trainer wrapper)")
+@rule(
+    "CK201",
+    "warning",
+    "training state included (optimizer, step counters, trainer wrapper)",
+    stage=Stage.LAYOUT,
+    order=2,
+    rank=90,
+)
 class TrainingStateRule(Rule):
     needs = "none"
 
@@ -102,6 +131,7 @@ class TrainingStateRule(Rule):
         for k in split.state:  # one example key per training-state group
             firsts.setdefault(k.split(sep, 1)[0], k)
         keys = list(firsts.values())
+        edits = [DropGroups(groups=state_groups(split, sep), sep=sep)]
         if state_bytes == 0 or weights_bytes == 0:
             others = ", ".join(
                 dict.fromkeys(split.counter_groups + split.optimizer_groups + split.non_tensor)
@@ -110,6 +140,7 @@ class TrainingStateRule(Rule):
             return [
                 TrainerWrapper(
                     keys=keys,
+                    edits=edits,
                     details=details,
                     weights=shown,
                     others=others or "bookkeeping",
@@ -134,6 +165,7 @@ class TrainingStateRule(Rule):
         return [
             TrainingState(
                 keys=keys,
+                edits=edits,
                 details=details,
                 groups=groups,
                 s="" if len(parts) > 1 else "s",

@@ -44,8 +44,8 @@ from typing import Any
 from ckptlint.facts import GlobalUse, SecurityFacts, TorchScript, Unverifiable
 from ckptlint.findings import Finding
 from ckptlint.readers.pickle_globals import danger_of
-from ckptlint.rules import Message, Rule, rule
 from ckptlint.rules._context import Context
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 MAX_GLOBAL_FINDINGS = 32  # distinct globals reported one by one; the rest in one summary finding
 MAX_LISTED = 20
@@ -66,11 +66,11 @@ class _Text(Message):
     fix = "{fix}"
 
 
-def _finding(message: str, cause: str, details: dict[str, Any], file: str | None, fix: str = FIX) -> Finding:
+def _finding(message: str, cause: str, details: dict[str, Any], file: str | None, fix: str = FIX) -> _Text:
     if file is not None:
         message = f"{file}: {message}"
         details = {**details, "file": file}
-    return _Text(details=details, message=message, cause=cause, fix=fix).finding()
+    return _Text(details=details, message=message, cause=cause, fix=fix)
 
 
 def _where(use: GlobalUse) -> str:
@@ -79,7 +79,7 @@ def _where(use: GlobalUse) -> str:
     return f"in {use.member}{at}" + (f" (and {more} more place{'s' if more > 1 else ''})" if more > 0 else "")
 
 
-def _global(use: GlobalUse) -> Finding:
+def _global(use: GlobalUse) -> _Text:
     danger = danger_of(use.name)
     if use.why:
         message = f"pickle uses {use.name} in a way that runs code ({use.why}), {_where(use)}"
@@ -112,7 +112,7 @@ def _global(use: GlobalUse) -> Finding:
     return _finding(message, cause, details, use.file)
 
 
-def _unverifiable(item: Unverifiable) -> Finding:
+def _unverifiable(item: Unverifiable) -> _Text:
     at = f" at offset {item.offset}" if item.offset is not None else ""
     return _finding(
         f"pickle contains {item.what} in {item.member}{at}, which ckptlint cannot verify",
@@ -123,7 +123,7 @@ def _unverifiable(item: Unverifiable) -> Finding:
     )  # fmt: skip
 
 
-def _torchscript(ts: TorchScript) -> Finding:
+def _torchscript(ts: TorchScript) -> _Text:
     count = len(ts.code_members)
     sources = [n for n in ts.code_members if n.endswith(".py")] or ts.code_members
     shown = ", ".join(sources[:3]) + (" …" if len(sources) > 3 else "")
@@ -143,7 +143,7 @@ def _torchscript(ts: TorchScript) -> Finding:
     )
 
 
-def findings_of(facts: SecurityFacts) -> list[Finding]:
+def messages_of(facts: SecurityFacts) -> list[_Text]:
     """The CK301 findings of a file's security facts: one per distinct global (capped), then the constructs
     ckptlint cannot verify, then TorchScript archives."""
     out = [_global(use) for use in facts.globals[:MAX_GLOBAL_FINDINGS]]
@@ -175,12 +175,19 @@ def findings_of(facts: SecurityFacts) -> list[Finding]:
     return out
 
 
-@rule("CK301", "error", "pickle imports a global outside the safe set (would run code when loaded)")
-class UnsafePickle(Rule):
+@rule(
+    "CK301",
+    "error",
+    "pickle imports a global outside the safe set (would run code when loaded)",
+    stage=Stage.FACTS,
+    order=1,
+    rank=0,
+)
+class UnsafePickleRule(Rule):
     """From the security facts the readers recorded (and a read-back dump's own CK301 findings)."""
 
     needs = "none"
 
-    def check(self, ctx: Context) -> list[Finding]:
-        carried = [f for f in ctx.ckpt.findings if f.code == self.code]
-        return findings_of(ctx.ckpt.security) + carried
+    def check(self, ctx: Context) -> list[Message | Finding]:  # type: ignore[override]
+        carried: list[Message | Finding] = [f for f in ctx.ckpt.findings if f.code == self.code]
+        return [*messages_of(ctx.ckpt.security), *carried]

@@ -31,10 +31,9 @@ Links
 
 from __future__ import annotations
 
-from ckptlint.facts import RemoteCode, SecurityFacts
-from ckptlint.findings import Finding
-from ckptlint.rules import Message, Rule, rule
+from ckptlint.facts import RemoteCode
 from ckptlint.rules._context import Context
+from ckptlint.rules.base import Message, Rule, Stage, rule
 
 MAX_SHOWN = 5
 
@@ -81,12 +80,14 @@ def _message(rc: RemoteCode) -> ShipsCode:
     return ShipsCode(keys=[], details=details, what=what, elsewhere=elsewhere)
 
 
-def findings_of(facts: SecurityFacts) -> list[Finding]:
-    """The CK302 findings of a folder's security facts."""
-    return [_message(rc).finding() for rc in facts.remote_code]
-
-
-@rule("CK302", "warning", "the folder ships model code that loaders run with trust_remote_code=True")
+@rule(
+    "CK302",
+    "warning",
+    "the folder ships model code that loaders run with trust_remote_code=True",
+    stage=Stage.FACTS,
+    order=4,
+    rank=3,
+)
 class RemoteCodeRule(Rule):
     """From the folder's security facts (config ``auto_map`` entries and ``*.py`` files)."""
 

@@ -1,4 +1,7 @@
-"""The Report model: exactly the JSON of CONTRACT.md, schema_version "1"."""
+r"""The results model: a ``Report`` of ``FileReport``\s, exactly the JSON of docs/CONTRACT.md (schema_version "1").
+
+The engine builds these and the reporters render them; neither depends on the other.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ckptlint import __version__
+from ckptlint._version import __version__
 from ckptlint.findings import Finding, Severity
 
 SCHEMA_VERSION = "1"

@@ -1,0 +1,115 @@
+"""Sidecar configs: the small config files next to a checkpoint (HF, open_clip, timm, tokenizer), attached to it.
+
+Used for a folder (by the directory reader) and for a single weights file (by ``read_checkpoint``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ckptlint.checkpoint import Checkpoint, Sidecar
+from ckptlint.errors import UnreadableCheckpoint
+
+SIDECAR_KINDS: dict[str, str] = {
+    "config.json": "hf-config",  # or timm-config, decided from the content
+    "preprocessor_config.json": "hf-preprocessor",
+    "processor_config.json": "hf-preprocessor",
+    "open_clip_config.json": "open_clip-config",
+    "tokenizer.json": "tokenizer",
+    "tokenizer_config.json": "tokenizer",
+    "special_tokens_map.json": "tokenizer",
+    "added_tokens.json": "tokenizer",
+    "vocab.json": "tokenizer",
+    "vocab.txt": "tokenizer",
+    "merges.txt": "tokenizer",
+    "spiece.model": "tokenizer",
+    "tokenizer.model": "tokenizer",
+    "sentencepiece.bpe.model": "tokenizer",
+    "generation_config.json": "other",
+    "trainer_state.json": "other",
+}
+MAX_SIDECAR_JSON = 1 << 20  # larger JSON sidecars (tokenizer.json) are listed without content
+MAX_OTHER_JSON = 64 << 10  # unknown *.json files are looked at only when this small...
+MAX_OTHER_JSON_FILES = 16  # ...and only this many of them
+_CONFIG_KEYS = ("model_cfg", "vision_cfg", "model_type", "architecture", "architectures", "pretrained_cfg")
+
+
+def list_files(directory: Path) -> list[str]:
+    """The names of the files in ``directory`` (not its folders), sorted; ``UnreadableCheckpoint`` if unlistable."""
+    try:
+        with os.scandir(directory) as it:
+            return sorted(e.name for e in it if e.is_file())
+    except OSError as exc:
+        raise UnreadableCheckpoint(str(directory), f"cannot list directory: {exc.strerror or exc}") from None
+
+
+def attach_sidecars(ckpt: Checkpoint, directory: Path, *, names: list[str] | None = None) -> Checkpoint:
+    """Set ``ckpt.sidecars`` to the config files in ``directory`` (HF, open_clip, timm, tokenizer); returns ``ckpt``.
+
+    Known names are always attached; other ``*.json`` files only when small and config-like. The checkpoint's own
+    files, shard indexes and ckptlint dump files are never sidecars. Idempotent: calling it twice gives one list.
+    """
+    if names is None:
+        try:
+            names = list_files(directory)
+        except UnreadableCheckpoint:
+            return ckpt
+    own = {Path(f).name for f in ckpt.files} | {Path(ckpt.path).name}
+    sidecars: list[Sidecar] = []
+    others_examined = 0
+    for name in names:
+        if name in own or name.endswith(".index.json"):
+            continue
+        kind = SIDECAR_KINDS.get(name)
+        if kind is not None:
+            content = json_content(directory / name, MAX_SIDECAR_JSON) if name.endswith(".json") else None
+            if name == "config.json" and _looks_like_timm(content):
+                kind = "timm-config"
+        elif name.endswith(".json") and others_examined < MAX_OTHER_JSON_FILES:
+            others_examined += 1
+            content = json_content(directory / name, MAX_OTHER_JSON)
+            kind = _kind_of_config(content)
+            if kind is None:
+                continue
+        else:
+            continue
+        sidecars.append(Sidecar.model_construct(name=name, kind=kind, content=content))
+    ckpt.sidecars = sidecars
+    return ckpt
+
+
+def json_content(path: Path, limit: int) -> dict[str, Any] | None:
+    """Parsed JSON object of ``path`` when it is at most ``limit`` bytes and valid, else None."""
+    try:
+        if path.stat().st_size > limit:
+            return None
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _looks_like_timm(content: dict[str, Any] | None) -> bool:
+    return (
+        bool(content)
+        and ("pretrained_cfg" in content or "architecture" in content)
+        and "model_type" not in content
+    )
+
+
+def _kind_of_config(content: dict[str, Any] | None) -> str | None:
+    """Kind of an unknown JSON file, or None when it is not a model config (or is a dump/index file)."""
+    if not content or "weight_map" in content or ("schema_version" in content and "tensors" in content):
+        return None
+    if not any(k in content for k in _CONFIG_KEYS):
+        return None
+    if "model_cfg" in content:
+        return "open_clip-config"
+    if _looks_like_timm(content):
+        return "timm-config"
+    if "model_type" in content:
+        return "hf-config"
+    return "other"  # e.g. an open_clip model config (embed_dim, vision_cfg, text_cfg) such as ViT-B-16.json
