@@ -379,6 +379,34 @@ def _joblib_then(directory: Path, target: str) -> Path:
     return path
 
 
+class _Unseekable(io.RawIOBase):
+    def __init__(self, fh: io.BufferedWriter) -> None:
+        self.fh = fh
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        return self.fh.write(data)
+
+    def tell(self) -> int:
+        raise io.UnsupportedOperation("unseekable")
+
+
+@technique("unjudged", "joblib_array_bytes_are_opcodes", "pickle")
+def _joblib_unaligned(directory: Path, target: str) -> Path:
+    """A benign-looking joblib.dump (written to an unseekable stream: no alignment padding) whose first array's
+    bytes are opcodes: joblib.load reads them as data, pickle.load runs them."""
+    import joblib
+    import numpy as np
+
+    path = directory / "model.pkl"
+    data = np.frombuffer(touch_payload(target), np.uint8)
+    with open(path, "wb") as fh:
+        joblib.dump({"a": data, "w": np.zeros(4, np.float32)}, _Unseekable(fh))
+    return path
+
+
 @technique("unjudged", "nested_payload_after_unparseable_int", "numpy")
 def _npz_nested(directory: Path, target: str) -> Path:
     """An npz object array whose pickle holds ``L0x10L`` (base 0 in CPython) before the payload."""

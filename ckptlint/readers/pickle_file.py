@@ -160,18 +160,17 @@ def _joblib_view(
                           refused=True) from None  # fmt: skip
     facts.merge(jfacts)
     if arrays:
-        # joblib reads array data inline: pickle.load cannot read past the first array, and reads nothing
-        # different before it
+        # joblib reads array data inline where pickle.load reads opcodes: the two must agree up to the
+        # first array, and pickle.load usually fails inside it
         at = getattr(c_error, "offset", None) if c_error is not None else first[1] if first else None
         if at is None or at < arrays[0]:
             facts.merge(cfacts)
             raise StreamError(name, at, "pickle.load and joblib.load read this pickle differently before its "
                                         "first array", refused=True)  # fmt: skip
-        before = SecurityFacts()
-        for use in cfacts.globals:
-            if use.offsets and use.offsets[0] < arrays[0]:
-                before.add_global(use.name, use.member, use.offsets[0], use.opcode, use.why, count=use.count)
-        facts.merge(before)
+        # pickle.load goes on into the array bytes: every global it reaches there is imported too
+        carried = SecurityFacts()
+        carried.globals, carried.more_globals = cfacts.globals, cfacts.more_globals
+        facts.merge(carried)
         return jvalue, jend
     facts.merge(cfacts)
     if c_error is not None:
@@ -204,6 +203,9 @@ def _checkpoint(p: str, fmt: str, value: Any, stem: str, facts: SecurityFacts) -
 # ---------------------------------------------------------------------------------------------------------------
 
 
+_ZLIB = type(zlib.decompressobj())
+
+
 class _Decompressed:
     """A compressed file read forward as joblib reads it, bounded in what it may expand to."""
 
@@ -221,25 +223,31 @@ class _Decompressed:
 
     def _fill(self, n: int) -> None:
         while len(self.buf) < n and not self.eof:
-            raw = self.fh.read(1 << 16)
-            if not raw:
-                self.eof = True
-                break
             try:
-                out = (
-                    self.dec.decompress(raw, max(n - len(self.buf), 1 << 16))
-                    if not isinstance(
-                        self.dec,
-                        zlib._Decompress,  # type: ignore[attr-defined]
-                    )
-                    else self.dec.decompress(raw)
-                )
+                out = self._more(max(n - len(self.buf), 1 << 16))
             except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
                 raise ValueError(f"corrupt compressed data: {exc}") from None
+            if out is None:
+                self.eof = True
+                break
             self.buf += out
             if self.pos + len(self.buf) > MAX_DECOMPRESSED:
                 raise StreamError("joblib", self.pos, f"decompresses to more than {MAX_DECOMPRESSED} bytes",
                                   refused=True)  # fmt: skip
+
+    def _more(self, want: int) -> bytes | None:
+        """At most ``want`` more decompressed bytes (each call bounded: no bomb expands in memory); None at
+        the end of the stream."""
+        dec = self.dec
+        if dec.eof:
+            return None
+        if isinstance(dec, _ZLIB):
+            data = dec.unconsumed_tail or self.fh.read(1 << 16)
+            return dec.decompress(data, want) if data else None
+        data = self.fh.read(1 << 16) if dec.needs_input else b""
+        if dec.needs_input and not data:
+            return None
+        return dec.decompress(data, want)
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
@@ -272,5 +280,7 @@ def _read_compressed(fh: IO[bytes], path: Path, compression: str, facts: Securit
                                    refused=True)  # fmt: skip
     fh.seek(0)
     stream = _Decompressed(fh, compression)
-    value, _ = parse_joblib(stream, member=f"{path.name} (decompressed)", facts=facts, nested=None)
+    value, _ = parse_joblib(
+        stream, member=f"{path.name} (decompressed)", facts=facts, nested=nested_reader(None)
+    )
     return _checkpoint(p, "pickle", value, path.stem, facts)

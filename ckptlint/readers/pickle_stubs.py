@@ -673,4 +673,5 @@ def joblib_layout(wrapper: Rec) -> tuple[int, int, bool, bool] | None:
         return math.prod(shape), 8, True, False
     if not itemsize:
         return None
-    return math.prod(shape), itemsize, False, "numpy_array_alignment_bytes" in state
+    # joblib reads a padding whenever the attribute is not None (files written to unseekable streams have None)
+    return math.prod(shape), itemsize, False, state.get("numpy_array_alignment_bytes") is not None

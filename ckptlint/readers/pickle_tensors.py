@@ -265,7 +265,12 @@ class TensorKinds:
                          "verified")  # fmt: skip
             return Opaque("nested torch.load")
         if self.nested is None or self.depth + 1 > MAX_NESTED:
-            self.flag(g, f"its nested torch.load payload is nested more than {MAX_NESTED} levels deep")
+            why = (
+                "cannot be read here"
+                if self.nested is None
+                else f"is nested more than {MAX_NESTED} levels deep"
+            )
+            self.flag(g, f"its nested torch.load payload {why}")
             return Opaque("nested torch.load")
         data = args[0]
         seen = self._nested_seen.get(id(data))
