@@ -134,6 +134,10 @@ class Checkpoint(BaseModel):
         return next((s for s in self.sidecars if s.kind == kind), None)
 
 
+_set = object.__setattr__
+_TENSOR_FIELDS = set(TensorInfo.model_fields)  # shared: every field is always set (saves ~700 bytes a tensor)
+
+
 def tensor_info(
     shape: tuple[int, ...] | list[int],
     dtype: str,
@@ -141,15 +145,18 @@ def tensor_info(
     storage: str | None = None,
     offset: int | None = None,
 ) -> TensorInfo:
-    """Build a ``TensorInfo`` without pydantic validation (readers create thousands; types are theirs to get right)."""
+    """Build a ``TensorInfo`` without validation, as ``model_construct`` does but ~4x faster (readers create
+    hundreds of thousands; types are theirs to get right)."""
     shp = tuple(int(d) for d in shape)
-    return TensorInfo.model_construct(
-        shape=shp,
-        dtype=dtype,
-        nbytes=nbytes_for(shp, dtype) if nbytes is None else int(nbytes),
-        storage=storage,
-        offset=offset,
-    )
+    info = TensorInfo.__new__(TensorInfo)
+    _set(info, "__dict__", {
+        "shape": shp, "dtype": dtype, "nbytes": nbytes_for(shp, dtype) if nbytes is None else int(nbytes),
+        "storage": storage, "offset": offset,
+    })  # fmt: skip
+    _set(info, "__pydantic_fields_set__", _TENSOR_FIELDS)
+    _set(info, "__pydantic_extra__", None)
+    _set(info, "__pydantic_private__", None)
+    return info
 
 
 def guess_key_sep(keys: Iterable[str]) -> str:
