@@ -131,7 +131,7 @@ def further_file_ms(path: Path) -> float:
     """Median ms of a further ``dump --format json`` of a file of this format in one process (readers warm)."""
     code = (
         "import sys,time,json\nimport ckptlint\nfrom ckptlint.report.dump_json import render\n"
-        "from ckptlint.layout import detect_layout\np=sys.argv[1]\n"
+        "from ckptlint.archs.detect import detect_layout\np=sys.argv[1]\n"
         "c=ckptlint.dump(p); render(c, detect_layout(c).name)\nts=[]\n"
         "for _ in range(9):\n t=time.perf_counter(); c=ckptlint.dump(p); render(c, detect_layout(c).name)\n"
         " ts.append(time.perf_counter()-t)\nts.sort(); print(json.dumps(ts[len(ts)//2]*1000))"

@@ -56,7 +56,7 @@ def check_checkpoint(
 ) -> FileReport:
     """Check an already-read checkpoint against ``expected``, ``arch``, or what it looks like."""
     from ckptlint.archs import infer_expected, resolve_expected
-    from ckptlint.layout import detect_layout
+    from ckptlint.archs.detect import detect_layout
 
     layout = detect_layout(ckpt)
     cache: list[Expected | None] = []

@@ -72,8 +72,8 @@ def cli(debug: bool) -> None:
 @click.option("--output", "-o", default=None, help="Write to FILE instead of stdout.")
 def dump(path: str, fmt: str, depth: int | None, pattern: str | None, output: str | None) -> None:
     """Print the parameter tree of a checkpoint (header-only; never executes it)."""
+    from ckptlint.archs.detect import detect_layout
     from ckptlint.engine import fact_findings
-    from ckptlint.layout import detect_layout
     from ckptlint.readers import read_checkpoint
 
     ckpt = read_checkpoint(path)

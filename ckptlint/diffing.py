@@ -9,13 +9,11 @@ around a CLIPPO ViT...). Each rewrite is reported once with its key count, not k
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ckptlint.archs.pattern import KeyPattern, pattern
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.renames import Key, find_prefix_renames
 
@@ -63,7 +61,7 @@ class DtypeChange(BaseModel):
 
 
 class MappingUse(BaseModel):
-    """A known framework mapping (``rules/key_mappings.toml``) that explains keys of A as keys of B."""
+    """A known conversion table (a family file's ``[[conversions]]``) that explains keys of A as keys of B."""
 
     name: str
     title: str
@@ -103,43 +101,29 @@ def _join(parts: Key, sep: str, trailing: bool) -> str:
     return sep.join(parts) + (sep if trailing else "")
 
 
-_PLACEHOLDERS = {"n": r"(?P<n>\d+)", "p": r"(?P<p>weight|bias)"}
+def _mappings() -> list[tuple[str, str, list[tuple[KeyPattern, list[KeyPattern], str]]]]:
+    """The conversion tables of the family files: (name, title, [(from, [to...], op)])."""
+    from ckptlint.archs.registry import cached
+
+    return cached("diff_mappings", _build_mappings)
 
 
-@dataclass(frozen=True)
-class _Template:
-    text: str
-    regex: re.Pattern[str]
-
-    @classmethod
-    def of(cls, text: str) -> _Template:
-        pattern = re.escape(text)
-        for name, rx in _PLACEHOLDERS.items():
-            pattern = pattern.replace(re.escape("{" + name + "}"), rx)
-        return cls(text, re.compile(pattern))
-
-    def fill(self, groups: dict[str, str]) -> str:
-        return self.text.format(**groups)
-
-
-@cache
-def _mappings() -> list[tuple[str, str, list[tuple[_Template, list[_Template], str]]]]:
-    from ckptlint.ruledata import load_toml
+def _build_mappings(_: Any) -> list[tuple[str, str, list[tuple[KeyPattern, list[KeyPattern], str]]]]:
+    from ckptlint.archs.registry import conversions
 
     out = []
-    for name, m in load_toml("key_mappings.toml").get("mappings", {}).items():
+    for conv in conversions():
         rules = []
-        for entry in m["keys"]:
-            targets = entry["b"] if isinstance(entry["b"], list) else [entry["b"]]
-            rules.append(
-                (_Template.of(entry["a"]), [_Template.of(t) for t in targets], entry.get("shape", ""))
-            )
-        out.append((name, m.get("title", name), rules))
+        for rule in conv.keys:
+            targets = rule.to if isinstance(rule.to, list) else [rule.to]
+            op = "" if rule.op in ("rename", "split") else rule.op
+            rules.append((pattern(rule.from_), [pattern(t) for t in targets], op))
+        out.append((conv.name, conv.title, rules))
     return out
 
 
 def _apply_mapping(
-    rules: list[tuple[_Template, list[_Template], str]], keys: list[str], targets: set[str], reverse: bool
+    rules: list[tuple[KeyPattern, list[KeyPattern], str]], keys: list[str], targets: set[str], reverse: bool
 ) -> tuple[dict[str, list[str]], dict[str, str]]:
     """``a key -> [b keys]`` for every key a rule maps onto existing targets, and ``a key -> shape relation``."""
     mapped: dict[str, list[str]] = {}
@@ -147,15 +131,15 @@ def _apply_mapping(
     for key in keys:
         for a_tpl, b_tpls, shape in rules:
             if not reverse:
-                m = a_tpl.regex.fullmatch(key)
+                m = a_tpl.match(key)
                 if m is None:
                     continue
-                outs = [t.fill(m.groupdict()) for t in b_tpls]
+                outs = [t.fill(**m) for t in b_tpls]
             else:
-                hit = next((t.regex.fullmatch(key) for t in b_tpls if t.regex.fullmatch(key)), None)
+                hit = next((c for t in b_tpls if (c := t.match(key)) is not None), None)
                 if hit is None:
                     continue
-                outs = [a_tpl.fill(hit.groupdict())]
+                outs = [a_tpl.fill(**hit)]
             if all(o in targets for o in outs):
                 mapped[key] = outs
                 relation[key] = "split" if len(b_tpls) > 1 else shape
@@ -282,7 +266,7 @@ def _plain(value: Any) -> str:
 
 def diff_paths(path_a: str, path_b: str) -> DiffResult:
     """Read both checkpoints header-only and compare them."""
-    from ckptlint.layout import detect_layout
+    from ckptlint.archs.detect import detect_layout
     from ckptlint.readers import read_checkpoint
 
     a = read_checkpoint(path_a)

@@ -204,7 +204,7 @@ def run(
 ) -> FileReport:
     """Check one checkpoint against an expectation (or none) and return its report.
 
-    ``layout`` is a ``ckptlint.layout.LayoutGuess`` (only its ``name`` is reported); ``inferred`` lazily gives
+    ``layout`` is a ``ckptlint.archs.detect.LayoutGuess`` (only its ``name`` is reported); ``inferred`` lazily gives
     the architecture inferred from the file (used to name the file's own variant); ``variant_inferred`` says
     the expectation's variant was read from the file's shapes (``--arch NAME`` without ``:VARIANT``), so the
     report names the key it was read from. None of them is required.

@@ -425,12 +425,8 @@ def _feature_cover(arch: str, must: list[str]) -> list[str]:
     chosen = list(must)
     seen: set[tuple[str, Any]] = set()
     for name in variant_names(spec):
-        entry = spec.variants["names"][name]
-        new = {
-            (k, json.dumps(v))
-            for k, v in entry.items()
-            if k not in ("tags", "preprocessing") and spec.params.get(k) != v
-        }
+        entry = spec.variants.names[name].params
+        new = {(k, json.dumps(v)) for k, v in entry.items() if spec.params.get(k) != v}
         new = {
             item
             for item in new

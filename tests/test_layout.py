@@ -1,4 +1,4 @@
-"""Layout detection (ckptlint.layout.detect_layout) on the corpus and on files the libraries write at test time.
+"""Layout detection (ckptlint.archs.detect.detect_layout) on the corpus and on files the libraries write at test time.
 
 Every file is read back with the library that trusts it (torch.load(weights_only=True), safetensors, np.load without
 pickles, flax msgpack) into a Checkpoint holding exactly the file's keys; when ckptlint's own reader for the format
@@ -22,8 +22,8 @@ import open_clip
 import timm
 import transformers
 
+from ckptlint.archs.detect import LayoutGuess, detect_layout
 from ckptlint.checkpoint import Checkpoint, Sidecar, tensor_info
-from ckptlint.layout import LayoutGuess, detect_layout
 
 
 # ---- trusted loaders -> Checkpoint -----------------------------------------------------------------------------

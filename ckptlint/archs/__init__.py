@@ -1,17 +1,20 @@
 """Model definitions as expected trees: ``--arch NAME[:VARIANT]`` and architecture inference.
 
-Every architecture is a declarative, parametrised spec in ``rules/archs/NAME.toml`` built from module templates in
-``rules/archs/modules/``; only the specs a run needs are parsed. This package never imports torch, jax or numpy
-(``ckptlint.archs.live`` imports them inside the function that builds a live model).
+Every architecture belongs to a family file, ``rules/archs/FAMILY.toml`` (format: ``rules/README.md``), which holds
+everything about the family: tensor trees and variants, layouts, framework mappings and conversions, probes,
+preprocessing. This package never imports torch, jax or numpy (``ckptlint.archs.live`` imports them inside the
+function that builds a live model).
 
 Public API:
     list_archs() -> list[ArchSummary]
     resolve_expected(arch, ckpt) -> Expected          # --arch NAME or NAME:VARIANT[,param=value...]
     infer_expected(ckpt) -> Expected | None            # no --arch: detect the layout, then arch and variant
+    register_family_file(path)                         # one more family file (or folder); also $CKPTLINT_FAMILY_PATH
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +24,7 @@ if TYPE_CHECKING:
     from ckptlint.checkpoint import Checkpoint
     from ckptlint.expected import Expected
 
-__all__ = ["ArchSummary", "infer_expected", "list_archs", "resolve_expected"]
+__all__ = ["ArchSummary", "infer_expected", "list_archs", "register_family_file", "resolve_expected"]
 
 
 @dataclass(frozen=True)
@@ -71,13 +74,24 @@ def resolve_expected(arch: str, ckpt: Checkpoint | None) -> Expected:
 
 def infer_expected(ckpt: Checkpoint) -> Expected | None:
     """Without ``--arch``: detect the layout, then the architecture and its variant; None when unknown."""
+    from ckptlint.archs.detect import detect_layout
     from ckptlint.archs.resolve import resolve
-    from ckptlint.layout import detect_layout
 
     guess = detect_layout(ckpt)
     if guess.name == "unknown" or not guess.arch:
         return None
     return resolve(guess.arch, None, {}, ckpt, source="inferred")
+
+
+def register_family_file(path: str | os.PathLike[str]) -> None:
+    """Add a family file (or a folder of ``*.toml`` family files) for the rest of this process.
+
+    It is validated, with everything else, the next time an architecture is needed; errors name the file and the
+    field. ``$CKPTLINT_FAMILY_PATH`` (paths separated by ``os.pathsep``) does the same for the CLI.
+    """
+    from ckptlint.archs import registry
+
+    registry.register_family_file(path)
 
 
 def parse_arch_arg(arch: str) -> tuple[str, str | None, dict[str, Any]]:

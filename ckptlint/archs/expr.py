@@ -16,7 +16,8 @@ from ckptlint.errors import CkptlintError
 
 
 class SpecError(CkptlintError):
-    """An arch spec under rules/archs/ is inconsistent (a bug in ckptlint's data, not in the user's input)."""
+    """A family file (``rules/archs/*.toml`` or one added with ``$CKPTLINT_FAMILY_PATH``) is invalid or
+    inconsistent; the message names the file and the field."""
 
 
 def _is_square(n: int) -> bool:

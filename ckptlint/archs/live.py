@@ -188,8 +188,8 @@ def _expected(
 def _with_layout(exp: Expected) -> Expected:
     """Name the framework and the towers when the live model's keys are a known layout (for the explainers)."""
     from ckptlint.archs import resolve_expected
+    from ckptlint.archs.detect import detect_layout
     from ckptlint.checkpoint import Checkpoint, tensor_info
-    from ckptlint.layout import detect_layout
 
     ckpt = Checkpoint(
         path=exp.arch,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
-from ckptlint.archs.infer import Inference, infer, match_variant, namespace
+from ckptlint.archs.detect import Inference, infer
+from ckptlint.archs.expr import evaluate
 from ckptlint.archs.spec import (
     ArchSpec,
     build_tree,
     load_arch,
+    match_variant,
     unknown_variant,
     variant_params,
     variant_preprocessing,
@@ -104,13 +106,11 @@ def _describe(found: Inference, ckpt: Checkpoint) -> dict[str, Any]:
 
 
 def _preprocessing(spec: ArchSpec, variant: str | None, params: dict[str, Any]) -> dict[str, Any]:
-    from ckptlint.archs.expr import evaluate
-
     out: dict[str, Any] = {}
     for entry in spec.preprocessing:
-        if "when" in entry and not evaluate(entry["when"], params):
+        if entry.when is not None and not evaluate(entry.when, params):
             continue
-        out.update(entry.get("values", {}))
+        out.update(entry.values)
     if variant and variant != CUSTOM:
         out.update(variant_preprocessing(spec, variant))
     if isinstance(params.get("image_size"), int):
@@ -121,7 +121,7 @@ def _preprocessing(spec: ArchSpec, variant: str | None, params: dict[str, Any]) 
 
 
 def _check_overrides(spec: ArchSpec, overrides: dict[str, Any]) -> None:
-    unknown = sorted(set(overrides) - namespace(spec))
+    unknown = sorted(set(overrides) - spec.namespace)
     if unknown:
-        known = ", ".join(sorted(namespace(spec)))
+        known = ", ".join(sorted(spec.namespace))
         raise UsageError(f"unknown parameter(s) {', '.join(unknown)} for {spec.name}; known: {known}")

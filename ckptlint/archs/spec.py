@@ -1,172 +1,138 @@
-"""Arch specs: parse ``rules/archs/NAME.toml`` and expand its parameter templates into an expected tree.
+"""Architectures as declared in the family files: expand a tree for a set of parameters; name variants.
 
-An arch file names its building blocks from a module library (``rules/archs/modules/LIB.toml``), its default
-parameters, its named variants and how each tower is found again in a checkpoint. Expanding a spec for a set of
-parameters gives ``key -> (shape, dtype)`` in the framework's own key names (torch ``state_dict()`` keys, or flax
-parameter paths relative to ``params``) in the framework's own order.
-
-Arch file keys: ``name``, ``title`` (short, e.g. "big_vision proj.clippo.one_tower"), ``description``, ``source``,
-``framework``, ``key_sep``, ``modules`` (the default library), ``default_variant``, ``variant_keys`` (parameters that
-name a variant; the others, e.g. a big_vision resolution, do not change the name), ``order`` (optional: torch
-state_dict order across hoisted modules), ``tree`` (template entries; a group with ``tower = "vision"|"text"`` is a
-tower, and its ``sets`` are the parameters that finding it in a checkpoint implies), ``[params]`` (defaults),
-``[variants]`` (``scheme = "size_patch"`` for big_vision's SIZE/PATCH names, else a ``names`` table; an entry may
-carry ``tags`` and ``preprocessing``), ``[infer]`` (top-level ``probes``; ``config`` maps an HF ``config.json`` to
-parameters) and ``[[preprocessing]]`` (``values`` merged in order, each under an optional ``when``).
-The template language is described at the top of ``rules/archs/modules/big_vision.toml``.
+Expanding an architecture for its parameters gives ``key -> (shape, dtype)`` in the framework's own key names
+(torch ``state_dict()`` keys, or flax parameter paths relative to ``params``), in the framework's own order. The
+file format (tree entries, modules, variants) is described in ``rules/README.md``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cached_property
 from typing import Any
 
-from ckptlint.archs.expr import SpecError, evaluate
+from ckptlint.archs.expr import evaluate
+from ckptlint.archs.pattern import pattern
+from ckptlint.archs.registry import registry
+from ckptlint.archs.schema import Arch, Entry, Group, Tensor, VariantEntry
 from ckptlint.errors import UsageError
-from ckptlint.ruledata import load_toml, rules_dir
 
-ARCH_DIR = "archs"
-MODULE_DIR = "archs/modules"
 MAX_REPEAT = 4096  # no model has more blocks; bounds what a bad override (depth=10**9) can allocate
 
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """One architecture family as declared in ``rules/archs/NAME.toml``."""
+    """One architecture: its declaration and the family (module library, framework) it belongs to."""
 
     name: str
-    title: str
-    description: str
-    source: str
+    family: str
     framework: str
     key_sep: str
-    lib: str
-    default_variant: str
-    variant_keys: tuple[str, ...]
-    tree: list[Any]
-    params: dict[str, Any]
-    variants: dict[str, Any]
-    infer: dict[str, Any]
-    preprocessing: list[dict[str, Any]]
-    order: tuple[str, ...] = ()
-    dtype: str = "float32"
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    decl: Arch = field(repr=False)
+    sizes: dict[str, dict[str, int]] = field(repr=False, default_factory=dict)
+
+    @property
+    def lib(self) -> str:
+        return self.family
+
+    def __getattr__(self, item: str) -> Any:  # title, description, source, params, variants, tree...
+        if item.startswith("__") or item == "decl":  # copy/pickle probe dunders before decl exists
+            raise AttributeError(item)
+        return getattr(self.decl, item)
+
+    @cached_property
+    def tower_groups(self) -> list[Group]:
+        return [g for g in self.decl.tree if isinstance(g, Group) and g.tower and g.use]
+
+    @cached_property
+    def namespace(self) -> frozenset[str]:
+        """Every parameter name the spec knows (defaults, variants, bindings, probes)."""
+        names = set(self.decl.params) | set(self.decl.variant_keys) | set(self.decl.infer.probes)
+        variants = self.decl.variants
+        if variants.scheme == "size_patch":
+            first = next(iter(self.sizes.values()), {})
+            names |= set(first) | {"patch"} | set(variants.derive)
+            if variants.text_prefix:
+                names |= {variants.text_prefix + k for k in first}
+        for entry in variants.names.values():
+            names |= set(entry.params)
+        for group in self.tower_groups:
+            names |= {v for v in group.with_.values() if isinstance(v, str) and v.isidentifier()}
+            names |= set(group.sets)
+        return frozenset(names)
 
 
 def arch_names() -> list[str]:
-    """Every architecture name shipped in ``rules/archs/`` (file names, sorted)."""
-    return sorted(p.stem for p in (rules_dir() / ARCH_DIR).glob("*.toml"))
+    """Every architecture name, sorted."""
+    return sorted(registry().archs)
 
 
-@cache
 def load_arch(name: str) -> ArchSpec:
-    """Parse one arch file; ``UsageError`` when no such architecture exists."""
-    if name not in arch_names():
+    """The architecture ``name``; ``UsageError`` when no family declares it."""
+    reg = registry()
+    if name not in reg.archs:
         raise UsageError(f"unknown architecture {name!r}; known: {', '.join(arch_names())}")
-    raw = load_toml(f"{ARCH_DIR}/{name}.toml")
-    try:
-        return ArchSpec(
-            name=raw["name"],
-            title=raw.get("title", raw["name"]),
-            description=raw.get("description", ""),
-            source=raw.get("source", ""),
-            framework=raw["framework"],
-            key_sep=raw.get("key_sep", "."),
-            lib=raw["modules"],
-            default_variant=raw["default_variant"],
-            variant_keys=tuple(raw.get("variant_keys", ())),
-            tree=raw["tree"],
-            params=dict(raw.get("params", {})),
-            variants=raw.get("variants", {}),
-            infer=raw.get("infer", {}),
-            preprocessing=list(raw.get("preprocessing", [])),
-            order=tuple(raw.get("order", ())),
-            dtype=raw.get("dtype", "float32"),
-            raw=raw,
-        )
-    except KeyError as exc:
-        raise SpecError(f"rules/archs/{name}.toml lacks {exc}") from None
-
-
-def module_libs() -> list[str]:
-    """Every module library shipped in ``rules/archs/modules/``."""
-    return sorted(p.stem for p in (rules_dir() / MODULE_DIR).glob("*.toml"))
-
-
-def load_lib(lib: str) -> dict[str, Any]:
-    """A module library (cached by ``load_toml``)."""
-    return load_toml(f"{MODULE_DIR}/{lib}.toml")
-
-
-def resolve_module(ref: str, lib: str) -> tuple[str, dict[str, Any]]:
-    """``"name"`` (in ``lib``) or ``"otherlib:name"`` -> (library, module table)."""
-    if ":" in ref:
-        lib, ref = ref.split(":", 1)
-    try:
-        return lib, load_lib(lib)["modules"][ref]
-    except (KeyError, FileNotFoundError):
-        raise SpecError(f"unknown module {lib}:{ref}") from None
+    key = ("arch", name)
+    if key not in reg.memo:
+        fam, decl = reg.arch(name)
+        sep = reg.frameworks[fam.framework].sep
+        reg.memo[key] = ArchSpec(name, fam.name, fam.framework, sep, decl, fam.data.sizes)
+    return reg.memo[key]
 
 
 # ---------------------------------------------------------------------------------------------------- variants
-
-
-def size_table(spec: ArchSpec) -> dict[str, dict[str, int]]:
-    return load_lib(spec.lib).get(spec.variants.get("sizes", "sizes"), {})
-
-
 def variant_names(spec: ArchSpec) -> list[str]:
     """Named variants, in the order they are preferred when several have the same shapes."""
-    scheme = spec.variants.get("scheme", "table")
-    if scheme == "size_patch":
-        patches = spec.variants.get("patches", [16])
-        return [f"{size}/{patch}" for size in size_table(spec) for patch in patches]
-    return list(spec.variants.get("names", {}))
+    if spec.variants.scheme == "size_patch":
+        return [f"{size}/{patch}" for size in spec.sizes for patch in spec.variants.patches]
+    return list(spec.variants.names)
 
 
 def size_patch_params(spec: ArchSpec, size: str, patch: int) -> dict[str, Any] | None:
     """big_vision ``decode_variant``: ``"B/16"`` -> width/depth/mlp_dim/heads of B and patch 16 (+ text tower)."""
-    sizes = size_table(spec)
-    if size not in sizes:
+    if size not in spec.sizes:
         return None
-    params: dict[str, Any] = {**sizes[size], "patch": patch}
-    text_prefix = spec.variants.get("text_prefix")
+    params: dict[str, Any] = {**spec.sizes[size], "patch": patch}
+    text_prefix = spec.variants.text_prefix
     if text_prefix:
-        text_size = spec.variants.get("text_size", {}).get(size, size)
-        params.update({f"{text_prefix}{k}": v for k, v in sizes[text_size].items()})
-    for name, src in spec.variants.get("derive", {}).items():
+        text_size = spec.variants.text_size.get(size, size)
+        params.update({f"{text_prefix}{k}": v for k, v in spec.sizes[text_size].items()})
+    for name, src in spec.variants.derive.items():
         params[name] = evaluate(src, params)
     return params
 
 
+def _entry(spec: ArchSpec, variant: str) -> tuple[VariantEntry, str | None] | None:
+    names = spec.variants.names
+    if variant in names:
+        return names[variant], None
+    base, dot, tag = variant.rpartition(".")  # timm "name.tag": the tag may change num_classes
+    if dot and base in names and tag in names[base].tags:
+        return names[base], tag
+    return None
+
+
 def variant_params(spec: ArchSpec, variant: str) -> dict[str, Any] | None:
     """Parameters a variant name fixes, or None when the name is not a variant of ``spec``."""
-    scheme = spec.variants.get("scheme", "table")
-    if scheme == "size_patch":
+    if spec.variants.scheme == "size_patch":
         size, sep, patch = variant.rpartition("/")
         if not sep or not patch.isdigit() or not 0 < int(patch) <= 1024:
             return None
         return size_patch_params(spec, size, int(patch))
-    names = spec.variants.get("names", {})
-    if variant in names:
-        return {k: v for k, v in names[variant].items() if k not in ("tags", "preprocessing")}
-    base, dot, tag = variant.rpartition(".")  # timm "name.tag": the tag may change num_classes
-    if dot and base in names and tag in names[base].get("tags", {}):
-        entry = names[base]
-        return {
-            **{k: v for k, v in entry.items() if k not in ("tags", "preprocessing")},
-            **entry["tags"][tag],
-        }
-    return None
+    found = _entry(spec, variant)
+    if found is None:
+        return None
+    entry, tag = found
+    return {**entry.params, **(entry.tags[tag] if tag else {})}
 
 
 def variant_preprocessing(spec: ArchSpec, variant: str | None) -> dict[str, Any]:
     if not variant:
         return {}
-    names = spec.variants.get("names", {})
-    entry = names.get(variant) or names.get(variant.rpartition(".")[0], {})
-    return dict(entry.get("preprocessing", {}))
+    names = spec.variants.names
+    entry = names.get(variant) or names.get(variant.rpartition(".")[0])
+    return dict(entry.preprocessing) if entry is not None else {}
 
 
 def unknown_variant(spec: ArchSpec, variant: str) -> UsageError:
@@ -174,13 +140,54 @@ def unknown_variant(spec: ArchSpec, variant: str) -> UsageError:
     shown = ", ".join(names[:40]) + (
         f" (+{len(names) - 40} more; see `ckptlint archs`)" if len(names) > 40 else ""
     )
-    extra = " (any SIZE/PATCH of the sizes listed)" if spec.variants.get("scheme") == "size_patch" else ""
+    extra = " (any SIZE/PATCH of the sizes listed)" if spec.variants.scheme == "size_patch" else ""
     return UsageError(f"unknown variant {variant!r} of {spec.name}{extra}; known: {shown}, custom")
 
 
+@dataclass
+class VariantMatch:
+    name: str | None  # a named variant whose every identity parameter equals the observed one
+    params: dict[str, Any]  # that variant's parameters ({} when none)
+    nearest: str | None = None  # otherwise: the variant with the fewest differences...
+    diff: dict[str, list[Any]] = field(default_factory=dict)  # ...and them: param -> [variant, checkpoint]
+
+
+def match_variant(spec: ArchSpec, observed: dict[str, Any]) -> VariantMatch:
+    """The first named variant consistent with every observed identity parameter."""
+    keys = [k for k in spec.variant_keys if k in observed]
+    if not keys:
+        return VariantMatch(None, {})
+    best: tuple[int, str, dict[str, Any], list[str]] | None = None
+    for name, params in _candidate_variants(spec, observed):
+        effective = {**spec.params, **params}
+        diff = [k for k in keys if k in effective and effective[k] != observed[k]]
+        if not diff:
+            return VariantMatch(name, params)
+        if best is None or len(diff) < best[0]:
+            best = (len(diff), name, effective, diff)
+    if best is None or best[0] >= len(keys):
+        return VariantMatch(None, {})
+    _, name, effective, diff = best
+    return VariantMatch(None, {}, nearest=name, diff={k: [effective[k], observed[k]] for k in diff})
+
+
+def _candidate_variants(spec: ArchSpec, observed: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    if spec.variants.scheme == "size_patch":
+        patch = observed.get("patch")
+        patches = [patch] if isinstance(patch, int) else spec.variants.patches
+        for size in spec.sizes:
+            for p in patches:
+                params = size_patch_params(spec, size, p)
+                if params is not None:
+                    yield f"{size}/{p}", params
+        return
+    for name in variant_names(spec):
+        params = variant_params(spec, name)
+        if params is not None:
+            yield name, params
+
+
 # ---------------------------------------------------------------------------------------------------- expansion
-
-
 @dataclass
 class Tree:
     """An expanded spec: ordered ``key -> (shape, dtype)`` and the key prefixes of each tower."""
@@ -195,12 +202,11 @@ def build_tree(spec: ArchSpec, params: dict[str, Any]) -> Tree:
     towers: dict[str, list[str]] = {}
     for entry in spec.tree:
         before = len(out)
-        _expand(entry, spec.lib, dict(params), "", (), out, spec.dtype)
-        tower = entry.get("tower") if isinstance(entry, dict) else None
-        if tower:
+        _expand(entry, spec.family, dict(params), "", (), out, spec.dtype)
+        if isinstance(entry, Group) and entry.tower:
             new_keys = list(out)[before:]
-            prefixes = towers.setdefault(tower, [])
-            for prefix in _tower_prefixes(entry.get("prefix", ""), new_keys, spec.key_sep):
+            prefixes = towers.setdefault(entry.tower, [])
+            for prefix in _tower_prefixes(entry.prefix, new_keys, spec.key_sep):
                 if prefix not in prefixes:
                     prefixes.append(prefix)
     if spec.order:
@@ -218,12 +224,11 @@ def _tower_prefixes(prefix: str, keys: list[str], sep: str) -> list[str]:
     return list(dict.fromkeys(firsts))
 
 
-def _reorder(tensors: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
+def _reorder(tensors: dict[str, Any], order: list[str]) -> dict[str, Any]:
+    patterns = [pattern(p) for p in order]
+
     def rank(key: str) -> int:
-        for i, item in enumerate(order):
-            if key == item or (item.endswith((".", "/")) and key.startswith(item)):
-                return i
-        return len(order)
+        return next((i for i, p in enumerate(patterns) if p.matches(key)), len(patterns))
 
     return {
         k: tensors[k] for k in sorted(tensors, key=rank)
@@ -231,56 +236,45 @@ def _reorder(tensors: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _expand(
-    entry: Any,
-    lib: str,
+    entry: Entry,
+    family: str,
     env: dict[str, Any],
     prefix: str,
     stack: tuple[int, ...],
     out: dict[str, tuple[tuple[int, ...], str]],
     dtype: str,
 ) -> None:
-    if isinstance(entry, list):
-        key, shape = entry[0], entry[1]
-        if len(entry) > 2 and not evaluate(entry[2], env):
-            return
-        out[prefix + key] = (stack + tuple(_dim(d, env, key) for d in shape), dtype)
+    if entry.when is not None and not evaluate(entry.when, env):
         return
-    if not isinstance(entry, dict):
-        raise SpecError(f"bad template entry {entry!r}")
-    if "when" in entry and not evaluate(entry["when"], env):
+    if isinstance(entry, Tensor):
+        shape = tuple(_dim(d, env, entry.key) for d in entry.shape)
+        out[prefix + entry.key] = (stack + shape, entry.dtype or dtype)
         return
-    if "key" in entry:  # table form of a single tensor
-        if entry.get("shape") is None:
-            raise SpecError(f"tensor {entry['key']!r} has no shape")
-        shape = tuple(_dim(d, env, entry["key"]) for d in entry["shape"])
-        out[prefix + entry["key"]] = (stack + shape, entry.get("dtype", dtype))
-        return
-    if "use" in entry:
-        sub_lib, module = resolve_module(entry["use"], lib)
+    if entry.use is not None:
+        fam, _, module = registry().module(entry.use, family)
         inner = dict(env)
-        for name, src in entry.get("with", {}).items():
+        for name, src in entry.with_.items():
             inner[name] = evaluate(src, env)
-        for name, src in module.get("defaults", {}).items():
+        for name, src in module.defaults.items():
             if name not in inner:
                 inner[name] = evaluate(src, inner)
-        for name, src in module.get("derive", {}).items():
+        for name, src in module.derive.items():
             inner[name] = evaluate(src, inner)
-        children, child_lib = module.get("tensors", []), sub_lib
+        children, child_family = module.tensors, fam.name
     else:
-        inner, children, child_lib = env, entry.get("tensors", []), lib
-    group_prefix = entry.get("prefix", "")
-    if "stack" in entry:
-        stack = (*stack, _count(entry["stack"], env))
-    if "repeat" in entry:
-        for i in range(_count(entry["repeat"], env)):
+        inner, children, child_family = env, entry.tensors, family
+    if entry.stack is not None:
+        stack = (*stack, _count(entry.stack, env))
+    if entry.repeat is not None:
+        template = pattern(entry.prefix) if entry.prefix else None
+        for i in range(_count(entry.repeat, env)):
             scoped = {**inner, "i": i}
+            group_prefix = prefix + (template.fill(i=i) if template else "")
             for child in children:
-                _expand(
-                    child, child_lib, scoped, prefix + group_prefix.replace("{i}", str(i)), stack, out, dtype
-                )
+                _expand(child, child_family, scoped, group_prefix, stack, out, dtype)
         return
     for child in children:
-        _expand(child, child_lib, inner, prefix + group_prefix, stack, out, dtype)
+        _expand(child, child_family, inner, prefix + entry.prefix, stack, out, dtype)
 
 
 def _dim(src: Any, env: dict[str, Any], key: str) -> int:

@@ -15,9 +15,9 @@ from ckptlint.expected import Expected
 def expected_from_spec(path: str) -> Expected:
     """The expected tree a reference file (dump JSON or checkpoint) describes (source="spec")."""
     from ckptlint.archs import resolve_expected
+    from ckptlint.archs.detect import detect_layout
     from ckptlint.errors import CkptlintError
     from ckptlint.expected import expected_from_checkpoint
-    from ckptlint.layout import detect_layout
     from ckptlint.readers import read_checkpoint
 
     ckpt = read_checkpoint(path)

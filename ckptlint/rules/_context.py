@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from ckptlint.archs import detect
 from ckptlint.checkpoint import Checkpoint, TensorInfo
 from ckptlint.expected import Expected, ExpectedTensor
-from ckptlint.rules import _frameworks as fw
-from ckptlint.rules import _shapes
 from ckptlint.rules._training import TrainingSplit, split
 from ckptlint.views import params_view
 
@@ -135,45 +134,47 @@ class Context:
         if self.expected is None:
             return None
         return (
-            fw.normalize(self.expected.framework)
-            or fw.ARCH_FRAMEWORK.get(self.expected.arch)
-            or fw.classify(self.exp)
+            detect.normalize(self.expected.framework)
+            or detect.arch_framework(self.expected.arch)
+            or detect.classify(self.exp)
         )
 
     @cached_property
     def file_framework(self) -> str | None:
         """The framework whose key names the checkpoint uses, by signatures (else the layout guess's)."""
-        found = fw.classify(self.view)
+        found = detect.classify(self.view)
         if found is None and self.layout is not None:
-            found = fw.normalize(getattr(self.layout, "framework", None)) or fw.normalize(self.layout.name)
+            found = detect.normalize(getattr(self.layout, "framework", None)) or detect.normalize(
+                self.layout.name
+            )
         return found
 
     @cached_property
     def file_towers(self) -> set[str]:
         """Towers the checkpoint holds, in whatever layout."""
-        return fw.towers_present(self.view)
+        return detect.towers_present(self.view)
 
     @cached_property
     def exp_towers_present(self) -> set[str]:
-        return fw.towers_present(self.exp)
+        return detect.towers_present(self.exp)
 
     def exp_tower(self, key: str) -> str | None:
         """Tower of an expected key: ``Expected.towers`` when given, else the framework tables."""
         if self.expected is not None and self.expected.towers:
-            tower = fw.towers_by_prefix(key, self.expected.towers)
+            tower = detect.towers_by_prefix(key, self.expected.towers)
             if tower is not None:
                 return tower
-        return fw.tower_of(key, self.exp_framework, self.exp_towers_present)
+        return detect.tower_of(key, self.exp_framework, self.exp_towers_present)
 
     def file_tower(self, key: str) -> str | None:
-        return fw.tower_of(key, self.file_framework, self.file_towers)
+        return detect.tower_of(key, self.file_framework, self.file_towers)
 
     @cached_property
-    def exp_structure(self) -> _shapes.Structure:
-        return _shapes.structure({k: t.shape for k, t in self.exp.items()}, self.exp_framework)
+    def exp_structure(self) -> detect.Structure:
+        return detect.structure({k: t.shape for k, t in self.exp.items()}, self.exp_framework)
 
     @cached_property
-    def file_structure(self) -> _shapes.Structure:
+    def file_structure(self) -> detect.Structure:
         """Structure of the checkpoint read through the expected names where pairs exist."""
         shapes = {k: t.shape for k, t in self.view.items()}
         if self.exp_framework is not None and self.exp_framework == self.file_framework:
@@ -181,8 +182,8 @@ class Context:
             for e, a in self.pairs.items():
                 if a in self.view:
                     shapes[e] = self.view[a].shape
-            return _shapes.structure(shapes, self.exp_framework)
-        return _shapes.structure(shapes, self.file_framework)
+            return detect.structure(shapes, self.exp_framework)
+        return detect.structure(shapes, self.file_framework)
 
     @cached_property
     def file_params(self) -> dict[str, TensorInfo]:

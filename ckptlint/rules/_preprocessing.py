@@ -1,18 +1,16 @@
-"""Preprocessing metadata found with a checkpoint (sidecars, embedded metadata) and the tables it is judged by
-(``rules/preprocessing.toml``)."""
+"""Preprocessing metadata found with a checkpoint (sidecars, embedded metadata) and the shared tables it is judged
+by (``rules/preprocessing.toml``; what each family was trained with is in its family file)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.ruledata import load_toml
-from ckptlint.rules._keys import matches
 
 
 @cache
@@ -207,22 +205,3 @@ def named(values: list[float] | None, *, short: bool = False) -> str:
         if close(values, pair["mean"]) or close(values, pair["std"]):
             return name if short else f"{name} {text}"
     return text
-
-
-def family(arch: str | None, keys: Collection[str], framework: str | None) -> str | None:
-    """The architecture family with fixed preprocessing (``siglip``, ``clippo``) of a checkpoint, if any.
-
-    ``arch`` is the expected architecture name, ``keys`` the checkpoint's weight keys (big_vision: relative to
-    ``params``), ``framework`` the layout they are in.
-    """
-    families = table()["families"]
-    for name, fam in families.items():  # the weights first: a CLIPPO file checked as SigLIP is still CLIPPO
-        if fam.get("keys") and any(matches(k, fam["keys"]) for k in keys):
-            return name
-    clippo = "t" in keys and "b" not in keys and not any(k.startswith("txt/") for k in keys)
-    if framework == "big_vision" and clippo:
-        return "clippo"
-    for name, fam in families.items():
-        if arch in fam.get("archs", []):
-            return name
-    return None

@@ -43,11 +43,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ckptlint.archs import registry
+from ckptlint.archs.pattern import matches
 from ckptlint.edits import RenamePrefix, TakeSubtree
 from ckptlint.renames import find_prefix_renames
-from ckptlint.rules import _frameworks as fw
 from ckptlint.rules._context import Context
-from ckptlint.rules._keys import matches
 from ckptlint.rules.base import Message, Rule, Stage, rule
 
 MAX_RENAMES = 3  # independent prefix changes reported for one checkpoint
@@ -138,7 +138,7 @@ def _apply(ctx: Context, rename: Rename) -> list[tuple[str, str]]:
 
 def _decompose(prefix: str, side: str, framework: str | None) -> list[dict[str, Any]] | None:
     """Split ``prefix`` into known wrappers (longest first), or None when a part is unknown."""
-    entries = [w for w in fw.wrappers() if w["side"] == side and w["framework"] in ("any", framework)]
+    entries = [w for w in registry.wrappers() if w["side"] == side and w["framework"] in ("any", framework)]
     out: list[dict[str, Any]] = []
     rest = prefix
     while rest:
@@ -212,7 +212,7 @@ class PrefixRule(Rule):
             if parts is not None and parts[-1]["framework"] == "big_vision":  # one_tower or two_towers?
                 same = [
                     w
-                    for w in fw.wrappers()
+                    for w in registry.wrappers()
                     if w["side"] == "file"
                     and w["prefix"] == parts[-1]["prefix"]
                     and w["framework"] == "big_vision"

@@ -42,10 +42,9 @@ from __future__ import annotations
 
 import posixpath
 
+from ckptlint.archs import detect, registry
 from ckptlint.keygroups import collapse
-from ckptlint.rules import _frameworks as fw
 from ckptlint.rules._context import Context
-from ckptlint.rules._keys import matches
 from ckptlint.rules.base import Message, Rule, Stage, rule
 
 
@@ -87,14 +86,13 @@ class FrameworkRule(Rule):
             return []
         dst = ctx.exp_framework
         src = (
-            fw.classify(k for k in ctx.unexpected if ctx.file_key(k) not in ctx.training.state)
+            detect.classify(k for k in ctx.unexpected if ctx.file_key(k) not in ctx.training.state)
             or ctx.file_framework
         )
         if dst is None or src is None or src == dst:
             return []
-        src_info = fw.info(src)
         candidates = [k for k in ctx.unexpected if ctx.file_key(k) not in ctx.training.state]
-        src_keys = [k for k in candidates if matches(fw.unwrap(k), src_info["signatures"])]
+        src_keys = [k for k in candidates if detect.is_signature(k, src)]
         if len(src_keys) * 2 < len(candidates):
             return []  # not mostly that framework's names
         n_file = len(candidates)
@@ -102,11 +100,11 @@ class FrameworkRule(Rule):
         unexpected = ctx.consume_unexpected(list(ctx.unexpected))
         missing = ctx.consume_missing(list(ctx.missing))
         ctx.consume_shape(list(ctx.shape))
-        conv = fw.conversion(src, dst) or {
-            "fix": f"load it with {fw.title(src)}, or find the {fw.title(dst)} release of these weights",
-            "note": f"no known converter from {fw.title(src)} to {fw.title(dst)}",
+        conv = registry.advice(src, dst) or {
+            "fix": f"load it with {registry.title(src)}, or find the {registry.title(dst)} release of these weights",
+            "note": f"no known converter from {registry.title(src)} to {registry.title(dst)}",
         }
-        hosted = fw.hosts(dst, src)
+        hosted = registry.hosts(dst, src)
         kind = HostedForeignLayout if hosted else ForeignLayout
         msg = kind(
             keys=[ctx.file_key(k) for k in unexpected[:10]] + missing[:10],
@@ -118,8 +116,8 @@ class FrameworkRule(Rule):
                 "unexpected": len(unexpected),
             },
             name=_name(ctx),
-            src_title=fw.title(src),
-            dst_title=fw.title(dst),
+            src_title=registry.title(src),
+            dst_title=registry.title(dst),
             n_src=len(src_keys),
             n_file=n_file,
             groups="; ".join(collapse(src_keys, ctx.file_sep, max_groups=4)),

@@ -44,8 +44,8 @@ Fix
 
 from __future__ import annotations
 
+from ckptlint.archs import detect, registry
 from ckptlint.keygroups import collapse
-from ckptlint.rules import _frameworks as fw
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
 
@@ -79,17 +79,6 @@ class ClippoHasNoText(Message):
     fix = "check it with --arch clippo and load it with models.proj.clippo.one_tower"
 
 
-def _is_clippo(ctx: Context) -> bool:
-    keys = ctx.file_params
-    return (
-        ctx.ckpt.key_sep == "/"
-        and "t" in keys
-        and "b" not in keys
-        and any(k.startswith("img/") for k in keys)
-        and not any(k.startswith("txt/") for k in keys)
-    )
-
-
 @rule("CK105", "error", "a whole tower (text or vision) is absent", stage=Stage.MODEL, order=1, rank=35)
 class TowerAbsentRule(Rule):
     needs = "any"
@@ -117,7 +106,7 @@ class TowerAbsentRule(Rule):
             joint = ctx.consume_missing([k for k in ctx.exp if ctx.exp_tower(k) == "joint"])
             groups = "; ".join(collapse(taken, ctx.exp_sep, max_groups=4))
             details = {"tower": tower, "count": len(taken), "joint": joint}
-            if tower == "text" and _is_clippo(ctx):
+            if tower == "text" and detect.recognise(ctx.file_params, "clippo"):
                 out.append(
                     ClippoHasNoText(
                         keys=taken + joint,
@@ -129,7 +118,7 @@ class TowerAbsentRule(Rule):
                 )
                 continue
             present = sorted(ctx.file_towers)
-            layout = fw.title(ctx.file_framework) if ctx.file_framework else "unknown"
+            layout = registry.title(ctx.file_framework) if ctx.file_framework else "unknown"
             holds = f"only a {' and '.join(present)} tower ({layout} layout)" if present else "neither tower"
             if ctx.torch_semantics:
                 cause = (

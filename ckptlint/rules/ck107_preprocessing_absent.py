@@ -31,9 +31,9 @@ Fix
 
 from __future__ import annotations
 
-from ckptlint.rules import _frameworks as fw
+from ckptlint.archs import detect, registry
 from ckptlint.rules._context import Context
-from ckptlint.rules._preprocessing import family, gather, named, table
+from ckptlint.rules._preprocessing import gather, named
 from ckptlint.rules.base import Message, Rule, Stage, rule
 
 SIDECARS = (
@@ -59,10 +59,10 @@ class PreprocessingIncomplete(Message):
 def known_values(ctx: Context) -> str | None:
     """The preprocessing this architecture family is known to need, as text (for the fix)."""
     arch = ctx.expected.arch if ctx.expected is not None else None
-    fam = family(arch, ctx.file_params, ctx.file_framework)
+    fam = detect.profile_of(arch, ctx.file_params)
     if fam is None:
         return None
-    f = table()["families"][fam]
+    f = registry.profiles()[fam]
     parts = [f"mean={tuple(f['mean'])}", f"std={tuple(f['std'])}"]
     if "resize_mode" in f:
         parts.append(f"resize_mode={f['resize_mode']!r}")
@@ -93,8 +93,8 @@ class PreprocessingAbsentRule(Rule):
         if not missing:
             return []
         framework = ctx.file_framework or ctx.exp_framework
-        if framework == "big_vision":
-            cause = fw.info("big_vision")["preprocessing_note"]
+        if registry.preprocessing_note(framework):
+            cause = registry.preprocessing_note(framework)
         elif not pp.sources:
             cause = (
                 "the file carries only tensors, so whoever loads it has to guess the preprocessing — "

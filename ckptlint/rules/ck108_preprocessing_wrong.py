@@ -32,9 +32,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ckptlint.archs import detect, registry
 from ckptlint.rules._context import Context
-from ckptlint.rules._preprocessing import close, gather, named, table
-from ckptlint.rules._preprocessing import family as family_of
+from ckptlint.rules._preprocessing import close, gather, named
 from ckptlint.rules.base import Message, Rule, Stage, rule
 
 
@@ -74,7 +74,7 @@ class WrongSize(Message):
 def family(ctx: Context) -> str | None:
     """The preprocessing family (siglip, clippo) of the checkpoint under check, if any."""
     arch = ctx.expected.arch if ctx.expected is not None else None
-    return family_of(arch, ctx.file_params, ctx.file_framework)
+    return detect.profile_of(arch, ctx.file_params)
 
 
 def _fmt(v: Any) -> str:
@@ -115,7 +115,7 @@ class PreprocessingWrongRule(Rule):
         if not pp.fields:
             return []
         out: list[Message] = []
-        tags = table()["tags"]
+        tags = registry.tags()
         fam_name = family(ctx)
         if pp.tag in tags:
             recorded, wanted, source = _compare(pp, tags[pp.tag])
@@ -130,7 +130,7 @@ class PreprocessingWrongRule(Rule):
                     )
                 )
         elif fam_name is not None:
-            fam = table()["families"][fam_name]
+            fam = registry.profiles()[fam_name]
             recorded, wanted, source = _compare(pp, fam)
             if recorded:
                 out.append(

@@ -34,8 +34,8 @@ Fix
 
 from __future__ import annotations
 
+from ckptlint.archs.detect import grid_of, posemb_probe
 from ckptlint.rules._context import Context
-from ckptlint.rules._shapes import grid_of, posemb_probe
 from ckptlint.rules.base import Message, Rule, Stage, rule
 
 

@@ -36,15 +36,12 @@ Links
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
+from ckptlint.archs import detect, registry
+from ckptlint.archs.pattern import matches
 from ckptlint.edits import DropKeys, Edit, RenameKeys
-from ckptlint.ruledata import load_toml
-from ckptlint.rules import _frameworks as fw
 from ckptlint.rules._context import Context
-from ckptlint.rules._keys import matches
-from ckptlint.rules._shapes import grid_of
 from ckptlint.rules.base import Message, Rule, Stage, rule
 
 
@@ -60,20 +57,6 @@ class OldLayout(Message):
 Found = tuple[str, list[str], dict[str, Any], list[Edit]]
 
 
-@cache
-def layouts() -> list[dict[str, Any]]:
-    return list(load_toml("old_layouts.toml")["layout"])
-
-
-def vit_roots(keys: Any) -> list[str]:
-    """Roots of big_vision ViTs in a key set: "" for a plain ViT, "img/" for CLIPPO/SigLIP image towers."""
-    roots = []
-    for k in keys:
-        if k == "embedding/kernel" or k.endswith("/embedding/kernel"):
-            roots.append(k[: -len("embedding/kernel")])
-    return sorted(set(roots), key=len)
-
-
 def _moved_text(root: str, keys: list[str], entry: dict[str, Any], sep: str) -> str:
     """``"LayerNorm_0/, MlpBlock_0/, …, probe (15 keys) sit at the ViT root instead of under MAPHead_0/"``."""
     names = sorted({k[len(root) :].split(sep)[0] + (sep if sep in k[len(root) :] else "") for k in keys})
@@ -87,7 +70,7 @@ def _renames(ctx: Context, pairs: list[tuple[str, str]]) -> RenameKeys:
 
 
 def _is_square(n: int) -> bool:
-    g = grid_of(n)
+    g = detect.grid_of(n)
     return g is not None and g[1] == 0
 
 
@@ -105,7 +88,7 @@ class OldLayoutRule(Rule):
     def check(self, ctx: Context) -> list[Message]:
         out: list[Message] = []
         framework = ctx.exp_framework if ctx.expected is not None else ctx.file_framework
-        for entry in layouts():
+        for entry in registry.old_layouts():
             if entry["framework"] != framework:
                 continue
             found = self._with_expected(ctx, entry) if ctx.expected is not None else self._alone(ctx, entry)
@@ -117,7 +100,7 @@ class OldLayoutRule(Rule):
                     keys=keys,
                     details={"kind": entry["kind"], **details},
                     edits=edits,
-                    framework=fw.title(framework).split(" (")[0],
+                    framework=registry.title(framework).split(" (")[0],
                     title=entry["title"],
                     what=what,
                     loader=entry["loader"],
@@ -139,7 +122,7 @@ class OldLayoutRule(Rule):
                 {"keys": keys},
                 [DropKeys(keys=[ctx.file_key(k) for k in keys])],
             )
-        roots = vit_roots(ctx.exp)
+        roots = detect.module_roots(ctx.exp, e["within"], e["family"]) if e["within"] else []
         if kind == "rename":
             done = []
             for r in roots:
@@ -211,7 +194,7 @@ class OldLayoutRule(Rule):
                 {},
                 [DropKeys(keys=[ctx.file_key(k) for k in keys])],
             )
-        roots = vit_roots(view)
+        roots = detect.module_roots(view, e["within"], e["family"]) if e["within"] else []
         if kind == "rename":
             hits = [
                 (r + e["from"], r + e["to"])

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import re
 
+from ckptlint.archs.detect import VARIANT_FIELDS, describe
 from ckptlint.rules._context import Context
-from ckptlint.rules._shapes import VARIANT_FIELDS, describe
 from ckptlint.rules.base import Message, Rule, Stage, rule
 
 _NUM = re.compile(r"\d+")

@@ -1,0 +1,457 @@
+"""The family-file format (``rules/archs/*.toml``), validated with pydantic when a file is loaded.
+
+Every field is documented in ``rules/README.md``; key patterns follow ``ckptlint.archs.pattern``, expressions
+``ckptlint.archs.expr``. Cross-file references (modules of other families, layouts, profiles, conversions) are
+checked by ``ckptlint.archs.registry`` once every file is loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
+
+from ckptlint.archs import pattern as _pattern
+from ckptlint.archs.expr import SpecError, compile_expr
+
+Scalar = int | float | bool | str
+Tower = Literal["vision", "text"]
+
+
+def _check_pattern(text: str) -> str:
+    return _pattern.check(text)
+
+
+def _check_literal(text: str) -> str:
+    if _pattern.pattern(text).kind != "literal":
+        raise ValueError(f"{text!r} must be a plain key (no '*', '**' or captures)")
+    return text
+
+
+def _check_template(text: str) -> str:
+    if text and _pattern.pattern(text).kind not in ("literal", "indexed"):
+        raise ValueError(f"{text!r} must be a key template (only {{i}} captures, no wildcards)")
+    return text
+
+
+def _check_expr(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            compile_expr(value)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+Pattern = Annotated[str, AfterValidator(_check_pattern)]
+LiteralKey = Annotated[str, AfterValidator(_check_literal)]
+Template = Annotated[str, AfterValidator(_check_template)]
+Expr = Annotated[Scalar, AfterValidator(_check_expr)]
+Patterns = Annotated[list[Pattern], BeforeValidator(_as_list)]
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors (a misspelt field must not be ignored silently)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Deferred(Strict):
+    """Built on first use: a run that only detects layouts builds and validates only the head models."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
+
+
+# ---- tensor trees --------------------------------------------------------------------------------------------
+class Tensor(Deferred):
+    """One parameter: ``[key, shape]``, ``[key, shape, when]`` or ``{key, shape, when, dtype}``."""
+
+    key: LiteralKey
+    shape: list[Annotated[int | str, AfterValidator(_check_expr)]]
+    when: Expr | None = None
+    dtype: str | None = None
+
+
+def _tensor_from_list(value: Any) -> Any:
+    if isinstance(value, list):
+        if not 2 <= len(value) <= 3:
+            raise ValueError("a tensor is [key, shape] or [key, shape, when]")
+        return dict(zip(("key", "shape", "when"), value, strict=False))
+    return value
+
+
+class Group(Deferred):
+    """A group of entries: a module (``use``) or inline ``tensors``, under ``prefix``."""
+
+    use: str | None = None  # "module" (this family) or "family:module"
+    tensors: list[Entry] = Field(default_factory=list)
+    prefix: Template = ""
+    when: Expr | None = None
+    repeat: Expr | None = None  # instantiate N times; {i} in the prefix is the index
+    stack: Expr | None = None  # prepend a leading dimension N to every shape (flax nn.scan)
+    with_: dict[str, Expr] = Field(default_factory=dict, alias="with")
+    tower: Tower | None = None  # (arch trees only) this group is a tower
+    sets: dict[str, Scalar] = Field(default_factory=dict)  # parameters that finding the tower implies
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Group:
+        if self.use is not None and self.tensors:
+            raise ValueError("a group has either `use` or `tensors`, not both")
+        return self
+
+
+def _entry_kind(value: Any) -> str:
+    if isinstance(value, (list, Tensor)):
+        return "tensor"
+    if isinstance(value, dict) and "key" in value:
+        return "tensor"
+    return "group"
+
+
+Entry = Annotated[
+    Union[  # noqa: UP007 (a discriminated union needs Union with Tag annotations)
+        Annotated[Annotated[Tensor, BeforeValidator(_tensor_from_list)], Tag("tensor")],
+        Annotated[Group, Tag("group")],
+    ],
+    Discriminator(_entry_kind),
+]
+
+
+# ---- reading parameters back ----------------------------------------------------------------------------------
+class Probe(Deferred):
+    """One way to read a parameter; tried in order until one applies."""
+
+    key: LiteralKey | None = None  # a dimension of this tensor...
+    dim: int = 0
+    expr: Expr | None = None  # ...through expr (which sees it as x); alone: a value computed from others
+    count: Template | None = None  # how many indices {i} exist, from 0
+    present: LiteralKey | None = None  # value when this key exists
+    absent: LiteralKey | None = None  # value when it does not
+    value: Scalar | None = None
+    guess: bool = False  # a convention, not evidence: never decides a variant
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Probe:
+        kinds = [k for k in ("key", "count", "present", "absent") if getattr(self, k) is not None]
+        if len(kinds) > 1:
+            raise ValueError(f"a probe reads one thing; got {', '.join(kinds)}")
+        if not kinds and self.expr is None and self.value is None:
+            raise ValueError("a probe needs key, count, present, absent, expr or value")
+        if self.count is not None and "{i}" not in self.count:
+            raise ValueError("a count probe needs {i} in its key")
+        return self
+
+
+class Anchor(Deferred):
+    key: LiteralKey
+    rank: int | None = None
+
+
+class ModuleInfer(Deferred):
+    tower: Tower
+    anchor: list[Anchor]
+    probes: dict[str, list[Probe]] = Field(default_factory=dict)
+
+
+class Module(Deferred):
+    doc: str = ""
+    defaults: dict[str, Expr] = Field(default_factory=dict)  # set when the caller did not
+    derive: dict[str, Expr] = Field(default_factory=dict)  # computed, in order, on entry
+    tensors: list[Entry]
+    infer: ModuleInfer | None = None
+
+
+# ---- recognising layouts and architectures --------------------------------------------------------------------
+class Layout(Strict):
+    """A layout signature: found by its anchors under any root, scored by prefixes and markers."""
+
+    name: str
+    anchors: list[LiteralKey]
+    prefixes: list[Pattern]
+    markers: list[Patterns] = Field(default_factory=list)
+    require: list[Patterns] = Field(default_factory=list)
+    towers: dict[Tower, list[Pattern]] = Field(default_factory=dict)
+
+
+class Detect(Strict):
+    """When a checkpoint in ``layout`` is ``arch`` (the rules of every family for a layout are tried by ``rank``)."""
+
+    arch: str
+    layout: str | None = None
+    rank: int = 50
+    config: list[str] = Field(default_factory=list)  # a sidecar config.json's model_type is one of these
+    all: list[Pattern] = Field(default_factory=list)
+    any: list[Pattern] = Field(default_factory=list)
+    none: list[Pattern] = Field(default_factory=list)
+
+
+class KeyClasses(Deferred):
+    """How this family's keys are classified (merged with every family of the same framework)."""
+
+    signatures: list[Pattern] = Field(default_factory=list)
+    joint: list[Pattern] = Field(default_factory=list)
+    text: list[Pattern] = Field(default_factory=list)
+    vision: list[Pattern] = Field(default_factory=list)
+    unprefixed: list[Pattern] = Field(default_factory=list)
+    vision_markers: list[Pattern] = Field(default_factory=list)
+    text_markers: list[Pattern] = Field(default_factory=list)
+
+
+DIMS = {"patch", "width", "channels", "heads", "head_dim", "mlp", "vocab", "embed_dim", "pos_rows", "context_length", "depth", "_"}  # fmt: skip
+
+
+class ShapeProbe(Deferred):
+    """Which keys carry structural numbers (CK108/CK109/CK110/CK112); ``{i}`` counts blocks."""
+
+    tower: Literal["vision", "text", "unprefixed"]
+    key: Patterns
+    dims: list[str] = Field(default_factory=list)
+    resample: str | None = None
+    auto: str | None = None
+
+    @model_validator(mode="after")
+    def _dims(self) -> ShapeProbe:
+        bad = [d for d in self.dims if d not in DIMS]
+        if bad:
+            raise ValueError(f"unknown dims {bad}; known: {', '.join(sorted(DIMS))}")
+        return self
+
+
+# ---- architectures --------------------------------------------------------------------------------------------
+class VariantEntry(BaseModel):
+    """A named variant: parameter values, plus per-tag overrides and the preprocessing it was trained with."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, defer_build=True)
+    __pydantic_extra__: dict[str, Scalar]
+
+    tags: dict[str, dict[str, Scalar]] = Field(default_factory=dict)
+    preprocessing: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def params(self) -> dict[str, Scalar]:
+        return dict(self.__pydantic_extra__ or {})
+
+
+class Variants(Deferred):
+    scheme: Literal["table", "size_patch"] = "table"
+    names: dict[str, VariantEntry] = Field(default_factory=dict)
+    patches: list[int] = Field(default_factory=list)  # size_patch: SIZE/PATCH over the family's [sizes]
+    text_prefix: str | None = None
+    text_size: dict[str, str] = Field(default_factory=dict)
+    derive: dict[str, Expr] = Field(default_factory=dict)
+
+
+class ConfigMap(Deferred):
+    """How a declaration next to the weights (HF config.json...) fixes the parameters; it decides over shapes."""
+
+    kind: str = "hf-config"  # Sidecar.kind
+    select: str = "model_type"  # the declaration field whose value picks an entry of `match`
+    match: dict[str, str]  # value -> path prefix of `params` ("vision_config." for a CLIPModel config)
+    params: dict[str, tuple[str, Expr]]  # param -> (dotted path, default: a value or an expression)
+    architectures: list[str] = Field(default_factory=list)  # declared class names this arch builds
+
+
+class PreprocessingEntry(Deferred):
+    when: Expr | None = None
+    values: dict[str, Any]
+
+
+class ArchInfer(Deferred):
+    probes: dict[str, list[Probe]] = Field(default_factory=dict)
+
+
+class Arch(Deferred):
+    title: str
+    description: str
+    source: str
+    default_variant: str
+    variant_keys: list[str]
+    tree: list[Entry]
+    params: dict[str, Scalar] = Field(default_factory=dict)
+    variants: Variants = Field(default_factory=Variants)
+    infer: ArchInfer = Field(default_factory=ArchInfer)
+    config: ConfigMap | None = None
+    preprocessing: list[PreprocessingEntry] = Field(default_factory=list)
+    profile: str | None = None  # a preprocessing profile (CK107/CK108) this architecture was trained with
+    order: list[Pattern] = Field(default_factory=list)  # torch state_dict order across hoisted modules
+    dtype: str = "float32"
+
+
+# ---- framework-level knowledge --------------------------------------------------------------------------------
+class Advice(Strict):
+    fix: str
+    note: str
+
+
+class Framework(Strict):
+    title: str
+    sep: Literal[".", "/"]
+    aliases: list[str] = Field(default_factory=list)
+    hosts: list[str] = Field(default_factory=list)  # frameworks whose layout it loads natively as a tower
+    files: list[str] = Field(default_factory=list)  # its native weight file names
+    preprocessing_note: str | None = None
+    advice: dict[str, Advice] = Field(default_factory=dict)  # CK104: this framework's file into another
+
+
+class OldLayout(Deferred):
+    """A layout older code wrote that the framework's loader still fixes up (CK111)."""
+
+    kind: Literal["rename", "split_cls", "move_under", "drop"]
+    title: str
+    loader: str
+    fix: str
+    within: str | None = None  # module whose anchors locate the roots the keys are relative to
+    from_: LiteralKey | None = Field(default=None, alias="from")
+    to: LiteralKey | None = None
+    key: LiteralKey | None = None
+    marker: LiteralKey | None = None
+    group: list[Pattern] = Field(default_factory=list)
+    under: str | None = None
+    keys: list[Pattern] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _fields(self) -> OldLayout:
+        need = {
+            "rename": ("within", "from_", "to"),
+            "split_cls": ("within", "key"),
+            "move_under": ("within", "marker", "group", "under"),
+            "drop": ("keys",),
+        }[self.kind]
+        lacking = [n.rstrip("_") for n in need if not getattr(self, n)]
+        if lacking:
+            raise ValueError(f"kind {self.kind!r} needs {', '.join(lacking)}")
+        return self
+
+
+class Wrapper(Deferred):
+    """A prefix a wrapper adds to every key (CK103)."""
+
+    prefix: str
+    side: Literal["file", "model"]
+    name: str
+    cause: str
+    step: str
+    loader: str
+    framework: str | None = None  # "any" in rules/wrappers.toml; a family's own framework otherwise
+    fix: str | None = None
+    kind: str | None = None  # big_vision scope nesting (one_tower, two_towers...)
+    companions: list[Pattern] = Field(default_factory=list)
+    requires: Pattern | None = None
+
+
+class Profile(Deferred):
+    """Preprocessing a whole model family was trained with (CK107/CK108), recognised from the weights."""
+
+    title: str
+    mean: list[float]
+    std: list[float]
+    resize_mode: str | None = None
+    interpolation: str | None = None
+    source: str
+    cause: str
+    fix: str
+    arch: str | None = None  # recognised when the keys are this architecture's (its detect rules' conditions)
+
+
+class Tag(Deferred):
+    """Preprocessing of one pretrained tag ("open_clip:ViT-B-16/openai", "timm:NAME.TAG", "hf:REPO")."""
+
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    interpolation: str | None = None
+    resize_mode: str | None = None
+    image_size: int | None = None
+    quick_gelu: bool | None = None
+
+
+class FamilyPreprocessing(Deferred):
+    profiles: dict[str, Profile] = Field(default_factory=dict)
+    recognise: dict[str, list[Pattern]] = Field(default_factory=dict)  # profile -> keys that show it
+    tags: dict[str, Tag] = Field(default_factory=dict)
+
+
+class KeyRule(Deferred):
+    """One row of a conversion table: ``from`` -> ``to`` (a list: split along ``dim``; fused going back)."""
+
+    from_: Pattern = Field(alias="from")
+    to: Pattern | list[Pattern]
+    op: Literal["rename", "transpose", "reshape", "split"] = "rename"
+    dim: int = 0  # the axis of a split (fuse, the other way)
+
+    @model_validator(mode="after")
+    def _split(self) -> KeyRule:
+        if isinstance(self.to, list) != (self.op == "split"):
+            raise ValueError("`to` is a list exactly when op = 'split'")
+        return self
+
+
+class Conversion(Deferred):
+    """A key table between two architectures, used by ``diff`` (and by fix/convert later), both directions."""
+
+    name: str
+    title: str
+    from_: str = Field(alias="from")  # architecture names
+    to: str
+    keys: list[KeyRule]
+    drop: list[Pattern] = Field(default_factory=list)  # keys of `from` it leaves behind on purpose
+
+
+class FamilyMeta(Strict):
+    name: str
+    framework: str  # whose key names every pattern of the file uses
+    title: str
+    source: str = ""
+    generated_by: str | None = None  # the script (and library version) that wrote a generated family file
+
+
+class FamilyHead(Strict):
+    """What layout detection needs from every family, validated when the file is loaded."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    family: FamilyMeta
+    frameworks: dict[str, Framework] = Field(default_factory=dict)
+    layouts: list[Layout] = Field(default_factory=list)
+    detect: list[Detect] = Field(default_factory=list)
+
+
+class FamilyIndex(Deferred):
+    """A family file without its ``[archs.*]`` tables (validated when a run first needs more than the head)."""
+
+    family: FamilyMeta
+    frameworks: dict[str, Framework] = Field(default_factory=dict)
+    keys: KeyClasses = Field(default_factory=KeyClasses)
+    sizes: dict[str, dict[str, int]] = Field(default_factory=dict)
+    modules: dict[str, Module] = Field(default_factory=dict)
+    layouts: list[Layout] = Field(default_factory=list)
+    probes: list[ShapeProbe] = Field(default_factory=list)
+    detect: list[Detect] = Field(default_factory=list)
+    old_layouts: list[OldLayout] = Field(default_factory=list)
+    wrappers: list[Wrapper] = Field(default_factory=list)
+    preprocessing: FamilyPreprocessing = Field(default_factory=FamilyPreprocessing)
+    conversions: list[Conversion] = Field(default_factory=list)
+
+
+class FamilyFile(FamilyIndex):
+    """A whole family file (``rules/README.md``)."""
+
+    archs: dict[str, Arch] = Field(default_factory=dict)
+
+
+class WrapperFile(Deferred):
+    """``rules/wrappers.toml``: wrappers of every framework (DDP, torch.compile, trainer dicts...)."""
+
+    wrapper: list[Wrapper]
