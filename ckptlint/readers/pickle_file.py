@@ -31,7 +31,7 @@ from ckptlint.readers.pickle_probe import pickle_view
 from ckptlint.readers.pickle_stream import StreamError, parse_joblib, parse_stream
 from ckptlint.readers.pickle_stubs import RegionReader
 from ckptlint.readers.pickle_tree import TreeTooLarge, flatten
-from ckptlint.readers.pickle_walker import Budget, Source
+from ckptlint.readers.pickle_walker import Budget, Scan, Source
 from ckptlint.readers.torch_nested import nested_reader
 from ckptlint.readers.torch_tar import NotTorchTar, is_torch_tar, read_tar
 
@@ -110,12 +110,13 @@ def _read(fh: IO[bytes], path: Path, facts: SecurityFacts) -> Checkpoint:
     budget = Budget()
     nested = nested_reader(fh)
     calls: list[str] = []
+    scans: list[Scan] = []
     cfacts = SecurityFacts()
     c_error: Exception | None = None
     first: tuple[Any, int] | None = None
     try:
         first = parse_stream(src, 0, member=path.name, facts=cfacts, budget=budget,
-                             nested=nested, calls_out=calls)  # fmt: skip
+                             nested=nested, calls_out=calls, scans_out=scans)  # fmt: skip
     except (StreamError, Corrupt) as exc:
         c_error = exc
     if first is not None and type(first[0]) is int and first[0] == LEGACY_MAGIC:
@@ -125,7 +126,17 @@ def _read(fh: IO[bytes], path: Path, facts: SecurityFacts) -> Checkpoint:
         )
         judge_trailing(src, end, member=path.name, facts=facts, budget=budget)
         return _checkpoint(p, "torch-legacy", value, path.stem, facts)
-    value, end = _joblib_view(fh, size, path.name, facts, nested, first, c_error, calls, cfacts)
+    if c_error is not None and getattr(c_error, "refused", False) and not _joblib_arrays(c_error, calls):
+        facts.merge(cfacts)  # past one of ckptlint's bounds (or read two ways): refused whatever joblib reads
+        raise c_error
+    if first is not None and not scans[0].loose and not any(name.startswith("joblib.") for name in calls):
+        # pickle.load reads it to its end and joblib.load could read nothing else: the two unpicklers differ
+        # only on text arguments, INST/OBJ (``loose``), joblib's inline arrays, and where C fails
+        # (tests/test_pickle_differential.py checks this on generated pickles)
+        facts.merge(cfacts)
+        value, end = first
+    else:
+        value, end = _joblib_view(fh, size, path.name, facts, nested, first, c_error, calls, cfacts)
     judge_trailing(src, end, member=path.name, facts=facts, budget=budget)
     return _checkpoint(p, "pickle", value, path.stem, facts)
 
@@ -181,6 +192,12 @@ def _joblib_view(
         raise StreamError(name, min(jend, first[1]), "pickle.load and joblib.load read this pickle differently",
                           refused=True)  # fmt: skip
     return first[0], first[1]
+
+
+def _joblib_arrays(c_error: Exception, calls: list[str]) -> bool:
+    """Whether the C reading may have failed on joblib's inline array data (joblib.load reads it as data)."""
+    modules = [g.module for g in getattr(c_error, "globals", ())] + calls
+    return any(name.startswith("joblib.") for name in modules)
 
 
 def _reason(exc: Exception) -> str:

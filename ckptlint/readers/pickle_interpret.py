@@ -23,6 +23,7 @@ raise :class:`Corrupt`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -54,7 +55,7 @@ from ckptlint.readers.pickle_values import (
 __all__ = ["Corrupt", "Interpreter", "Nested", "StoragePid", "np_dtype", "short", "storage_pid"]
 
 MAX_DEPTH = 100  # container nesting rebuilt (deeper is summarised)
-MAX_VALUES = 1 << 22  # objects rebuilt for one pickle
+MAX_VALUES = 1 << 21  # objects rebuilt for one pickle
 # a skipped text read back to judge a nested payload stored as text (protocol <= 2)
 MAX_MATERIALIZE = 256 << 20
 NESTED_LOADERS = frozenset(
@@ -65,7 +66,20 @@ _CODECS = {
     **dict.fromkeys(("utf-8", "utf8"), "utf-8"),
     **dict.fromkeys(("ascii", "us-ascii"), "ascii"),
 }
-_PLAIN = frozenset({int, str, float, bool, type(None)})
+_SCALARS = frozenset({int, float, bool, complex, type(None)})  # value() returns them as they are
+_LEAF_TUPLE = 16
+_SHARED = 6  # references (beyond the few of the call) that make a leaf tuple worth remembering
+_MISSING = object()
+_CYCLE = Opaque("cycle")
+
+
+def _is_leaf(items: tuple[Any, ...]) -> bool:
+    """A tuple of scalars and plain strings (no skipped-argument markers): value() keeps it as it is."""
+    for v in items:
+        tv = type(v)
+        if tv not in _SCALARS and (tv is not str or v[:1] == "\x00"):
+            return False
+    return True
 
 
 # (data, label, depth, facts) -> value: judge bytes (or a region (offset, length) of the file) as a whole torch
@@ -105,6 +119,8 @@ class Interpreter(TensorKinds):
         self._busy: set[int] = set()
         self._count = 0
         self._reported: set[tuple[str, str]] = set()
+        self._handlers: dict[str, Any] = {}
+        self._leaves: dict[int, tuple[Any, ...]] = {}  # leaf tuples referenced from many places
         self._nested_seen: dict[int, tuple[Any, Any]] = {}  # id(payload) -> (payload, value): judged once
 
     # -- entry -------------------------------------------------------------------------------------------------
@@ -142,17 +158,28 @@ class Interpreter(TensorKinds):
     def value(self, obj: Any, depth: int = 0) -> Any:
         """``obj`` (a parsed object: builtins and stubs) rebuilt as checkpoint values."""
         t = type(obj)
-        if t is str and len(obj) <= 64 and obj.startswith("\x00"):
-            region = skipped_region(obj, self.reader)
-            if region is not None:
-                return TextBlob(region[1], region[0], region[2])
-        if obj is None or t in (str, int, float, bool, complex):
+        if t in _SCALARS:
+            return obj
+        if t is str:
+            if obj[:1] == "\x00" and len(obj) <= 64:
+                region = skipped_region(obj, self.reader)
+                if region is not None:
+                    return TextBlob(region[1], region[0], region[2])
             return obj
         if t is bytes or t is bytearray:
             region = skipped_region(obj, self.reader) if len(obj) <= 64 else None
             if region is not None:
                 return Blob(region[1], region[0]) if region[2] == "b" else Opaque(f"int of {region[1]} bytes")
             return obj if t is bytes else bytes(obj)
+        if t is tuple and len(obj) <= _LEAF_TUPLE:
+            if id(obj) in self._leaves:
+                return obj
+            if _is_leaf(obj):  # sizes, strides, names: as they are, not memoised unless shared
+                if (
+                    sys.getrefcount(obj) > _SHARED
+                ):  # (memo or not, the result is the same; only the cost differs)
+                    self._leaves[id(obj)] = obj
+                return obj
         key = id(obj)
         if key in self._memo:
             return self._memo[key]
@@ -176,18 +203,17 @@ class Interpreter(TensorKinds):
             return Opaque(f"nested deeper than {MAX_DEPTH} levels")
         elif t is list:
             out = self._memo[key] = []
-            out.extend(self.value(v, depth + 1) for v in obj)
+            out.extend(v if type(v) in _SCALARS else self.value(v, depth + 1) for v in obj)
             return out
         elif t is dict:
             out = self._memo[key] = {}
-            for k, v in obj.items():
-                out[self._key(k, depth)] = self.value(v, depth + 1)
+            for k, v in obj.items():  # plain str keys and scalar values (most of them) as they are
+                k = k if type(k) is str and k[:1] != "\x00" else self._key(k, depth)
+                out[k] = v if type(v) in _SCALARS else self.value(v, depth + 1)
             return out
-        elif t is tuple and all(type(v) in _PLAIN for v in obj):
-            out = obj
         elif t is tuple or t is set or t is frozenset:
             self._busy.add(key)
-            items = [self.value(v, depth + 1) for v in obj]
+            items = [v if type(v) in _SCALARS else self.value(v, depth + 1) for v in obj]
             self._busy.discard(key)
             out = tuple(items) if t is tuple else set(map(self._hashable, items))
         else:
@@ -226,7 +252,7 @@ class Interpreter(TensorKinds):
         key = id(rec)
         if key in self._memo:
             return self._memo[key]
-        self._memo[key] = Opaque("cycle")  # a call whose arguments contain its own result
+        self._memo[key] = _CYCLE  # a call whose arguments contain its own result
         out = self._call(rec)
         self._memo[key] = out
         return out
@@ -255,7 +281,9 @@ class Interpreter(TensorKinds):
         if not isinstance(args, tuple):
             self.flag(g, "called with arguments that are not a tuple")
             return Opaque(f"{g.name}(...)")
-        handler = getattr(self, f"_k_{kind}", None)
+        handler = self._handlers.get(kind, _MISSING)
+        if handler is _MISSING:
+            handler = self._handlers[kind] = getattr(self, f"_k_{kind}", None)
         if handler is None:
             return self._unexpected(g, rec, "called")
         return handler(g, rec, args)

@@ -30,7 +30,7 @@ from ckptlint.readers.pickle_stubs import (
     parse_python,
     resolve,
 )
-from ckptlint.readers.pickle_walker import Budget, ScanError, ScanGlobal, Source, Walker
+from ckptlint.readers.pickle_walker import Budget, Scan, ScanError, ScanGlobal, Source, Walker
 
 # How the C parse decodes Python 2 strings: latin-1 decodes every byte, so the parse goes as far as the loader's
 # with any encoding (pickle.load's ASCII, torch.load's UTF-8, np.load(encoding='latin1')); names that can be
@@ -48,6 +48,7 @@ class StreamError(Exception):
         self.offset = offset
         self.reason = reason
         self.refused = refused
+        self.globals: list[ScanGlobal] = []  # what the opcode walk saw imported (before the failure)
 
 
 def report_globals(facts: SecurityFacts, found: list[ScanGlobal], member: str, *, torch: bool) -> None:
@@ -73,18 +74,24 @@ def parse_stream(
     torchscript: bool = False,
     classes: set[str] | None = None,
     calls_out: list[str] | None = None,
+    scans_out: list[Scan] | None = None,
 ) -> tuple[Any, int]:
     """Judge the C-unpickler stream at ``start``; return ``(rebuilt top object, offset after it)``.
 
     ``pid`` interprets persistent ids (torch); without it the loader has no ``persistent_load``. ``classes``
-    collects TorchScript ``__torch__`` classes (when ``torchscript``); ``calls_out`` every global imported.
+    collects TorchScript ``__torch__`` classes (when ``torchscript``); ``calls_out`` every global imported;
+    ``scans_out`` the opcode walk of the stream.
     """
     walker = Walker(src, member, encoding=encoding, persistent=pid is not None, budget=budget)
     try:
         scan = walker.walk(start)
     except ScanError as exc:
         report_globals(facts, exc.globals, member, torch=torch)
-        raise StreamError(member, exc.offset, exc.reason, refused=exc.refused) from None
+        error = StreamError(member, exc.offset, exc.reason, refused=exc.refused)
+        error.globals = exc.globals
+        raise error from None
+    if scans_out is not None:
+        scans_out.append(scan)
     session = Session(member, torch=torch, expected=scan.globals)
     size = scan.end - start
     reader: Any

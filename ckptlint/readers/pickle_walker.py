@@ -25,8 +25,10 @@ import struct
 from dataclasses import dataclass, field
 from typing import IO
 
-MAX_OPS = 1 << 23  # opcodes per file (all its streams)
-MAX_OBJECTS = 1 << 22  # objects an unpickler would create for one file
+MAX_OPS = 1 << 22  # opcodes per file (all its streams); a torch pickle takes ~30 per tensor
+# objects an unpickler would create for one file (a dict or set counts 8: it takes ~8x the memory of an int or
+# a short tuple); a torch pickle makes ~14 per tensor, so ~140k tensors fit in one pickle
+MAX_OBJECTS = 1 << 21
 MAX_MEMO_INDEX = 1 << 22  # C resizes its memo to twice the largest index written
 MAX_MEMO_ENTRIES = 1 << 21
 MAX_STACK = 1 << 22
@@ -83,6 +85,9 @@ class Scan:
     # (opcode offset, width of its count, length, kind) of arguments of SKIP_ARG bytes or more outside frames:
     # the C parse reads them as short markers (see pickle_stubs.PatchedReader)
     big: list[tuple[int, int, int, str]] = field(default_factory=list)
+    # opcodes the C and the pure-Python unpicklers may read differently (text arguments: ``I010`` is 8 in C and
+    # an error in Python; INST/OBJ): only then can joblib.load's reading differ from pickle.load's
+    loose: bool = False
 
 
 @dataclass
@@ -294,7 +299,7 @@ class Walker:
                     stack.append(memo[key])
                 elif op in _PUSH_NEW:
                     stack.append(1 if op == 0x29 else None)
-                    objs += 1
+                    objs += 8 if op == 0x7D or op == 0x8F else 1
                 elif op in _FIXED:
                     n = _FIXED[op]
                     if pos + n > lim:
@@ -388,6 +393,7 @@ class Walker:
                 elif op == 0x63 or op == 0x69:  # GLOBAL, INST
                     if op == 0x69 and not marks:
                         raise err(at, "could not find MARK")
+                    scan.loose = scan.loose or op == 0x69
                     module = self._name(line(MAX_LINE), at, op)
                     name = self._name(line(MAX_LINE), at, op)
                     found.append(ScanGlobal(module, name, opcode_name(op), at, proto))
@@ -532,6 +538,7 @@ class Walker:
                         raise err(at, "stack underflow")
                     if op == 0x6F and not items:
                         raise err(at, "stack underflow")
+                    scan.loose = scan.loose or op == 0x6F
                     hashed = items[::2] if op == 0x64 else items if op != 0x6F else ()
                     for v in hashed:
                         if type(v) is int and v > MAX_HASH_COST:
@@ -539,12 +546,14 @@ class Walker:
                     del stack[i:]
                     if op != 0x90:
                         stack.append(MADE if op == 0x6F else None)
-                        objs += 1
+                        objs += 8 if op != 0x6F else 1
                 elif op in (0x49, 0x4C, 0x46):  # INT, LONG, FLOAT
+                    scan.loose = True
                     line(MAX_LINE)
                     stack.append(None)
                     objs += 1
                 elif op == 0x70 or op == 0x67:  # PUT, GET
+                    scan.loose = True
                     raw = line(MAX_LINE)
                     try:
                         key = int(raw)
@@ -565,12 +574,14 @@ class Walker:
                             raise err(at, f"memo value not found at index {key}")
                         stack.append(memo[key])
                 elif op == 0x53 or op == 0x56:  # STRING, UNICODE
+                    scan.loose = True
                     raw = line(MAX_LINE)
                     stack.append(self._line_text(raw, op, at))
                     objs += 1
                 elif op == 0x50:  # PERSID
                     if not self.persistent:
                         raise err(at, "a persistent id, but the loader has no persistent_load")
+                    scan.loose = True
                     line(MAX_LINE)
                     stack.append(MADE)
                     scan.persistent_ids += 1
