@@ -7,8 +7,12 @@ reference (a pickle memo, a nested key) cannot make a reader build more than the
 
 from __future__ import annotations
 
+import zipfile
+from typing import IO
+
 MAX_TENSORS = 1 << 19  # tensors in one checkpoint file (~1 KB of memory each once read)
 MAX_LEAVES = 1 << 21  # values (tensors and others) a reader visits in one checkpoint file
+MAX_MEMBERS = 1 << 19  # zip members (zipfile reads the whole central directory, ~400 bytes a member)
 MAX_KEY_CHARS = 1 << 16  # one full key path (``a.b.c``), joined from nested containers
 MAX_KEY_TOTAL = 1 << 26  # characters of all key paths built for one checkpoint
 
@@ -41,3 +45,12 @@ def check_tensor_count(n: int) -> None:
     """Refuse a checkpoint about to hold more than MAX_TENSORS tensors."""
     if n > MAX_TENSORS:
         raise LimitExceeded(f"it holds more than {MAX_TENSORS} tensors")
+
+
+def zip_file(fp: IO[bytes]) -> zipfile.ZipFile:
+    """``zipfile.ZipFile(fp)``, refused before the central directory is parsed when it is too large to list at
+    most MAX_MEMBERS members (each takes at least 46 bytes; its own count of entries is not trusted)."""
+    endrec = zipfile._EndRecData(fp)  # type: ignore[attr-defined]  (what ZipFile itself reads first)
+    if endrec is not None and endrec[zipfile._ECD_SIZE] > MAX_MEMBERS * 46:  # type: ignore[attr-defined]
+        raise LimitExceeded(f"its central directory may list more than {MAX_MEMBERS} members")
+    return zipfile.ZipFile(fp)

@@ -33,6 +33,7 @@ from ckptlint.checkpoint import Checkpoint, TensorInfo, slash_groups, tensor_inf
 from ckptlint.dtypes import ITEM_BITS, NUMPY_KIND_NAMES, NUMPY_TYPESTR
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.facts import SecurityFacts
+from ckptlint.readers.limits import LimitExceeded, zip_file
 from ckptlint.readers.pickle_interpret import Corrupt
 from ckptlint.readers.pickle_stream import StreamError, parse_stream
 from ckptlint.readers.pickle_walker import Budget, Source
@@ -87,7 +88,7 @@ def read(path: Path) -> Checkpoint:
     other_members: list[str] = []
     others: list[zipfile.ZipInfo] = []
     try:
-        with path.open("rb") as raw, zipfile.ZipFile(raw) as zf:
+        with path.open("rb") as raw, zip_file(raw) as zf:
             for info in zf.infolist():
                 name = info.filename
                 if info.is_dir():
@@ -117,6 +118,8 @@ def read(path: Path) -> Checkpoint:
             facts.merge(npy_view_facts(zf, others))
     except UnreadableCheckpoint:
         raise
+    except LimitExceeded as exc:
+        raise UnreadableCheckpoint(p, f"npz archive refused: {exc}", facts, refused=True) from None
     except _ZIP_ERRORS as exc:
         raise UnreadableCheckpoint(p, f"corrupt npz archive: {exc}") from None
     except OSError as exc:

@@ -16,15 +16,13 @@ reading breaks only where the array data starts.
 
 from __future__ import annotations
 
-import bz2
-import lzma
-import zlib
 from pathlib import Path
 from typing import IO, Any
 
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.facts import SecurityFacts, one_line
+from ckptlint.readers.joblib_stream import Decompressed
 from ckptlint.readers.pickle_interpret import Corrupt
 from ckptlint.readers.pickle_legacy import LEGACY_MAGIC, judge_trailing, read_legacy
 from ckptlint.readers.pickle_probe import pickle_view
@@ -40,7 +38,6 @@ JOBLIB_MAGIC = {
     b"\x78": "zlib", b"\x1f\x8b": "gzip", b"BZ": "bz2", b"\xfd\x37\x7a\x58\x5a": "xz", b"\x5d\x00": "lzma",
     b"\x04\x22\x4d\x18": "lz4", b"ZF": "joblib<0.10",
 }  # fmt: skip
-MAX_DECOMPRESSED = 1 << 30  # bytes a compressed joblib file may expand to
 
 
 def joblib_compression(head: bytes) -> str | None:
@@ -220,83 +217,13 @@ def _checkpoint(p: str, fmt: str, value: Any, stem: str, facts: SecurityFacts) -
 # ---------------------------------------------------------------------------------------------------------------
 
 
-_ZLIB = type(zlib.decompressobj())
-
-
-class _Decompressed:
-    """A compressed file read forward as joblib reads it, bounded in what it may expand to."""
-
-    def __init__(self, fh: IO[bytes], compression: str) -> None:
-        self.fh = fh
-        if compression in ("zlib", "gzip"):
-            self.dec: Any = zlib.decompressobj(zlib.MAX_WBITS | (16 if compression == "gzip" else 0))
-        elif compression == "bz2":
-            self.dec = bz2.BZ2Decompressor()
-        else:
-            self.dec = lzma.LZMADecompressor(lzma.FORMAT_XZ if compression == "xz" else lzma.FORMAT_ALONE)
-        self.buf = b""
-        self.pos = 0  # decompressed bytes consumed
-        self.eof = False
-
-    def _fill(self, n: int) -> None:
-        while len(self.buf) < n and not self.eof:
-            try:
-                out = self._more(max(n - len(self.buf), 1 << 16))
-            except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
-                raise ValueError(f"corrupt compressed data: {exc}") from None
-            if out is None:
-                self.eof = True
-                break
-            self.buf += out
-            if self.pos + len(self.buf) > MAX_DECOMPRESSED:
-                raise StreamError("joblib", self.pos, f"decompresses to more than {MAX_DECOMPRESSED} bytes",
-                                  refused=True)  # fmt: skip
-
-    def _more(self, want: int) -> bytes | None:
-        """At most ``want`` more decompressed bytes (each call bounded: no bomb expands in memory); None at
-        the end of the stream."""
-        dec = self.dec
-        if dec.eof:
-            return None
-        if isinstance(dec, _ZLIB):
-            data = dec.unconsumed_tail or self.fh.read(1 << 16)
-            return dec.decompress(data, want) if data else None
-        data = self.fh.read(1 << 16) if dec.needs_input else b""
-        if dec.needs_input and not data:
-            return None
-        return dec.decompress(data, want)
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            raise ValueError("unbounded read")
-        self._fill(n)
-        data, self.buf = self.buf[:n], self.buf[n:]
-        self.pos += len(data)
-        return data
-
-    def readline(self) -> bytes:
-        out = b""
-        while True:
-            i = self.buf.find(b"\n")
-            if i >= 0:
-                out += self.read(i + 1)
-                return out
-            if self.eof or len(out) > 1 << 26:
-                return out + self.read(len(self.buf))
-            out += self.read(len(self.buf))
-            self._fill(1 << 16)
-
-    def tell(self) -> int:
-        return self.pos
-
-
 def _read_compressed(fh: IO[bytes], path: Path, compression: str, facts: SecurityFacts) -> Checkpoint:
     p = str(path)
     if compression in ("lz4", "joblib<0.10"):
         raise UnreadableCheckpoint(p, f"{compression} joblib file: ckptlint does not judge it", facts,
                                    refused=True)  # fmt: skip
     fh.seek(0)
-    stream = _Decompressed(fh, compression)
+    stream = Decompressed(fh, compression)
     value, _ = parse_joblib(
         stream, member=f"{path.name} (decompressed)", facts=facts, nested=nested_reader(None)
     )

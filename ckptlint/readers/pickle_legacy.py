@@ -11,6 +11,7 @@ after the data is judged too: a file is judged on all it holds.
 
 from __future__ import annotations
 
+import copy
 import struct
 from typing import Any
 
@@ -18,11 +19,13 @@ from ckptlint.facts import SecurityFacts
 from ckptlint.readers.pickle_interpret import Corrupt, Interpreter, Nested, short, storage_pid
 from ckptlint.readers.pickle_stream import StreamError, parse_stream
 from ckptlint.readers.pickle_values import GlobalValue, Opaque, StorageRef
-from ckptlint.readers.pickle_walker import Budget, Source
+from ckptlint.readers.pickle_walker import Budget, Scan, Source
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 MAX_TRAILING_STREAMS = 64
+_PLAIN_BYTES = 512  # header streams (magic number, protocol, sys_info) remembered per file by their bytes
+_PLAIN_KEPT = 8
 
 
 def read_legacy(
@@ -44,8 +47,17 @@ def read_legacy(
     """
 
     def plain(at: int) -> tuple[Any, int]:
-        return parse_stream(src, at, member=member, facts=facts, budget=budget,
-                            nested=nested, depth=depth)  # fmt: skip
+        for data, (known, ops) in budget.plain.items():
+            if src.read(at, len(data)) == data:
+                budget.ops += ops
+                return copy.deepcopy(known), at + len(data)
+        calls: list[str] = []
+        scans: list[Scan] = []
+        value, end = parse_stream(src, at, member=member, facts=facts, budget=budget,
+                                  nested=nested, depth=depth, calls_out=calls, scans_out=scans)  # fmt: skip
+        if not calls and not scans[0].big and end - at <= _PLAIN_BYTES and len(budget.plain) < _PLAIN_KEPT:
+            budget.plain[src.read(at, end - at)] = (copy.deepcopy(value), scans[0].ops)
+        return value, end
 
     magic, pos = first if first is not None else plain(start)
     if type(magic) is not int or magic != LEGACY_MAGIC:

@@ -86,9 +86,16 @@ def parse_stream(
     try:
         scan = walker.walk(start)
     except ScanError as exc:
-        report_globals(facts, exc.globals, member, torch=torch)
+        found = exc.globals
+        if exc.numbers:  # what pickle.load goes on to import is reported next to the refusal
+            lenient = Walker(src, member, encoding=encoding, persistent=pid is not None, strict=False)
+            try:
+                found = lenient.walk(start).globals
+            except ScanError as again:
+                found = again.globals
+        report_globals(facts, found, member, torch=torch)
         error = StreamError(member, exc.offset, exc.reason, refused=exc.refused)
-        error.globals = exc.globals
+        error.globals = found
         raise error from None
     if scans_out is not None:
         scans_out.append(scan)

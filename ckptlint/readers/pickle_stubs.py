@@ -556,8 +556,8 @@ class _PyStub(pickle._Unpickler):  # type: ignore[name-defined]
 
     def _bytes(self, n: int) -> bytes:
         reader = self._file
-        if self._unframer.current_frame is None and n >= SKIP_ARG and isinstance(reader, RegionReader):
-            tag = reader.skipped.marker(reader.pos, n, "b")
+        if self._unframer.current_frame is None and n >= SKIP_ARG and hasattr(reader, "skip"):
+            tag = reader.skipped.marker(reader.tell(), n, "b")
             reader.skip(n)
             return tag
         data = self.read(n)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import codecs
 import copyreg
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import IO
@@ -44,6 +45,15 @@ MAX_BLOBS = 1 << 16
 HIGHEST_PROTOCOL = 5
 
 _U2, _U4, _I4, _U8 = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<i"), struct.Struct("<Q")
+# text numbers as Python's picklers write them (``%d``, ``repr(long)``, ``repr(float)``): other forms (``0x1``,
+# ``010``, ``1_0``, spaces) are read one way by C (strtol base 0), another by pure Python and pickletools
+MAX_DIGITS = 4300  # CPython's int/str conversion limit
+_CANONICAL = {
+    0x49: re.compile(rb"\A(?:-?(?:0|[1-9][0-9]*)|00|01)\Z"),
+    0x4C: re.compile(rb"\A-?(?:0|[1-9][0-9]*)L?\Z"),
+    0x46: re.compile(rb"\A-?(?:[0-9]+(?:\.[0-9]*)?(?:e[-+]?[0-9]+)?|inf|nan)\Z", re.IGNORECASE),
+}
+_MEMO_INDEX = re.compile(rb"\A(?:0|[1-9][0-9]*)\Z")
 
 
 class ScanError(Exception):
@@ -59,6 +69,7 @@ class ScanError(Exception):
         self.reason = reason
         self.refused = refused
         self.globals: list[ScanGlobal] = []  # the globals imported before this point
+        self.numbers = False  # refused for a text number's form only (a lenient walk can go on: ``strict``)
 
 
 @dataclass
@@ -96,6 +107,9 @@ class Budget:
 
     ops: int = 0
     objects: int = 0
+    # small streams without globals already judged, by their bytes -> (value, opcodes): the header streams every
+    # nested legacy payload repeats (a stream's parse depends only on its bytes)
+    plain: dict[bytes, tuple[object, int]] = field(default_factory=dict)
 
 
 class Source:
@@ -190,12 +204,16 @@ class Walker:
         encoding: str = "ASCII",
         persistent: bool = False,
         budget: Budget | None = None,
+        strict: bool = True,
     ) -> None:
         self.src = src
         self.member = member
         self.encoding = encoding
         self.persistent = persistent  # the loader has a persistent_load (torch), else PERSID fails
         self.budget = budget if budget is not None else Budget()
+        # refuse text numbers no pickler writes; off, the walk reads past them as the C unpickler does (to
+        # report the globals a refused stream would import)
+        self.strict = strict
 
     def error(self, offset: int, reason: str, refused: bool = False) -> ScanError:
         return ScanError(self.member, offset, reason, refused=refused)
@@ -549,14 +567,25 @@ class Walker:
                         objs += 8 if op != 0x6F else 1
                 elif op in (0x49, 0x4C, 0x46):  # INT, LONG, FLOAT
                     scan.loose = True
-                    line(MAX_LINE)
+                    raw = line(MAX_LINE)
+                    if self.strict and (len(raw) > MAX_DIGITS or not _CANONICAL[op].match(raw)):
+                        odd = err(at, f"{opcode_name(op)} {raw[:40]!r}: a number no pickler writes, which the "
+                                      "C and pure-Python unpicklers and pickletools read differently", True)  # fmt: skip
+                        odd.numbers = True
+                        raise odd
                     stack.append(None)
                     objs += 1
                 elif op == 0x70 or op == 0x67:  # PUT, GET
                     scan.loose = True
                     raw = line(MAX_LINE)
+                    if self.strict and not _MEMO_INDEX.match(raw):
+                        odd = err(
+                            at, f"memo index {raw[:40]!r}: not a plain decimal (unpicklers differ)", True
+                        )
+                        odd.numbers = True
+                        raise odd
                     try:
-                        key = int(raw)
+                        key = int(raw)  # (the C unpickler: base 10, spaces and underscores allowed)
                     except ValueError:
                         raise err(at, "invalid memo index") from None
                     if op == 0x70:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers.jsonfile import load_json
+from ckptlint.readers.limits import LimitExceeded, zip_file
 from ckptlint.readers.pickle_probe import pickle_view
 from ckptlint.readers.torch_tar import is_torch_tar
 
@@ -128,8 +129,10 @@ def sniff_bytes(head: bytes, size: int, path: Path) -> str:
 
 def _sniff_zip(path: Path) -> str:
     try:
-        with path.open("rb") as raw, zipfile.ZipFile(raw) as zf:
+        with path.open("rb") as raw, zip_file(raw) as zf:
             names = zf.namelist()
+    except LimitExceeded as exc:
+        raise UnreadableCheckpoint(str(path), f"zip archive refused: {exc}", refused=True) from None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
         raise UnreadableCheckpoint(str(path), f"corrupt zip archive: {exc}") from None
     # torch finds members case-insensitively (miniz): ``archive/DATA.PKL`` is loaded as ``archive/data.pkl``

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from ckptlint.facts import SecurityFacts, TorchScript, one_line
+from ckptlint.readers.limits import LimitExceeded, zip_file
 from ckptlint.readers.npz import npy_view_facts
 from ckptlint.readers.pickle_interpret import Corrupt, Interpreter, Nested, storage_pid
 from ckptlint.readers.pickle_legacy import judge_trailing
@@ -201,6 +202,7 @@ def read_archive(
     label: str = "",
     remote: bool = False,
     into: Archive | None = None,
+    budget: Budget | None = None,
 ) -> Archive:
     """Judge a torch zip archive (see the module docstring). Raises ArchiveError, StreamError or Corrupt; what
     was seen before is in ``into.facts`` when the caller passes ``into``."""
@@ -226,7 +228,7 @@ def read_archive(
         prefix = main.filename[: -len("data.pkl")]
     out.prefix = prefix
     storages = _ZipStorages(prefix)
-    budget = Budget()
+    budget = budget if budget is not None else Budget()
     classes: set[str] = set()
     pickles = [i for i in infos if i.filename.lower().endswith(".pkl") and i is not main]
     if len(pickles) > MAX_PICKLE_MEMBERS:
@@ -340,6 +342,8 @@ def open_zip(data: bytes | IO[bytes]) -> tuple[zipfile.ZipFile, IO[bytes], int]:
     size = fp.seek(0, 2)
     fp.seek(0)
     try:
-        return zipfile.ZipFile(fp), fp, size
+        return zip_file(fp), fp, size
+    except LimitExceeded as exc:
+        raise ArchiveError(f"zip archive refused: {exc}", refused=True) from None
     except ZIP_ERRORS as exc:
         raise ArchiveError(one_line(f"corrupt zip archive: {exc}", 500), refused=False) from None

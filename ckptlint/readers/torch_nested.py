@@ -16,11 +16,20 @@ from ckptlint.readers.pickle_legacy import read_legacy
 from ckptlint.readers.pickle_walker import Budget, Source
 from ckptlint.readers.torch_archive import Archive, open_zip, read_archive
 
+MAX_PAYLOADS = 1 << 15  # nested payloads judged in one file (pickle.dumps of a tensor makes one per storage)
+
 
 def nested_reader(fh: IO[bytes] | None) -> Any:
-    """The ``nested`` callback for payloads found in a pickle read from ``fh`` (which holds skipped regions)."""
+    """The ``nested`` callback for payloads found in a pickle read from ``fh`` (which holds skipped regions).
+    All the payloads of one file share one budget of opcodes and objects, and there are at most MAX_PAYLOADS."""
+    budget = Budget()
+    count = 0
 
     def read(data: Any, label: str, depth: int, facts: SecurityFacts) -> Any:
+        nonlocal count
+        count += 1
+        if count > MAX_PAYLOADS:
+            raise ValueError(f"more than {MAX_PAYLOADS} nested torch.load payloads in one file")
         if isinstance(data, tuple):  # (offset, length): a region of the enclosing file that was not read
             if fh is None:
                 raise ValueError("nested payload outside the file")
@@ -36,10 +45,11 @@ def nested_reader(fh: IO[bytes] | None) -> Any:
             zf, fp, size = open_zip(payload)
             archive = Archive(facts=facts)
             with zf:
-                read_archive(zf, fp, size, nested=read, depth=depth, label=f"{label}/", into=archive)
+                read_archive(zf, fp, size, nested=read, depth=depth, label=f"{label}/", into=archive,
+                             budget=budget)  # fmt: skip
             return archive.value
         value, _ = read_legacy(
-            src, src.start, member=label, facts=facts, budget=Budget(), nested=read, depth=depth
+            src, src.start, member=label, facts=facts, budget=budget, nested=read, depth=depth
         )
         return value
 

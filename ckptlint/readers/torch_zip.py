@@ -8,13 +8,13 @@ than its tensors need makes the file unreadable (exit 2), because ``torch.load``
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import IO, Any
 
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.facts import one_line
+from ckptlint.readers.limits import LimitExceeded, zip_file
 from ckptlint.readers.pickle_interpret import Corrupt
 from ckptlint.readers.pickle_stream import StreamError
 from ckptlint.readers.pickle_tree import TreeTooLarge, flatten
@@ -32,7 +32,9 @@ def read(path: Path) -> Checkpoint:
         source: IO[bytes] = opened if not isinstance(opened, Path) else opened.open("rb")
         size = source.seek(0, 2)
         source.seek(0)
-        zf = zipfile.ZipFile(source)
+        zf = zip_file(source)
+    except LimitExceeded as exc:
+        raise UnreadableCheckpoint(p, f"zip archive refused: {exc}", refused=True) from None
     except ZIP_ERRORS as exc:
         raise UnreadableCheckpoint(p, one_line(f"corrupt zip archive: {exc}", 500)) from None
     archive = Archive()
@@ -79,7 +81,7 @@ def walk_data_pkl(path: Path) -> tuple[Any, str]:
         with path.open("rb") as source:
             size = source.seek(0, 2)
             source.seek(0)
-            with zipfile.ZipFile(source) as zf:
+            with zip_file(source) as zf:
                 read_archive(zf, source, size, nested=nested_reader(None), into=archive)
     except (ArchiveError, StreamError, Corrupt) as exc:
         reason = one_line(getattr(exc, "reason", str(exc)), 500)
