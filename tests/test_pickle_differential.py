@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import technique_samples as ts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -197,15 +198,18 @@ class _RawSession(Session):
         return super().find_class(module, name, proto)
 
 
-def stub_view(data: bytes, python: bool) -> tuple[list[tuple[str, str]], int | None]:
-    """(globals find_class saw, end offset or None when the parse fails) with the C or pure-Python unpickler."""
+def stub_view(
+    data: bytes, python: bool, persistent: bool = False
+) -> tuple[list[tuple[str, str]], int | None]:
+    """(globals find_class saw, end offset or None when the parse fails) with the C or pure-Python unpickler
+    (``persistent``: with a persistent_load, as torch.load has)."""
     session = _RawSession()
     fh = io.BytesIO(data)
     try:
         if python:
             parse_python(fh, session, joblib=False)
         else:
-            parse_c(fh, session, encoding="latin1", persistent=False)
+            parse_c(fh, session, encoding="latin1", persistent=persistent)
     except Exception:
         return session.raw, None
     return session.raw, fh.tell()
@@ -345,7 +349,7 @@ def test_the_rewrites_reach_what_they_aim_at(tmp: Path) -> None:
 # format decisions against torch's and numpy's own checks
 # --------------------------------------------------------------------------------------------------------------
 
-EVIL = pickle.dumps(Reduced(os.system, ("true",), None, [], []), protocol=2)
+EVIL = ts.touch_payload("/nonexistent/canary") + b"N."
 BENIGN = pickle.dumps({"w": [1, 2, 3]}, protocol=2)
 
 
@@ -373,7 +377,18 @@ def _npy(obj_pickle: bytes, descr: str = "'|O'") -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + obj_pickle
 
 
+def _tar_named(p: bytes) -> bytes:
+    """A tar whose first member's name field is (the start of) a pickle stream."""
+    name = (p[:90] if len(p) <= 90 else b"N.").decode("latin-1")
+    return _tar({name: b"", "storages": BENIGN, "tensors": BENIGN, "pickle": BENIGN})
+
+
 PARTS = {
+    "legacy_tar_polyglot": lambda p: ts.legacy_tar_polyglot("/nonexistent/canary") if p is EVIL else _tar({}),
+    "tar_named": _tar_named,
+    "torch_zip_npy": lambda p: ts.torch_zip_with(
+        BENIGN, {"archive/extra": ts.npy_with("'|O'", "(1,)", p, 12000)}
+    ),
     "pickle": lambda p: p,
     "zip": lambda p: _zip({"archive/data.pkl": p, "archive/version": b"3\n"}),
     "zip_member_npy": lambda p: _zip({"archive/data.pkl": BENIGN, "extra": _npy(p)}),
@@ -384,12 +399,13 @@ PARTS = {
 }
 
 
-def loader_streams(data: bytes) -> list[bytes]:
-    """Every stream torch.load, np.load(allow_pickle=True) or pickle.load would unpickle from ``data``, decided by
-    their own checks (torch's ``_is_zipfile``, ``tarfile``, numpy's magic and header readers)."""
+def loader_streams(data: bytes) -> list[tuple[bytes, bool]]:
+    """Every stream torch.load, np.load(allow_pickle=True) or pickle.load would unpickle from ``data`` (with
+    whether the loader has a persistent_load), decided by their own checks (torch's ``_is_zipfile``, ``tarfile``,
+    numpy's magic and header readers)."""
     import torch.serialization as ts
 
-    streams = [data]  # pickle.load
+    streams = [(data, False), (data, True)]  # pickle.load, torch.load of a legacy file
     fh = io.BytesIO(data)
     if ts._is_zipfile(fh):
         try:
@@ -397,7 +413,7 @@ def loader_streams(data: bytes) -> list[bytes]:
                 for info in zf.infolist():
                     raw = zf.read(info)
                     if info.filename.endswith("data.pkl"):
-                        streams.append(raw)
+                        streams.append((raw, True))
                     streams.extend(_npy_streams(raw))
         except zipfile.BadZipFile:
             pass
@@ -406,14 +422,14 @@ def loader_streams(data: bytes) -> list[bytes]:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
                 member = tar.extractfile("pickle")
                 if member is not None:
-                    streams.append(member.read())
+                    streams.append((member.read(), True))
         except (tarfile.TarError, KeyError):
             pass
     streams.extend(_npy_streams(data))
     return streams
 
 
-def _npy_streams(data: bytes) -> list[bytes]:
+def _npy_streams(data: bytes) -> list[tuple[bytes, bool]]:
     fh = io.BytesIO(data)
     if fh.read(6) != np.lib.format.MAGIC_PREFIX:
         return []
@@ -423,7 +439,7 @@ def _npy_streams(data: bytes) -> list[bytes]:
         _, _, dtype = np.lib.format._read_array_header(fh, version, max_header_size=1 << 20)
     except Exception:
         return []
-    return [fh.read()] if dtype.hasobject else []
+    return [(fh.read(), False)] if dtype.hasobject else []
 
 
 @SETTINGS
@@ -433,7 +449,7 @@ def test_format_decisions_follow_the_loaders(
     tmp: Path, part: str, evil: bool, prefix: bytes, suffix: bytes
 ) -> None:
     data = prefix + PARTS[part](EVIL if evil else BENIGN) + suffix
-    reached = [stub_view(stream, python=False) for stream in loader_streams(data)]
+    reached = [stub_view(stream, False, persistent) for stream, persistent in loader_streams(data)]
     codes = ckptlint_view(tmp, data, name="fuzz.pt")
     if any(unsafe(names) for names, _ in reached):
         assert codes & {"CK001", "CK301"}, (part, prefix, suffix[:8], codes)
