@@ -55,6 +55,8 @@ def check_checkpoint(
     config: CheckConfig | None = None,
 ) -> FileReport:
     """Check an already-read checkpoint against ``expected``, ``arch``, or what it looks like."""
+    if arch is None and expected is None and _facts_only(config):
+        return _facts_report(ckpt, config)  # type: ignore[arg-type]
     from ckptlint.archs import infer_expected, resolve_expected
     from ckptlint.archs.detect import detect_layout
 
@@ -72,6 +74,33 @@ def check_checkpoint(
         expected = inferred()
     variant_inferred = arch is not None and ":" not in arch
     return run(ckpt, expected, config, layout=layout, inferred=inferred, variant_inferred=variant_inferred)
+
+
+def _facts_only(config: CheckConfig | None) -> bool:
+    """Whether every rule the selection enables reads only what the readers recorded (``--select CK301``)."""
+    if config is None or config.select is None:
+        return False
+    from ckptlint.rules import all_rules
+    from ckptlint.rules.base import Stage
+
+    return all(r.stage is Stage.FACTS for r in all_rules() if config.enabled(r.code))
+
+
+def _facts_report(ckpt: Checkpoint, config: CheckConfig) -> FileReport:
+    """The report of a facts-only selection: no layout or architecture is inferred (a security scan of a
+    folder of torch files spends its time reading them, not matching architectures)."""
+    from ckptlint.engine import fact_findings
+    from ckptlint.rules._training import split
+
+    weights = split(ckpt).weights
+    dtypes: dict[str, int] = {}
+    for t in weights.values():
+        dtypes[t.dtype] = dtypes.get(t.dtype, 0) + t.numel
+    return FileReport(
+        path=ckpt.path, format=ckpt.format, num_tensors=len(ckpt.tensors),
+        num_params=sum(t.numel for t in weights.values()), num_bytes=ckpt.total_bytes, groups=list(ckpt.groups),
+        dtypes=dtypes, findings=[f for f in fact_findings(ckpt) if config.enabled(f.code)],
+    )  # fmt: skip
 
 
 def check_files(

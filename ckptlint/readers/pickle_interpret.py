@@ -174,10 +174,8 @@ class Interpreter(TensorKinds):
         if t is tuple and len(obj) <= _LEAF_TUPLE:
             if id(obj) in self._leaves:
                 return obj
-            if _is_leaf(obj):  # sizes, strides, names: as they are, not memoised unless shared
-                if (
-                    sys.getrefcount(obj) > _SHARED
-                ):  # (memo or not, the result is the same; only the cost differs)
+            if _is_leaf(obj):  # sizes, strides, names: as they are, not memoised unless shared (memoised or
+                if sys.getrefcount(obj) > _SHARED:  # not, the result is the same: only the cost differs)
                     self._leaves[id(obj)] = obj
                 return obj
         key = id(obj)

@@ -315,6 +315,23 @@ class Walker:
                     if key not in memo:
                         raise err(at, f"memo value not found at index {key}")
                     stack.append(memo[key])
+                elif op == 0x72 or op == 0x6A:  # LONG_BINPUT, LONG_BINGET
+                    if pos + 4 > lim:
+                        need(4)
+                    key = _U4.unpack_from(buf, pos - base)[0]
+                    pos += 4
+                    if op == 0x72:
+                        if len(stack) <= fence:
+                            raise err(at, "stack underflow")
+                        if key > MAX_MEMO_INDEX:
+                            raise err(
+                                at, f"memo index {key} (the loader allocates twice that many slots)", True
+                            )
+                        memo[key] = stack[-1]
+                    else:
+                        if key not in memo:
+                            raise err(at, f"memo value not found at index {key}")
+                        stack.append(memo[key])
                 elif op in _PUSH_NEW:
                     stack.append(1 if op == 0x29 else None)
                     objs += 8 if op == 0x7D or op == 0x8F else 1
@@ -440,23 +457,6 @@ class Walker:
                     if len(memo) > MAX_MEMO_INDEX:
                         raise err(at, f"memo grows beyond {MAX_MEMO_INDEX} entries", True)
                     memo[len(memo)] = stack[-1]
-                elif op == 0x72 or op == 0x6A:  # LONG_BINPUT, LONG_BINGET
-                    if pos + 4 > lim:
-                        need(4)
-                    key = _U4.unpack_from(buf, pos - base)[0]
-                    pos += 4
-                    if op == 0x72:
-                        if len(stack) <= fence:
-                            raise err(at, "stack underflow")
-                        if key > MAX_MEMO_INDEX:
-                            raise err(
-                                at, f"memo index {key} (the loader allocates twice that many slots)", True
-                            )
-                        memo[key] = stack[-1]
-                    else:
-                        if key not in memo:
-                            raise err(at, f"memo value not found at index {key}")
-                        stack.append(memo[key])
                 elif op == 0x81 or op == 0x92:  # NEWOBJ, NEWOBJ_EX
                     k = 2 if op == 0x81 else 3
                     if len(stack) - k < fence:
