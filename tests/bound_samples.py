@@ -141,7 +141,9 @@ def msgpack_leaves(path: Path) -> None:
     with path.open("wb") as fh:
         fh.write(b"\xdf" + struct.pack(">I", n))
         for start in range(0, n, 100_000):
-            fh.write(b"".join(msgpack.packb(f"k{i}") + msgpack.packb(i) for i in range(start, start + 100_000)))
+            fh.write(
+                b"".join(msgpack.packb(f"k{i}") + msgpack.packb(i) for i in range(start, start + 100_000))
+            )
 
 
 def npz_members(path: Path) -> None:

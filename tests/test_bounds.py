@@ -86,7 +86,9 @@ def test_crafted_input_is_bounded(bound: bs.Bound, crafted: Path) -> None:
         assert "CK001" in out["codes"]
     else:
         assert out["error"] is None, out["error"]
-    decompressed = out["work"].pop("decompressed")  # bounded by MAX_DECOMPRESSED, not by the (compressed) size
+    decompressed = out["work"].pop(
+        "decompressed"
+    )  # bounded by MAX_DECOMPRESSED, not by the (compressed) size
     assert decompressed <= MAX_DECOMPRESSED + (1 << 20)
     work = sum(out["work"].values())
     assert work <= WORK_PER_BYTE * size + 100_000, (out["work"], size)

@@ -127,8 +127,9 @@ def _read(fh: IO[bytes], path: Path, facts: SecurityFacts) -> Checkpoint:
         facts.merge(cfacts)  # past one of ckptlint's bounds (or read two ways): refused whatever joblib reads
         raise c_error
     if first is not None and not scans[0].loose and not any(name.startswith("joblib.") for name in calls):
-        # pickle.load reads it to its end and joblib.load could read nothing else: the two unpicklers differ
-        # only on text arguments, INST/OBJ (``loose``), joblib's inline arrays, and where C fails
+        # pickle.load reads it to its end and joblib.load could read nothing else: the two unpicklers differ only
+        # on text numbers (refused by the walk unless written as picklers write them), joblib's inline arrays and
+        # where C fails; INST/OBJ/PERSID (``loose``) are read both ways all the same
         # (tests/test_pickle_differential.py checks this on generated pickles)
         facts.merge(cfacts)
         value, end = first

@@ -96,8 +96,8 @@ class Scan:
     # (opcode offset, width of its count, length, kind) of arguments of SKIP_ARG bytes or more outside frames:
     # the C parse reads them as short markers (see pickle_stubs.PatchedReader)
     big: list[tuple[int, int, int, str]] = field(default_factory=list)
-    # opcodes the C and the pure-Python unpicklers may read differently (text arguments: ``I010`` is 8 in C and
-    # an error in Python; INST/OBJ): only then can joblib.load's reading differ from pickle.load's
+    # INST, OBJ or PERSID: opcodes whose C and pure-Python readings ckptlint checks side by side (text numbers,
+    # where the two differ, are refused unless written as picklers write them; tests/test_pickle_differential.py)
     loose: bool = False
 
 
@@ -566,7 +566,6 @@ class Walker:
                         stack.append(MADE if op == 0x6F else None)
                         objs += 8 if op != 0x6F else 1
                 elif op in (0x49, 0x4C, 0x46):  # INT, LONG, FLOAT
-                    scan.loose = True
                     raw = line(MAX_LINE)
                     if self.strict and (len(raw) > MAX_DIGITS or not _CANONICAL[op].match(raw)):
                         odd = err(at, f"{opcode_name(op)} {raw[:40]!r}: a number no pickler writes, which the "
@@ -576,7 +575,6 @@ class Walker:
                     stack.append(None)
                     objs += 1
                 elif op == 0x70 or op == 0x67:  # PUT, GET
-                    scan.loose = True
                     raw = line(MAX_LINE)
                     if self.strict and not _MEMO_INDEX.match(raw):
                         odd = err(
@@ -603,7 +601,6 @@ class Walker:
                             raise err(at, f"memo value not found at index {key}")
                         stack.append(memo[key])
                 elif op == 0x53 or op == 0x56:  # STRING, UNICODE
-                    scan.loose = True
                     raw = line(MAX_LINE)
                     stack.append(self._line_text(raw, op, at))
                     objs += 1
