@@ -8,6 +8,8 @@ Python API (the CLI calls the same functions)::
         for finding in f.findings:
             print(finding.code, finding.message, finding.fix)
     ckpt = ckptlint.dump("model.safetensors")                   # -> ckptlint.checkpoint.Checkpoint
+    for file_report in ckptlint.scan(["s3://bucket/runs/"], engine="ray"):   # FileReports as files finish
+        print(file_report.path, file_report.error)
 
 The package import is kept light: the CLI's start-up path must not pull numpy, torch or jax.
 Public API functions import what they need when called.
@@ -15,17 +17,17 @@ Public API functions import what they need when called.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from os import PathLike
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ckptlint._version import __version__
 
 if TYPE_CHECKING:
     from ckptlint.checkpoint import Checkpoint
-    from ckptlint.results import Report
+    from ckptlint.results import FileReport, Report
 
-__all__ = ["__version__", "check", "dump"]
+__all__ = ["__version__", "check", "dump", "scan"]
 
 
 def dump(path: str | PathLike[str]) -> Checkpoint:
@@ -81,3 +83,17 @@ def check(
 def _codes(value: str | Sequence[str]) -> list[str]:
     items = value.split(",") if isinstance(value, str) else list(value)
     return [c.strip() for c in items if c.strip()]
+
+
+def scan(
+    paths: str | PathLike[str] | Iterable[str | PathLike[str]], *, engine: str = "local", **options: Any
+) -> Iterator[FileReport]:
+    """Check many checkpoints and yield one ``FileReport`` per input as each finishes (completion order).
+
+    ``engine`` is ``"local"`` (threads), ``"ray"`` or ``"dask"``; the FileReports are the same whatever the
+    engine. Options: ``engine_address``, ``jobs``, ``arch``/``model``/``spec``, ``select``/``ignore``, ``stats``
+    (bytes and requests for remote inputs), ``batch_size`` — see ``ckptlint.scanning.scan``.
+    """
+    from ckptlint.scanning import scan as scan_files
+
+    return scan_files(paths, engine=engine, **options)

@@ -12,7 +12,7 @@ from pathlib import Path
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.engine import CheckConfig, run
 from ckptlint.errors import UnreadableCheckpoint, UsageError
-from ckptlint.expected import Expected
+from ckptlint.expected import Expected, Unchecked
 from ckptlint.findings import Finding
 from ckptlint.readers import read_checkpoint
 from ckptlint.results import FileReport, Report
@@ -70,10 +70,26 @@ def check_checkpoint(
 
     if expected is None and arch is not None:
         expected = resolve_expected(arch, ckpt)
+    unchecked = None
+    if expected is None:  # issue 11: the checkpoint's own declaration is the expectation (ckptlint.declared)
+        expected, unchecked = _declared(ckpt)
     if expected is None:
         expected = inferred()
     variant_inferred = arch is not None and ":" not in arch
-    return run(ckpt, expected, config, layout=layout, inferred=inferred, variant_inferred=variant_inferred)
+    return run(
+        ckpt, expected, config, layout=layout, inferred=inferred, variant_inferred=variant_inferred,
+        unchecked=unchecked,
+    )  # fmt: skip
+
+
+def _declared(ckpt: Checkpoint) -> tuple[Expected | None, Unchecked | None]:
+    """(the expectation the checkpoint's declaration gives, or why there is none)."""
+    from ckptlint.declared import declared_expected
+
+    found = declared_expected(ckpt)
+    if isinstance(found, Unchecked):
+        return None, found
+    return found, None
 
 
 def _facts_only(config: CheckConfig | None) -> bool:
@@ -154,10 +170,13 @@ def expectation_for(
     model: str | None = None,
     spec: str | None = None,
 ) -> Expected | None:
-    """The expectation ``check`` would use for ``ckpt``: from ``model``, ``spec``, ``arch``, else inferred."""
+    """The expectation ``check`` would use for ``ckpt``: from ``model``, ``spec``, ``arch``, its declaration, else
+    inferred."""
     fixed = _fixed_expectation(model, spec)
     if fixed is not None:
         return fixed()
     from ckptlint.archs import infer_expected, resolve_expected
 
-    return resolve_expected(arch, ckpt) if arch is not None else infer_expected(ckpt)
+    if arch is not None:
+        return resolve_expected(arch, ckpt)
+    return _declared(ckpt)[0] or infer_expected(ckpt)

@@ -16,6 +16,8 @@ from ckptlint._version import __version__
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 FAIL_ON = ("error", "warning", "info", "never")
 FORMATS = ("text", "json", "sarif", "markdown", "github")
+CHECK_FORMATS = (*FORMATS, "jsonl")  # jsonl streams: check only
+ENGINES = ("local", "ray", "dask")
 
 
 class _State:
@@ -97,9 +99,10 @@ def dump(path: str, fmt: str, depth: int | None, pattern: str | None, output: st
 )
 @click.option("--spec", default=None, help="Expectation from a `ckptlint dump --format json` file.")
 @click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), default=None, help="Report format  [default: text]"
+    "--format", "fmt", type=click.Choice(CHECK_FORMATS), default=None, help="Report format  [default: text]"
 )
 @click.option("--output", "-o", default=None, help="Write the report to FILE.")
+@click.option("--resume", is_flag=True, help="jsonl: skip files --output already reports, append the rest.")
 @click.option(
     "--fail-on", type=click.Choice(FAIL_ON), default=None, help="Exit 1 at this severity  [default: error]"
 )
@@ -107,7 +110,29 @@ def dump(path: str, fmt: str, depth: int | None, pattern: str | None, output: st
 @click.option("--ignore", default=None, help="Comma-separated codes or prefixes to drop.")
 @click.option("--verbose", "-v", is_flag=True, help="Show every raw missing/unexpected/mismatched key.")
 @click.option(
-    "--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel reads."
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Concurrent reads: local threads, or workers of a local Ray/Dask cluster  [default: 64 for URLs, else 1]",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default="local",
+    show_default=True,
+    help="Where files are checked.",
+)
+@click.option(
+    "--engine-address", default=None, help="Ray/Dask cluster (default RAY_ADDRESS / DASK_SCHEDULER_ADDRESS)."
+)
+@click.option("--stats", is_flag=True, help="Add bytes and requests to remote files' reports.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a remote request may stall before it is retried.",
 )
 @click.option("--config", "config_file", default=None, help="Read settings from this TOML file.")
 @click.option("--isolated", is_flag=True, help="Ignore pyproject.toml / ckptlint.toml settings.")
@@ -125,7 +150,12 @@ def check(
     select: str | None,
     ignore: str | None,
     verbose: bool,
-    jobs: int,
+    jobs: int | None,
+    engine: str,
+    engine_address: str | None,
+    stats: bool,
+    timeout: float,
+    resume: bool,
     config_file: str | None,
     isolated: bool,
     progress: bool | None,
@@ -137,7 +167,9 @@ def check(
 
     from ckptlint import config as cfgmod
     from ckptlint.discover import expand_paths
+    from ckptlint.netfaults import RetryPolicy
     from ckptlint.runner import plan, run
+    from ckptlint.scanning import ScanOptions
 
     if isolated:
         cfg = cfgmod.Config()
@@ -156,7 +188,28 @@ def check(
         ignore=cfgmod.validate_codes(_codes(ignore), "--ignore") if ignore is not None else None,
         config=cfg,
     )
-    report = run(tasks, jobs=jobs, progress=progress)
+    opts = ScanOptions(stats=stats, retry=RetryPolicy(timeout=timeout), debug=_State.debug)
+    if resume and (fmt != "jsonl" or not output):
+        raise click.UsageError("--resume needs --format jsonl and --output FILE")
+    if fmt == "jsonl":
+        from ckptlint.scanning.stream import check_jsonl
+
+        tally = check_jsonl(
+            tasks,
+            output=output,
+            resume=resume,
+            engine=engine,
+            address=engine_address,
+            workers=jobs,
+            opts=opts,
+            progress=progress,
+        )
+        if tally.first_unreadable:
+            path, reason = tally.first_unreadable
+            more = f" (and {tally.unreadable - 1} more unreadable)" if tally.unreadable > 1 else ""
+            _die(f"{path}: {reason}{more}")
+        sys.exit(tally.exit_code(fail_on))
+    report = run(tasks, jobs=jobs, progress=progress, engine=engine, address=engine_address, opts=opts)
     unreadable = [f for f in report.files if f.error]
     if unreadable and len(report.files) == 1 and fmt == "text" and not output:
         _die(f"{unreadable[0].path}: {unreadable[0].error}")  # the report would only repeat this line
@@ -280,6 +333,48 @@ def fix(
     from ckptlint.fixer import fix_checkpoint
 
     result = fix_checkpoint(src, dst, arch=arch, model=model, spec=spec, to_format=to_format)
+    click.echo(result.describe(), err=fmt != "text" and not output)
+    _emit(_render(result.after, fmt, verbose=False, fail_on="error", to_file=bool(output)), output)
+    sys.exit(exit_code(result.after, "error"))
+
+
+@cli.command()
+@click.argument("src", metavar="IN", required=False)
+@click.argument("dst", metavar="OUT", required=False)
+@click.option(
+    "--to", "to", default=None, help="Target architecture NAME[:VARIANT] (see `ckptlint convert --list`)."
+)
+@click.option(
+    "--set", "sets", multiple=True, help="KEY=VALUE for what the weights cannot tell (act=quick_gelu)."
+)
+@click.option("--list", "list_pairs", is_flag=True, help="List every supported pair and exit.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--output", "-o", default=None, help="Write the report on OUT to FILE.")
+def convert(
+    src: str | None,
+    dst: str | None,
+    to: str | None,
+    sets: tuple[str, ...],
+    list_pairs: bool,
+    fmt: str,
+    output: str | None,
+) -> None:
+    """Convert IN into another framework's layout (open_clip, transformers, timm; from big_vision), write OUT.
+
+    OUT ending in .safetensors/.bin/.pt is one file, otherwise a folder in the target's native form (weights,
+    config files, the input's tokenizer files). OUT is checked against the target; exit code as `check` on OUT.
+    """
+    if list_pairs:
+        from ckptlint.convert.listing import render as render_pairs
+
+        click.echo(render_pairs("json" if fmt == "json" else "text"), nl=False)
+        return
+    if src is None or dst is None or to is None:
+        raise click.UsageError("give IN, OUT and --to NAME[:VARIANT] (or --list)")
+    from ckptlint.convert.plan import parse_sets
+    from ckptlint.convert.run import convert_checkpoint
+
+    result = convert_checkpoint(src, dst, to, parse_sets(sets))
     click.echo(result.describe(), err=fmt != "text" and not output)
     _emit(_render(result.after, fmt, verbose=False, fail_on="error", to_file=bool(output)), output)
     sys.exit(exit_code(result.after, "error"))

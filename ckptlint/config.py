@@ -29,7 +29,7 @@ from typing import Any
 
 from ckptlint.errors import UsageError
 
-FORMATS = ("text", "json", "sarif", "markdown", "github")
+FORMATS = ("text", "json", "sarif", "markdown", "github", "jsonl")
 FAIL_ON = ("error", "warning", "info", "never")
 TOP_KEYS = frozenset({"select", "ignore", "fail-on", "arch", "format", "per-path"})
 PER_PATH_KEYS = frozenset({"arch", "ignore"})

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ckptlint.archs.pattern import KeyPattern, pattern
+from ckptlint.archs.pattern import KeyPattern
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.renames import Key, find_prefix_renames
 
@@ -101,48 +101,49 @@ def _join(parts: Key, sep: str, trailing: bool) -> str:
     return sep.join(parts) + (sep if trailing else "")
 
 
-def _mappings() -> list[tuple[str, str, list[tuple[KeyPattern, list[KeyPattern], str]]]]:
-    """The conversion tables of the family files: (name, title, [(from, [to...], op)])."""
+Rule = tuple[list[KeyPattern], list[KeyPattern], str]  # (a templates, b templates, shape relation)
+
+
+def _mappings() -> list[tuple[str, str, list[Rule]]]:
+    """The conversion tables of the family files: (name, title, [([from...], [to...], op)])."""
     from ckptlint.archs.registry import cached
 
     return cached("diff_mappings", _build_mappings)
 
 
-def _build_mappings(_: Any) -> list[tuple[str, str, list[tuple[KeyPattern, list[KeyPattern], str]]]]:
+def _build_mappings(_: Any) -> list[tuple[str, str, list[Rule]]]:
+    """Every conversion table's rows (includes expanded): the same tables ``convert`` and CK104 use."""
     from ckptlint.archs.registry import conversions
+    from ckptlint.convert.tables import direction
 
     out = []
     for conv in conversions():
-        rules = []
-        for rule in conv.keys:
-            targets = rule.to if isinstance(rule.to, list) else [rule.to]
-            op = "" if rule.op in ("rename", "split") else rule.op
-            rules.append((pattern(rule.from_), [pattern(t) for t in targets], op))
+        rules: list[Rule] = []
+        for row in direction(conv, False).rows:
+            if not row.ins:  # a tensor the table makes (a zero bias): nothing of A maps to it
+                continue
+            shape = "split" if len(row.ins) != len(row.outs) else next((k for k, _ in row.ops), "")
+            rules.append((list(row.ins), list(row.outs), shape))
         out.append((conv.name, conv.title, rules))
     return out
 
 
 def _apply_mapping(
-    rules: list[tuple[KeyPattern, list[KeyPattern], str]], keys: list[str], targets: set[str], reverse: bool
+    rules: list[Rule], keys: list[str], targets: set[str], reverse: bool
 ) -> tuple[dict[str, list[str]], dict[str, str]]:
     """``a key -> [b keys]`` for every key a rule maps onto existing targets, and ``a key -> shape relation``."""
     mapped: dict[str, list[str]] = {}
     relation: dict[str, str] = {}
     for key in keys:
-        for a_tpl, b_tpls, shape in rules:
-            if not reverse:
-                m = a_tpl.match(key)
-                if m is None:
-                    continue
-                outs = [t.fill(**m) for t in b_tpls]
-            else:
-                hit = next((c for t in b_tpls if (c := t.match(key)) is not None), None)
-                if hit is None:
-                    continue
-                outs = [a_tpl.fill(**hit)]
+        for a_tpls, b_tpls, shape in rules:
+            src, dst = (b_tpls, a_tpls) if reverse else (a_tpls, b_tpls)
+            hit = next((c for t in src if (c := t.match(key)) is not None), None)
+            if hit is None:
+                continue
+            outs = [t.fill(**hit) for t in dst] if len(src) == 1 else [dst[0].fill(**hit)]
             if all(o in targets for o in outs):
                 mapped[key] = outs
-                relation[key] = "split" if len(b_tpls) > 1 else shape
+                relation[key] = shape
             break
     return mapped, relation
 

@@ -10,7 +10,10 @@ a ``oneOf`` with a discriminator in the JSON schema):
 * ``take_subtree`` — keep only the keys under ``prefix``, renamed ``into`` + the rest; every other key is dropped;
 * ``drop_keys`` — drop these exact keys;
 * ``drop_groups`` — drop every key that is a group or lies under it (``group + sep``): ``opt`` drops ``opt/1/0``;
-* ``transpose`` — swap the two axes of these 2-d tensors (a change of values, not of names).
+* ``transpose`` — swap the two axes of these 2-d tensors (a change of values, not of names);
+* ``convert`` — convert the whole checkpoint into architecture ``to`` with the family files' conversion table
+  ``table`` (``ckptlint convert IN OUT --to TO``): renames, splits and fuses, transposes and reshapes, and the
+  target's config files.
 
 Every edit names the checkpoint's own keys, as ``ckptlint dump`` lists them, and all edits of a report apply to
 those original keys at once, never to the result of another edit: a key that any drop matches (or that lies
@@ -80,8 +83,17 @@ class Transpose(BaseModel):
     keys: list[str]
 
 
+class Convert(BaseModel):
+    """Convert the checkpoint into architecture ``to`` (``NAME[:VARIANT]``) with the conversion table ``table``."""
+
+    model_config = _LAZY
+    kind: Literal["convert"] = "convert"
+    table: str
+    to: str
+
+
 Edit = Annotated[
-    RenamePrefix | RenameKeys | TakeSubtree | DropKeys | DropGroups | Transpose,
+    RenamePrefix | RenameKeys | TakeSubtree | DropKeys | DropGroups | Transpose | Convert,
     Field(discriminator="kind"),
 ]
 # kinds that change only names or which tensors are kept: what the writer behind ``ckptlint fix`` can apply today
@@ -152,4 +164,6 @@ def describe(edit: Edit, limit: int = 3) -> str:
         return f"take_subtree {edit.prefix} → {edit.into or '(root)'}"
     if isinstance(edit, DropGroups):
         return "drop_groups " + keys(edit.groups)
+    if isinstance(edit, Convert):
+        return f"convert to {edit.to} ({edit.table})"
     return f"{edit.kind} " + keys(edit.keys)

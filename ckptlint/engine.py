@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckptlint.checkpoint import Checkpoint, TensorInfo
-from ckptlint.expected import Expected, ExpectedTensor
+from ckptlint.expected import Expected, ExpectedTensor, Unchecked
 from ckptlint.findings import Finding
 from ckptlint.results import ArchInfo, Diff, DtypeMismatch, FileReport, ShapeMismatch
 from ckptlint.rules import Message, Rule, Stage, run_order
@@ -99,6 +99,7 @@ def build_context(
     *,
     layout: Any = None,
     inferred: Callable[[], Expected | None] | None = None,
+    unchecked: Unchecked | None = None,
 ) -> Context:
     """Key views and raw diff for one checkpoint, ready for the rules."""
     flax = is_flax(expected, ckpt)
@@ -106,7 +107,7 @@ def build_context(
     if expected is None:
         return Context(
             ckpt, None, user_expected=False, view=view, view_root=root, exp={}, raw=None,
-            torch_semantics=not flax, layout=layout, inferred=inferred,
+            torch_semantics=not flax, layout=layout, inferred=inferred, unchecked=unchecked,
         )  # fmt: skip
     exp = expected_view(expected)
     torch_semantics = not flax
@@ -154,6 +155,26 @@ def explain_all(ctx: Context, stages: Collection[Stage] | None = None) -> list[F
     return [r[3] for r in ranked]
 
 
+def fold(findings: list[Finding]) -> list[Finding]:
+    """Fold the consequences of a root cause into it: a finding whose ``details["folds"]`` lists codes takes every
+    other finding of those codes out of the report and keeps them in ``details["folded"]`` (CK114: the requested
+    architecture contradicts the declared one, and every mismatch with the requested model follows from that)."""
+    roots = [f for f in findings if f.details.get("folds")]
+    if not roots:
+        return findings
+    root = roots[0]
+    codes = set(root.details["folds"])
+    folded = [f for f in findings if f is not root and f.code in codes]
+    if not folded:
+        return findings
+    root.details["folded"] = [
+        {"code": f.code, "severity": f.severity.value, "message": f.message} for f in folded
+    ]
+    names = ", ".join(dict.fromkeys(f.code for f in folded))
+    root.message += f" (folds {len(folded)} follow-on finding{'s' if len(folded) != 1 else ''}: {names})"
+    return [f for f in findings if f not in folded]
+
+
 def fact_findings(ckpt: Checkpoint) -> list[Finding]:
     """What the rules make of the facts a reader recorded (no expectation): the findings ``ckptlint dump`` shows."""
     if not ckpt.has_facts:  # nothing to judge: do not load the rules (``dump`` starts fast)
@@ -184,12 +205,15 @@ def arch_info(expected: Expected | None, evidence: str | None = None) -> ArchInf
         evidence = None
     else:
         evidence = expected.params.get("inferred_from") or evidence
+    if expected.source == "declared":
+        evidence = None  # nothing was read from the weights: the declaration decided
     return ArchInfo(
-        name=expected.arch,
+        name=expected.declared_name or expected.arch,
         variant=expected.variant,
         source=expected.source,
         description=expected.description or None,
         inferred_from=str(evidence) if evidence else None,
+        declared_by=expected.declared_by,
     )
 
 
@@ -201,17 +225,19 @@ def run(
     layout: Any = None,
     inferred: Callable[[], Expected | None] | None = None,
     variant_inferred: bool = False,
+    unchecked: Unchecked | None = None,
 ) -> FileReport:
     """Check one checkpoint against an expectation (or none) and return its report.
 
     ``layout`` is a ``ckptlint.archs.detect.LayoutGuess`` (only its ``name`` is reported); ``inferred`` lazily gives
     the architecture inferred from the file (used to name the file's own variant); ``variant_inferred`` says
     the expectation's variant was read from the file's shapes (``--arch NAME`` without ``:VARIANT``), so the
-    report names the key it was read from. None of them is required.
+    report names the key it was read from; ``unchecked`` says why there is no expectation (CK004). None of them
+    is required.
     """
     config = config or CheckConfig()
-    ctx = build_context(ckpt, expected, layout=layout, inferred=inferred)
-    findings = [f for f in explain_all(ctx) if config.enabled(f.code)]
+    ctx = build_context(ckpt, expected, layout=layout, inferred=inferred, unchecked=unchecked)
+    findings = fold([f for f in explain_all(ctx) if config.enabled(f.code)])
     weights = ctx.view if ctx.view_root else training_split(ckpt).weights
     dtypes: dict[str, int] = {}
     for t in weights.values():

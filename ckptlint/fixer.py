@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ckptlint.edits import KEY_KINDS, Edit, RenameKeys, describe, key_plan
+from ckptlint.edits import KEY_KINDS, Convert, Edit, RenameKeys, describe, key_plan
 from ckptlint.errors import UsageError
 from ckptlint.keygroups import fold_numbers
 from ckptlint.results import Report
@@ -97,6 +97,9 @@ def fix_checkpoint(
     checked = check_checkpoint(ckpt, arch=arch, expected=expected)
     before = Report(files=[checked]).summarize()
     carried = [(f.code, e) for f in checked.findings for e in f.edits]
+    conversions = [(c, e) for c, e in carried if isinstance(e, Convert)]
+    if conversions:
+        return _fix_by_conversion(src, dst, before, carried, conversions[0])
     applied = [(c, e) for c, e in carried if e.kind in KEY_KINDS]
     plan = key_plan(e for _, e in applied)
     taken = weight_view(ckpt, is_flax(expected, ckpt))[1]
@@ -126,3 +129,27 @@ def fix_checkpoint(
         renames=renames,
         taken=taken,
     )
+
+
+def _fix_by_conversion(
+    src: str, dst: str, before: Report, carried: list[tuple[str, Edit]], conversion: tuple[str, Edit]
+) -> FixResult:
+    """A ``convert`` edit (CK104): the whole checkpoint becomes the expected architecture's, config files included;
+    the conversion leaves out wrapper prefixes and training state itself, so the other edits are part of it."""
+    from ckptlint.convert.run import convert_checkpoint
+
+    edit = conversion[1]
+    assert isinstance(edit, Convert)
+    result = convert_checkpoint(src, dst, edit.to)
+    plan = result.plan
+    rewrite = RewriteResult(
+        src=result.write.src,
+        out=result.write.out,
+        dst=dst,
+        renamed={
+            e.sources[0]: e.out for e in plan.keys.entries if len(e.sources) == 1 and e.sources[0] != e.out
+        },
+        dropped=[*plan.keys.dropped, *plan.keys.outside],
+        notes=[line.removeprefix("  ") for line in result.describe().splitlines()[1:]],
+    )
+    return FixResult(before=before, after=result.after, rewrite=rewrite, applied=[conversion])

@@ -5,22 +5,42 @@
 small read-ahead, so reading a safetensors header costs the header, a zip's directory and member headers cost
 those bytes, and tensor data is never downloaded. fsspec and the scheme's backend (aiohttp for https, s3fs,
 gcsfs, huggingface_hub) are imported only when a URL is given.
+
+A file's size comes from a listing when the scan listed its folder (``remember``), else, over http(s), from the
+first ranged GET (which also brings the first block: one request for a small header), else from ``info``.
+Every request goes through ``netfaults.call``: retried with backoff on timeouts, 5xx, 429 (``Retry-After``) and
+truncated bodies, counted in the file's ``FetchStats`` (``--stats``), and a final failure is a one-line
+``UnreadableCheckpoint``.
 """
 
 from __future__ import annotations
 
 import io
 import posixpath
+from collections import OrderedDict
 from types import SimpleNamespace
 from typing import IO, Any
 
+from ckptlint import netfaults
 from ckptlint.errors import UnreadableCheckpoint
 
-# Range requests fetch whole blocks of this size (each block once, kept in an LRU of MAX_BLOCKS): a typical
-# safetensors header or zip member header costs one request, small next to any tensor.
+# Range requests fetch whole blocks of this size (each block once, kept in an LRU of MAX_BLOCKS); consecutive
+# missing blocks of one read are fetched in one request. A typical safetensors header or zip member header
+# costs one request, small next to any tensor.
 BLOCK = 16 * 1024
 MAX_BLOCKS = 256
 READ_AHEAD = BLOCK  # what one header read may fetch beyond the bytes it needs
+
+
+# what a listing already said about files about to be read (url -> fsspec info): read once, then forgotten
+_listed: dict[str, dict[str, Any]] = {}
+MAX_LISTED = 100_000
+
+
+def remember(url: str, info: dict[str, Any]) -> None:
+    """Let the next ``RemotePath(url)`` take ``info`` (type, size) from a listing instead of asking the server."""
+    if len(_listed) < MAX_LISTED:
+        _listed[url] = info
 
 
 def is_remote(path: object) -> bool:
@@ -39,11 +59,14 @@ class RemotePath:
     def __init__(self, url: str, fs: Any = None, fs_path: str | None = None) -> None:
         self.url = url
         if fs is None:
-            fs, fs_path = _filesystem(url)
+            fs, fs_path = filesystem(url)
         self._fs = fs
         self._path = fs_path if fs_path is not None else url
         self._info: dict[str, Any] | None = None
-        self._file: Any = None
+        self._first: bytes | None = None  # block 0, when the probe that told the size brought it
+        self._blocks: _Blocks | None = None
+        # http(s) requests are counted by aiohttp's tracing (fsspec may send two for one ``info``); others here
+        self._traced = bool(_protocols(fs) & HTTP)
 
     def __str__(self) -> str:
         return self.url
@@ -79,15 +102,23 @@ class RemotePath:
 
     def _details(self) -> dict[str, Any]:
         if self._info is None:
+            self._info = _listed.pop(self.url, None)
+        if self._info is None:
             try:
-                self._info = self._fs.info(self._path)
+                if self._traced:  # http(s): one ranged GET tells the size and brings the first block
+                    self._info, self._first = netfaults.call(self.url, "reach", self._probe, request=False)
+                if self._info is None:
+                    self._info = netfaults.call(
+                        self.url, "reach", lambda: self._fs.info(self._path), request=not self._traced
+                    )
             except FileNotFoundError:
                 self._info = {"type": "missing"}
-            except Exception as exc:  # network, auth, a server error: one line, exit 2
-                raise UnreadableCheckpoint(
-                    self.url, f"cannot reach remote file: {type(exc).__name__}: {exc}"
-                ) from None
         return self._info
+
+    def _probe(self) -> tuple[dict[str, Any] | None, bytes | None]:
+        from fsspec.asyn import sync
+
+        return sync(self._fs.loop, _probe_http, self._fs, self._path)
 
     def exists(self) -> bool:
         return self._details().get("type") != "missing"
@@ -110,28 +141,110 @@ class RemotePath:
         """A seekable binary file: blocks of ``BLOCK`` bytes fetched by range request, each at most once."""
         if mode != "rb":
             raise ValueError("remote checkpoints are read-only")
-        if self._file is None:  # one fsspec file (and block cache) shared by every open(): sniff, then read
-            self._file = self._fs.open(
-                self._path,
-                "rb",
-                block_size=BLOCK,
-                cache_type="blockcache",
-                cache_options={"maxblocks": MAX_BLOCKS},
+        if self._blocks is None:  # one block cache shared by every open(): sniff, then read
+            size = self.stat().st_size
+            raw = netfaults.call(
+                self.url,
+                "open",
+                lambda: self._fs.open(self._path, "rb", block_size=BLOCK, cache_type="none", size=size),
+                request=False,  # given the size, no backend asks the server anything to open a file
             )
+            if hasattr(type(raw), "details"):  # fsspec files look the details up again (a HEAD) unless told
+                raw.details = self._details()
+            self._blocks = _Blocks(self.url, raw, size, traced=self._traced)
+            if self._first is not None:
+                self._blocks.seed(self._first)
+                self._first = None
         # io.BufferedReader gives the full file API (readline(limit), peek) that fsspec's file lacks
-        return io.BufferedReader(_View(self._file), buffer_size=4096)
+        return io.BufferedReader(_View(self._blocks), buffer_size=4096)
 
     def read_bytes(self) -> bytes:
         with self.open("rb") as fh:
             return fh.read()
 
 
-class _View(io.RawIOBase):
-    """An independent read position over the shared remote file; closing it leaves the shared file open."""
+class _Blocks:
+    """An LRU of ``BLOCK``-sized pieces of one remote file, fetched by range request through ``netfaults``.
 
-    def __init__(self, shared: Any) -> None:
+    Written here rather than fsspec's ``blockcache`` so that every request is retried, checked for truncation
+    (a body shorter than the range asked for) and counted; fsspec's file object still does the backend's range
+    request (``_fetch_range``, which refuses to stream a whole file from a server that ignores ``Range``).
+    """
+
+    def __init__(self, url: str, raw: Any, size: int, *, traced: bool = False) -> None:
+        self.url = url
+        self.size = size
+        self._raw = raw
+        self._traced = traced
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+
+    def seed(self, first: bytes) -> None:
+        """Take block 0 as already fetched (``first`` is the file's first ``min(BLOCK, size)`` bytes)."""
+        self._cache[0] = first
+
+    def read(self, pos: int, n: int) -> bytes:
+        end = min(pos + n, self.size)
+        if pos >= end:
+            return b""
+        first, last = pos // BLOCK, (end - 1) // BLOCK
+        missing = [i for i in range(first, last + 1) if i not in self._cache]
+        for run_start, run_end in _runs(missing):
+            self._fetch(run_start, run_end)
+        parts = []
+        for i in range(first, last + 1):
+            block = self._cache.get(i)
+            if block is None:  # evicted by this very read (a read larger than the cache): fetch it again
+                self._fetch(i, i)
+                block = self._cache[i]
+            self._cache.move_to_end(i)
+            parts.append(block)
+        data = b"".join(parts)
+        offset = pos - first * BLOCK
+        return data[offset : offset + (end - pos)]
+
+    def _fetch(self, first: int, last: int) -> None:
+        start, stop = first * BLOCK, min((last + 1) * BLOCK, self.size)
+
+        def request() -> bytes:
+            fetch = getattr(self._raw, "_fetch_range", None)  # fsspec's buffered files (http, s3, gs, hf)
+            if fetch is not None:
+                data = fetch(start, stop)
+            else:  # any other file object fsspec returns (memory://, local caches)
+                self._raw.seek(start)
+                data = self._raw.read(stop - start)
+            if not self._traced:
+                netfaults.count(len(data))
+            if len(data) != stop - start:
+                raise netfaults.Truncated(
+                    f"truncated response: {len(data)} of {stop - start} bytes at offset {start}"
+                )
+            return data
+
+        data = netfaults.call(self.url, "read", request, request=not self._traced)
+        for i in range(first, last + 1):
+            self._cache[i] = data[(i - first) * BLOCK : (i - first + 1) * BLOCK]
+            self._cache.move_to_end(i)
+        while len(self._cache) > MAX_BLOCKS:
+            self._cache.popitem(last=False)
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """Consecutive runs of sorted block indices, as ``(first, last)``."""
+    runs: list[tuple[int, int]] = []
+    for i in indices:
+        if runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
+
+
+class _View(io.RawIOBase):
+    """An independent read position over the shared block cache; closing it leaves the cache open."""
+
+    def __init__(self, blocks: _Blocks) -> None:
         super().__init__()
-        self._shared = shared
+        self._blocks = blocks
         self._pos = 0
 
     def readable(self) -> bool:
@@ -141,14 +254,13 @@ class _View(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        self._shared.seek(self._pos)
-        data = self._shared.read(len(buffer))
+        data = self._blocks.read(self._pos, len(buffer))
         buffer[: len(data)] = data
         self._pos += len(data)
         return len(data)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._shared.size}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._blocks.size}[whence]
         self._pos = max(base + offset, 0)
         return self._pos
 
@@ -156,7 +268,8 @@ class _View(io.RawIOBase):
         return self._pos
 
 
-def _filesystem(url: str) -> tuple[Any, str]:
+def filesystem(url: str) -> tuple[Any, str]:
+    """The fsspec filesystem for ``url`` (with this process's timeouts) and the path inside it."""
     try:
         import fsspec
     except ImportError:
@@ -164,9 +277,99 @@ def _filesystem(url: str) -> tuple[Any, str]:
             url, "remote inputs need fsspec (pip install 'ckptlint[remote]')"
         ) from None
     try:
-        return fsspec.core.url_to_fs(url)
+        protocol = fsspec.core.split_protocol(url)[0] or "file"
+        return fsspec.core.url_to_fs(url, **_storage_options(protocol, netfaults.policy().timeout))
     except (ImportError, ValueError) as exc:
         raise UnreadableCheckpoint(url, f"cannot open this kind of URL: {exc}") from None
+
+
+HTTP = frozenset({"http", "https"})
+_trace: list[Any] = []  # one aiohttp TraceConfig per process (fsspec reuses a filesystem for equal options)
+
+
+def _protocols(fs: Any) -> set[str]:
+    proto = getattr(fs, "protocol", ())
+    return {proto} if isinstance(proto, str) else set(proto)
+
+
+def _storage_options(protocol: str, timeout: float) -> dict[str, Any]:
+    """Per-request timeouts for the backends that take them (a silent server must not hang a scan)."""
+    if protocol in HTTP:
+        import aiohttp
+
+        return {
+            "client_kwargs": {
+                "timeout": aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout),
+                "trace_configs": [_http_trace()],
+            }
+        }
+    if protocol in ("s3", "s3a"):
+        return {"config_kwargs": {"connect_timeout": timeout, "read_timeout": timeout}}
+    return {}
+
+
+async def _probe_http(fs: Any, url: str) -> tuple[dict[str, Any] | None, bytes | None]:
+    """GET the first ``BLOCK`` bytes: the file's size (``Content-Range``) and block 0 in one request.
+
+    Replaces fsspec's ``info`` (a HEAD, then the ranged GET that any read needs anyway). ``(None, None)`` when
+    the answer tells no size: the caller then asks ``info``. A server that ignores ``Range`` (200) is read for
+    ``BLOCK`` bytes only and the connection dropped, never the whole file.
+    """
+    session = await fs.set_session()
+    kwargs = dict(fs.kwargs)
+    headers = {**kwargs.pop("headers", {}), "Range": f"bytes=0-{BLOCK - 1}", "Accept-Encoding": "identity"}
+    async with session.get(fs.encode_url(url), headers=headers, **kwargs) as r:
+        if r.status in (404, 410):
+            raise FileNotFoundError(url)
+        if r.status == 416:  # an empty file: no byte 0 to send
+            return {"type": "file", "size": 0}, b""
+        r.raise_for_status()
+        size: int | None = None
+        if r.status == 206:
+            total = r.headers.get("Content-Range", "").rpartition("/")[2]
+            size = int(total) if total.isdigit() else None
+        elif r.headers.get("Content-Encoding", "identity") in ("identity", ""):
+            length = r.headers.get("Content-Length", "")
+            size = int(length) if length.isdigit() else None
+        if size is None:
+            return None, None
+        want = min(BLOCK, size)
+        if r.status == 206:
+            data = await r.read()  # counted by the trace
+        else:
+            chunks: list[bytes] = []
+            got = 0
+            while got < want and (chunk := await r.content.read(want - got)):
+                chunks.append(chunk)
+                got += len(chunk)
+            data = b"".join(chunks)
+            netfaults.count(len(data))
+    if len(data) < want:
+        raise netfaults.Truncated(f"truncated response: {len(data)} of {want} bytes at offset 0")
+    return {"type": "file", "size": size}, data[:want]
+
+
+def _http_trace() -> Any:
+    """Count every http request and body byte in the stats of the file being read (``--stats``).
+
+    aiohttp runs the callbacks inside fsspec's event loop, in a task that inherited the context of the thread
+    that asked for the read, so ``netfaults`` sees that file's stats.
+    """
+    if not _trace:
+        import aiohttp
+
+        async def on_request(*_: Any) -> None:
+            netfaults.count(0, requests=1)
+
+        async def on_body(_session: Any, _ctx: Any, params: Any) -> None:
+            netfaults.count(len(params.chunk))
+
+        config = aiohttp.TraceConfig()
+        config.on_request_start.append(on_request)
+        config.on_response_chunk_received.append(on_body)
+        config.freeze()
+        _trace.append(config)
+    return _trace[0]
 
 
 def zip_source(path: Any) -> Any:

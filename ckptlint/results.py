@@ -27,11 +27,12 @@ class ArchInfo(BaseModel):
     model_config = _LAZY
     name: str
     variant: str | None = None
-    source: Literal["flag", "inferred", "model", "spec"]
+    source: Literal["flag", "inferred", "declared", "model", "spec"]
     description: str | None = None  # e.g. "big_vision proj.clippo.one_tower" (extension of the contract)
     inferred_from: str | None = (
         None  # evidence for the variant, e.g. "params/img/embedding/kernel [16,16,3,768]"
     )
+    declared_by: str | None = None  # source "declared": the config file, e.g. "open_clip_config.json"
 
 
 class ShapeMismatch(BaseModel):
@@ -59,6 +60,14 @@ class Diff(BaseModel):
     dtype_mismatch: list[DtypeMismatch] = Field(default_factory=list)
 
 
+class FileStats(BaseModel):
+    """What reading a remote file cost (``--stats``): body bytes received and requests sent, retries included."""
+
+    model_config = _LAZY
+    bytes: int
+    requests: int
+
+
 class FileReport(BaseModel):
     model_config = _LAZY
     path: str
@@ -73,6 +82,8 @@ class FileReport(BaseModel):
     error: str | None = None
     findings: list[Finding] = Field(default_factory=list)
     diff: Diff | None = None
+    # additive: only with --stats, for remote inputs (absent otherwise, so reports without it are unchanged)
+    stats: FileStats | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class Summary(BaseModel):

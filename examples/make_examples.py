@@ -126,10 +126,32 @@ def main() -> None:
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
         HERE / "siglip_tiny_clip_stats"
     )
+    declared_examples()
     for path in HERE.rglob("*"):
         if path.is_file():
             path.chmod(0o644)
     print("wrote examples to", HERE)
+
+
+def declared_examples() -> None:
+    """An open_clip hub folder whose open_clip_config.json no longer fits its weights, and weights of no known model."""
+    import json
+
+    from open_clip.push_to_hf_hub import save_config_for_hf
+
+    model = tiny_open_clip()
+    folder = HERE / "openclip_hub_context_length"
+    folder.mkdir(exist_ok=True)
+    # what open_clip's save_for_hf writes (less the tokenizer files), then context_length edited 16 -> 20
+    save_file(model.state_dict(), folder / "open_clip_model.safetensors")
+    save_config_for_hf(model, folder / "open_clip_config.json", model_config=TINY_OPEN_CLIP)
+    config = json.loads((folder / "open_clip_config.json").read_text())
+    config["model_cfg"]["text_cfg"]["context_length"] = 20
+    (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    # a small MLP's state_dict: no declaration, no layout ckptlint knows
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    save_file({k: v.contiguous() for k, v in mlp.state_dict().items()}, HERE / "mlp.safetensors")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,16 @@ STORIES: list[tuple[str, list[str], str]] = [
         "timm's vision-only CLIP ViT loaded as a full CLIP: text tower stays random",
     ),
     ("6_ddp_prefix", ["examples/openclip_tiny_ddp.pt"], "a DDP-wrapped state_dict checked with no --arch"),
+    (
+        "7_open_clip_config_contradicts_weights",
+        ["examples/openclip_hub_context_length"],
+        "an open_clip hub folder whose open_clip_config.json asks for another context length than its weights hold",
+    ),
+    (
+        "8_no_model_known",
+        ["examples/mlp.safetensors"],
+        "weights with no declaration and no layout ckptlint knows",
+    ),
 ]
 
 

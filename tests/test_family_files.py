@@ -105,19 +105,47 @@ def test_default_tree_is_detected_and_inferred_as_itself(arch: str) -> None:
     assert {f.tower for f in infer(spec, ckpt).found} == set(default.towers)
 
 
+# Source trees every conversion is planned over (full size, headers only): together they use every row.
+CONVERSION_SOURCES = {
+    "open_clip-hf-vision": ["open_clip:ViT-B-16"],
+    "open_clip-hf": ["open_clip:ViT-B-16"],
+    "open_clip-timm": ["open_clip:ViT-B-16"],
+    "bv-vit-timm": ["bv-vit:B/16,pool=map,num_classes=10", "bv-vit:B/16,pool=tok"],
+    "clippo-timm": ["clippo:B/16", "clippo:B/16,pool=tok"],
+    "bv-vit-hf-siglip-vision": ["bv-vit:B/16,pool=map"],
+    "bv-siglip-hf": ["bv-siglip:B/16"],
+    "bv-siglip-open_clip": ["bv-siglip:B/16"],
+}
+NEEDS = {"heads": 12, "text_heads": 8, "act": "quick_gelu"}  # what an open_clip state_dict alone cannot tell
+
+
 @pytest.mark.parametrize("name", CONVERSIONS)
-def test_conversion_tables_name_real_keys(name: str) -> None:
-    """Every row of a conversion maps keys of its source's default tree onto keys of its target's."""
+def test_conversion_tables_make_the_target_tree(name: str) -> None:
+    """Planned over full-size source trees, each table writes exactly the target architecture's tree for the
+    parameters read back from what it writes (``convert`` checks the same before writing), and every row of its own
+    is used."""
+    from ckptlint.convert.plan import plan_conversion
+    from ckptlint.convert.tables import direction
+
     conv = next(c for c in reg.conversions() if c.name == name)
-    src = resolve_expected(f"{conv.from_}:{load_arch(conv.from_).default_variant}", None).tensors
-    dst = resolve_expected(f"{conv.to}:{load_arch(conv.to).default_variant}", None).tensors
-    for rule in conv.keys:
-        hits = [(k, m) for k in src if (m := pattern(rule.from_).match(k)) is not None]
-        assert hits, f"{rule.from_} matches no {conv.from_} key"
-        targets = rule.to if isinstance(rule.to, list) else [rule.to]
-        for _, captures in hits:
-            for t in targets:
-                assert pattern(t).fill(**captures) in dst, (rule.from_, t, captures)
+    assert name in CONVERSION_SOURCES, f"add source trees for {name}"
+    used: set[int] = set()
+    rows = direction(conv, False).rows[: len(conv.keys)]  # its own rows (included ones: their table's test)
+    for arch in CONVERSION_SOURCES[name]:
+        src = resolve_expected(arch, None)
+        ckpt = as_checkpoint(src.tensors, src.key_sep)
+        needs = reg.declaration(conv.to).needs  # type: ignore[union-attr]
+        sets = {k: v for k, v in NEEDS.items() if conv.from_ == "open_clip" and k in needs}
+        plan = plan_conversion(ckpt, conv.to, sets)
+        assert plan.direction.conv.name == name and not plan.direction.reverse
+        assert not plan.missing and not plan.problems, (plan.missing, plan.problems)
+        for i, row in enumerate(rows):
+            if any(
+                t.match(k) is not None for t in (*row.ins, row.like) if t is not None for k in ckpt.tensors
+            ):
+                used.add(i)
+    unused = [(r.ins or (r.like,))[0].text for i, r in enumerate(rows) if i not in used]  # type: ignore[union-attr]
+    assert not unused, f"rows no source tree uses: {unused}"
 
 
 def test_clippo_fingerprint_is_one_declaration() -> None:

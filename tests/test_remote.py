@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("fsspec")
 pytest.importorskip("aiohttp")  # fsspec's https backend
 
-from _range_server import RangeServer
+from _range_server import Fault, RangeServer
 from cli_support import ckptlint
 
 from ckptlint.remote import READ_AHEAD
@@ -118,3 +118,20 @@ def test_any_fsspec_scheme_goes_through_the_same_path(served: tuple[Path, RangeS
         assert report.files[0].error and "missing.safetensors" in report.files[0].path
     finally:
         fs.rm("/ckpt", recursive=True)
+
+
+def test_a_server_without_range_support_never_sends_the_whole_file(served: tuple[Path, RangeServer]) -> None:
+    """A 200 with the whole body: the first block is read and the connection dropped; a safetensors header
+    within it is enough, a torch zip (directory at the end) is refused with the reason."""
+    _, srv = served
+    srv.reset()
+    for name in ("big.safetensors", "big.pt"):
+        srv.always[name] = Fault(ignore_range=True)
+    proc = ckptlint("check", srv.url("big.safetensors"), srv.url("big.pt"), "--format", "jsonl", "--stats")
+    docs = {d["path"]: d for d in map(json.loads, proc.stdout.splitlines()[:-1])}
+    good, refused = docs[srv.url("big.safetensors")], docs[srv.url("big.pt")]
+    assert good["error"] is None and good["num_tensors"] == 9
+    assert "support range requests" in refused["error"]
+    for doc in (good, refused):
+        assert doc["stats"]["bytes"] <= 2 * READ_AHEAD  # of 8 MiB sent our way
+    srv.reset()

@@ -25,6 +25,7 @@ CORPUS_FILES = {
     "openclip_tiny_ddp_module_prefix.pt": CORPUS / "open_clip" / "openclip_tiny_ddp_module_prefix.pt",
     "openclip_tiny_fp16.safetensors": CORPUS / "open_clip" / "openclip_tiny_fp16.safetensors",
     "hf_clip_tiny": CORPUS / "hf" / "hf_clip_tiny",
+    "hf_siglip_tiny": CORPUS / "hf" / "hf_siglip_tiny",
     "timm_vit_clip_tiny.safetensors": CORPUS / "timm" / "timm_vit_clip_tiny.safetensors",
 }
 
@@ -72,6 +73,21 @@ def _remote_code(p: Path) -> None:
     (p / "modeling_tiny.py").write_text("raise SystemExit('ckptlint must never import this file')\n")
 
 
+def _mlp(p: Path) -> None:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    save_file({k: v.contiguous() for k, v in mlp.state_dict().items()}, p)
+
+
+def _oc_context_length(p: Path) -> None:
+    from declared_support import open_clip_folder, set_fields
+
+    open_clip_folder(p)
+    set_fields(p / "open_clip_config.json", {"model_cfg.text_cfg.context_length": 20})
+
+
 def _del_ln_final(sd: dict[str, torch.Tensor]) -> None:
     del sd["ln_final.weight"], sd["ln_final.bias"]
 
@@ -94,6 +110,8 @@ BUILT: dict[str, Callable[[Path], None]] = {
     "siglip_clip_processor": _siglip_clip_processor,
     "suspicious.pt": lambda p: torch.save({"weight": torch.zeros(2, 2), "extra": _Payload()}, p),
     "remote_code": _remote_code,
+    "mlp.safetensors": _mlp,
+    "oc_context_length": _oc_context_length,
 }
 
 _CMD = re.compile(r"^\$ ckptlint check (\S+)(?: --arch (\S+))?")

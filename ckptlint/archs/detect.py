@@ -655,6 +655,10 @@ def _from_config(spec: ArchSpec, ckpt: Checkpoint) -> tuple[dict[str, Any], str]
     conf = spec.config
     if conf is None:
         return None
+    if conf.kind != "hf-config":  # open_clip / timm declarations, read as their loaders read them
+        from ckptlint.declared.lookup import declared_params
+
+        return declared_params(spec, ckpt)
     sidecar = ckpt.sidecar(conf.kind)
     if sidecar is None or not isinstance(sidecar.content, dict):
         return None

@@ -30,6 +30,7 @@ from ckptlint.archs.pattern import PatternSet
 from ckptlint.archs.schema import (
     Arch,
     Conversion,
+    Declaration,
     Detect,
     FamilyFile,
     FamilyHead,
@@ -296,10 +297,20 @@ def _check_index(reg: Registry, fam: Family) -> None:
     data = fam.data
     for mod_name, module in data.modules.items():
         _check_uses(reg, fam, module.tensors, f"modules.{mod_name}.tensors")
+    names = {c.name for f in reg.families if f is not fam for c in f.data.conversions}
     for i, conv in enumerate(data.conversions):
         for side in (conv.from_, conv.to):
             if side not in reg.archs:
                 raise _bad(fam, f"conversions.{i}", f"unknown architecture {side!r}")
+        for j, inc in enumerate(conv.include):
+            if inc.use not in names | {c.name for c in data.conversions[:i]}:
+                raise _bad(
+                    fam, f"conversions.{i}.include.{j}", f"unknown conversion {inc.use!r} (declare it first)"
+                )
+    for name, decl in data.declarations.items():
+        for ref in [name, *(lk.arch for lk in decl.lookup.values())]:
+            if ref not in reg.archs:
+                raise _bad(fam, f"declarations.{name}", f"unknown architecture {ref!r}")
     profiles = {p for f in reg.families for p in f.data.preprocessing.profiles}
     keyed = {r.arch for f in reg.families for r in f.head.detect if r.all or r.any or r.none}
     for name, prof in data.preprocessing.profiles.items():
@@ -451,6 +462,13 @@ def profiles() -> dict[str, dict[str, Any]]:
 def conversions() -> list[Conversion]:
     """Every conversion table (``[[conversions]]`` of every family), in file order."""
     return cached("conversions", lambda reg: [c for f in reg.families for c in f.data.conversions])
+
+
+def declaration(arch: str) -> Declaration | None:
+    """How ``arch``'s checkpoints declare what their weights cannot tell (``[declarations.ARCH]``), if known."""
+    return cached(
+        "declarations", lambda reg: {a: d for f in reg.families for a, d in f.data.declarations.items()}
+    ).get(arch)
 
 
 def tags() -> dict[str, dict[str, Any]]:

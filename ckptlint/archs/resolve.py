@@ -53,6 +53,19 @@ def resolve(
             ]
             if changed:
                 variant = CUSTOM
+    return expected_for(spec, variant, params, info, source)
+
+
+def expected_for(
+    spec: ArchSpec,
+    variant: str | None,
+    params: dict[str, Any],
+    info: dict[str, Any],
+    source: Literal["flag", "inferred", "declared"],
+    **extra: Any,
+) -> Expected:
+    """The ``Expected`` of ``spec`` for ``params`` (every parameter resolved); ``info`` joins ``params`` (evidence,
+    notes), ``extra`` sets other ``Expected`` fields (``declared_by``...)."""
     tree = build_tree(spec, params)
     return Expected(
         arch=spec.name,
@@ -65,6 +78,7 @@ def resolve(
         towers=tree.towers,
         preprocessing=_preprocessing(spec, variant, params),
         description=spec.title,
+        **extra,
     )
 
 

@@ -1,7 +1,7 @@
 """The family-file format (``rules/archs/*.toml``), validated with pydantic when a file is loaded.
 
-Every field is documented in ``rules/README.md``; key patterns follow ``ckptlint.archs.pattern``, expressions
-``ckptlint.archs.expr``. Cross-file references (modules of other families, layouts, profiles, conversions) are
+Every field is documented in ``rules/README.md`` (conversion rows and declarations, used by ``ckptlint convert``,
+included); key patterns follow ``ckptlint.archs.pattern``, expressions ``ckptlint.archs.expr``. Cross-file references (modules of other families, layouts, profiles, conversions) are
 checked by ``ckptlint.archs.registry`` once every file is loaded.
 """
 
@@ -255,13 +255,31 @@ class Variants(Deferred):
 
 
 class ConfigMap(Deferred):
-    """How a declaration next to the weights (HF config.json...) fixes the parameters; it decides over shapes."""
+    """How a declaration next to the weights (HF config.json...) fixes the parameters; it decides over shapes.
 
-    kind: str = "hf-config"  # Sidecar.kind
-    select: str = "model_type"  # the declaration field whose value picks an entry of `match`
-    match: dict[str, str]  # value -> path prefix of `params` ("vision_config." for a CLIPModel config)
+    ``params`` are read in order: a missing field takes its default, a value or an expression of the parameters
+    read before it (else of the named variant's and the architecture's defaults); ``derive`` then computes, in
+    order, the parameters the library computes from them (``mlp_dim = "int(width * mlp_ratio)"``).
+    """
+
+    kind: Literal["hf-config", "open_clip-config", "timm-config"] = "hf-config"  # Sidecar.kind
+    # the declaration field whose value picks an entry of `match`; "" for none (every declaration of this kind)
+    select: str = "model_type"
+    match: dict[
+        str, str
+    ]  # value ("*": any) -> path prefix of `params` ("vision_config." for a CLIPModel config)
     params: dict[str, tuple[str, Expr]]  # param -> (dotted path, default: a value or an expression)
+    derive: dict[str, Expr] = Field(default_factory=dict)  # param -> expression, computed after `params`
+    variant: str | None = (
+        None  # field naming a variant whose parameters are the defaults (timm: architecture)
+    )
     architectures: list[str] = Field(default_factory=list)  # declared class names this arch builds
+
+    @model_validator(mode="after")
+    def _select(self) -> ConfigMap:
+        if not self.select and set(self.match) != {""}:
+            raise ValueError('without `select`, `match` has exactly one entry, "" (the path prefix)')
+        return self
 
 
 class PreprocessingEntry(Deferred):
@@ -383,30 +401,133 @@ class FamilyPreprocessing(Deferred):
     tags: dict[str, Tag] = Field(default_factory=dict)
 
 
-class KeyRule(Deferred):
-    """One row of a conversion table: ``from`` -> ``to`` (a list: split along ``dim``; fused going back)."""
+# ---- conversions (``ckptlint convert``, ``diff``, CK104) and declarations ----------------------------------------
+ConvOp = Literal["rename", "transpose", "reshape", "split"]
 
-    from_: Pattern = Field(alias="from")
+
+class KeyRule(Deferred):
+    """One row: ``from`` -> ``to`` through ``op`` (a list: applied in order; reversed and inverted going back)."""
+
+    from_: Pattern | list[Pattern] | None = Field(default=None, alias="from")
     to: Pattern | list[Pattern]
-    op: Literal["rename", "transpose", "reshape", "split"] = "rename"
-    dim: int = 0  # the axis of a split (fuse, the other way)
+    op: ConvOp | list[ConvOp] = "rename"
+    dim: int = 0  # the axis of the fused tensor (the side with one key) a split or fuse runs along
+    axes: list[int] | None = None  # transpose: output axis j is input axis axes[j] (default: reverse them)
+    shape: Expr | None = (
+        None  # reshape: the output shape, an expression of the input shape `x` (and parameters)
+    )
+    back: Expr | None = None  # reshape going back (`to` -> `from`); without it the row reads one way only
+    fill: float | None = None  # `to` made from nothing: this value everywhere...
+    like: Pattern | None = None  # ...shaped by `shape` from this `from` key's shape (x)
+
+    @property
+    def froms(self) -> list[str]:
+        return [] if self.from_ is None else self.from_ if isinstance(self.from_, list) else [self.from_]
+
+    @property
+    def tos(self) -> list[str]:
+        return self.to if isinstance(self.to, list) else [self.to]
+
+    @property
+    def ops(self) -> list[str]:
+        ops = self.op if isinstance(self.op, list) else [self.op]
+        return [o for o in ops if o not in ("rename", "split")]
 
     @model_validator(mode="after")
-    def _split(self) -> KeyRule:
-        if isinstance(self.to, list) != (self.op == "split"):
-            raise ValueError("`to` is a list exactly when op = 'split'")
+    def _check(self) -> KeyRule:
+        if self.fill is not None:
+            if self.from_ is not None or isinstance(self.to, list) or self.like is None or self.shape is None:
+                raise ValueError("a fill row has `to` (one key), `fill`, `like` and `shape`, and no `from`")
+            return self
+        if self.from_ is None:
+            raise ValueError("a row needs `from` (or `fill`)")
+        if isinstance(self.from_, list) and isinstance(self.to, list):
+            raise ValueError("`from` and `to` cannot both be lists")
+        if self.op == "split" and not isinstance(self.to, list):
+            raise ValueError("op = 'split' needs a list `to`")
+        if "reshape" in self.ops and self.shape is None:
+            raise ValueError("a reshape needs `shape` (and `back` to read the row the other way)")
+        if self.axes is not None and (
+            "transpose" not in self.ops or sorted(self.axes) != list(range(len(self.axes)))
+        ):
+            raise ValueError("`axes` is a permutation, for a transpose")
         return self
 
 
+class Unstack(Deferred):
+    """Blocks saved stacked (flax ``nn.scan``): every key under ``stacked`` has a leading axis of one slice per
+    block, and reads as the key ``each`` (``{i}`` the block) + the rest."""
+
+    stacked: str
+    each: Template
+
+    @model_validator(mode="after")
+    def _index(self) -> Unstack:
+        if "{i}" not in self.each:
+            raise ValueError("`each` needs {i}")
+        return self
+
+
+class Include(Deferred):
+    """Reuse another conversion's rows (and drops) with prefixes added on each side."""
+
+    use: str
+    from_: str = Field(default="", alias="from")
+    to: str = ""
+
+
 class Conversion(Deferred):
-    """A key table between two architectures, used by ``diff`` (and by fix/convert later), both directions."""
+    """A key table between two architectures, used by ``convert``, ``diff`` and CK104, both directions."""
 
     name: str
     title: str
     from_: str = Field(alias="from")  # architecture names
     to: str
-    keys: list[KeyRule]
+    keys: list[KeyRule] = Field(default_factory=list)
+    include: list[Include] = Field(default_factory=list)
     drop: list[Pattern] = Field(default_factory=list)  # keys of `from` it leaves behind on purpose
+    drop_back: list[Pattern] = Field(default_factory=list)  # keys of `to` left behind going back
+    unstack: list[Unstack] = Field(default_factory=list)  # blocks of `from` that may be saved stacked
+    one_way: str | None = None  # why it does not read back (the library cannot load the result)
+
+    @model_validator(mode="after")
+    def _some_rows(self) -> Conversion:
+        if not self.keys and not self.include:
+            raise ValueError("a conversion needs `keys` or `include`")
+        return self
+
+
+class DeclFile(Deferred):
+    """One declaration file: written from the parameters when converting into the architecture, read back when
+    converting out of it."""
+
+    name: str  # the file name next to the weights (config.json, open_clip_config.json...)
+    kind: str  # the sidecar kind ckptlint reads it as (hf-config, hf-preprocessor, open_clip-config, timm-config)
+    when: Expr | None = None  # written only when this holds
+    template: dict[str, Any] = Field(default_factory=dict)  # constant content
+    fields: dict[str, Expr] = Field(default_factory=dict)  # dotted path -> expression (None: left out)
+    read: dict[str, Expr] = Field(default_factory=dict)  # parameter -> expression of cfg(path, default)
+
+
+class Lookup(Deferred):
+    """A parameter whose value is the name of another architecture's variant with the same parameters."""
+
+    arch: str
+    keys: list[str]
+
+
+class Declaration(Deferred):
+    """What an architecture's checkpoint declares next to its weights, and what its weights cannot tell."""
+
+    needs: dict[str, str] = Field(default_factory=dict)  # parameter -> what it is (asked for when unknown)
+    only: dict[str, Expr] = Field(default_factory=dict)  # need -> the condition under which it is one
+    assume: dict[str, Expr] = Field(default_factory=dict)  # what the library fixes when nothing is declared
+    files: list[DeclFile] = Field(default_factory=list)
+    require: dict[str, str] = Field(
+        default_factory=dict
+    )  # expression -> why nothing is written when it is false
+    caveat: dict[str, str] = Field(default_factory=dict)  # expression -> a note for the user when it is false
+    lookup: dict[str, Lookup] = Field(default_factory=dict)  # parameter -> a named variant of another arch
 
 
 class FamilyMeta(Strict):
@@ -443,6 +564,7 @@ class FamilyIndex(Deferred):
     wrappers: list[Wrapper] = Field(default_factory=list)
     preprocessing: FamilyPreprocessing = Field(default_factory=FamilyPreprocessing)
     conversions: list[Conversion] = Field(default_factory=list)
+    declarations: dict[str, Declaration] = Field(default_factory=dict)  # architecture -> its declaration
 
 
 class FamilyFile(FamilyIndex):

@@ -11,6 +11,7 @@ from typing import Any
 from ckptlint.results import SCHEMA_VERSION, Report
 
 SCHEMA_ID = f"https://ckptlint.invalid/schema/report-v{SCHEMA_VERSION}.json"
+OPTIONAL = {"FileReport": {"stats"}}  # written only when asked for (``--stats``)
 
 
 def render(report: Report, *, verbose: bool = False, fail_on: str = "error") -> str:
@@ -21,9 +22,9 @@ def render(report: Report, *, verbose: bool = False, fail_on: str = "error") -> 
 def json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of the report, generated from the pydantic models (serialisation mode)."""
     schema = Report.model_json_schema(mode="serialization")
-    for obj in (schema, *schema.get("$defs", {}).values()):
+    for name, obj in (("Report", schema), *schema.get("$defs", {}).items()):
         if "properties" in obj:  # the reporter always writes every field, null or empty when unknown
-            obj["required"] = list(obj["properties"])
+            obj["required"] = [p for p in obj["properties"] if p not in OPTIONAL.get(name, ())]
     schema["$defs"]["Finding"]["properties"]["code"] = _code_schema()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

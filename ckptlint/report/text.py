@@ -18,10 +18,12 @@ _INDENT = " " * 15
 _WIDTH = 110
 _COLOURS = {Severity.ERROR: "31", Severity.WARNING: "33", Severity.INFO: "36"}
 _MAX_KEYS = 6
+UNCHECKED_RULES = "format, security and metadata"  # what runs without a model (CK004)
 # how the expectation was chosen, as the header line says it
 ARCH_SOURCE = {
     "flag": "",
     "inferred": " — detected from the keys",
+    "declared": " — declared",
     "model": " — live model",
     "spec": " — spec file",
 }
@@ -58,7 +60,13 @@ def _header(f: FileReport) -> list[str]:
         variant = f", variant {f.arch.variant}" if f.arch.variant else ""
         how = ARCH_SOURCE[f.arch.source]
         evidence = f" inferred from {f.arch.inferred_from}" if f.arch.inferred_from else ""
-        lines.append(f"expected: {f.arch.name}{desc}{how}{variant}{evidence}")
+        if f.arch.source == "declared" and f.arch.declared_by:  # "declared by config.json: LlamaForCausalLM"
+            variant = "" if f.arch.variant == f.arch.name else variant
+            lines.append(
+                f"expected: declared by {f.arch.declared_by}: {f.arch.name}{desc}{variant}{evidence}"
+            )
+        else:
+            lines.append(f"expected: {f.arch.name}{desc}{how}{variant}{evidence}")
     return lines
 
 
@@ -104,6 +112,10 @@ def _summary(report: Report, fail_on: str) -> str:
         if c
     ]
     counts = f"{n} finding{'s' if n != 1 else ''}" + (f" ({', '.join(parts)})" if parts else "")
+    unchecked = sum(1 for f in report.files if f.arch is None and not f.error)
+    if unchecked:  # never let a report without a model read as "everything matches" (CK004)
+        what = "the file" if len(report.files) == 1 else f"{unchecked} of {len(report.files)} files"
+        counts += f"; architecture not checked for {what}: only {UNCHECKED_RULES} rules ran"
     if any(f.error for f in report.files):
         return f"{counts}  exit 2 (unreadable input)"
     worst = report.worst()
@@ -133,7 +145,9 @@ def render(
             out += _finding_block(fd, colour, verbose)
         if not f.findings:
             out.append(
-                "no findings: the checkpoint matches" + (" the expectation" if f.arch else " every rule")
+                "no findings: the checkpoint matches the expectation"
+                if f.arch
+                else f"no findings from the {UNCHECKED_RULES} rules; the architecture was not checked"
             )
         if verbose and f.diff:
             out += _diff_block(f.diff)

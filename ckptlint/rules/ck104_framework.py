@@ -23,14 +23,19 @@ Example
                    cause: open_clip has no transformers→open_clip converter: open_clip/convert.py converts
                    only big_vision SigLIP .npz and MobileCLIP, and load_checkpoint passes transformers keys
                    through unchanged
-                   fix: use the open_clip weights file published next to these (open_clip_pytorch_model.bin /
-                   open_clip_model.safetensors in the same Hub repo, picked by
+                   fix: ckptlint convert IN OUT --to open_clip (the open_clip-hf table; the target's config
+                   files included); or use the open_clip weights file published next to these
+                   (open_clip_pytorch_model.bin / open_clip_model.safetensors in the same Hub repo, picked by
                    open_clip.create_model_and_transforms('hf-hub:ORG/REPO')), or keep transformers:
                    CLIPModel.from_pretrained(DIR) (CLIPVisionModel for a vision-only folder); `ckptlint diff
                    HF_FILE OPEN_CLIP_FILE` shows the full key mapping
 
 Fix
-    Use the weights file published for the framework you load with (a Hub repo often has both
+    When a conversion table of the family files converts the checkpoint into the expected architecture, the fix
+    is ``ckptlint convert IN OUT --to ARCH`` (``ckptlint convert --list`` shows the pairs), and the finding
+    carries it as a ``convert`` edit for ``ckptlint fix``; when the weights cannot tell something the target
+    declares (attention heads, the activation), the command names the ``--set`` to add. Otherwise use the weights
+    file published for the framework you load with (a Hub repo often has both
     ``model.safetensors`` for transformers and ``open_clip_pytorch_model.bin`` for open_clip), or convert:
     timm's ``checkpoint_filter_fn`` (open_clip/OpenAI → timm), ``open_clip.convert.load_big_vision_weights``
     (big_vision SigLIP → open_clip), timm's ``load_pretrained`` (big_vision .npz → timm), transformers'
@@ -43,6 +48,8 @@ from __future__ import annotations
 import posixpath
 
 from ckptlint.archs import detect, registry
+from ckptlint.convert.plan import plan_conversion
+from ckptlint.edits import Convert
 from ckptlint.keygroups import collapse
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
@@ -63,6 +70,31 @@ class HostedForeignLayout(ForeignLayout):
     tower (CK105, rank 35), which is then the root cause, instead of before it (the rule's rank 33)."""
 
     rank = 55
+
+
+def _conversion(ctx: Context) -> tuple[str, list[Convert]]:
+    """``ckptlint convert IN OUT --to ARCH`` when a family-file table converts this checkpoint into the expected
+    architecture (planned from the headers, as ``convert`` will), and the ``convert`` edit when the command works
+    as written; with the ``--set`` the weights cannot tell otherwise; nothing when no table fits."""
+    exp = ctx.expected
+    if exp is None or exp.source not in ("flag", "inferred") or not exp.arch:
+        return "", []
+    to = exp.arch + (f":{exp.variant}" if exp.params.get("variant_given") and exp.variant else "")
+    try:
+        plan = plan_conversion(ctx.ckpt, to)
+    except (
+        Exception
+    ):  # no table fits (UsageError), or planning failed: the advice alone; a check never fails here
+        return "", []
+    command = f"ckptlint convert IN OUT --to {to}"
+    if plan.problems:
+        return "", []
+    if plan.missing:
+        sets = " ".join(f"--set {k}=…" for k in plan.missing)
+        return f"{command} {sets} (the weights cannot tell {', '.join(plan.missing)})", []
+    return f"{command} (the {plan.direction.conv.name} table; the target's config files included)", [
+        Convert(table=plan.direction.conv.name, to=to)
+    ]
 
 
 def _name(ctx: Context) -> str:
@@ -104,9 +136,12 @@ class FrameworkRule(Rule):
             "fix": f"load it with {registry.title(src)}, or find the {registry.title(dst)} release of these weights",
             "note": f"no known converter from {registry.title(src)} to {registry.title(dst)}",
         }
+        command, edits = _conversion(ctx)
+        fix_text = f"{command}; or {conv['fix']}" if command else conv["fix"]
         hosted = registry.hosts(dst, src)
         kind = HostedForeignLayout if hosted else ForeignLayout
         msg = kind(
+            edits=edits,
             keys=[ctx.file_key(k) for k in unexpected[:10]] + missing[:10],
             details={
                 "from": src,
@@ -124,6 +159,6 @@ class FrameworkRule(Rule):
             n_missing=n_missing,
             n_exp=len(ctx.exp),
             note=conv["note"],
-            fix_text=conv["fix"],
+            fix_text=fix_text,
         )
         return [msg]

@@ -147,6 +147,8 @@ class PreprocessingWrongRule(Rule):
         size = pp.fields.get("size")
         vision = ctx.file_structure.towers.get("vision", {})
         image = vision.get("image_size")
+        if "image_size" in ctx.contradicted:  # CK113 named the declared image size already
+            size = None
         if size is not None and image is not None and isinstance(size.value, int) and size.value != image:
             out.append(
                 WrongSize(

@@ -187,6 +187,44 @@ class Cast(Op):
 
 
 @dataclass(frozen=True)
+class Index(Op):
+    """Slice ``index`` of the leading axis (one block of a stacked, ``nn.scan``-saved tensor); as the first
+    operation of an entry the writer reads only that slice's bytes."""
+
+    index: int
+
+    def shapes(self, shapes: list[Shape], dtypes: list[str]) -> tuple[list[Shape], list[str]]:
+        if any(not s or not 0 <= self.index < s[0] for s in shapes):
+            raise ValueError(f"no slice {self.index} in {[list(s) for s in shapes]}")
+        return [s[1:] for s in shapes], dtypes
+
+    def apply(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return [a[self.index] for a in arrays]
+
+
+@dataclass(frozen=True)
+class Fill(Op):
+    """A new tensor of ``shape`` and ``dtype`` holding ``value`` everywhere (an entry without sources): the zero
+    bias timm's CLIP heads have and open_clip's projections lack."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    value: float = 0.0
+
+    def shapes(self, shapes: list[Shape], dtypes: list[str]) -> tuple[list[Shape], list[str]]:
+        if shapes:
+            raise ValueError("fill takes no input")
+        return [self.shape], [self.dtype]
+
+    def apply(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        import numpy as np
+
+        from ckptlint.writers.arrays import numpy_dtype
+
+        return [np.full(self.shape, self.value, dtype=numpy_dtype(self.dtype))]
+
+
+@dataclass(frozen=True)
 class Entry:
     """Output tensor ``out`` made from input tensor(s) ``src`` (a key or a tuple of keys) through ``ops``."""
 
@@ -232,6 +270,8 @@ class WritePlan:
     ``metadata``: safetensors ``__metadata__`` (None: the input's own, ``{"format": "pt"}`` for torch inputs).
     ``extra_files``: for a folder OUT, files to write next to the weights (name -> bytes), e.g. a new config.json.
     ``copy_sidecars``: copy the input folder's other small files (configs, tokenizer, README) into a folder OUT.
+    ``weights_name``: for a folder OUT, the one weights file to write (``model.safetensors``), whatever the input's
+    files were called and however many shards it had; None keeps the input's names (converted to the format).
     """
 
     entries: list[Entry]
@@ -239,6 +279,7 @@ class WritePlan:
     metadata: dict[str, str] | None = None
     extra_files: dict[str, bytes] = field(default_factory=dict)
     copy_sidecars: bool = True
+    weights_name: str | None = None
 
     @classmethod
     def of(cls, entries: Iterable[Entry] | WritePlan) -> WritePlan:

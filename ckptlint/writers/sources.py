@@ -54,6 +54,16 @@ class Source:
         """The tensor as a numpy array, read by byte range."""
         return to_array(self.stored(key))
 
+    def slab(self, key: str, index: int) -> np.ndarray:
+        """Slice ``index`` of the tensor's leading axis, reading only its bytes when they are contiguous."""
+        stored = self.stored(key)
+        if not stored.plain or len(stored.spans) != 1 or not stored.shape:
+            return to_array(stored)[index]
+        span = stored.spans[0]
+        size = span.nbytes // stored.shape[0] if stored.shape[0] else 0
+        part = Span(span.path, span.offset + index * size, size, span.member)
+        return to_array(Stored((part,), stored.shape[1:], stored.dtype))
+
     def close(self) -> None:
         """Nothing stays open between reads; kept for symmetry with callers' ``with`` blocks."""
 

@@ -29,7 +29,7 @@ from ckptlint.writers.folder import (
     weights_name,
     write_index,
 )
-from ckptlint.writers.plan import Entry, WritePlan
+from ckptlint.writers.plan import Entry, Index, WritePlan
 from ckptlint.writers.sources import SHARDED_FORMATS, ShardedSource, Source, open_source
 from ckptlint.writers.tensor_files import Item, nest, write_msgpack, write_npz, write_safetensors
 from ckptlint.writers.torch_out import copied_tensor, nested_value, new_tensor, write_torch_zip
@@ -79,9 +79,11 @@ def write_checkpoint(
     fmt: str = "same",
     *,
     ckpt: Checkpoint | None = None,
+    folder: bool | None = None,
 ) -> WriteResult:
     """Write ``out`` from ``src`` through ``plan`` as ``fmt`` (``same``: the input's own kind; legacy and tar torch
-    files become zip archives). ``ckpt``: ``src`` as ``read_checkpoint`` already read it. Raises UsageError for
+    files become zip archives). ``ckpt``: ``src`` as ``read_checkpoint`` already read it. ``folder``: whether OUT
+    is a folder (None: when IN is a folder or a shard index and OUT has no weights suffix). Raises UsageError for
     a plan that does not fit, an output that would overwrite the input, or a result that does not read back."""
     from ckptlint.readers import read_checkpoint
 
@@ -90,7 +92,7 @@ def write_checkpoint(
         raise UsageError(f"unknown output format {fmt!r} (choose from {', '.join(OUTPUT_FORMATS)})")
     if not src_path.exists():
         raise UnreadableCheckpoint(str(src_path), "no such file or directory")
-    check_output(src_path, dst, [], folder=wants_folder(src_path, dst))
+    check_output(src_path, dst, [], folder=wants_folder(src_path, dst) if folder is None else folder)
     if ckpt is None:
         ckpt = read_checkpoint(src_path)
     if any(f.code == "CK301" for f in ckpt.findings):
@@ -102,7 +104,8 @@ def write_checkpoint(
     out_fmt = kind if fmt == "same" else fmt
     if out_fmt is None:
         raise UsageError(f"{src}: cannot write a {source.kind} input")
-    folder = wants_folder(src_path, dst, sharded=source.kind in SHARDED_FORMATS)
+    if folder is None:
+        folder = wants_folder(src_path, dst, sharded=source.kind in SHARDED_FORMATS)
     check_output(src_path, dst, [Path(f) for f in ckpt.files], folder=folder)
     try:
         if folder:
@@ -141,8 +144,13 @@ def _producer(source: Source, entry: Entry, shape: tuple[int, ...], dtype: str) 
         return lambda out: source.write(key, out)
 
     def produce(out: IO[bytes]) -> None:
-        arrays = [source.array(k) for k in entry.sources]
-        for op in entry.ops:
+        ops = entry.ops
+        if ops and isinstance(ops[0], Index):  # one block of a stacked tensor: read only its slice
+            arrays = [source.slab(k, ops[0].index) for k in entry.sources]
+            ops = ops[1:]
+        else:
+            arrays = [source.array(k) for k in entry.sources]
+        for op in ops:
             arrays = op.apply(arrays)
         arr = arrays[0]
         if tuple(arr.shape) != shape:
@@ -292,7 +300,11 @@ def _write_folder(
     in_folder = src if src.is_dir() else src.parent
     notes: list[str] = []
     with atomic_folder(dst) as tmp:
-        if isinstance(source, ShardedSource):
+        if plan.weights_name is not None:
+            name = plan.weights_name
+            notes += write_file(source, plan, plan.entries, tmp / name, fmt, archive=Path(name).stem)
+            files = [name]
+        elif isinstance(source, ShardedSource):
             files = _write_shards(source, plan, tmp, fmt, notes)
         else:
             name = weights_name(source.path.name, fmt)

@@ -1,0 +1,103 @@
+"""Whether ``--arch`` asks for another model than the checkpoint's own declaration (CK114).
+
+A declaration contradicts the request when, in the same framework, the requested architecture's config table does
+not build the declared model (transformers ``config.json`` ``model_type siglip`` and ``--arch hf-clip``), or builds
+it with other parameters than the request's (``open_clip_config.json`` declares a SigLIP model and ``--arch
+open_clip:ViT-B-16``). Across frameworks it is CK104's story (the file is in another framework's layout).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ckptlint.archs import registry
+from ckptlint.archs.spec import ArchSpec, load_arch
+from ckptlint.declared.declaration import Declaration
+from ckptlint.declared.lookup import declaration_of
+
+if TYPE_CHECKING:
+    from ckptlint.checkpoint import Checkpoint, Sidecar
+    from ckptlint.expected import Expected
+
+# the framework whose models each kind of declaration describes
+FRAMEWORK = {"hf-config": "hf", "open_clip-config": "open_clip", "timm-config": "timm"}
+MAX_FIELDS = 6
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """The request, the declaration it contradicts, and how."""
+
+    file: str
+    requested: str  # "hf-clip", "open_clip:ViT-B-16"
+    requested_title: str  # "transformers CLIPModel"
+    declared: str  # "model_type siglip (hf-siglip: transformers SiglipModel)"
+    declared_arch: str | None  # the architecture that builds the declared model, when one does
+    differences: dict[str, list[Any]]  # param -> [requested, declared] (same architecture, other parameters)
+
+
+def conflict(ckpt: Checkpoint, expected: Expected, request: str) -> Conflict | None:
+    """How the ``--arch`` expectation contradicts the checkpoint's declaration, or None."""
+    if expected.source != "flag":
+        return None
+    spec = load_arch(expected.arch)
+    for sidecar in ckpt.sidecars:
+        if FRAMEWORK.get(sidecar.kind) != spec.framework or not isinstance(sidecar.content, dict):
+            continue
+        if sidecar.kind == "hf-config":
+            return _hf(sidecar, spec, request)
+        decl = declaration_of(ckpt)
+        if isinstance(decl, Declaration) and decl.file == sidecar.name:
+            return _declared(decl, spec, expected, request)
+    return None
+
+
+def _hf(sidecar: Sidecar, spec: ArchSpec, request: str) -> Conflict | None:
+    model_type = (sidecar.content or {}).get("model_type")
+    if not isinstance(model_type, str):
+        return None
+    conf = spec.config
+    if conf is not None and conf.kind == "hf-config" and (model_type in conf.match or "*" in conf.match):
+        return None
+    declared_arch = _hf_arch(model_type)
+    declared = f"model_type {model_type}"
+    if declared_arch is not None:
+        declared += f" ({declared_arch}: {load_arch(declared_arch).title})"
+    return Conflict(sidecar.name, request, spec.title, declared, declared_arch, {})
+
+
+def _hf_arch(model_type: str) -> str | None:
+    """The architecture whose config table builds ``model_type`` at the top level (siglip -> hf-siglip)."""
+    reg = registry.registry()
+    for fam in reg.families:
+        for rule in fam.head.detect:
+            if model_type in rule.config:
+                spec = load_arch(rule.arch)
+                if spec.config is not None and spec.config.match.get(model_type) == "":
+                    return rule.arch
+    return None
+
+
+def _declared(decl: Declaration, spec: ArchSpec, expected: Expected, request: str) -> Conflict | None:
+    declared = decl.what or decl.name
+    if decl.variant != "custom" and decl.name not in declared:
+        declared = f"{decl.name} ({declared})"
+    if decl.arch != spec.name:
+        title = load_arch(decl.arch).title
+        return Conflict(decl.file, request, spec.title, f"{declared} ({decl.arch}: {title})", decl.arch, {})
+    differences = {
+        k: [expected.params.get(k), decl.params[k]]
+        for k in spec.variant_keys
+        if k in decl.params and expected.params.get(k) != decl.params[k]
+    }
+    if not differences:
+        return None
+    return Conflict(decl.file, request, spec.title, declared, decl.arch, differences)
+
+
+def shown(differences: dict[str, list[Any]]) -> str:
+    """``width 768 (declared 64), patch 16 (declared 8)``."""
+    items = list(differences.items())
+    text = ", ".join(f"{k.replace('_', ' ')} {r} (declared {d})" for k, (r, d) in items[:MAX_FIELDS])
+    return text + (f" … (+{len(items) - MAX_FIELDS})" if len(items) > MAX_FIELDS else "")
