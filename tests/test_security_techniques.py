@@ -132,3 +132,22 @@ def test_cli_flags_every_technique_in_one_run(written: tuple[dict[str, Path], Pa
         expect = "CK302" if sample.loader == "remote_code" else "CK301"
         assert non_clean(file, expect), (sample.name, file["findings"], file["error"])
     assert list(canaries.iterdir()) == []
+
+
+def test_a_refusal_still_reports_the_globals_seen_before_it(tmp_path: Path) -> None:
+    """Exit 2 (CK001, one line on stderr), and the JSON and SARIF reports on stdout carry the CK301 of the global
+    the stream imported before the point ckptlint refuses (here a text number no pickler writes)."""
+    from cli_support import one_error_line
+
+    path = tmp_path / "refused.pkl"
+    path.write_bytes(b"\x80\x02" + ts.touch_payload(str(tmp_path / "never")) + b"I0x1\n0N.")
+    json_run = ckptlint("check", "--format", "json", str(path))
+    one_error_line(json_run)
+    (file,) = json.loads(json_run.stdout)["files"]
+    codes = {f["code"]: f for f in file["findings"]}
+    assert {"CK001", "CK301"} <= set(codes) and "system" in json.dumps(codes["CK301"])
+    sarif_run = ckptlint("check", "--format", "sarif", str(path))
+    one_error_line(sarif_run)
+    rules = {r["ruleId"] for run in json.loads(sarif_run.stdout)["runs"] for r in run["results"]}
+    assert {"CK001", "CK301"} <= rules
+    assert not (tmp_path / "never").exists()
