@@ -242,7 +242,7 @@ def run(
     dtypes: dict[str, int] = {}
     for t in weights.values():
         dtypes[t.dtype] = dtypes.get(t.dtype, 0) + t.numel
-    return FileReport(
+    return FileReport.model_construct(  # fields exactly typed: no validation, no schema build (start-up time)
         path=ckpt.path,
         format=ckpt.format,
         layout=getattr(layout, "name", None) or "unknown",

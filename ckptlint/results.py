@@ -97,9 +97,9 @@ class Summary(BaseModel):
 class Report(BaseModel):
     model_config = _LAZY
     schema_version: Literal["1"] = SCHEMA_VERSION
-    tool: ToolInfo = Field(default_factory=ToolInfo)
+    tool: ToolInfo = Field(default_factory=ToolInfo.model_construct)  # no schema build unless rendered as JSON
     files: list[FileReport] = Field(default_factory=list)
-    summary: Summary = Field(default_factory=Summary)
+    summary: Summary = Field(default_factory=Summary.model_construct)
 
     def summarize(self) -> Report:
         """Recompute ``summary`` from the files' findings."""
@@ -107,7 +107,7 @@ class Report(BaseModel):
         for f in self.files:
             for fd in f.findings:
                 counts[fd.severity] += 1
-        self.summary = Summary(
+        self.summary = Summary.model_construct(
             files=len(self.files),
             errors=counts[Severity.ERROR],
             warnings=counts[Severity.WARNING],

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from functools import cache
 from types import ModuleType
 
+from ckptlint.entrypoints import may_declare
 from ckptlint.errors import UsageError
 from ckptlint.findings import Severity
 from ckptlint.rules.base import Message, Rule, Stage, rule
@@ -48,6 +49,8 @@ def rules_in(module: ModuleType) -> list[type[Rule]]:
 
 
 def _plugin_rules() -> Iterable[tuple[str, list[type[Rule]]]]:
+    if not may_declare(ENTRY_POINT_GROUP):  # start-up: importlib.metadata only when a plugin may exist
+        return
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):

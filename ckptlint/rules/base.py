@@ -75,8 +75,11 @@ class Message:
         self.args = args
 
     def finding(self, severity: Severity | str) -> Finding:
-        """Render as a ``Finding`` with ``severity`` (the rule's default severity)."""
-        return Finding(
+        """Render as a ``Finding`` with ``severity`` (the rule's default severity).
+
+        Every field is built here with its exact type, so the model is constructed without validation: a run
+        that only prints text never builds the pydantic schema (start-up time)."""
+        return Finding.model_construct(
             code=self.code,
             severity=Severity(severity),
             message=self.message.format(**self.args),
