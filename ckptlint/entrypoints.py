@@ -37,7 +37,9 @@ def may_declare(group: str) -> bool:
             if not name.lower().endswith(_SUFFIXES):
                 continue
             try:
-                with open(os.path.join(folder, name, "entry_points.txt"), encoding="utf-8", errors="replace") as fh:
+                with open(
+                    os.path.join(folder, name, "entry_points.txt"), encoding="utf-8", errors="replace"
+                ) as fh:
                     text = fh.read()
             except OSError:
                 continue

@@ -97,7 +97,9 @@ class Summary(BaseModel):
 class Report(BaseModel):
     model_config = _LAZY
     schema_version: Literal["1"] = SCHEMA_VERSION
-    tool: ToolInfo = Field(default_factory=ToolInfo.model_construct)  # no schema build unless rendered as JSON
+    tool: ToolInfo = Field(
+        default_factory=ToolInfo.model_construct
+    )  # no schema build unless rendered as JSON
     files: list[FileReport] = Field(default_factory=list)
     summary: Summary = Field(default_factory=Summary.model_construct)
 

@@ -15,6 +15,7 @@ never run code.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
@@ -76,7 +77,7 @@ def load(key: tuple[Any, ...]) -> Any | None:
         if _Unpickler(stream).load() != key:
             return None
         return _Unpickler(stream).load()
-    except Exception:  # noqa: BLE001  a cache that cannot be read is no cache
+    except Exception:  # a cache that cannot be read is no cache
         return None
 
 
@@ -96,11 +97,9 @@ def store(key: tuple[Any, ...], value: Any) -> None:
             fh.write(blob)
         os.replace(tmp, folder / FILE_NAME)
         tmp = None
-    except Exception:  # noqa: BLE001  the cache only saves time: never fail a run over it
+    except Exception:  # the cache only saves time: never fail a run over it
         pass
     finally:
         if tmp is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
