@@ -20,7 +20,6 @@ import io
 import os
 import pickle
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +85,8 @@ def store(key: tuple[Any, ...], value: Any) -> None:
     folder = cache_dir()
     if folder is None:
         return
+    import tempfile  # only when writing (start-up time of every run that reads)
+
     tmp = None
     try:
         blob = pickle.dumps(key, protocol=pickle.HIGHEST_PROTOCOL) + pickle.dumps(

@@ -48,7 +48,6 @@ from __future__ import annotations
 import posixpath
 
 from ckptlint.archs import detect, registry
-from ckptlint.convert.plan import plan_conversion
 from ckptlint.edits import Convert
 from ckptlint.keygroups import collapse
 from ckptlint.rules._context import Context
@@ -80,6 +79,10 @@ def _conversion(ctx: Context) -> tuple[str, list[Convert]]:
     if exp is None or exp.source not in ("flag", "inferred") or not exp.arch:
         return "", []
     to = exp.arch + (f":{exp.variant}" if exp.params.get("variant_given") and exp.variant else "")
+    # imported here: the planner pulls in the writers, which a check without a framework mismatch never needs
+    # (start-up time); no cycle hides here (tests/test_structure.py sees imports inside functions)
+    from ckptlint.convert.plan import plan_conversion
+
     try:
         plan = plan_conversion(ctx.ckpt, to)
     except (
