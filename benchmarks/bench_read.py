@@ -7,7 +7,15 @@ peak RSS (median of N runs, each a fresh interpreter) of:
   - the format's own library opening the file the cheapest way it offers
 and, in one process, the time of each further file after the first (``ckptlint.dump`` API).
 
-Run by hand: ``python benchmarks/bench_read.py [--runs 10] [--keep]``. Prints a Markdown table for README.
+Then the small-file start-up table: a fresh process of ``ckptlint check`` and ``ckptlint dump`` of one small
+safetensors (8 tensors) against safetensors' own ``safe_open`` process listing its keys and shapes, interleaved
+run by run (median wall time, peak RSS); and ``ckptlint check DIR --format jsonl`` of 200 and of 2,000 such files
+(per further file = the difference over 1,800 files; RSS of both, to show memory flat in the number of files).
+
+Every subprocess runs with bytecode caching on (``PYTHONPYCACHEPREFIX`` under ``_data``, one warm-up run first),
+as an installed package would, whatever ``PYTHONDONTWRITEBYTECODE`` says; the family cache is warm too.
+
+Run by hand: ``python benchmarks/bench_read.py [--runs 10] [--keep] [--startup-only]``. Prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -113,18 +121,93 @@ LIB_NAMES = {
 }
 
 
-def _rss_of(cmd: list[str]) -> float:
-    out = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], check=True, capture_output=True, text=True)
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+ENV["PYTHONPYCACHEPREFIX"] = str(DATA / "pycache")
+ENV["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE.parent), os.environ.get("PYTHONPATH", "")) if p)
+
+
+def _rss_of(cmd: list[str], ok: tuple[int, ...] = (0,)) -> float:
+    out = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True, env=ENV)
+    assert out.returncode in ok, out.stderr
     return int(out.stderr.strip().splitlines()[-1]) / 1024
 
 
+def _wall(cmd: list[str], ok: tuple[int, ...] = (0,)) -> float:
+    t0 = time.perf_counter()
+    rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV).returncode
+    assert rc in ok, (cmd, rc)
+    return time.perf_counter() - t0
+
+
 def median_run(cmd: list[str], runs: int) -> tuple[float, float]:
-    walls = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        walls.append(time.perf_counter() - t0)
+    _wall(cmd)  # warm-up: bytecode and family caches
+    walls = [_wall(cmd) for _ in range(runs)]
     return statistics.median(walls), _rss_of(cmd)
+
+
+def _small_files(folder: Path, n: int) -> list[Path]:
+    """``n`` small safetensors (8 float32 tensors of 4×4, keys in no known layout), written by safetensors."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        p = folder / f"f{i:05d}.safetensors"
+        if not p.exists():
+            save_file({f"blocks.{j}.weight": np.full((4, 4), i, np.float32) for j in range(8)}, str(p))
+        out.append(p)
+    return out
+
+
+def small_file_startup(runs: int) -> None:
+    """One small file's whole process, side by side (interleaved), then per further file and RSS over folders."""
+    small = _small_files(DATA / "small1", 1)[0]
+    cmds = {
+        "`ckptlint check small.safetensors`": [*CKPTLINT, "check", str(small)],
+        "`ckptlint dump small.safetensors`": [*CKPTLINT, "dump", str(small)],
+        "safe_open process (keys and shapes)": [
+            PY,
+            "-c",
+            f"P={str(small)!r}\n" + LIB_SNIPPETS["safetensors"],
+        ],
+    }
+    for cmd in cmds.values():
+        _wall(cmd)
+    walls: dict[str, list[float]] = {name: [] for name in cmds}
+    for _ in range(runs):
+        for name, cmd in cmds.items():
+            walls[name].append(_wall(cmd))
+    print("| process (one small safetensors, 8 tensors) | wall, median (min–max) s | peak RSS (MiB) |")
+    print("|---|---|---|")
+    for name, cmd in cmds.items():
+        w = walls[name]
+        print(f"| {name} | {statistics.median(w):.3f} ({min(w):.3f}–{max(w):.3f}) | {_rss_of(cmd):.0f} |")
+    ratios = [a / b for a, b in zip(walls[next(iter(cmds))], walls[list(cmds)[2]], strict=True)]
+    print(f"\ncheck / safe_open, pair by pair: median {statistics.median(ratios):.2f}×\n")
+    _small_files(DATA / "many", 2000)
+    sizes = {}
+    for n in (200, 2000):
+        folder = DATA / f"many{n}"
+        folder.mkdir(exist_ok=True)
+        for i in range(n):
+            link = folder / f"f{i:05d}.safetensors"
+            if not link.exists():
+                link.symlink_to(DATA / "many" / f"f{i:05d}.safetensors")
+        cmd = [*CKPTLINT, "check", str(folder), "--format", "jsonl"]
+        sizes[n] = _folder_run(cmd, max(3, runs // 3))
+    per = (sizes[2000][0] - sizes[200][0]) / 1800 * 1000
+    print("| `ckptlint check DIR --format jsonl` | wall, median (s) | peak RSS (MiB) |")
+    print("|---|---|---|")
+    for n, (w, r) in sizes.items():
+        print(f"| {n:,} small safetensors | {w:.2f} | {r:.0f} |")
+    print(f"\nper further file: {per:.2f} ms\n")
+
+
+def _folder_run(cmd: list[str], runs: int) -> tuple[float, float]:
+    _wall(cmd, ok=(0, 1))
+    walls = [_wall(cmd, ok=(0, 1)) for _ in range(runs)]
+    return statistics.median(walls), _rss_of(cmd, ok=(0, 1))
 
 
 def further_file_ms(path: Path) -> float:
@@ -136,7 +219,7 @@ def further_file_ms(path: Path) -> float:
         "for _ in range(9):\n t=time.perf_counter(); c=ckptlint.dump(p); render(c, detect_layout(c).name)\n"
         " ts.append(time.perf_counter()-t)\nts.sort(); print(json.dumps(ts[len(ts)//2]*1000))"
     )
-    out = subprocess.run([PY, "-c", code, str(path)], check=True, capture_output=True, text=True)
+    out = subprocess.run([PY, "-c", code, str(path)], check=True, capture_output=True, text=True, env=ENV)
     return float(out.stdout)
 
 
@@ -144,7 +227,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--keep", action="store_true", help="keep benchmarks/_data")
+    ap.add_argument("--startup-only", action="store_true", help="only the small-file tables")
     args = ap.parse_args()
+    DATA.mkdir(exist_ok=True)
+    small_file_startup(args.runs)
+    if args.startup_only:
+        return
     files = build()
     rows = []
     for fmt, path in files.items():
