@@ -37,13 +37,38 @@ MAX_OTHER_JSON_FILES = 16  # ...and only this many of them
 _CONFIG_KEYS = ("model_cfg", "vision_cfg", "model_type", "architecture", "architectures", "pretrained_cfg")
 
 
+MAX_LISTINGS = 8  # folders whose listing is kept (a scan of N files in one folder lists it once, not N times)
+_listings: dict[tuple[str, int, int], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+
 def list_files(directory: Path) -> list[str]:
-    """The names of the files in ``directory`` (not its folders), sorted; ``UnreadableCheckpoint`` if unlistable."""
+    """The names of the files in ``directory`` (not its folders), sorted; ``UnreadableCheckpoint`` if unlistable.
+
+    Kept per process while the folder is unchanged (its mtime moves when an entry is added, removed or renamed):
+    checking each of N files of one folder would otherwise cost N listings of N entries."""
+    return list(_listing(directory)[0])
+
+
+def _listing(directory: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(every file name, the names that may be sidecars), sorted, kept while the folder is unchanged."""
     try:
-        with os.scandir(directory) as it:
-            return sorted(e.name for e in it if e.is_file())
+        st = os.stat(directory)
+        key = (str(directory), st.st_ino, st.st_mtime_ns)
+        found = _listings.get(key)
+        if found is None:
+            with os.scandir(directory) as it:
+                names = tuple(sorted(e.name for e in it if e.is_file()))
+            found = (names, tuple(n for n in names if _may_be_sidecar(n)))
+            while len(_listings) >= MAX_LISTINGS:
+                _listings.pop(next(iter(_listings)), None)
+            _listings[key] = found
+        return found
     except OSError as exc:
         raise UnreadableCheckpoint(str(directory), f"cannot list directory: {exc.strerror or exc}") from None
+
+
+def _may_be_sidecar(name: str) -> bool:
+    return name in SIDECAR_KINDS or (name.endswith(".json") and not name.endswith(".index.json"))
 
 
 def attach_sidecars(ckpt: Checkpoint, directory: Path, *, names: list[str] | None = None) -> Checkpoint:
@@ -54,7 +79,7 @@ def attach_sidecars(ckpt: Checkpoint, directory: Path, *, names: list[str] | Non
     """
     if names is None:
         try:
-            names = list_files(directory)
+            names = list(_listing(directory)[1])  # only the names that may be sidecars (same order)
         except UnreadableCheckpoint:
             return ckpt
     own = {Path(f).name for f in ckpt.files} | {Path(ckpt.path).name}
