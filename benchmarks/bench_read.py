@@ -185,15 +185,10 @@ def small_file_startup(runs: int) -> None:
         print(f"| {name} | {statistics.median(w):.3f} ({min(w):.3f}–{max(w):.3f}) | {_rss_of(cmd):.0f} |")
     ratios = [a / b for a, b in zip(walls[next(iter(cmds))], walls[list(cmds)[2]], strict=True)]
     print(f"\ncheck / safe_open, pair by pair: median {statistics.median(ratios):.2f}×\n")
-    _small_files(DATA / "many", 2000)
     sizes = {}
     for n in (200, 2000):
         folder = DATA / f"many{n}"
-        folder.mkdir(exist_ok=True)
-        for i in range(n):
-            link = folder / f"f{i:05d}.safetensors"
-            if not link.exists():
-                link.symlink_to(DATA / "many" / f"f{i:05d}.safetensors")
+        _small_files(folder, n)
         cmd = [*CKPTLINT, "check", str(folder), "--format", "jsonl"]
         sizes[n] = _folder_run(cmd, max(3, runs // 3))
     per = (sizes[2000][0] - sizes[200][0]) / 1800 * 1000
