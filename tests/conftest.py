@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,10 +12,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 CORPUS = Path(os.environ.get("CKPTLINT_CORPUS", DATA / "corpus"))
 REFERENCE = DATA / "reference"
-# the family cache (ckptlint.archs.cache) of this test session, never the user's (CLI subprocesses inherit it)
-if "CKPTLINT_CACHE_DIR" not in os.environ:
-    os.environ["CKPTLINT_CACHE_DIR"] = tempfile.mkdtemp(prefix="ckptlint-test-cache-")
-    atexit.register(shutil.rmtree, os.environ["CKPTLINT_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

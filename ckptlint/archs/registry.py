@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import VERSION as PYDANTIC_VERSION
 from pydantic import ValidationError
 
-from ckptlint._version import __version__
-from ckptlint.archs import cache
 from ckptlint.archs.expr import SpecError
 from ckptlint.archs.pattern import PatternSet
 from ckptlint.archs.schema import (
@@ -179,39 +175,11 @@ def family_files() -> list[Path]:
 
 
 def registry() -> Registry:
-    """The registry of this process (loaded and validated on first use; from the family cache when fresh)."""
+    """The registry of this process (loaded and validated on first use)."""
     if not _current:
-        files = family_files()
-        key = cache.cache_key(files, [rules_dir() / "wrappers.toml"], _versions())
-        found = cache.load(key)
-        if isinstance(found, Registry):
-            _current.append(found)
-            return found
         builtin = builtin_dir()
-        _current.append(_index([_read(p, lazy=p.parent == builtin) for p in files]))
-        if _warm(_current[0]):
-            cache.store(key, _current[0])
+        _current.append(_index([_read(p, lazy=p.parent == builtin) for p in family_files()]))
     return _current[0]
-
-
-def _versions() -> tuple[str, ...]:
-    return (__version__, sys.version, PYDANTIC_VERSION)
-
-
-def _warm(reg: Registry) -> bool:
-    """Validate everything and build the shared tables once, for the cache; False when a file is invalid (the
-    error then comes, as without a cache, when that part is first used)."""
-    try:
-        reg.validate_all()
-    except SpecError:
-        return False
-    for fw in reg.frameworks:
-        key_classes(fw)
-        shape_probes(fw)
-    for table in (wrappers, old_layouts, profiles, conversions, tags):
-        table()
-    declaration("")
-    return True
 
 
 def split_archs(text: str) -> tuple[str, dict[str, str]]:

@@ -64,10 +64,9 @@ Patterns = Annotated[list[Pattern], BeforeValidator(_as_list)]
 
 
 class Strict(BaseModel):
-    """Unknown fields are errors (a misspelt field must not be ignored silently). Built on first validation: a
-    run served by the family cache (``ckptlint.archs.cache``) builds none."""
+    """Unknown fields are errors (a misspelt field must not be ignored silently)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Deferred(Strict):
