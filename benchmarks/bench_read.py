@@ -13,7 +13,7 @@ run by run (median wall time, peak RSS); and ``ckptlint check DIR --format jsonl
 (per further file = the difference over 1,800 files; RSS of both, to show memory flat in the number of files).
 
 Every subprocess runs with bytecode caching on (``PYTHONPYCACHEPREFIX`` under ``_data``, one warm-up run first),
-as an installed package would, whatever ``PYTHONDONTWRITEBYTECODE`` says; the family cache is warm too.
+as an installed package would, whatever ``PYTHONDONTWRITEBYTECODE`` says.
 
 Run by hand: ``python benchmarks/bench_read.py [--runs 10] [--keep] [--startup-only]``. Prints Markdown tables.
 """
