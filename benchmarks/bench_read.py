@@ -140,7 +140,7 @@ def _wall(cmd: list[str], ok: tuple[int, ...] = (0,)) -> float:
 
 
 def median_run(cmd: list[str], runs: int) -> tuple[float, float]:
-    _wall(cmd)  # warm-up: bytecode and family caches
+    _wall(cmd)  # warm-up: bytecode cache
     walls = [_wall(cmd) for _ in range(runs)]
     return statistics.median(walls), _rss_of(cmd)
 
