@@ -35,8 +35,8 @@ from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.facts import SecurityFacts
 from ckptlint.readers.limits import LimitExceeded, zip_file
 from ckptlint.readers.pickle_interpret import Corrupt
+from ckptlint.readers.pickle_scan import Budget, Source
 from ckptlint.readers.pickle_stream import StreamError, parse_stream
-from ckptlint.readers.pickle_walker import Budget, Source
 
 NPY_MAGIC = b"\x93NUMPY"
 # numpy.lib.format._MAX_HEADER_SIZE: np.load refuses longer headers unless allow_pickle=True (then any length)
