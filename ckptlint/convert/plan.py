@@ -37,6 +37,8 @@ from ckptlint.errors import UsageError
 from ckptlint.writers.plan import WritePlan
 
 PREPROCESSING = ("mean", "std", "interpolation", "resize_mode", "crop_pct")
+# special-token ids: written when known, else never transformers' defaults where they do not fit the vocabulary
+TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
 @dataclass
@@ -58,7 +60,7 @@ class ConversionPlan:
     problems: list[str] = field(default_factory=list)  # `require`s that do not hold
     caveats: list[str] = field(default_factory=list)
     uncarried: list[str] = field(default_factory=list)  # preprocessing the input records nowhere: left out
-    suggest: tuple[dict[str, Any], str] | None = None  # (values, what they are) a --set could declare for them
+    suggest: tuple[dict[str, Any], str] | None = None  # (values, what) --set could declare for them
 
     @property
     def decl(self) -> Declaration | None:
@@ -167,6 +169,7 @@ def plan_conversion(ckpt: Checkpoint, to: str, sets: dict[str, Any] | None = Non
     plan.params = {**spec_dst.params, **found_t.guessed, **found_t.observed}
     plan.sources = {}
     _resolve_needs(plan, spec_src, ckpt, sets, src_values, src_sources, found_t.observed, fixed)
+    _token_ids(plan, ckpt, src_values, src_sources)
     _check_target(plan, spec_dst)
     return plan
 
@@ -223,7 +226,9 @@ def _resolve_needs(
 ) -> None:
     decl = plan.decl
     needs = dict(decl.needs) if decl else {}
-    known = set(needs) | set(load_arch(plan.dst).namespace) | set(decl.assume if decl else {})
+    known = (
+        set(needs) | set(load_arch(plan.dst).namespace) | set(decl.assume if decl else {}) | set(TOKEN_IDS)
+    )
     unknown = sorted(set(sets) - known)
     if unknown:
         raise UsageError(
@@ -276,6 +281,31 @@ def _resolve_needs(
         plan.params.setdefault(k, None)
 
 
+def _token_ids(
+    plan: ConversionPlan, ckpt: Checkpoint, src_values: dict[str, Any], src_sources: dict[str, str]
+) -> None:
+    """The special-token ids no need resolved: from the input's tokenizer files, else its config files; else None
+    (the target's fields then leave transformers' defaults only where they are right for the vocabulary)."""
+    from pathlib import Path
+
+    from ckptlint.convert.tokens import special_ids
+
+    base = Path(ckpt.path)
+    base = base if base.is_dir() else base.parent
+    names = [sc.name for sc in ckpt.sidecars if sc.kind == "tokenizer"]
+    found = special_ids(base, names) if names and base.is_dir() else {}
+    files = [n for n in ("tokenizer_config.json", "special_tokens_map.json") if n in names]
+    for k in TOKEN_IDS:
+        if k in plan.sources:
+            continue
+        if k in found:
+            plan.params[k], plan.sources[k] = found[k], " and ".join(files) or "the tokenizer files"
+        elif k in src_values and src_sources[k].endswith(".json"):
+            plan.params[k], plan.sources[k] = src_values[k], src_sources[k]
+        else:
+            plan.params[k] = None
+
+
 def _variant_preprocessing(arch: str, variant: str | None) -> dict[str, Any]:
     from ckptlint.archs.spec import variant_preprocessing
 
@@ -324,7 +354,10 @@ def _preprocessing_defaults(src: str, dst: str, ckpt: Checkpoint) -> list[tuple[
     shown = profile_of(src, list(ckpt.tensors))
     if shown in profiles():
         out.append(
-            (pick(profiles()[shown]), f"the {(t := profiles()[shown]['title'])} settings (its keys suggest {t})")
+            (
+                pick(profiles()[shown]),
+                f"the {(t := profiles()[shown]['title'])} settings (its keys suggest {t})",
+            )
         )
     own = load_arch(dst).profile
     if own in profiles() and own != shown:
