@@ -136,7 +136,10 @@ class View(io.RawIOBase):
 
 
 class RemoteFile(io.BufferedReader):
-    """A remote file as the readers see it: ``window`` tells walkers that read ahead in large windows (the
-    pickle walker) how much to ask for at once, so that they do not fetch tensor data they will skip."""
+    """A remote file as the readers see it. Readers that read ahead generously on disk ask it how much to read
+    here, so that they do not fetch tensor data they will skip: ``window`` for walkers reading large windows
+    (the pickle walker), ``head_bytes`` for a header of unknown length (an npz member's npy header, which
+    numpy pads to 64 bytes: 128 for all but very wide arrays; a longer one is read again through zipfile)."""
 
     window = 4096
+    head_bytes = 128
