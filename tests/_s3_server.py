@@ -80,7 +80,9 @@ def _counting(app):
         if path == _SERVED:
             with lock:
                 body = json.dumps(dict(counts)).encode()
-            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            start_response(
+                "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            )
             return [body]
         is_object_get = environ["REQUEST_METHOD"] == "GET" and not environ.get("QUERY_STRING") and "/" in path
         out = app(environ, start_response)

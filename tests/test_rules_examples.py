@@ -195,7 +195,9 @@ def _assert_shown(code: str, shown: list[tuple[str, str, str]], report: FileRepo
     findings = list(report.findings)
     for want_code, message, fix in shown:
         got = next((f for f in findings if f.code == want_code), None)
-        assert got is not None, f"{want_code} not reported for {report.path}: {[f.code for f in report.findings]}"
+        assert got is not None, (
+            f"{want_code} not reported for {report.path}: {[f.code for f in report.findings]}"
+        )
         findings.remove(got)
         for part in message.split("…"):
             assert _squash(part) in _squash(got.message), (want_code, got.message)
