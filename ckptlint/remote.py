@@ -1,16 +1,18 @@
 """Remote checkpoints (``https://``, ``s3://``, ``gs://``, ``hf://`` ...) read through fsspec, header bytes only.
 
 ``RemotePath`` stands in for ``pathlib.Path`` in the readers: it has the few methods they use (``open``, ``stat``,
-``exists``, ``is_file``, ``is_dir``, ``read_bytes``, ``name``...). Its files fetch byte ranges on demand with a
-small read-ahead, so reading a safetensors header costs the header, a zip's directory and member headers cost
-those bytes, and tensor data is never downloaded. fsspec and the scheme's backend (aiohttp for https, s3fs,
-gcsfs, huggingface_hub) are imported only when a URL is given.
+``exists``, ``is_file``, ``is_dir``, ``read_bytes``, ``name``, ``parent``, ``/``...). Its files fetch byte ranges
+on demand (``ckptlint.rangecache``: the first 16 KiB, then what each read touches plus a small read-ahead), so
+reading a safetensors header costs the header, a zip's directory and pickles cost those bytes, and tensor data is
+never downloaded. Its folders list their children once (``children``): a store's listing, or, for an http(s)
+folder, the names a caller asks to probe. fsspec and the scheme's backend (aiohttp for https, s3fs, gcsfs,
+huggingface_hub) are imported only when a URL is given.
 
-A file's size comes from a listing when the scan listed its folder (``remember``), else, over http(s), from the
-first ranged GET (which also brings the first block: one request for a small header), else from ``info``.
-Every request goes through ``netfaults.call``: retried with backoff on timeouts, 5xx, 429 (``Retry-After``) and
-truncated bodies, counted in the file's ``FetchStats`` (``--stats``), and a final failure is a one-line
-``UnreadableCheckpoint``.
+A file's size comes from a listing when the scan listed its folder (``remember``, or the folder's children),
+else, over http(s), from the first ranged GET (which also brings the first block: one request for a small
+header), else from ``info``. Every request goes through ``netfaults.call``: retried with backoff on timeouts, 5xx,
+429 (``Retry-After``) and truncated bodies, counted in the file's ``FetchStats`` (``--stats``), and a final
+failure is a one-line ``UnreadableCheckpoint``.
 """
 
 from __future__ import annotations
@@ -149,8 +151,16 @@ class RemotePath:
         return list(self._children.values())
 
     def _list(self) -> list[RemotePath]:
+        try:  # a listing the filesystem already holds (a scan listed the prefix) costs no request
+            cached = self._fs._ls_from_cache(self._path.rstrip("/"))
+        except Exception:
+            cached = None
         try:
-            entries = netfaults.call(self.url, "list", lambda: self._fs.ls(self._path, detail=True))
+            entries = (
+                cached
+                if cached is not None
+                else netfaults.call(self.url, "list", lambda: self._fs.ls(self._path, detail=True))
+            )
         except FileNotFoundError:
             return []
         out = []

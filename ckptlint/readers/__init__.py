@@ -104,7 +104,9 @@ def _read(path: str | Path | RemotePath) -> Checkpoint:
     module = importlib.import_module(f"ckptlint.readers.{READER_MODULES[kind]}")
     try:
         ckpt = module.read(p) if kind != "npy" else module.read_npy(p)
-        if kind not in ("directory", "dump-json") and not is_remote(p):
+        # the configs next to a file; remote, only where the folder lists (probing an http folder per file
+        # would cost dozens of requests: such a file is checked without its configs)
+        if kind not in ("directory", "dump-json") and (isinstance(p, Path) or p.parent.listable):
             attach_sidecars(ckpt, p.parent)
         return ckpt
     except UnreadableCheckpoint:
