@@ -151,16 +151,14 @@ class RemotePath:
         return list(self._children.values())
 
     def _list(self) -> list[RemotePath]:
-        try:  # a listing the filesystem already holds (a scan listed the prefix) costs no request
-            cached = self._fs._ls_from_cache(self._path.rstrip("/"))
-        except Exception:
-            cached = None
+        # a listing the filesystem already holds (a scan listed the prefix) costs no request
+        dircache = getattr(self._fs, "dircache", None)
+        cached = dircache.get(self._path.rstrip("/")) if dircache is not None else None
         try:
-            entries = (
-                cached
-                if cached is not None
-                else netfaults.call(self.url, "list", lambda: self._fs.ls(self._path, detail=True))
-            )
+            if cached is not None:
+                entries = cached
+            else:
+                entries = netfaults.call(self.url, "list", lambda: self._fs.ls(self._path, detail=True))
         except FileNotFoundError:
             return []
         out = []
