@@ -18,6 +18,7 @@ import torch
 from engine_support import CORPUS, hf_clip_tiny, open_clip_tiny
 
 from ckptlint import check
+from ckptlint.results import FileReport
 from ckptlint.rules import all_rules
 
 CORPUS_FILES = {
@@ -114,6 +115,7 @@ BUILT: dict[str, Callable[[Path], None]] = {
     "oc_context_length": _oc_context_length,
 }
 
+SERVED = "https://host/"
 _CMD = re.compile(r"^\$ ckptlint check (\S+)(?: --arch (\S+))?")
 _HEAD = re.compile(r"^(CK\d{3}) (error|warning|info) +(.*)$")
 
@@ -164,6 +166,14 @@ def test_example_is_real_output(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if name.startswith(SERVED):  # a folder behind a plain web server (no listing): the corpus' folder, served
+        from _range_server import RangeServer
+
+        folder = CORPUS_FILES[name[len(SERVED) :].strip("/")]
+        with RangeServer(folder.parent) as srv:
+            report = check(srv.url(folder.name + "/"), arch=arch).files[0]
+        _assert_shown(code, shown, report)
+        return
     if name in CORPUS_FILES:
         path = CORPUS_FILES[name]
     else:
@@ -176,12 +186,18 @@ def test_example_is_real_output(
         section = next(r.doc for r in all_rules() if r.code == "CK001")
         assert _squash(report.error) in _squash(section)
         return
+    _assert_shown(code, shown, report)
+
+
+def _assert_shown(code: str, shown: list[tuple[str, str, str]], report: FileReport) -> None:
     assert code in [c for c, _, _ in shown], f"the {code} example shows no {code} finding"
     assert all(message for _, message, _ in shown)
     findings = list(report.findings)
     for want_code, message, fix in shown:
         got = next((f for f in findings if f.code == want_code), None)
-        assert got is not None, f"{want_code} not reported for {name}: {[f.code for f in report.findings]}"
+        assert got is not None, (
+            f"{want_code} not reported for {report.path}: {[f.code for f in report.findings]}"
+        )
         findings.remove(got)
         for part in message.split("…"):
             assert _squash(part) in _squash(got.message), (want_code, got.message)

@@ -101,7 +101,8 @@ class Source:
         if self.data is not None:
             return self.data, 0
         assert self.fh is not None
-        size = min(max(need, CHUNK), self.end - pos)
+        # a remote file's window is small: its bytes are fetched by range request as the walk reaches them
+        size = min(max(need, getattr(self.fh, "window", CHUNK)), self.end - pos)
         self.fh.seek(pos)
         return self.fh.read(size), pos
 

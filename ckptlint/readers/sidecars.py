@@ -6,12 +6,13 @@ Used for a folder (by the directory reader) and for a single weights file (by ``
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from ckptlint.checkpoint import Checkpoint, Sidecar
 from ckptlint.errors import UnreadableCheckpoint
+from ckptlint.folders import entries
+from ckptlint.remote import RemotePath
 
 SIDECAR_KINDS: dict[str, str] = {
     "config.json": "hf-config",  # or timm-config, decided from the content
@@ -37,16 +38,17 @@ MAX_OTHER_JSON_FILES = 16  # ...and only this many of them
 _CONFIG_KEYS = ("model_cfg", "vision_cfg", "model_type", "architecture", "architectures", "pretrained_cfg")
 
 
-def list_files(directory: Path) -> list[str]:
+def list_files(directory: Path | RemotePath) -> list[str]:
     """The names of the files in ``directory`` (not its folders), sorted; ``UnreadableCheckpoint`` if unlistable."""
     try:
-        with os.scandir(directory) as it:
-            return sorted(e.name for e in it if e.is_file())
+        return [e.name for e in entries(directory) if e.is_file]
     except OSError as exc:
         raise UnreadableCheckpoint(str(directory), f"cannot list directory: {exc.strerror or exc}") from None
 
 
-def attach_sidecars(ckpt: Checkpoint, directory: Path, *, names: list[str] | None = None) -> Checkpoint:
+def attach_sidecars(
+    ckpt: Checkpoint, directory: Path | RemotePath, *, names: list[str] | None = None
+) -> Checkpoint:
     """Set ``ckpt.sidecars`` to the config files in ``directory`` (HF, open_clip, timm, tokenizer); returns ``ckpt``.
 
     Known names are always attached; other ``*.json`` files only when small and config-like. The checkpoint's own
@@ -81,7 +83,7 @@ def attach_sidecars(ckpt: Checkpoint, directory: Path, *, names: list[str] | Non
     return ckpt
 
 
-def json_content(path: Path, limit: int) -> dict[str, Any] | None:
+def json_content(path: Path | RemotePath, limit: int) -> dict[str, Any] | None:
     """Parsed JSON object of ``path`` when it is at most ``limit`` bytes and valid, else None."""
     try:
         if path.stat().st_size > limit:
