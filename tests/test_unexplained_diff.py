@@ -54,9 +54,9 @@ def checkpoints() -> list[Path]:
     found: list[Path] = []
     for root in (CORPUS, EXAMPLES):
         for p in sorted(root.rglob("*")):
-            if p.is_dir() and any((p / c).is_file() for c in CONFIGS):
-                found.append(p)
-            elif p.suffix in WEIGHT_SUFFIXES and not any((p.parent / c).is_file() for c in CONFIGS):
+            folder = p.is_dir() and any((p / c).is_file() for c in CONFIGS)
+            loose = p.suffix in WEIGHT_SUFFIXES and not any((p.parent / c).is_file() for c in CONFIGS)
+            if folder or loose:
                 found.append(p)
     return found
 
@@ -92,7 +92,7 @@ def unexplained(report: FileReport) -> list[tuple[str, str]]:
         return []
     named = _named(report)
 
-    def is_named(key: str) -> bool:  # the model's name, or the checkpoint's (``module.`` + key, ``params/`` + key)
+    def is_named(key: str) -> bool:  # the model's name, or the file's (``module.`` + key, ``params/`` + key)
         return key in named or any(s.endswith(("." + key, "/" + key)) for s in named)
 
     entries = [("missing", k) for k in diff.missing]
@@ -242,7 +242,9 @@ def _transposed_projections(path: Path, **cfg: Any) -> tuple[torch.nn.Module, di
     [{}, {"vision_cfg": {"width": 36, "head_width": 18}, "text_cfg": {"width": 20}, "embed_dim": 28}],
     ids=["square-text-projection", "both-non-square"],
 )
-def test_transposed_projections_without_arch_are_ck109_as_with_it(tmp_path: Path, cfg: dict[str, Any]) -> None:
+def test_transposed_projections_without_arch_are_ck109_as_with_it(
+    tmp_path: Path, cfg: dict[str, Any]
+) -> None:
     path = tmp_path / "transposed.safetensors"
     model, sd = _transposed_projections(path, **cfg)
     ckpt = read_checkpoint(path)
