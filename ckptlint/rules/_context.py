@@ -85,6 +85,7 @@ class Context:
         self.pairs: dict[str, str] = {k: k for k in exp if k in view}
         self.transposed: set[str] = set()  # expected keys CK109 found stored transposed
         self.contradicted: set[str] = set()  # declared parameters CK113 named (image_size...): not said twice
+        self._taken: list[tuple[str, str, ShapeIssue | None]] = []  # consumed since ``mark`` (``give_back``)
 
     # ---- names ---------------------------------------------------------------------------------------------
     @property
@@ -104,19 +105,37 @@ class Context:
         taken = [k for k in keys if k in self.missing]
         for k in taken:
             del self.missing[k]
+            self._taken.append(("missing", k, None))
         return taken
 
     def consume_unexpected(self, keys: Iterable[str]) -> list[str]:
         taken = [k for k in keys if k in self.unexpected]
         for k in taken:
             del self.unexpected[k]
+            self._taken.append(("unexpected", k, None))
         return taken
 
     def consume_shape(self, keys: Iterable[str]) -> list[str]:
         taken = [k for k in keys if k in self.shape]
         for k in taken:
-            del self.shape[k]
+            self._taken.append(("shape", k, self.shape.pop(k)))
         return taken
+
+    def mark(self) -> None:
+        """Start recording what is consumed (the engine marks before each rule)."""
+        self._taken = []
+
+    def give_back(self) -> None:
+        """Put back every diff entry consumed since ``mark``: a rule that reported nothing explained nothing, so
+        the catch-alls (CK100/CK101/CK102) still see it and no entry of the raw diff leaves the report silently."""
+        for kind, key, issue in self._taken:
+            if kind == "missing":
+                self.missing[key] = None
+            elif kind == "unexpected":
+                self.unexpected[key] = None
+            elif key not in self.shape and issue is not None:
+                self.shape[key] = issue
+        self._taken = []
 
     def shapes_equal(self, expected: Shape, actual: Shape) -> bool:
         return torch_shape_equal(expected, actual) if self.torch_semantics else expected == actual
