@@ -199,9 +199,14 @@ class RemotePath:
                     self._info = netfaults.call(
                         self.url, "reach", lambda: self._fs.info(self._path), request=not self._traced
                     )
-            except FileNotFoundError:
-                self._info = {"type": "missing"}
+            except FileNotFoundError as exc:
+                self._info = {"type": "missing", "reason": getattr(exc, "reason", "not found")}
         return self._info
+
+    @property
+    def missing_reason(self) -> str:
+        """Why the file is not there, as the contract words it: ``cannot reach remote file: not found (HTTP 404)``."""
+        return f"cannot reach remote file: {self._details().get('reason', 'not found')}"
 
     def _probe(self) -> tuple[dict[str, Any] | None, bytes | None]:
         from fsspec.asyn import sync
@@ -345,7 +350,9 @@ async def _probe_http(fs: Any, url: str) -> tuple[dict[str, Any] | None, bytes |
     headers = {**kwargs.pop("headers", {}), "Range": f"bytes=0-{BLOCK - 1}", "Accept-Encoding": "identity"}
     async with session.get(fs.encode_url(url), headers=headers, **kwargs) as r:
         if r.status in (404, 410):
-            raise FileNotFoundError(url)
+            missing = FileNotFoundError(url)
+            missing.reason = f"{'not found' if r.status == 404 else 'gone'} (HTTP {r.status})"  # type: ignore[attr-defined]
+            raise missing
         if r.status == 416:  # an empty file: no byte 0 to send
             return {"type": "file", "size": 0}, b""
         r.raise_for_status()
