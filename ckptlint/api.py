@@ -12,7 +12,7 @@ from pathlib import Path
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.engine import CheckConfig, run
 from ckptlint.errors import UnreadableCheckpoint, UsageError
-from ckptlint.expected import Expected
+from ckptlint.expected import Expected, Unchecked
 from ckptlint.readers import read_checkpoint
 from ckptlint.results import FileReport, Report
 from ckptlint.rules.ck001_unreadable import unreadable
@@ -56,6 +56,7 @@ def check_checkpoint(
     """Check an already-read checkpoint against ``expected``, ``arch``, or what it looks like."""
     from ckptlint.archs import infer_expected, resolve_expected
     from ckptlint.archs.detect import detect_layout
+    from ckptlint.declared import declared_expectation, expected_for_class
 
     layout = detect_layout(ckpt)
     cache: list[Expected | None] = []
@@ -65,12 +66,21 @@ def check_checkpoint(
             cache.append(infer_expected(ckpt))
         return cache[0]
 
+    unchecked = None
     if expected is None and arch is not None:
-        expected = resolve_expected(arch, ckpt)
+        expected = expected_for_class(arch, ckpt) or resolve_expected(arch, ckpt)  # DECL-HF: or a transformers class
+    if expected is None:  # DECL-HF: the declaration next to the weights decides (config.json)
+        found = declared_expectation(ckpt)
+        if isinstance(found, Unchecked):
+            unchecked = found
+        else:
+            expected = found
     if expected is None:
         expected = inferred()
-    variant_inferred = arch is not None and ":" not in arch
-    return run(ckpt, expected, config, layout=layout, inferred=inferred, variant_inferred=variant_inferred)
+    variant_inferred = arch is not None and ":" not in arch and expected is not None and expected.load == {}
+    return run(
+        ckpt, expected, config, layout=layout, inferred=inferred, variant_inferred=variant_inferred, unchecked=unchecked
+    )
 
 
 def check_files(
@@ -120,5 +130,11 @@ def expectation_for(
     if fixed is not None:
         return fixed()
     from ckptlint.archs import infer_expected, resolve_expected
+    from ckptlint.declared import declared_expectation, expected_for_class
 
-    return resolve_expected(arch, ckpt) if arch is not None else infer_expected(ckpt)
+    if arch is not None:
+        return expected_for_class(arch, ckpt) or resolve_expected(arch, ckpt)
+    found = declared_expectation(ckpt)  # DECL-HF: the declaration decides, as in check
+    if found is not None and not isinstance(found, Unchecked):
+        return found
+    return infer_expected(ckpt)

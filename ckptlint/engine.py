@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckptlint.checkpoint import Checkpoint, TensorInfo
-from ckptlint.expected import Expected, ExpectedTensor
+from ckptlint.expected import Expected, ExpectedTensor, Unchecked
 from ckptlint.findings import Finding
 from ckptlint.results import ArchInfo, Diff, DtypeMismatch, FileReport, ShapeMismatch
 from ckptlint.rules import Message, Rule, Stage, run_order
@@ -99,6 +99,7 @@ def build_context(
     *,
     layout: Any = None,
     inferred: Callable[[], Expected | None] | None = None,
+    unchecked: Unchecked | None = None,
 ) -> Context:
     """Key views and raw diff for one checkpoint, ready for the rules."""
     flax = is_flax(expected, ckpt)
@@ -106,11 +107,16 @@ def build_context(
     if expected is None:
         return Context(
             ckpt, None, user_expected=False, view=view, view_root=root, exp={}, raw=None,
-            torch_semantics=not flax, layout=layout, inferred=inferred,
+            torch_semantics=not flax, layout=layout, inferred=inferred, unchecked=unchecked,
         )  # fmt: skip
     exp = expected_view(expected)
     torch_semantics = not flax
-    raw = raw_diff(view, exp, torch_semantics=torch_semantics)
+    if expected.load:  # DECL-HF: the declared library's own loader decides (transformers' from_pretrained)
+        from ckptlint.declared import loaded_diff
+
+        view, raw = loaded_diff(ckpt, expected)
+    else:
+        raw = raw_diff(view, exp, torch_semantics=torch_semantics)
     return Context(
         ckpt, expected, user_expected=expected.source != "inferred", view=view, view_root=root, exp=exp,
         raw=raw, torch_semantics=torch_semantics, layout=layout, inferred=inferred,
@@ -184,12 +190,15 @@ def arch_info(expected: Expected | None, evidence: str | None = None) -> ArchInf
         evidence = None
     else:
         evidence = expected.params.get("inferred_from") or evidence
+    if expected.source == "declared":
+        evidence = None  # nothing was read from the weights: the declaration decided
     return ArchInfo(
-        name=expected.arch,
+        name=expected.declared_name or expected.arch,
         variant=expected.variant,
         source=expected.source,
         description=expected.description or None,
         inferred_from=str(evidence) if evidence else None,
+        declared_by=expected.declared_by,
     )
 
 
@@ -201,16 +210,18 @@ def run(
     layout: Any = None,
     inferred: Callable[[], Expected | None] | None = None,
     variant_inferred: bool = False,
+    unchecked: Unchecked | None = None,
 ) -> FileReport:
     """Check one checkpoint against an expectation (or none) and return its report.
 
     ``layout`` is a ``ckptlint.archs.detect.LayoutGuess`` (only its ``name`` is reported); ``inferred`` lazily gives
     the architecture inferred from the file (used to name the file's own variant); ``variant_inferred`` says
     the expectation's variant was read from the file's shapes (``--arch NAME`` without ``:VARIANT``), so the
-    report names the key it was read from. None of them is required.
+    report names the key it was read from; ``unchecked`` says why there is no expectation (CK004). None of them
+    is required.
     """
     config = config or CheckConfig()
-    ctx = build_context(ckpt, expected, layout=layout, inferred=inferred)
+    ctx = build_context(ckpt, expected, layout=layout, inferred=inferred, unchecked=unchecked)
     findings = [f for f in explain_all(ctx) if config.enabled(f.code)]
     weights = ctx.view if ctx.view_root else training_split(ckpt).weights
     dtypes: dict[str, int] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,7 +30,7 @@ class Expected(BaseModel):
 
     arch: str  # contract name: clippo, bv-vit, bv-siglip, open_clip, hf-clip, hf-clip-vision, hf-siglip, timm-vit, ...
     variant: str | None = None  # "B/16", "ViT-B-16", "custom"
-    source: Literal["flag", "inferred", "model", "spec"] = "flag"
+    source: Literal["flag", "inferred", "declared", "model", "spec"] = "flag"
     framework: str = "torch"  # big_vision | open_clip | hf | timm | torch | flax
     key_sep: str = "."
     tensors: dict[str, ExpectedTensor] = Field(default_factory=dict)
@@ -41,6 +42,24 @@ class Expected(BaseModel):
     )  # tower -> key prefixes, e.g. {"text": ["txt/"]}
     preprocessing: dict[str, Any] = Field(default_factory=dict)  # mean/std/size/interpolation when known
     description: str = ""  # e.g. "big_vision proj.clippo.one_tower"
+    declared_by: str | None = None  # source "declared": the config file that declares it (open_clip_config.json)
+    declared_name: str | None = None  # source "declared": the declared model (ViT-B-16, vit_base_patch16_clip_224)
+    # DECL-HF: the declared library's loading semantics around the tree (transformers: base-model prefix, tied
+    # weights, ignore patterns, key conversions; ckptlint.declared.hf_load), empty for a plain state_dict load
+    load: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Unchecked:
+    """Why no architecture was compared with the weights (a fact of the run; CK004 reports it).
+
+    Whoever tried to build an expectation and could not says why (``reason``, one clause, e.g. "config.json
+    declares model_type llama, which no built-in family describes") and, when there is one, the fix.
+    """
+
+    reason: str
+    fix: str | None = None
+    declared_by: str | None = None
 
 
 def expected_from_checkpoint(ckpt: Checkpoint, source: Literal["spec", "model"] = "spec") -> Expected:

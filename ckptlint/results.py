@@ -27,11 +27,12 @@ class ArchInfo(BaseModel):
     model_config = _LAZY
     name: str
     variant: str | None = None
-    source: Literal["flag", "inferred", "model", "spec"]
+    source: Literal["flag", "inferred", "declared", "model", "spec"]
     description: str | None = None  # e.g. "big_vision proj.clippo.one_tower" (extension of the contract)
     inferred_from: str | None = (
         None  # evidence for the variant, e.g. "params/img/embedding/kernel [16,16,3,768]"
     )
+    declared_by: str | None = None  # source "declared": the config file, e.g. "open_clip_config.json" (contract)
 
 
 class ShapeMismatch(BaseModel):

@@ -50,6 +50,7 @@ def _describe(f: FileReport) -> str:
         how = {
             "flag": "given with --arch",
             "inferred": "detected from the keys",
+            "declared": f"declared by {f.arch.declared_by}",
             "model": "live model",
             "spec": "spec file",
         }

@@ -22,6 +22,7 @@ _MAX_KEYS = 6
 ARCH_SOURCE = {
     "flag": "",
     "inferred": " — detected from the keys",
+    "declared": " — declared",
     "model": " — live model",
     "spec": " — spec file",
 }
@@ -58,7 +59,11 @@ def _header(f: FileReport) -> list[str]:
         variant = f", variant {f.arch.variant}" if f.arch.variant else ""
         how = ARCH_SOURCE[f.arch.source]
         evidence = f" inferred from {f.arch.inferred_from}" if f.arch.inferred_from else ""
-        lines.append(f"expected: {f.arch.name}{desc}{how}{variant}{evidence}")
+        if f.arch.source == "declared" and f.arch.declared_by:  # "declared by config.json: LlamaForCausalLM"
+            variant = "" if f.arch.variant == f.arch.name else variant
+            lines.append(f"expected: declared by {f.arch.declared_by}: {f.arch.name}{desc}{variant}{evidence}")
+        else:
+            lines.append(f"expected: {f.arch.name}{desc}{how}{variant}{evidence}")
     return lines
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ckptlint.archs import detect
 from ckptlint.checkpoint import Checkpoint, TensorInfo
-from ckptlint.expected import Expected, ExpectedTensor
+from ckptlint.expected import Expected, ExpectedTensor, Unchecked
 from ckptlint.rules._training import TrainingSplit, split
 from ckptlint.views import params_view
 
@@ -64,6 +64,7 @@ class Context:
         torch_semantics: bool,
         layout: Any = None,
         inferred: Callable[[], Expected | None] | None = None,
+        unchecked: Unchecked | None = None,
     ) -> None:
         self.ckpt = ckpt
         self.expected = expected
@@ -75,6 +76,7 @@ class Context:
         self.torch_semantics = torch_semantics
         self.layout = layout
         self._inferred = inferred
+        self.unchecked = unchecked  # why there is no expectation, when its builder said (CK004)
         self.missing: dict[str, None] = dict.fromkeys(raw.missing) if raw else {}
         self.unexpected: dict[str, None] = dict.fromkeys(raw.unexpected) if raw else {}
         self.shape: dict[str, ShapeIssue] = (

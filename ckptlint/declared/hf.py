@@ -1,0 +1,236 @@
+"""A transformers ``config.json`` as the expectation: the class it declares, built from its fields.
+
+``architectures[0]`` is the declared class (without it, the model type's base class, as ``AutoModel`` loads it).
+A class of a built-in family (``rules/archs/hf-*.toml``, generated from transformers: tier a) is expanded from the
+family data with the config's fields, header-only and without torch; any other class is built by transformers on
+the meta device when it is installed (tier b, ``ckptlint.declared.hf_live``); with neither, nothing is compared and
+the run says why (``Unchecked``, reported by CK004).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any, Literal
+
+from ckptlint.archs import registry as reg
+from ckptlint.archs.detect import run_probes
+from ckptlint.archs.expr import SpecError, evaluate
+from ckptlint.archs.spec import ArchSpec, build_tree, load_arch
+from ckptlint.checkpoint import Checkpoint
+from ckptlint.declared import hf_config
+from ckptlint.declared.hf_load import plan
+from ckptlint.errors import CkptlintError, UsageError
+from ckptlint.expected import Expected, ExpectedTensor, Unchecked
+
+Source = Literal["declared", "flag"]
+FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
+INSTALL = "pip install 'ckptlint[hf]' (transformers and torch), then check again"
+# what a transformers model class name looks like (``--arch LlamaForCausalLM``)
+CLASS_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]*(Model|LMHeadModel|For[A-Z][A-Za-z0-9_]*)$")
+
+
+def hf_sidecar(ckpt: Checkpoint | None) -> tuple[str, dict[str, Any]] | None:
+    """The transformers config next to the weights (name, content), when it declares a model type."""
+    side = ckpt.sidecar("hf-config") if ckpt is not None else None
+    if side is None or not isinstance(side.content, dict):
+        return None
+    if not isinstance(side.content.get("model_type"), str):
+        return None
+    return side.name, side.content
+
+
+def declared(ckpt: Checkpoint) -> Expected | Unchecked | None:
+    found = hf_sidecar(ckpt)
+    if found is None:
+        return None
+    file, content = found
+    name = declared_class(content)
+    if name is None:
+        return _unchecked(file, content)
+    return build(ckpt, file, content, name, "declared")
+
+
+def declared_class(content: dict[str, Any]) -> str | None:
+    """``architectures[0]``, else the base class of ``model_type`` (built in, else transformers' AutoModel)."""
+    archs = content.get("architectures")
+    if isinstance(archs, list) and archs and isinstance(archs[0], str) and archs[0]:
+        return archs[0]
+    model_type = content["model_type"]
+    for fam in reg.registry().families:
+        for rule in fam.head.detect:
+            if rule.layout is None and model_type in rule.config and rule.arch in reg.registry().archs:
+                return rule.arch
+    from ckptlint.declared import hf_live
+
+    return hf_live.base_class(model_type) if hf_live.available() else None
+
+
+def builtin(name: str) -> ArchSpec | None:
+    """The built-in (tier a) architecture of the transformers class ``name``, if a family declares one."""
+    if name not in reg.registry().archs:
+        return None
+    spec = load_arch(name)
+    return spec if spec.hf is not None and spec.config is not None else None
+
+
+def build(
+    ckpt: Checkpoint | None, file: str, content: dict[str, Any], name: str, source: Source
+) -> Expected | Unchecked:
+    spec = builtin(name)
+    if spec is not None and hf_config.select(spec.config, content) is not None:
+        return from_spec(spec, ckpt, file, content, source)
+    from ckptlint.declared import hf_live
+
+    if hf_live.available():
+        return hf_live.expected(ckpt, file, content, name, source)
+    return _unchecked(file, content)
+
+
+def _unchecked(file: str, content: dict[str, Any]) -> Unchecked:
+    model_type = content.get("model_type")
+    return Unchecked(
+        reason=f"{file} declares model_type {model_type}; install ckptlint[hf] to check it against its architecture",
+        fix=INSTALL,
+        declared_by=file,
+    )
+
+
+def from_spec(
+    spec: ArchSpec,
+    ckpt: Checkpoint | None,
+    file: str | None,
+    content: dict[str, Any],
+    source: Source,
+    overrides: dict[str, Any] | None = None,
+) -> Expected:
+    """``spec`` expanded for the fields of ``content`` (and ``overrides``): the tree and the loading plan."""
+    assert spec.config is not None and spec.hf is not None
+    try:
+        dp = hf_config.read(spec.config, content, overrides)
+    except SpecError as exc:
+        raise UsageError(f"{file or spec.name}: {exc}") from None
+    params = {**spec.params, **dp.values}
+    refused = []
+    for check in spec.hf.checks:
+        try:
+            ok = bool(evaluate(check.expr, params))
+        except SpecError:
+            ok = False
+        if not ok:
+            refused.append({"fields": list(check.fields), "message": _format(check.message, params)})
+    try:
+        tree = build_tree(spec, params).tensors
+        towers = build_tree(spec, params).towers
+    except (
+        CkptlintError
+    ) as exc:  # the config cannot be expanded (a zero head count...): transformers refuses it too
+        tree, towers = {}, {}
+        refused.append({"fields": [], "message": str(exc)})
+    dtype = declared_dtype(content) or _file_dtype(ckpt)
+    tensors = {
+        k: ExpectedTensor(shape=shape, dtype=dtype if d in FLOATS and dtype else d)
+        for k, (shape, d) in tree.items()
+    }
+    info = {
+        "file": file,
+        "class": spec.name,
+        "model_type": dp.model_type,
+        "tier": "builtin",
+        "base": dp.base,
+        "fields": dp.fields,
+        "explicit": dp.explicit,
+        "overrides": dict(overrides or {}),
+        "refused": refused,
+    }
+    return Expected(
+        arch=spec.name,
+        variant=None,
+        source=source,
+        framework="hf",
+        key_sep=".",
+        tensors=tensors,
+        params={**params, "declared": info},
+        towers=towers,
+        description=f"transformers {dp.model_type}" if dp.model_type else spec.title,
+        declared_by=file if source == "declared" else None,
+        declared_name=spec.name,
+        load=plan(spec.hf, params),
+    )
+
+
+def _format(message: str, params: dict[str, Any]) -> str:
+    try:
+        return message.format(**params)
+    except (KeyError, IndexError, ValueError):
+        return message
+
+
+def declared_dtype(content: dict[str, Any]) -> str | None:
+    """The dtype the config records (``dtype``, formerly ``torch_dtype``), as a ckptlint dtype name."""
+    value = content.get("dtype") or content.get("torch_dtype")
+    if isinstance(value, str):
+        value = value.removeprefix("torch.")
+        return value if value in FLOATS else None
+    return None
+
+
+def _file_dtype(ckpt: Checkpoint | None) -> str | None:
+    if ckpt is None:
+        return None
+    counts = Counter(t.dtype for t in ckpt.tensors.values() if t.dtype in FLOATS)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def for_class(name: str, ckpt: Checkpoint | None) -> Expected | None:
+    """``--arch NAME`` for a transformers class: built from the folder's config.json when it has one."""
+    spec = builtin(name)
+    found = hf_sidecar(ckpt)
+    if spec is not None:
+        if found is not None and hf_config.select(spec.config, found[1]) is not None:
+            return from_spec(spec, ckpt, found[0], found[1], "flag")
+        model_type = next(iter(spec.config.match))
+        return from_spec(spec, ckpt, None, {"model_type": model_type}, "flag", _probed(spec, ckpt))
+    if not CLASS_NAME.match(name) or name in reg.registry().archs:
+        return None
+    from ckptlint.declared import hf_live
+
+    if not hf_live.available():
+        raise UsageError(f"--arch {name}: no built-in family describes this transformers class; {INSTALL}")
+    if found is None:
+        raise UsageError(
+            f"--arch {name}: a class outside the built-in families is built from a config.json next to the weights; there is none"
+        )
+    result = hf_live.expected(ckpt, found[0], found[1], name, "flag")
+    if isinstance(result, Unchecked):
+        raise UsageError(f"--arch {name}: {result.reason}")
+    return result
+
+
+def _probed(spec: ArchSpec, ckpt: Checkpoint | None) -> dict[str, Any]:
+    """Without a config: the parameters the weights show (probes), the rest the config class's defaults."""
+    if ckpt is None or not spec.infer.probes:
+        return {}
+    seed = dict(spec.params)
+    values: dict[str, Any] = {}
+    for _ in range(2):  # a probe may need another's value (num_attention_heads = rows // head_dim)
+        found, observed, _ = run_probes(spec.infer.probes, ckpt.tensors, "", {**seed, **values})
+        values.update({k: found[k] for k in observed})
+    return values
+
+
+def rebuild(ckpt: Checkpoint, expected: Expected, overrides: dict[str, Any]) -> Expected | None:
+    info = expected.params.get("declared")
+    if not isinstance(info, dict):
+        return None
+    if info.get("tier") == "transformers":
+        from ckptlint.declared import hf_live
+
+        return hf_live.rebuild(ckpt, expected, overrides)
+    spec = builtin(expected.arch)
+    if spec is None:
+        return None
+    found = hf_sidecar(ckpt)
+    file = info.get("file")
+    content = found[1] if found is not None and found[0] == file else {"model_type": info.get("model_type")}
+    return from_spec(spec, ckpt, file, content, expected.source, {**info.get("overrides", {}), **overrides})
