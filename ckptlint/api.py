@@ -68,7 +68,9 @@ def check_checkpoint(
 
     unchecked = None
     if expected is None and arch is not None:
-        expected = expected_for_class(arch, ckpt) or resolve_expected(arch, ckpt)  # DECL-HF: or a transformers class
+        expected = expected_for_class(arch, ckpt) or resolve_expected(
+            arch, ckpt
+        )  # DECL-HF: or a transformers class
     if expected is None:  # DECL-HF: the declaration next to the weights decides (config.json)
         found = declared_expectation(ckpt)
         if isinstance(found, Unchecked):
@@ -79,7 +81,13 @@ def check_checkpoint(
         expected = inferred()
     variant_inferred = arch is not None and ":" not in arch and expected is not None and expected.load == {}
     return run(
-        ckpt, expected, config, layout=layout, inferred=inferred, variant_inferred=variant_inferred, unchecked=unchecked
+        ckpt,
+        expected,
+        config,
+        layout=layout,
+        inferred=inferred,
+        variant_inferred=variant_inferred,
+        unchecked=unchecked,
     )
 
 

@@ -42,8 +42,12 @@ class Expected(BaseModel):
     )  # tower -> key prefixes, e.g. {"text": ["txt/"]}
     preprocessing: dict[str, Any] = Field(default_factory=dict)  # mean/std/size/interpolation when known
     description: str = ""  # e.g. "big_vision proj.clippo.one_tower"
-    declared_by: str | None = None  # source "declared": the config file that declares it (open_clip_config.json)
-    declared_name: str | None = None  # source "declared": the declared model (ViT-B-16, vit_base_patch16_clip_224)
+    declared_by: str | None = (
+        None  # source "declared": the config file that declares it (open_clip_config.json)
+    )
+    declared_name: str | None = (
+        None  # source "declared": the declared model (ViT-B-16, vit_base_patch16_clip_224)
+    )
     # DECL-HF: the declared library's loading semantics around the tree (transformers: base-model prefix, tied
     # weights, ignore patterns, key conversions; ckptlint.declared.hf_load), empty for a plain state_dict load
     load: dict[str, Any] = Field(default_factory=dict)

@@ -32,7 +32,9 @@ class ArchInfo(BaseModel):
     inferred_from: str | None = (
         None  # evidence for the variant, e.g. "params/img/embedding/kernel [16,16,3,768]"
     )
-    declared_by: str | None = None  # source "declared": the config file, e.g. "open_clip_config.json" (contract)
+    declared_by: str | None = (
+        None  # source "declared": the config file, e.g. "open_clip_config.json" (contract)
+    )
 
 
 class ShapeMismatch(BaseModel):

@@ -35,7 +35,7 @@ from ckptlint.archs.expr import evaluate  # noqa: E402
 from ckptlint.declared.hf_introspect import build_meta, introspect, model_class  # noqa: E402
 
 OUT = ROOT / "rules" / "archs"
-N_SAMPLES = 12
+N_SAMPLES = 24
 SEED = 11
 MAX_TRIES = 400
 # candidate config checks: (expression, fields, message, a violating edit of the knob values)
@@ -130,6 +130,44 @@ def defaults(group: Group, ints: list[str]) -> dict[str, Any]:
         others = [i for i in ints if i != param_name(path)]
         out[path] = fit([(env, y) for env, y in rows], others).text
     return out
+
+
+def _model_defaults(
+    group: Group, name: str, fitted: dict[str, Any], dflt: dict[str, Any], ints: list[str]
+) -> None:
+    """Fields a config leaves None and the model derives (Mixtral's head_dim = hidden_size // heads): the default is
+    read back from the model built without them, through the class's own probes."""
+    from ckptlint.archs.detect import run_probes
+    from ckptlint.archs.schema import Probe
+
+    all_probes = probes(fitted["templates"], [param_name(k) for k in group.ints])
+    rng = random.Random(SEED + 3)
+    for path in group.ints:
+        p = param_name(path)
+        if dflt.get(path) is not None or p not in all_probes:
+            continue
+        rows = []
+        for _ in range(MAX_TRIES):
+            if len(rows) >= 8:
+                break
+            values = sample_values(group, rng)
+            values.pop(path)
+            try:
+                facts = introspect(build_meta(model_class(name), make_config(group, values)))
+            except Exception:
+                continue
+            from ckptlint.checkpoint import tensor_info
+
+            tensors = {k: tensor_info(shape, dt) for k, (shape, dt) in facts["tensors"].items()}
+            env = env_of(group, values)
+            found, observed, _ = run_probes({p: [Probe(**x) for x in all_probes[p]]}, tensors, "", env)
+            if p in observed:
+                rows.append((env, found[p]))
+        if len(rows) < 4:
+            raise SystemExit(f"{group.config}.{path}: the model's own default cannot be read back")
+        others = [i for i in ints if i != p]
+        dflt[path] = fit(rows, others).text if len({y for _, y in rows}) > 1 else rows[0][1]
+        log(f"  {path}: None in the config, {dflt[path]} in the model")
 
 
 def _field_default(group: Group, path: str) -> Any:
@@ -317,7 +355,7 @@ def arch_lines(
             for dep in _names(params[p][1]):
                 if dep not in params and dep in knob_params:
                     params[dep] = [_config_path(knob_params[dep], group), _default(dflt[knob_params[dep]])]
-    defaults_const = {p: v[1] for p, v in params.items() if not isinstance(v[1], str) or p in group.strings}
+    defaults_const = _resolve_defaults(params, set(group.strings))
     match = {model_type: "", **group.parents}
     lines = [
         f"# ---- {name} " + "-" * max(0, 100 - len(name)),
@@ -360,6 +398,22 @@ def arch_lines(
         "",
     ]
     return lines
+
+
+def _resolve_defaults(params: dict[str, list[Any]], strings: set[str]) -> dict[str, Any]:
+    """Every parameter's value in the config class's default configuration (expressions evaluated)."""
+    out = {p: v[1] for p, v in params.items() if not isinstance(v[1], str) or p in strings}
+    pending = {p: v[1] for p, v in params.items() if p not in out}
+    for _ in range(8):
+        for p, src in list(pending.items()):
+            try:
+                out[p] = evaluate(src, out)
+            except Exception:
+                continue
+            del pending[p]
+    if pending:
+        raise FitError(f"defaults of {sorted(pending)} do not resolve")
+    return out
 
 
 def _templated(keys: list[str]) -> list[str]:
@@ -420,15 +474,19 @@ def generate(key: str, fam: Family) -> str:
         dflt = defaults(group, ints)
         config_checks = checks(group)
         model_type = getattr(transformers, group.config).model_type
+        fits: dict[str, dict[str, Any]] = {}
         for name in classes:
             try:
-                fitted = fit_class(name, group, rows)
+                fits[name] = fit_class(name, group, rows)
             except FitError as exc:
                 log(f"  {name}: SKIPPED: {exc}")
                 skipped.append(name)
-                continue
+        if fits:
+            first = next(iter(fits))
+            _model_defaults(group, first, fits[first], dflt, ints)
+        for name, fitted in fits.items():
             body += arch_lines(fam, group, name, fitted, dflt, config_checks, model_type)
-            if name == classes[0]:
+            if name == first:
                 detect += ["[[detect]]", f'arch = "{name}"', f'config = ["{model_type}"]', "rank = 90", ""]
     if skipped:
         out.append(f"# not generated (not in this transformers, or not fitted): {', '.join(skipped)}")

@@ -16,6 +16,7 @@ from typing import Any
 
 LAYERS = [1, 2, 3]
 LABELS = [2, 3, 5]
+TOKENS = {"pad_token_id": 1, "bos_token_id": 1, "eos_token_id": 1}  # inside every sampled vocabulary
 
 
 @dataclass
@@ -51,7 +52,7 @@ def param_name(path: str) -> str:
 def decoder_llm(prefix: str, extra_bools: tuple[str, ...] = (), head_dim: bool = True) -> Group:
     ints = {
         "vocab_size": [64, 90, 100, 130],
-        "hidden_size": [24, 48, 72],
+        "hidden_size": [24, 40, 48, 72],
         "intermediate_size": [20, 36, 52],
         "num_hidden_layers": LAYERS,
         "num_attention_heads": [2, 3, 4, 6],
@@ -129,7 +130,20 @@ FAMILIES: dict[str, Family] = {
         "hf-llama", "transformers Llama", "llama", [decoder_llm("Llama", ("attention_bias", "mlp_bias"))]
     ),
     "mistral": Family("hf-mistral", "transformers Mistral", "mistral", [decoder_llm("Mistral")]),
-    "qwen2": Family("hf-qwen2", "transformers Qwen2", "qwen2", [decoder_llm("Qwen2", head_dim=False)]),
+    "qwen2": Family(
+        "hf-qwen2",
+        "transformers Qwen2",
+        "qwen2",
+        [
+            Group(
+                "Qwen2Config",
+                decoder_llm("Qwen2").classes,
+                decoder_llm("Qwen2", head_dim=False).ints,
+                ["tie_word_embeddings"],
+                derived={"head_dim": "hidden_size // num_attention_heads"},
+            )
+        ],
+    ),
     "qwen3": Family("hf-qwen3", "transformers Qwen3", "qwen3", [decoder_llm("Qwen3", ("attention_bias",))]),
     "gemma2": Family(
         "hf-gemma2", "transformers Gemma 2", "gemma2", [decoder_llm("Gemma2", ("attention_bias",))]
@@ -158,6 +172,7 @@ FAMILIES: dict[str, Family] = {
                 {k: v for k, v in decoder_llm("Phi3", head_dim=False).ints.items()},
                 ["tie_word_embeddings"],
                 derived={"head_dim": "hidden_size // num_attention_heads"},
+                fixed=TOKENS,
             ),
         ],
     ),
@@ -314,6 +329,7 @@ FAMILIES: dict[str, Family] = {
                     "num_labels": LABELS,
                 },
                 ["tie_word_embeddings"],
+                fixed={**TOKENS, "decoder_start_token_id": 1},
             ),
         ],
     ),

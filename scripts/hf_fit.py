@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Env = dict[str, Any]
+MIN_ROWS = 4  # a key seen in fewer samples cannot be fitted reliably
 
 
 class FitError(Exception):
@@ -73,10 +74,24 @@ def candidates(ints: list[str]) -> Iterable[Expr]:
             )
     for f, g, h in itertools.combinations_with_replacement(ints, 3):
         yield Expr(f"{f} * {g} * {h}", lambda e, f=f, g=g, h=h: e[f] * e[g] * e[h], (), 6)
+    for f, g, h in itertools.permutations(ints, 3):  # fused qkv: (heads + 2 * kv_heads) * head_dim
+        for c in (1, 2):
+            inv = (
+                (f, f"x // {h} - {c} * {g}"),
+                (g, f"(x // {h} - {f}) // {c}"),
+                (h, f"x // ({f} + {c} * {g})"),
+            )
+            yield Expr(
+                f"({f} + {c} * {g}) * {h}", lambda e, f=f, g=g, h=h, c=c: (e[f] + c * e[g]) * e[h], inv, 6
+            )
 
 
-def fit(values: list[tuple[Env, int]], ints: list[str]) -> Expr:
-    """The simplest expression giving every observed value in its sample's environment."""
+def fit(values: list[tuple[Env, int]], ints: list[str], preferred: Iterable[Expr] = ()) -> Expr:
+    """The simplest expression giving every observed value in its sample's environment (``preferred`` first:
+    the expressions other keys of the model already use)."""
+    for cand in preferred:
+        if cand.params and all(cand.fn(env) == y for env, y in values):
+            return cand
     ys = {y for _, y in values}
     if len(ys) == 1:
         only = next(iter(ys))
@@ -143,14 +158,19 @@ def _numeric_positions(key: str) -> list[int]:
 
 
 def find_repeats(samples: list[tuple[Env, list[str]]], ints: list[str]) -> dict[str, str]:
-    """List prefixes whose indices are 0..N-1 with N a config parameter: ``{"model.layers": "num_hidden_layers"}``."""
+    """List prefixes whose indices are 0..N-1 with N a config parameter: ``{"model.layers": "num_hidden_layers"}``.
+
+    Only the first numbered component of a key can repeat (a number under a repeated block is literal: T5's
+    ``block.{i}.layer.0``); a list whose length never changes across the samples is literal too.
+    """
     per_prefix: dict[str, list[tuple[Env, set[int]]]] = {}
     for env, keys in samples:
         found: dict[str, set[int]] = {}
         for key in keys:
-            tokens = key.split(".")
-            for pos in _numeric_positions(key):
-                found.setdefault(".".join(tokens[:pos]), set()).add(int(tokens[pos]))
+            positions = _numeric_positions(key)
+            if positions:
+                tokens = key.split(".")
+                found.setdefault(".".join(tokens[: positions[0]]), set()).add(int(tokens[positions[0]]))
         for prefix, idx in found.items():
             per_prefix.setdefault(prefix, []).append((env, idx))
     out: dict[str, str] = {}
@@ -158,10 +178,8 @@ def find_repeats(samples: list[tuple[Env, list[str]]], ints: list[str]) -> dict[
         if any(idx != set(range(len(idx))) for _, idx in seen):
             continue
         counts = [(env, len(idx)) for env, idx in seen]
-        if len({n for _, n in counts}) == 1 and len(counts) > 1:
-            fields = [f for f in ints if all(env.get(f) == n for env, n in counts)]
-            if not fields:
-                continue  # a fixed list (T5's layer.0/1/2): literal indices
+        if len({n for _, n in counts}) == 1:
+            continue  # a fixed list: literal indices
         fields = [f for f in ints if all(env.get(f) == n for env, n in counts)]
         if len(fields) == 1:
             out[prefix] = fields[0]
@@ -178,11 +196,6 @@ def templates(
 ) -> list[Template]:
     """Every key of the class as a template with fitted shapes and conditions, in state_dict order."""
     repeats = find_repeats([(env, list(t)) for env, t in samples], ints)
-    # nested repeats are refused; a repeat whose prefix itself lies under another repeat is a nested one
-    for a in repeats:
-        for b in repeats:
-            if a != b and a.startswith(b + "."):
-                raise FitError(f"nested repeats {b} / {a}")
     order: list[str] = []
     obs: dict[
         str, list[tuple[int, list[int], str, set[int]]]
@@ -205,8 +218,11 @@ def templates(
         for tpl, (shape, dtype, idx) in seen.items():
             obs.setdefault(tpl, []).append((s, shape, dtype, idx))
     envs = [env for env, _ in samples]
-    out: list[Template] = []
-    for tpl in order:
+    # keys every sample has are fitted first; their expressions are preferred for the conditional ones
+    ranked = sorted(order, key=lambda t: len(obs[t]) < len(samples))
+    fitted: dict[str, Template] = {}
+    used: list[Expr] = []
+    for tpl in ranked:
         rows = obs[tpl]
         present = [False] * len(samples)
         for s, *_ in rows:
@@ -224,20 +240,27 @@ def templates(
         ranks = {len(shape) for _, shape, _, _ in rows}
         if len(ranks) != 1:
             raise FitError(f"{tpl}: rank varies")
+        if len(rows) < MIN_ROWS:
+            raise FitError(f"{tpl}: seen in only {len(rows)} samples; sample more")
         dims = []
         for d in range(ranks.pop()):
-            dims.append(fit([(envs[s], shape[d]) for s, shape, _, _ in rows], ints))
+            e = fit([(envs[s], shape[d]) for s, shape, _, _ in rows], ints, used)
+            dims.append(e)
+            if e.params and e not in used:
+                used.append(e)
         dtypes = {dt for _, _, dt, _ in rows}
         if len(dtypes) != 1:
             raise FitError(f"{tpl}: dtype varies {dtypes}")
         dtype = dtypes.pop()
-        out.append(Template(rest, group, repeat, dims, None if dtype == "float32" else dtype, when))
-    return out
+        fitted[tpl] = Template(rest, group, repeat, dims, None if dtype == "float32" else dtype, when)
+    return [fitted[t] for t in order]
 
 
 def _templatize(key: str, repeats: dict[str, str]) -> tuple[str, str | None, int | None]:
     tokens = key.split(".")
-    for pos in _numeric_positions(key):
+    positions = _numeric_positions(key)
+    if positions:
+        pos = positions[0]
         prefix = ".".join(tokens[:pos])
         if prefix in repeats:
             index = int(tokens[pos])

@@ -61,7 +61,9 @@ def _header(f: FileReport) -> list[str]:
         evidence = f" inferred from {f.arch.inferred_from}" if f.arch.inferred_from else ""
         if f.arch.source == "declared" and f.arch.declared_by:  # "declared by config.json: LlamaForCausalLM"
             variant = "" if f.arch.variant == f.arch.name else variant
-            lines.append(f"expected: declared by {f.arch.declared_by}: {f.arch.name}{desc}{variant}{evidence}")
+            lines.append(
+                f"expected: declared by {f.arch.declared_by}: {f.arch.name}{desc}{variant}{evidence}"
+            )
         else:
             lines.append(f"expected: {f.arch.name}{desc}{how}{variant}{evidence}")
     return lines

@@ -242,7 +242,7 @@ def _candidates(ctx: Context, exp: Expected, p: str) -> list[Any]:
                 continue
             if e == v0:
                 out.append(a)
-            elif e % v0 == 0 and a % (e // v0) == 0:
+            elif e > v0 and e % v0 == 0 and a % (e // v0) == 0:
                 out.append(a // (e // v0))
     out += _counts(ctx, exp, v0)
     seen: list[Any] = []
