@@ -62,6 +62,13 @@ def _siglip_clip_processor(p: Path) -> None:
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(p)
 
 
+def _llama(p: Path, edit: str) -> None:
+    from hf_tiny import TINY, broken, save
+
+    clean = save(TINY["llama"], p.with_name(p.name + "-clean"))
+    broken(TINY["llama"], clean, edit, p)
+
+
 def _del_ln_final(sd: dict[str, torch.Tensor]) -> None:
     del sd["ln_final.weight"], sd["ln_final.bias"]
 
@@ -83,6 +90,7 @@ BUILT: dict[str, Callable[[Path], None]] = {
     "old_vit.npz": _old_vit,
     "siglip_clip_processor": _siglip_clip_processor,
     "suspicious.pt": lambda p: torch.save({"weight": torch.zeros(2, 2), "extra": _Payload()}, p),
+    "llama_kv4": lambda p: _llama(p, "kv_heads"),
 }
 
 _CMD = re.compile(r"^\$ ckptlint check (\S+)(?: --arch (\S+))?")

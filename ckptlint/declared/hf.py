@@ -140,6 +140,7 @@ def from_spec(
         "base": dp.base,
         "fields": dp.fields,
         "explicit": dp.explicit,
+        "counted": dp.counted,
         "overrides": dict(overrides or {}),
         "refused": refused,
     }

@@ -27,6 +27,9 @@ class DeclaredParams:
     values: dict[str, Any]
     fields: dict[str, str]  # param -> the config field that holds it (its first path), "" when derived
     explicit: dict[str, Any] = field(default_factory=dict)  # params the config states (the rest are defaults)
+    counted: list[str] = field(
+        default_factory=list
+    )  # params that are a field's number of entries (num_labels)
     base: str = ""  # the match prefix (``vision_config.``)
     model_type: str | None = None
 
@@ -71,7 +74,9 @@ def read(conf: ConfigMap, content: dict[str, Any], overrides: dict[str, Any] | N
     if pending:
         raise SpecError(f"cannot resolve the defaults of {', '.join(sorted(pending))}")
     selected = get(content, conf.select)
-    return DeclaredParams(values, fields, explicit, base, selected if isinstance(selected, str) else None)
+    counted = [n for n, (path, _) in conf.params.items() if path.startswith("len(")]
+    model_type = selected if isinstance(selected, str) else None
+    return DeclaredParams(values, fields, explicit, counted, base, model_type)
 
 
 def _is_expr(default: str, conf: ConfigMap) -> bool:

@@ -18,12 +18,12 @@ Why is this bad?
     and listed only in a log line, and the model produces garbage.
 
 Example
-    $ ckptlint check llama_folder/        # config.json edited to num_key_value_heads = 4 (weights: 2)
+    $ ckptlint check llama_kv4    # a tiny LlamaForCausalLM folder, config.json edited to num_key_value_heads = 4
     CK113 error    config.json says num_key_value_heads = 4, but the weights hold 2:
-                   model.layers.0.self_attn.k_proj.weight is [32, 64]; LlamaForCausalLM expects [64, 64]
-                   (num_key_value_heads × head_dim)
-                   cause: from_pretrained raises a size mismatch for 4 weights (it re-initialises them with
-                   ignore_mismatched_sizes=True)
+                   model.layers.0.self_attn.k_proj.weight is [32, 64]; LlamaForCausalLM with num_key_value_heads =
+                   4 expects [64, 64]
+                   cause: from_pretrained raises a size mismatch for 4 weights (it re-initialises them randomly
+                   with ignore_mismatched_sizes=True)
                    fix: set num_key_value_heads to 2 in config.json (the weights' value), or use weights saved for
                    num_key_value_heads = 4
 
@@ -52,7 +52,7 @@ Entry = tuple[str, str]  # ("missing" | "unexpected" | "shape", key)
 
 class FieldContradicts(Message):
     code = "CK113"
-    message = "{file} says {field} = {declared}, but the weights hold {observed}: {evidence}"
+    message = "{file} says {field} = {declared}, but the weights {hold}: {evidence}"
     cause = "{cause}"
     fix = "set {field} to {observed} in {file} (the weights' value), or use weights saved for {field} = {declared}"
 
@@ -78,11 +78,12 @@ class ConversionFails(Message):
 class BaseWeightsUnderTask(Message):
     code = "CK113"
     message = (
-        "{file} declares {cls}, but the weights are its base model only: {head} {verb} missing and not tied"
+        "{file} declares architectures [{cls}], but the weights are its base model only: {head} {verb} missing "
+        "and not tied"
     )
     cause = (
         "the file holds the base model's weights (under no {base}. prefix, which from_pretrained adds); the task "
-        "head is not in it, so from_pretrained initialises it randomly"
+        "head is not in it, so from_pretrained initialises it randomly{dropped}"
     )
     fix = (
         "declare the base model (architectures: [{base_class}], or load with AutoModel), or add the trained head's "
@@ -94,7 +95,7 @@ class BaseWeightsUnderTask(Message):
     "CK113",
     "error",
     "weights contradict the model their own config declares (names the config field and the evidence)",
-    stage=Stage.MODEL,
+    stage=Stage.LAYOUT,
     order=0,
     rank=15,
 )
@@ -152,26 +153,29 @@ def _base_under_task(ctx: Context, exp: Expected, info: dict[str, Any], file: st
         return []
     result = loaded(ctx.ckpt, exp)
     under = [k for k in result.origin if k.startswith(base + ".") and k in exp.tensors]
-    added = [k for k in under if all(o == k[len(base) + 1 :] for o in result.origin[k])]
-    if not under or len(added) < len(under):
-        return []
+    if not under or any(o.startswith(base + ".") for k in under for o in result.origin[k]):
+        return []  # the file's keys carry the prefix themselves: a task model's file, not a base model's
     head = [k for k in ctx.missing if not k.startswith(base + ".")]
     if not head or len(head) < len(ctx.missing):
         return []
     ctx.consume_missing(head)
+    extras = ctx.consume_unexpected(
+        list(ctx.unexpected)
+    )  # the base model's own extras (a pooler) are dropped
     cls = info.get("class") or exp.arch
     base_class = re.sub(r"(For[A-Z]\w*|LMHeadModel)$", "Model", cls)
     shown = ", ".join(head[:3]) + (f" (+{len(head) - 3})" if len(head) > 3 else "")
     return [
         BaseWeightsUnderTask(
-            keys=head,
-            details={"base_prefix": base, "head": head},
+            keys=head + extras,
+            details={"base_prefix": base, "head": head, "unused": extras},
             file=file,
             cls=cls,
             head=shown,
             verb="is" if len(head) == 1 else "are",
             base=base,
             base_class=base_class,
+            dropped=f", and drops what the task model has no place for ({_some(extras)})" if extras else "",
         )
     ]
 
@@ -300,6 +304,7 @@ def _finding(
 ) -> Message:
     declared = before.params.get(p)
     field = info["fields"].get(p) or p
+    counted = p in info.get("counted", [])
     kinds = {kind for kind, _ in resolved}
     shape_keys = sorted(k for kind, k in resolved if kind == "shape")
     missing = sorted(k for kind, k in resolved if kind == "missing")
@@ -312,11 +317,14 @@ def _finding(
         key = shape_keys[0]
         actual = list(ctx.view[key].shape) if key in ctx.view else "?"
         expected = list(before.tensors[key].shape)
-        evidence = f"{key} is {actual}; {cls} with {field} = {declared} expects {expected}"
+        evidence = f"{key} is {actual}; {cls} with {field} = {_show(declared)} expects {expected}"
     elif missing:
-        evidence = f"{cls} with {field} = {declared} expects {_some(missing)}, which the weights lack"
+        evidence = f"{cls} with {field} = {_show(declared)} expects {_some(missing)}, which the weights lack"
     else:
-        evidence = f"the weights also hold {_some(unexpected)}, which {cls} with {field} = {declared} has no place for"
+        evidence = (
+            f"the weights also hold {_some(unexpected)}, which {cls} with {field} = {_show(declared)} has no "
+            "place for"
+        )
     parts = []
     if shape_keys:
         parts.append(
@@ -336,20 +344,30 @@ def _finding(
     if refused:
         cause += "; transformers also refuses the config as it stands (see above)"
     observed = _show(value)
-    if len(kinds) == 1 and "missing" in kinds and isinstance(value, bool):
+    if counted:  # num_labels is the number of id2label entries
+        declared_text, observed = f"{len_text(declared)}", f"{len_text(value)}"
+    else:
+        declared_text = _show(declared)
+    if isinstance(value, bool) and value and kinds == {"missing"} and field.endswith("tie_word_embeddings"):
         evidence = (
-            f"{cls} with {field} = {_show(declared)} expects {_some(missing)}, which the weights lack (tied)"
+            f"the file has no {_some(missing)}: it was saved tied (transformers writes a tied weight once), and "
+            f"{cls} with {field} = false needs its own"
         )
     return FieldContradicts(
         keys=shape_keys + missing + unexpected,
         details={"field": field, "param": p, "declared": declared, "observed": value, "file": file},
         file=file,
         field=field,
-        declared=_show(declared),
+        declared=declared_text,
         observed=observed,
+        hold=f"fit {field} = {observed}" if isinstance(value, bool) else f"hold {observed}",
         evidence=evidence,
         cause=cause,
     )
+
+
+def len_text(n: Any) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'}"
 
 
 def _show(value: Any) -> str:
