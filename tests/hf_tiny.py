@@ -8,8 +8,10 @@ benchmark; folders are written once per session.
 
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,6 +294,20 @@ def save(tiny: Tiny, folder: Path, cls_name: str | None = None) -> Path:
     model = getattr(transformers, cls_name or tiny.cls)(config)
     model.save_pretrained(folder)
     return folder
+
+
+_CLEAN: dict[str, Path] = {}
+
+
+def clean(name: str) -> Path:
+    """The clean folder of ``TINY[name]``, written once per process (removed at exit)."""
+    if name not in _CLEAN:
+        if not _CLEAN:
+            root = Path(tempfile.mkdtemp(prefix="ckptlint-hf-"))
+            atexit.register(shutil.rmtree, root, True)
+            _CLEAN["<root>"] = root
+        _CLEAN[name] = save(TINY[name], _CLEAN["<root>"] / name)
+    return _CLEAN[name]
 
 
 def broken(tiny: Tiny, clean: Path, name: str, folder: Path) -> Path:

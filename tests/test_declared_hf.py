@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hf_tiny import TINY, broken, oracle, save
+from hf_tiny import TINY, broken, clean, oracle
 
 import ckptlint
 from ckptlint.results import FileReport
@@ -22,10 +22,14 @@ CLEAN = sorted(TINY)
 BROKEN = [(t, e) for t in sorted(TINY) for e in TINY[t].edits]
 
 
+class _Clean(dict):
+    def __missing__(self, name: str) -> Path:
+        return clean(name)
+
+
 @pytest.fixture(scope="session")
-def clean_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("hf_clean")
-    return {name: save(tiny, root / name) for name, tiny in TINY.items()}
+def clean_folders() -> dict[str, Path]:
+    return _Clean()
 
 
 def _check(folder: Path) -> FileReport:

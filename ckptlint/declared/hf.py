@@ -215,8 +215,12 @@ def _probed(spec: ArchSpec, ckpt: Checkpoint | None) -> dict[str, Any]:
     seed = dict(spec.params)
     values: dict[str, Any] = {}
     for _ in range(2):  # a probe may need another's value (num_attention_heads = rows // head_dim)
-        found, observed, _ = run_probes(spec.infer.probes, ckpt.tensors, "", {**seed, **values})
-        values.update({k: found[k] for k in observed})
+        for name, alternatives in spec.infer.probes.items():
+            found, observed, _ = run_probes({name: alternatives}, ckpt.tensors, "", {**seed, **values})
+            value = found.get(name)
+            # a size the weights cannot split (heads × head_dim) may read back as 0 from a default: keep that
+            if name in observed and (isinstance(value, bool) or (isinstance(value, int) and value > 0)):
+                values[name] = value
     return values
 
 
