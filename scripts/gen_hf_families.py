@@ -395,6 +395,7 @@ def arch_lines(
         *[f"  {toml_value(t)}," for t in facts["transforms"]],
         "]",
         f"checks = {toml_value(config_checks)}",
+        f"modalities = {toml_value(group.modalities)}",
         "",
     ]
     return lines

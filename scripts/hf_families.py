@@ -31,6 +31,7 @@ class Group:
         default_factory=dict
     )  # parent model_type -> path prefix ("vision_config.")
     fixed: dict[str, Any] = field(default_factory=dict)
+    modalities: list[str] = field(default_factory=lambda: ["text"])  # what the model takes in
 
 
 @dataclass
@@ -108,6 +109,7 @@ def _clip_like(
             [f"{prefix}Model", f"{prefix}ForImageClassification", *extra_classes],
             {**whole, **extra},
             [f"vision_config.{b}" for b in vision_bools],
+            modalities=["text", "vision"],
         ),
         Group(
             f"{prefix}TextConfig",
@@ -121,6 +123,7 @@ def _clip_like(
             {**vision, **({"projection_dim": [8, 16, 20]} if prefix == "CLIP" else {})},
             list(vision_bools),
             parents={t: "vision_config."},
+            modalities=["vision"],
         ),
     ]
 
@@ -276,6 +279,7 @@ FAMILIES: dict[str, Family] = {
                     "num_labels": LABELS,
                 },
                 ["qkv_bias"],
+                modalities=["vision"],
             ),
         ],
     ),
@@ -302,6 +306,7 @@ FAMILIES: dict[str, Family] = {
                     "mlp_dim": "int(hidden_size * mlp_ratio)",
                     "swiglu_dim": "(int(int(hidden_size * mlp_ratio) * 2 / 3) + 7) // 8 * 8",
                 },
+                modalities=["vision"],
             ),
         ],
     ),
@@ -330,6 +335,7 @@ FAMILIES: dict[str, Family] = {
                 },
                 ["tie_word_embeddings"],
                 fixed={**TOKENS, "decoder_start_token_id": 1},
+                modalities=["audio", "text"],
             ),
         ],
     ),

@@ -305,6 +305,9 @@ class HfLoad(Deferred):
     nonpersistent: list[str] = Field(default_factory=list)  # buffers not in state_dict (templates)
     transforms: list[HfTransform] = Field(default_factory=list)
     checks: list[HfCheck] = Field(default_factory=list)
+    modalities: list[Literal["text", "vision", "audio"]] = Field(
+        default_factory=list
+    )  # what the model takes in
 
 
 class PreprocessingEntry(Deferred):

@@ -143,6 +143,7 @@ def from_spec(
         "counted": dp.counted,
         "overrides": dict(overrides or {}),
         "refused": refused,
+        "modalities": list(spec.hf.modalities),
     }
     return Expected(
         arch=spec.name,
