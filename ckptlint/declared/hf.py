@@ -10,7 +10,6 @@ the run says why (``Unchecked``, reported by CK004).
 from __future__ import annotations
 
 import re
-from collections import Counter
 from typing import Any, Literal
 
 from ckptlint.archs import registry as reg
@@ -19,12 +18,13 @@ from ckptlint.archs.expr import SpecError, evaluate
 from ckptlint.archs.spec import ArchSpec, build_tree, load_arch
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.declared import hf_config
+from ckptlint.declared.hf_config import FLOATS, declared_dtype, file_dtype
 from ckptlint.declared.hf_load import plan
 from ckptlint.errors import CkptlintError, UsageError
 from ckptlint.expected import Expected, ExpectedTensor, Unchecked
 
 Source = Literal["declared", "flag"]
-FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
+
 INSTALL = "pip install 'ckptlint[hf]' (transformers and torch), then check again"
 # what a transformers model class name looks like (``--arch LlamaForCausalLM``)
 CLASS_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]*(Model|LMHeadModel|For[A-Z][A-Za-z0-9_]*)$")
@@ -82,9 +82,9 @@ def build(
         return from_spec(spec, ckpt, file, content, source)
     from ckptlint.declared import hf_live
 
-    if hf_live.available():
+    if hf_live.cached(content, name) or hf_live.available():
         return hf_live.expected(ckpt, file, content, name, source)
-    return _unchecked(file, content)
+    return _unchecked(file, content)  # TODO(CK004, DECL-OC's rule): the run reports this reason as CK004
 
 
 def _unchecked(file: str, content: dict[str, Any]) -> Unchecked:
@@ -127,7 +127,7 @@ def from_spec(
     ) as exc:  # the config cannot be expanded (a zero head count...): transformers refuses it too
         tree, towers = {}, {}
         refused.append({"fields": [], "message": str(exc)})
-    dtype = declared_dtype(content) or _file_dtype(ckpt)
+    dtype = declared_dtype(content) or file_dtype(ckpt)
     tensors = {
         k: ExpectedTensor(shape=shape, dtype=dtype if d in FLOATS and dtype else d)
         for k, (shape, d) in tree.items()
@@ -166,22 +166,6 @@ def _format(message: str, params: dict[str, Any]) -> str:
         return message.format(**params)
     except (KeyError, IndexError, ValueError):
         return message
-
-
-def declared_dtype(content: dict[str, Any]) -> str | None:
-    """The dtype the config records (``dtype``, formerly ``torch_dtype``), as a ckptlint dtype name."""
-    value = content.get("dtype") or content.get("torch_dtype")
-    if isinstance(value, str):
-        value = value.removeprefix("torch.")
-        return value if value in FLOATS else None
-    return None
-
-
-def _file_dtype(ckpt: Checkpoint | None) -> str | None:
-    if ckpt is None:
-        return None
-    counts = Counter(t.dtype for t in ckpt.tensors.values() if t.dtype in FLOATS)
-    return counts.most_common(1)[0][0] if counts else None
 
 
 def for_class(name: str, ckpt: Checkpoint | None) -> Expected | None:

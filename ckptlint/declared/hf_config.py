@@ -11,12 +11,15 @@ config never stores (derived). A default is a value or an expression of the othe
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from ckptlint.archs.expr import SpecError, compile_expr, evaluate
 from ckptlint.archs.schema import ConfigMap
+from ckptlint.checkpoint import Checkpoint
 
+FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
 MAX_PASSES = 8  # defaults may depend on each other (head_dim on hidden_size and num_attention_heads)
 
 
@@ -118,3 +121,19 @@ def get(doc: Any, path: str) -> Any:
             return None
         node = node[part]
     return node
+
+
+def declared_dtype(content: dict[str, Any]) -> str | None:
+    """The dtype the config records (``dtype``, formerly ``torch_dtype``), as a ckptlint dtype name."""
+    value = content.get("dtype") or content.get("torch_dtype")
+    if isinstance(value, str):
+        value = value.removeprefix("torch.")
+        return value if value in FLOATS else None
+    return None
+
+
+def file_dtype(ckpt: Checkpoint | None) -> str | None:
+    if ckpt is None:
+        return None
+    counts = Counter(t.dtype for t in ckpt.tensors.values() if t.dtype in FLOATS)
+    return counts.most_common(1)[0][0] if counts else None

@@ -29,10 +29,9 @@ def model_class(name: str) -> Any:
     import transformers
     from transformers import PreTrainedModel
 
-    try:
-        cls = getattr(transformers, name)
-    except (AttributeError, ImportError, RuntimeError):
+    if not hasattr(transformers, "__all__") or name not in dir(transformers):
         return None
+    cls = getattr(transformers, name)  # an ImportError here is a broken installation: the caller says so
     if not (isinstance(cls, type) and issubclass(cls, PreTrainedModel)):
         return None
     if not (cls.__module__ or "").startswith("transformers."):

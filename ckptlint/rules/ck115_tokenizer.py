@@ -61,7 +61,7 @@ class TooManyTokens(Message):
 
 class SpecialOutside(Message):
     code = "CK115"
-    message = "{what} has id {id}, outside the embedding {key} ({rows} rows)"
+    message = "{what} {verb} id {id}, outside the embedding {key} ({rows} rows)"
     cause = "the first time the model sees this token it indexes past the embedding table"
     fix = "set {what} to a token inside the vocabulary (ids 0..{last}), or resize the embeddings"
 
@@ -112,29 +112,35 @@ class TokenizerRule(Rule):
                     rows=rows,
                 )
             )
-        ids: dict[str, int] = {}
-        if facts is not None:
-            ids.update({f"the tokenizer's {k}": v for k, v in facts.special.items() if isinstance(v, int)})
+        if facts is None:  # the ids are checked when the folder ships a tokenizer
+            return out
+        ids: dict[str, int] = {
+            f"the tokenizer's {k}": v for k, v in facts.special.items() if isinstance(v, int)
+        }
         config = ctx.ckpt.sidecar("hf-config")
         content = config.content if config is not None and isinstance(config.content, dict) else {}
         for name in CONFIG_IDS:
             value = content.get(name)
             for v in value if isinstance(value, list) else [value]:
-                if isinstance(v, int) and not isinstance(v, bool):
-                    ids.setdefault(f"{config.name if config else 'config.json'} {name}", v)
+                if isinstance(v, int) and not isinstance(v, bool) and config is not None:
+                    ids.setdefault(f"{config.name} {name}", v)
+        covered = facts.max_id if out else -1  # ids the tokens finding already accounts for
+        outside: dict[int, list[str]] = {}
         for what, value in ids.items():
-            if value >= rows and not (
-                out and isinstance(out[0], TooManyTokens) and value <= (facts.max_id or -1)
-            ):
-                out.append(
-                    SpecialOutside(
-                        keys=[key],
-                        details={"token": what, "id": value, "rows": rows},
-                        what=what,
-                        id=value,
-                        key=key,
-                        rows=rows,
-                        last=rows - 1,
-                    )
+            if value >= rows and value > covered:
+                outside.setdefault(value, []).append(what)
+        for value, names in outside.items():
+            what = ", ".join(names)
+            out.append(
+                SpecialOutside(
+                    keys=[key],
+                    details={"tokens": names, "id": value, "rows": rows},
+                    what=what,
+                    verb="has" if len(names) == 1 else "have",
+                    id=value,
+                    key=key,
+                    rows=rows,
+                    last=rows - 1,
                 )
+            )
         return out
