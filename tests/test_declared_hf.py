@@ -16,6 +16,7 @@ import pytest
 from hf_tiny import TINY, broken, clean, oracle
 
 import ckptlint
+from engine_support import CORPUS as ROOT_CORPUS
 from ckptlint.results import FileReport
 
 CLEAN = sorted(TINY)
@@ -107,3 +108,50 @@ def test_builtin_families_need_neither_torch_nor_transformers(
     findings = json.loads(bad.stdout)["files"][0]["findings"]
     assert [f["code"] for f in findings] == ["CK113"]
     assert findings[0]["details"]["field"] == "num_local_experts"
+
+
+def test_a_conversion_transformers_fails_on_is_its_own_finding(
+    clean_folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """Mixtral's experts are stacked and concatenated on load; one w3 expert less makes the concatenation fail.
+
+    transformers records it in its conversion_errors (left out of output_loading_info) and raises after its load
+    report; ckptlint says why, and its raw diff has the fused tensor missing (it is never loaded).
+    """
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "mixtral"
+    shutil.copytree(clean_folders["mixtral"], folder)
+    sd = load_file(str(folder / "model.safetensors"))
+    del sd["model.layers.1.block_sparse_moe.experts.2.w3.weight"]
+    save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    want = oracle(folder, "MixtralForCausalLM")
+    assert "automatic conversion of the weights" in want["error"]
+    f = _check(folder)
+    assert _diff(f) == {
+        "missing": {"model.layers.1.mlp.experts.gate_up_proj"},
+        "unexpected": set(),
+        "mismatched": set(),
+    }
+    (conv,) = [x for x in f.findings if x.code == "CK113" and "cannot convert" in x.message]
+    assert conv.keys == ["model.layers.1.mlp.experts.gate_up_proj"]
+    assert "Sizes of tensors must match" in conv.message
+
+
+def test_open_clip_weights_next_to_a_config_json_are_not_what_it_declares(tmp_path: Path) -> None:
+    """A hub folder with open_clip weights and transformers' config.json: open_clip loads its own file, which the
+    config.json does not describe; so is `check FOLDER/open_clip_pytorch_model.bin`."""
+    import shutil
+
+    folder = tmp_path / "hub"
+    shutil.copytree(clean("clip"), folder)
+    shutil.copy(ROOT_CORPUS / "open_clip" / "openclip_tiny.pt", folder / "open_clip_pytorch_model.bin")
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"embed_dim": 16}}))
+    f = _check(folder)
+    assert f.format == "open_clip-dir" and (f.arch is None or f.arch.source != "declared")
+    g = _check(folder / "open_clip_pytorch_model.bin")
+    assert g.arch is None or g.arch.source != "declared"
+    h = _check(folder / "model.safetensors")  # the transformers file itself is what config.json declares
+    assert h.arch is not None and h.arch.source == "declared" and h.arch.name == "CLIPModel"

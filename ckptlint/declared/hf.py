@@ -30,9 +30,18 @@ INSTALL = "pip install 'ckptlint[hf]' (transformers and torch), then check again
 CLASS_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]*(Model|LMHeadModel|For[A-Z][A-Za-z0-9_]*)$")
 
 
+# transformers' own weight file names: a config.json declares these, not open_clip's or timm's files next to them
+HF_WEIGHTS = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")
+
+
 def hf_sidecar(ckpt: Checkpoint | None) -> tuple[str, dict[str, Any]] | None:
-    """The transformers config next to the weights (name, content), when it declares a model type."""
-    side = ckpt.sidecar("hf-config") if ckpt is not None else None
+    """The transformers config next to the weights (name, content), when it declares a model type and the weights
+    are the ones transformers would load (an open_clip file in a hub folder is not what config.json describes)."""
+    if ckpt is None or ckpt.format == "open_clip-dir":
+        return None
+    if ckpt.format != "hf-dir" and not HF_WEIGHTS.match(ckpt.path.replace("\\", "/").rsplit("/", 1)[-1]):
+        return None
+    side = ckpt.sidecar("hf-config")
     if side is None or not isinstance(side.content, dict):
         return None
     if not isinstance(side.content.get("model_type"), str):

@@ -69,8 +69,8 @@ class ConversionFails(Message):
     message = "transformers cannot convert the weights for {key}: {error}"
     cause = (
         "from_pretrained converts these checkpoint tensors into the model's layout on load ({ops}); the conversion "
-        "fails, the error goes to a log line (conversion_errors, not in output_loading_info) and {key} stays "
-        "randomly initialised"
+        'fails, so it raises RuntimeError ("We encountered some issues during automatic conversion of the '
+        'weights") after its load report — output_loading_info never comes back'
     )
     fix = "repair or re-export the tensors it reads ({sources}) so that they have matching shapes"
 
