@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 
 import pytest
+from engine_support import CORPUS as ROOT_CORPUS
 from hf_tiny import TINY, broken, clean, oracle
 
 import ckptlint
-from engine_support import CORPUS as ROOT_CORPUS
 from ckptlint.results import FileReport
 
 CLEAN = sorted(TINY)
