@@ -14,6 +14,7 @@ the functions here; nothing is ever downloaded and ``trust_remote_code`` is neve
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from ckptlint.dtypes import TORCH_DTYPE
@@ -29,7 +30,7 @@ def model_class(name: str) -> Any:
     import transformers
     from transformers import PreTrainedModel
 
-    if not hasattr(transformers, "__all__") or name not in dir(transformers):
+    if name not in _public_names():
         return None
     cls = getattr(transformers, name)  # an ImportError here is a broken installation: the caller says so
     if not (isinstance(cls, type) and issubclass(cls, PreTrainedModel)):
@@ -37,6 +38,13 @@ def model_class(name: str) -> Any:
     if not (cls.__module__ or "").startswith("transformers."):
         return None
     return cls
+
+
+@cache
+def _public_names() -> frozenset[str]:
+    import transformers
+
+    return frozenset(dir(transformers))  # transformers' lazy module: slow to list, so once per process
 
 
 def build_meta(cls: Any, config: Any) -> Any:

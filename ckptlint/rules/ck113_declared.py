@@ -377,7 +377,17 @@ def _show(value: Any) -> str:
 
 
 def _some(keys: list[str]) -> str:
+    """A few keys for a message: ``model.layers.2.* (9 weights)`` when they share a block, else the first three."""
     from ckptlint.keygroups import fold_numbers
 
+    if len(keys) > 3:
+        parts = [k.split(".") for k in keys]
+        common = []
+        for tokens in zip(*parts, strict=False):
+            if len(set(tokens)) != 1:
+                break
+            common.append(tokens[0])
+        if len(common) >= 2:
+            return f"{'.'.join(common)}.* ({len(keys)} weights)"
     folded = fold_numbers(keys)
     return ", ".join(folded[:3]) + (f" (+{len(folded) - 3} more)" if len(folded) > 3 else "")
