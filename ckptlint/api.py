@@ -67,10 +67,8 @@ def check_checkpoint(
         return cache[0]
 
     unchecked = None
-    if expected is None and arch is not None:
-        expected = expected_for_class(arch, ckpt) or resolve_expected(
-            arch, ckpt
-        )  # DECL-HF: or a transformers class
+    if expected is None and arch is not None:  # DECL-HF: --arch may name a transformers class
+        expected = expected_for_class(arch, ckpt) or resolve_expected(arch, ckpt)
     if expected is None:  # DECL-HF: the declaration next to the weights decides (config.json)
         found = declared_expectation(ckpt)
         if isinstance(found, Unchecked):
