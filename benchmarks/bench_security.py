@@ -20,6 +20,12 @@ A shard index is given to ckptlint as is and to the peers as its folder.
 "Detected" counts flagged files; "fail-closed" adds the files a tool refused with an error (a user sees no
 "clean" verdict). Run by hand: ``python benchmarks/bench_security.py [--tools ...] [--keep DIR]``; it prints a
 Markdown table for README and the machine it ran on. Python bytecode caching is enabled for every tool.
+The malicious set includes one live payload per technique of issue 9 (``tests/technique_samples.py``).
+
+``--speed``: 80 real torch files (tiny open_clip, timm, HF CLIP and ResNet-18 state and trainer dicts, both
+serialisations) scanned by ``ckptlint check --select CK301`` and ``picklescan -p`` on the folder (one process:
+CPU time of the child, and wall time, which a busy machine inflates), and per file in process (ckptlint's reader
+vs picklescan's ``scan_file_path``, CPU time).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import importlib
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -117,6 +124,7 @@ TOOLS: dict[str, Callable[[Path, Path], str]] = {
 # --------------------------------------------------------------------------------------------------------------
 
 CATEGORIES = (
+    ("issue 9 techniques (tests/technique_samples.py)", ("technique_",)),
     ("folders (HF, sharded)", ("hf_folder", "sharded")),
     ("polyglots", ("safetensors_", "msgpack_")),
     ("legacy + tar torch files", ("legacy_", "tar_")),
@@ -138,8 +146,15 @@ def category(name: str) -> str:
 
 def malicious(directory: Path, canaries: Path) -> dict[str, Path]:
     import malicious_samples as ms
+    import technique_samples as ts
 
-    return ms.write_all(directory, canaries)
+    out = ms.write_all(directory, canaries)
+    for _, sample in ts.ALL:  # issue 9's techniques (shipped model code is a warning, not a payload)
+        if sample.loader != "remote_code":
+            out[f"technique_{sample.name}"] = ts.write(
+                directory / "techniques", sample, str(canaries / sample.name)
+            )
+    return out
 
 
 def benign(directory: Path) -> dict[str, Path]:
@@ -341,12 +356,114 @@ def misses(tools: list[str], bad: dict, good: dict) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------------------------------------------
+# speed: a folder of real torch files, ckptlint against picklescan
+# --------------------------------------------------------------------------------------------------------------
+
+IN_PROCESS = r"""
+import os, sys, time
+tool, folder, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
+paths = sorted(os.path.join(folder, p) for p in os.listdir(folder))
+if tool == "ckptlint":
+    from ckptlint.readers import read_checkpoint as scan
+else:
+    from picklescan.scanner import scan_file_path as scan
+best = None
+for _ in range(repeat):
+    start = time.process_time()
+    for path in paths:
+        scan(path)
+    spent = time.process_time() - start
+    best = spent if best is None else min(best, spent)
+print(best / len(paths))
+"""
+
+
+def torch_folder(directory: Path) -> Path:
+    """80 torch files written by torch.save: state dicts and trainer dicts (model, AdamW state, epoch, an
+    argparse.Namespace) of open_clip, timm, HF CLIP and a timm ResNet, both serialisations."""
+    importlib.import_module("tvshim")
+    import argparse as ap
+
+    import open_clip
+    import timm
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    open_clip.add_model_config(str(CORPUS / "open_clip" / "ckptlint-tiny-ViT.json"))
+    text = dict(hidden_size=32, intermediate_size=37, num_attention_heads=2, num_hidden_layers=2, vocab_size=99,
+                max_position_embeddings=16)  # fmt: skip
+    vision = dict(hidden_size=32, image_size=32, patch_size=8, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=37)  # fmt: skip
+    models = {
+        "open_clip": open_clip.create_model("ckptlint-tiny-ViT"),
+        "timm_vit": timm.create_model(
+            "vit_base_patch16_clip_224",
+            img_size=32,
+            patch_size=8,
+            embed_dim=32,
+            depth=2,
+            num_heads=2,
+            num_classes=16,
+        ),
+        "hf_clip": CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)),
+        "resnet18": timm.create_model("resnet18", num_classes=10),
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, model in models.items():
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        for param in model.parameters():
+            param.grad = torch.ones_like(param)
+        opt.step()
+        for k in range(20):
+            trainer = {"epoch": k, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+                       "args": ap.Namespace(lr=0.1)}  # fmt: skip
+            obj = model.state_dict() if k % 4 < 2 else trainer
+            torch.save(obj, directory / f"{name}_{k}.pt", _use_new_zipfile_serialization=k % 2 == 0)
+    return directory
+
+
+def speed(work: Path, repeat: int) -> str:
+    folder = torch_folder(work / "torch80")
+    n = len(list(folder.iterdir()))
+    cli = {
+        "ckptlint": [str(BIN / "ckptlint"), "check", "--select", "CK301", "--format", "json", str(folder)],
+        "picklescan": [str(BIN / "picklescan"), "-p", str(folder)],
+    }
+    rows = []
+    for tool, cmd in cli.items():
+        _run(cmd, work)  # warm-up
+        wall, cpu = [], []
+        for _ in range(repeat):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            _run(cmd, work)
+            wall.append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        scan = [sys.executable, "-c", IN_PROCESS, tool, str(folder), str(repeat)]
+        per_file = float(_run(scan, work).stdout)
+        rows.append(f"| {tool} | {min(cpu):.2f} s ({min(wall):.2f} s wall) | {1000 * per_file:.1f} ms |")
+    size = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
+    return "\n".join([
+        f"Speed on {n} real torch files ({size:.0f} MB: state and trainer dicts of open_clip, timm, HF CLIP and "
+        f"ResNet-18 models, zip and legacy serialisations), best of {repeat}:\n",
+        "| tool | CLI on the folder: CPU (one process, start-up included) | scan per file, in process (CPU) |",
+        "|---|---|---|",
+        *rows,
+    ])  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--tools", default=",".join(TOOLS), help="comma-separated subset of: " + ", ".join(TOOLS)
     )
     parser.add_argument("--keep", type=Path, default=None, help="write the samples here and keep them")
+    parser.add_argument(
+        "--speed", action="store_true", help="only the speed comparison on 80 real torch files"
+    )
+    parser.add_argument("--repeat", type=int, default=5, help="runs of the speed comparison (best is kept)")
     args = parser.parse_args()
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = [t for t in tools if t not in TOOLS]
@@ -356,6 +473,12 @@ def main() -> int:
     canaries = work / "canaries"
     canaries.mkdir(parents=True, exist_ok=True)
     try:
+        if args.speed:
+            print(speed(work, args.repeat))
+            print(
+                f"\nMachine: {machine()}. Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items())
+            )
+            return 0
         bad_items = malicious(work / "malicious", canaries)
         (work / "benign").mkdir(exist_ok=True)
         good_items = benign(work / "benign")

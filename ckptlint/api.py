@@ -13,6 +13,7 @@ from ckptlint.checkpoint import Checkpoint
 from ckptlint.engine import CheckConfig, run
 from ckptlint.errors import UnreadableCheckpoint, UsageError
 from ckptlint.expected import Expected, Unchecked
+from ckptlint.findings import Finding
 from ckptlint.readers import read_checkpoint
 from ckptlint.results import FileReport, Report
 from ckptlint.rules.ck001_unreadable import unreadable
@@ -58,6 +59,8 @@ def check_checkpoint(
     config: CheckConfig | None = None,
 ) -> FileReport:
     """Check an already-read checkpoint against ``expected``, ``arch``, or what it looks like."""
+    if arch is None and expected is None and _facts_only(config):
+        return _facts_report(ckpt, config)  # type: ignore[arg-type]
     from ckptlint.archs import infer_expected, resolve_expected
     from ckptlint.archs.detect import detect_layout
     from ckptlint.declared import expected_for_class
@@ -97,6 +100,33 @@ def _declared(ckpt: Checkpoint) -> tuple[Expected | None, Unchecked | None]:
     return found, None
 
 
+def _facts_only(config: CheckConfig | None) -> bool:
+    """Whether every rule the selection enables reads only what the readers recorded (``--select CK301``)."""
+    if config is None or config.select is None:
+        return False
+    from ckptlint.rules import all_rules
+    from ckptlint.rules.base import Stage
+
+    return all(r.stage is Stage.FACTS for r in all_rules() if config.enabled(r.code))
+
+
+def _facts_report(ckpt: Checkpoint, config: CheckConfig) -> FileReport:
+    """The report of a facts-only selection: no layout or architecture is inferred (a security scan of a
+    folder of torch files spends its time reading them, not matching architectures)."""
+    from ckptlint.engine import fact_findings
+    from ckptlint.rules._training import split
+
+    weights = split(ckpt).weights
+    dtypes: dict[str, int] = {}
+    for t in weights.values():
+        dtypes[t.dtype] = dtypes.get(t.dtype, 0) + t.numel
+    return FileReport(
+        path=ckpt.path, format=ckpt.format, num_tensors=len(ckpt.tensors),
+        num_params=sum(t.numel for t in weights.values()), num_bytes=ckpt.total_bytes, groups=list(ckpt.groups),
+        dtypes=dtypes, findings=[f for f in fact_findings(ckpt) if config.enabled(f.code)],
+    )  # fmt: skip
+
+
 def check_files(
     paths: str | Path | Iterable[str | Path],
     arch: str | None = None,
@@ -123,13 +153,22 @@ def check_files(
         try:
             ckpt = read_checkpoint(path)
         except UnreadableCheckpoint as exc:
-            found = [unreadable(exc.path, exc.reason), *exc.findings]
+            found = [unreadable(exc.path, exc.reason), *failure_findings(exc)]
             files.append(
                 FileReport(path=path, error=exc.reason, findings=[f for f in found if config.enabled(f.code)])
             )
             continue
         files.append(check_checkpoint(ckpt, arch=arch, expected=fixed() if fixed else None, config=config))
     return Report(files=files).summarize()
+
+
+def failure_findings(exc: UnreadableCheckpoint) -> list[Finding]:
+    """What the rules make of the facts a reader recorded before it failed (a CK301 next to the CK001)."""
+    from ckptlint.engine import fact_findings
+
+    if not exc.facts:
+        return []
+    return fact_findings(Checkpoint.model_construct(path=exc.path, format="pickle", security=exc.facts))
 
 
 def expectation_for(

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ckptlint.findings import Finding
+from ckptlint.facts import SecurityFacts
 
 
 class CkptlintError(Exception):
@@ -13,14 +10,21 @@ class CkptlintError(Exception):
 
 
 class UnreadableCheckpoint(CkptlintError):
-    """The input is missing, truncated, corrupt or not a checkpoint (rule CK001, exit 2)."""
+    """The input is missing, truncated, corrupt or not a checkpoint, or ckptlint refuses to judge it (CK001, exit 2).
 
-    def __init__(self, path: str, reason: str, findings: list[Finding] | None = None) -> None:
+    ``facts`` is what the reader saw before it stopped (e.g. an unsafe global ahead of a broken stream): the
+    report shows it next to CK001. ``refused`` is True when the loaders may read the input but ckptlint cannot
+    judge it (a bound exceeded, loaders that would read it differently), False when the loaders fail on it too.
+    """
+
+    def __init__(
+        self, path: str, reason: str, facts: SecurityFacts | None = None, *, refused: bool = False
+    ) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
-        # what a reader could still tell before it failed, e.g. CK301 for unsafe globals seen before a broken stream
-        self.findings: list[Finding] = list(findings or [])
+        self.facts = facts if facts is not None else SecurityFacts()
+        self.refused = refused
 
 
 class UsageError(CkptlintError):

@@ -59,7 +59,7 @@ def rewrite(
 
     check_paths(src, dst)
     ckpt = read_checkpoint(src)
-    if any(f.code == "CK301" for f in ckpt.findings):
+    if ckpt.security.unsafe or any(f.code == "CK301" for f in ckpt.findings):
         raise UsageError(f"{src}: refusing to rewrite a pickle that imports unsafe globals (see CK301)")
     plan, dropped = plan_from_keymap(ckpt, keymap)
     if transpose:

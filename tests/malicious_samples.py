@@ -572,8 +572,9 @@ pickle_sample(
 )
 pickle_sample(
     "stack_built_name_rot13",
-    "module and name computed on the stack with _codecs.encode(..., 'rot13') (an allowed global)",
-    {"os.system"},
+    "module and name computed on the stack with _codecs.encode(..., 'rot13') (an allowed global); stubs return no "
+    "text, so the name is unknown: refused (CK001)",
+    set(),
     lambda t: (
         b"\x80\x04"
         + call(glob("_codecs", "encode"), su("bf"), su("rot13"))

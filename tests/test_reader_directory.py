@@ -11,7 +11,7 @@ import tvshim  # noqa: F401  - before transformers/open_clip/timm (torchvision's
 from safetensors import safe_open
 
 from ckptlint.dtypes import SAFETENSORS
-from ckptlint.engine import run
+from ckptlint.engine import fact_findings, run
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers import read_checkpoint
 from ckptlint.readers.directory import pick_weights
@@ -138,7 +138,7 @@ def test_sharded_folder_and_index_equal_the_model(hf_dirs: dict[str, Path], hf_m
     for path in (folder, index):
         ckpt = read_checkpoint(path)
         assert our_view(path) == union == expected
-        assert ckpt.findings == []
+        assert fact_findings(ckpt) == []
         assert ckpt.files == [str(index)] + [str(folder / s) for s in shards]
         assert {k: t.storage for k, t in ckpt.tensors.items()} == weight_map
     assert read_checkpoint(index).format == "safetensors-sharded"
@@ -240,7 +240,7 @@ def test_torch_bin_shards(tmp_path: Path) -> None:
     save_torch_state_dict(state, str(tmp_path), safe_serialization=False, max_shard_size="8KB")
     index = tmp_path / "pytorch_model.bin.index.json"
     ckpt = read_checkpoint(index)
-    assert ckpt.format == "torch-sharded" and ckpt.findings == []
+    assert ckpt.format == "torch-sharded" and fact_findings(ckpt) == []
     assert our_view(index) == {
         k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items()
     }

@@ -13,6 +13,7 @@ from safetensors import safe_open
 
 from ckptlint.checkpoint import guess_key_sep
 from ckptlint.dtypes import SAFETENSORS
+from ckptlint.engine import fact_findings
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers import read_checkpoint
 from ckptlint.readers.sniff import sniff
@@ -182,7 +183,7 @@ def test_dump_json_of_safetensors_reads_back_with_findings(corpus: Path, tmp_pat
     ckpt = read_checkpoint(out)
     assert ckpt.key_sep == "."
     assert {k: (t.shape, t.dtype) for k, t in ckpt.tensors.items()} == tensors
-    assert [(f.code, f.severity.value, f.keys) for f in ckpt.findings] == [("CK301", "error", ["a"])]
+    assert [(f.code, f.severity.value, f.keys) for f in fact_findings(ckpt)] == [("CK301", "error", ["a"])]
     assert ckpt.metadata["format"] == "pt"
 
 

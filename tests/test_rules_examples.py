@@ -5,6 +5,7 @@ drift from the rules."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -63,6 +64,15 @@ def _siglip_clip_processor(p: Path) -> None:
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(p)
 
 
+def _remote_code(p: Path) -> None:
+    """A save_pretrained folder whose config.json maps AutoModel to code shipped next to it (never imported)."""
+    shutil.copytree(CORPUS / "hf" / "hf_clip_tiny", p)
+    config = json.loads((p / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_tiny.TinyModel"}
+    (p / "config.json").write_text(json.dumps(config))
+    (p / "modeling_tiny.py").write_text("raise SystemExit('ckptlint must never import this file')\n")
+
+
 def _mlp(p: Path) -> None:
     from safetensors.torch import save_file
 
@@ -118,6 +128,7 @@ BUILT: dict[str, Callable[[Path], None]] = {
     "old_vit.npz": _old_vit,
     "siglip_clip_processor": _siglip_clip_processor,
     "suspicious.pt": lambda p: torch.save({"weight": torch.zeros(2, 2), "extra": _Payload()}, p),
+    "remote_code": _remote_code,
     "mlp.safetensors": _mlp,
     "oc_context_length": _oc_context_length,
     "llama_kv4": lambda p: _llama(p, "kv_heads"),

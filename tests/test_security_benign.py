@@ -5,7 +5,7 @@ trainer dicts with optimizer, scheduler, scaler and argparse.Namespace, tensors 
 sparse tensors, both serialisations, pickle.dumps of tensors), an HF Trainer checkpoint folder written by a real
 ``Trainer`` (training_args.bin, optimizer.pt, scheduler.pt, rng_state.pth), save_pretrained with and without
 safetensors, open_clip's ``save_for_hf``, timm's ``CheckpointSaver`` and ``save_for_hf``, flax msgpack, numpy
-(npz, bf16 stored as V2, compressed, npy, pickled arrays).
+(npz, bf16 stored as V2, compressed, npy, pickled arrays), joblib.dump (plain, compressed, unaligned).
 """
 
 from __future__ import annotations
@@ -347,6 +347,47 @@ def test_numpy_files_are_clean(tmp_path: Path) -> None:
     for protocol in range(6):
         (tmp_path / f"arrays_p{protocol}.pkl").write_bytes(pickle.dumps(arrays, protocol=protocol))
     for path in every_file(tmp_path):
+        assert_clean(path)
+
+
+class _Unseekable(io.RawIOBase):
+    """A write-only stream: joblib writes its arrays without alignment padding then."""
+
+    def __init__(self, fh: io.BufferedWriter) -> None:
+        self.fh = fh
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        return self.fh.write(data)
+
+    def tell(self) -> int:
+        raise io.UnsupportedOperation("unseekable")
+
+
+def test_joblib_files_are_clean(tmp_path: Path) -> None:
+    """joblib.dump: arrays inline (aligned, and unaligned when written to a stream), object arrays, compressed."""
+    import joblib
+
+    rng = np.random.default_rng(0)
+    tree = {
+        "coef": rng.standard_normal((4, 3)),
+        "classes": np.array(["a", "b"], dtype=object),
+        "ids": np.arange(7, dtype=np.int32),
+        "nested": {"scale": np.float64(0.5), "mask": np.ones(5, bool), "names": ["x", "y"]},
+        "tensor": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+        "fortran": np.asfortranarray(rng.standard_normal((3, 2)).astype(np.float32)),
+    }
+    joblib.dump(tree, tmp_path / "plain.joblib")
+    for compress in (3, ("gzip", 3), ("bz2", 3), ("lzma", 3)):
+        name = compress[0] if isinstance(compress, tuple) else "zlib"
+        joblib.dump(tree, tmp_path / f"{name}.joblib", compress=compress)
+    with open(tmp_path / "stream.joblib", "wb") as fh:
+        joblib.dump(tree, _Unseekable(fh))
+    joblib.dump([rng.standard_normal(3) for _ in range(3)], tmp_path / "model.pkl", protocol=2)
+    for path in every_file(tmp_path):
+        joblib.load(path)  # the files are what joblib reads back
         assert_clean(path)
 
 

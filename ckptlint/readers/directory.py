@@ -4,21 +4,24 @@ A folder is read as the weights file its loader would pick, plus the small confi
 files are listed in ``metadata["other_weight_files"]`` so that rules can tell "you loaded the HF file, the open_clip
 one is ``open_clip_pytorch_model.bin``". The configs are attached by ``ckptlint.readers.sidecars``.
 
-Security: a folder is judged on every file in it that a loader may unpickle (the other weight files,
-``training_args.bin``, ``optimizer.pt``, ``rng_state.pth``, pickles): their CK301 findings are added, each naming
-its file (``_other_file_findings``).
+Security: a folder is judged on every file in it, at any depth, that a loader of the folder may unpickle (the
+other weight files, ``training_args.bin``, ``optimizer.pt``, ``rng_state.pth``, ``checkpoint-500/OPTIMIZER.PT``,
+``model_best.pth.tar``, joblib files, pickles; suffixes compared ignoring case, other files by their first
+bytes): their security facts are recorded, each naming its file (``scan_folder``). Model code the folder ships
+(a config's ``auto_map``, ``*.py`` files) is recorded for CK302; it is listed, never imported.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UnreadableCheckpoint
-from ckptlint.findings import Finding
-from ckptlint.readers.sidecars import attach_sidecars, list_files
+from ckptlint.facts import RemoteCode, SecurityFacts, one_line
+from ckptlint.readers.sidecars import MAX_SIDECAR_JSON, attach_sidecars, json_content, list_files
 
 # open_clip.factory._find_checkpoint_in_dir's preference (open_clip_torch 3.3.0)
 OPEN_CLIP_ORDER = (
@@ -84,46 +87,157 @@ def read(path: Path) -> Checkpoint:
                 "metadata": metadata,
                 "sidecars": [],
                 "files": list(inner.files),
-                "findings": list(inner.findings) + _other_file_findings(path, names, judged=inner.files),
+                "findings": list(inner.findings),
+                "security": scan_folder(path, judged=inner.files),
             }
         )
     )
     return attach_sidecars(ckpt, path, names=names)
 
 
-# files next to the weights that a loader may unpickle (the other weight files, training_args.bin, optimizer.pt,
-# rng_state.pth, pickles): a folder is judged on every file in it that could run code, not just the one read
-_UNPICKLED_SUFFIXES = (*(s for s in WEIGHT_SUFFIXES if s != ".index.json"), ".pkl", ".pickle", ".joblib")
+# files a loader of the folder may unpickle, whatever their case (``OPTIMIZER.PT``, ``model_best.pth.tar``)
+UNPICKLED_SUFFIXES = (
+    ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".jbl", ".tar", ".npy", ".npz", ".safetensors",
+    ".msgpack", ".h5", ".z", ".gz", ".bz2", ".xz", ".lzma", ".dat", ".model", ".data",
+)  # fmt: skip
+# files no loader unpickles (``*.py`` is model code: CK302)
+TEXT_SUFFIXES = frozenset(
+    [
+        ".json",
+        ".jsonl",
+        ".txt",
+        ".md",
+        ".rst",
+        ".py",
+        ".ipynb",
+        ".yaml",
+        ".yml",
+        ".toml",
+        ".cfg",
+        ".ini",
+        ".csv",
+        ".tsv",
+        ".log",
+        ".html",
+        ".css",
+        ".js",
+        ".sh",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".gif",
+        ".svg",
+        ".webp",
+        ".pdf",
+        ".vocab",
+        ".tiktoken",
+        ".lock",
+        ".gitattributes",
+        ".gitignore",
+        ".license",
+        ".in",
+    ]
+)
+_SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints"})
 _CODE_FORMATS = frozenset({"pickle", "torch-zip", "npz", "npy"})
+MAX_FOLDER_ENTRIES = 10_000  # files and folders visited in one checkpoint folder
+MAX_FOLDER_DEPTH = 16
+MAX_CODE_LISTED = 200
 
 
-def _other_file_findings(directory: Path, names: list[str], judged: list[str]) -> list[Finding]:
-    """CK301 findings of the folder's other files that could run code when loaded, each naming its file.
-
-    A file that cannot be read is skipped unless its pickle broke part-way (an unpickler may have run code by
-    then): that is CK301 too, failing closed.
-    """
+def scan_folder(directory: Path, judged: list[str]) -> SecurityFacts:
+    """The security facts of every file in ``directory`` (any depth) that a loader may unpickle, and of the
+    model code it ships. Files read through ``read_checkpoint`` have their facts attached by it (naming each
+    file); a file ckptlint will not judge is unverifiable; one no loader can read is left alone."""
     from ckptlint.readers import read_checkpoint
     from ckptlint.readers.sniff import sniff
 
-    seen = {Path(f).name for f in judged}
-    out: list[Finding] = []
-    for name in names:
-        if name in seen or not name.endswith(_UNPICKLED_SUFFIXES):
+    facts = SecurityFacts()
+    seen = {os.path.abspath(f) for f in judged}
+    files, truncated = _walk(directory)
+    if truncated:
+        facts.add_unverifiable(f"a folder of more than {MAX_FOLDER_ENTRIES} entries", str(directory), None,
+                               "Not every file was looked at.")  # fmt: skip
+    for rel, file in files:
+        if os.path.abspath(file) in seen:
             continue
-        file = directory / name
+        low = rel.lower()
+        suffix = os.path.splitext(low)[1]
+        if suffix in TEXT_SUFFIXES:
+            continue
         try:
-            if sniff(file) not in _CODE_FORMATS:
-                continue
-            found = [f for f in read_checkpoint(file).findings if f.code == "CK301"]
+            kind = sniff(file)
+            if kind in _CODE_FORMATS:
+                read_checkpoint(file)
         except UnreadableCheckpoint as exc:
-            from ckptlint.readers.pickle_globals import failure_findings
+            if exc.refused or (exc.facts and low.endswith(UNPICKLED_SUFFIXES)):
+                facts.add_unverifiable(
+                    f"the file {one_line(rel, 200)}", rel, None, f"{exc.reason}.", file=rel
+                )
+    facts.remote_code.extend(_remote_code(directory, files))
+    return facts
 
-            found = failure_findings(exc, f"the pickle in {name}", name, str(file))
-        out.extend(
-            f.model_copy(update={"message": f"{name}: {f.message}", "details": {**f.details, "file": name}})
-            for f in found
+
+def _walk(directory: Path) -> tuple[list[tuple[str, Path]], bool]:
+    """(relative path, path) of the folder's files, sorted, any depth (bounded); and whether it was cut."""
+    out: list[tuple[str, Path]] = []
+    visited = 0
+    todo = [(directory, 0)]
+    while todo:
+        folder, depth = todo.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            visited += 1
+            if visited > MAX_FOLDER_ENTRIES:
+                return sorted(out), True
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name not in _SKIP_DIRS and depth + 1 < MAX_FOLDER_DEPTH:
+                        todo.append((Path(entry.path), depth + 1))
+                elif entry.is_file():
+                    out.append((os.path.relpath(entry.path, directory), Path(entry.path)))
+            except OSError:
+                continue
+    return sorted(out), False
+
+
+def _remote_code(directory: Path, files: list[tuple[str, Path]]) -> list[RemoteCode]:
+    """Configs whose ``auto_map`` names code (transformers' trust_remote_code) and the folder's ``*.py`` files."""
+    code = [rel for rel, _ in files if rel.lower().endswith(".py")]
+    out: list[RemoteCode] = []
+    mapped: set[str] = set()
+    for rel, file in files:
+        if not rel.lower().endswith(".json") or "config" not in os.path.basename(rel).lower():
+            continue
+        doc = json_content(file, MAX_SIDECAR_JSON)
+        auto_map = doc.get("auto_map") if doc else None
+        if not isinstance(auto_map, dict) or not auto_map:
+            continue
+        entries: dict[str, str] = {}
+        for cls, target in list(auto_map.items())[:50]:
+            targets = target if isinstance(target, list) else [target]
+            entries[one_line(str(cls), 100)] = one_line(", ".join(str(t) for t in targets if t), 200)
+        folder = os.path.dirname(rel)
+        modules = sorted(
+            {t.split("--")[-1].rsplit(".", 1)[0] for v in entries.values() for t in v.split(", ") if t}
         )
+        here = [os.path.join(folder, m.replace(".", "/") + ".py") for m in modules]
+        local = [c for c in code if c in here or os.path.dirname(c) == folder]
+        missing = [t for v in entries.values() for t in v.split(", ") if "--" in t]
+        missing += [
+            m
+            for m, h in zip(modules, here, strict=True)
+            if h not in code and not any("--" in t and t.split("--")[-1].startswith(m) for t in missing)
+        ]
+        mapped.update(local)
+        out.append(RemoteCode(rel, entries, local[:MAX_CODE_LISTED], sorted(set(missing))[:50]))
+    rest = [c for c in code if c not in mapped]
+    if rest:
+        out.append(RemoteCode(None, {}, rest[:MAX_CODE_LISTED], []))
     return out
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from ckptlint.checkpoint import Checkpoint, TensorInfo, tensor_info
 from ckptlint.dtypes import ITEM_BITS, NUMPY_TYPESTR
 from ckptlint.errors import UnreadableCheckpoint
+from ckptlint.readers.limits import MAX_LEAVES, KeyPaths, LimitExceeded, check_tensor_count
 
 MAX_DEPTH = 128
 MAX_NDIM = 64  # numpy's NPY_MAXDIMS
@@ -74,6 +75,8 @@ def read(path: Path) -> Checkpoint:
                 walker.walk()
             except _Corrupt as exc:
                 raise UnreadableCheckpoint(p, f"corrupt flax msgpack file: {exc}") from None
+            except LimitExceeded as exc:
+                raise UnreadableCheckpoint(p, f"flax msgpack file refused: {exc}") from None
     except OSError as exc:
         raise UnreadableCheckpoint(p, f"cannot read: {exc.strerror or exc}") from None
     metadata: dict[str, Any] = dict(walker.values)
@@ -101,10 +104,6 @@ def _dtype_name(raw: str) -> tuple[str, int | None]:
         name = NUMPY_TYPESTR[stripped]
         return name, ITEM_BITS[name]
     return raw, None
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}/{key}" if prefix else key
 
 
 class _Window:
@@ -150,6 +149,7 @@ class _Walker:
         self.tensors: dict[str, TensorInfo] = {}
         self.values: dict[str, Any] = {}
         self.dropped_values = 0
+        self.keys = KeyPaths("/")
 
     # -- primitive reads, each bounded by the end of the file --------------------------------------------------
     def _need(self, n: int, what: str) -> int:
@@ -218,7 +218,7 @@ class _Walker:
         if kind == "array":
             self._count(n, 1, "array")
             for i in range(n):
-                self._value(_join(key, str(i)), depth + 1, unchunk=False)
+                self._value(self.keys.join(key or None, str(i)), depth + 1, unchunk=False)
             return
         self._count(n, 2, "map")
         entries = self.pos
@@ -233,7 +233,7 @@ class _Walker:
                 self.pos = entries
                 self._chunked(key, n, depth)
                 return
-            self._value(_join(key, k), depth + 1, unchunk=unchunk)
+            self._value(self.keys.join(key or None, k), depth + 1, unchunk=unchunk)
 
     def _rollback(self, marks: tuple[int, int, int]) -> None:
         n_tensors, n_values, dropped = marks
@@ -288,6 +288,7 @@ class _Walker:
             have += m
         if have != numel:
             raise _Corrupt(f"chunked array {key!r}: chunks hold {have} elements, shape {shape} needs {numel}")
+        check_tensor_count(len(self.tensors) + 1)
         self.tensors[key] = tensor_info(
             tuple(shape), chunks[0].dtype, nbytes=sum(c.nbytes for c in chunks), offset=chunks[0].offset
         )
@@ -337,12 +338,15 @@ class _Walker:
 
     def _emit(self, key: str, value: Any) -> None:
         if isinstance(value, _Array):
+            check_tensor_count(len(self.tensors) + 1)
             self.tensors[key] = tensor_info(
                 value.shape, value.dtype, nbytes=value.nbytes, offset=value.offset
             )
             return
         if len(self.values) >= MAX_VALUES:
             self.dropped_values += 1
+            if self.dropped_values + MAX_VALUES + len(self.tensors) > MAX_LEAVES:
+                raise LimitExceeded(f"it holds more than {MAX_LEAVES} values")
             return
         if isinstance(value, _Skipped):
             value = value.text

@@ -5,13 +5,17 @@ Each ``*.npy`` member is opened through ``zipfile`` and only its first bytes are
 
 The npy header is parsed here instead of with ``numpy.lib.format.read_array_header_*``: importing numpy costs
 ~0.12 s of the CLI's ~0.15 s start-up budget, and the header is a Python literal dict that numpy itself parses with
-``ast.literal_eval``. We follow numpy's rules (versions 1.0/2.0/3.0, 10000-character header limit, the exact key
-set, the Python 2 ``L`` suffix fix-up); ``tests/test_reader_npz.py`` proves equality with numpy on real files.
-big_vision stores bfloat16 as raw 2-byte void (``<V2``/``|V2``); it is reported as ``bfloat16``.
-Object arrays (``|O``) hold a pickle: it is walked opcode by opcode, never unpickled, and unsafe globals become
-CK301 findings; the array is recorded with dtype ``object``. ``np.load`` reads any member that starts with the npy
-magic as an array, whatever its name, so members without the ``.npy`` suffix are judged too
-(``npy_view_findings``, also used for torch zip archives).
+``ast.literal_eval``. We follow numpy's rules (versions 1.0/2.0/3.0, the exact key set, the Python 2 ``L``
+suffix fix-up); a ``descr`` other than a plain type string (structured, sub-array, comma-separated such as
+``i4,O`` or ``(2,)O``) is handed to numpy's own ``descr_to_dtype``, which decides whether the array holds
+objects. ``tests/test_reader_npz.py`` proves equality with numpy on real files. big_vision stores bfloat16 as raw
+2-byte void (``<V2``/``|V2``); it is reported as ``bfloat16``.
+
+Security is judged as ``np.load(allow_pickle=True)`` reads: numpy's 10,000-character header limit does not apply
+then, so longer headers are read too (up to ckptlint's own bound); an array whose dtype holds objects is a
+pickle, judged as the C unpickler parses it (:mod:`ckptlint.readers.pickle_stream`). ``np.load`` reads any
+member that starts with the npy magic as an array, whatever its name, so members without the ``.npy`` suffix are
+judged too (``npy_view_facts``, also used for torch zip archives).
 """
 
 from __future__ import annotations
@@ -28,11 +32,17 @@ from typing import IO, Any
 from ckptlint.checkpoint import Checkpoint, TensorInfo, slash_groups, tensor_info
 from ckptlint.dtypes import ITEM_BITS, NUMPY_KIND_NAMES, NUMPY_TYPESTR
 from ckptlint.errors import UnreadableCheckpoint
-from ckptlint.findings import Finding
+from ckptlint.facts import SecurityFacts
+from ckptlint.readers.limits import LimitExceeded, zip_file
+from ckptlint.readers.pickle_interpret import Corrupt
+from ckptlint.readers.pickle_stream import StreamError, parse_stream
+from ckptlint.readers.pickle_walker import Budget, Source
 
 NPY_MAGIC = b"\x93NUMPY"
-# numpy.lib.format._MAX_HEADER_SIZE: np.load refuses longer headers unless allow_pickle=True
+# numpy.lib.format._MAX_HEADER_SIZE: np.load refuses longer headers unless allow_pickle=True (then any length)
 MAX_HEADER_CHARS = 10000
+MAX_HEADER_BYTES = 1 << 20  # ckptlint's own bound on a header it reads (allow_pickle=True has none)
+MAX_VIEW_MEMBERS = 1 << 16  # members whose first bytes are looked at for the npy magic
 _HEADER_LEN = {(1, 0): ("<H", "latin1"), (2, 0): ("<I", "latin1"), (3, 0): ("<I", "utf8")}
 _EXPECTED_KEYS = {"descr", "fortran_order", "shape"}
 # numpy.lib.format's own rendering of a simple-dtype header, e.g. "{'descr': '<f4', 'fortran_order': False,
@@ -74,11 +84,11 @@ def read(path: Path) -> Checkpoint:
     """Read every ``*.npy`` member header of the npz archive at ``path``."""
     p = str(path)
     tensors: dict[str, TensorInfo] = {}
-    findings: list[Finding] = []
+    facts = SecurityFacts()
     other_members: list[str] = []
     others: list[zipfile.ZipInfo] = []
     try:
-        with path.open("rb") as raw, zipfile.ZipFile(raw) as zf:
+        with path.open("rb") as raw, zip_file(raw) as zf:
             for info in zf.infolist():
                 name = info.filename
                 if info.is_dir():
@@ -96,15 +106,20 @@ def read(path: Path) -> Checkpoint:
                     header = read_npy_header(member, where=f"member {name}", path=p)
                     tensors[key] = _tensor(header, info.file_size, name, p)
                     if header.dtype == "object":
-                        findings.extend(
-                            object_array_findings(
-                                member, start=header.data_offset, end=info.file_size, member=name, path=p
-                            )
+                        object_array_facts(
+                            member,
+                            start=header.data_offset,
+                            end=info.file_size,
+                            member=name,
+                            path=p,
+                            facts=facts,
                         )
             # np.load reads a member of any name that starts with the npy magic as an array (key: its name)
-            findings.extend(npy_view_findings(zf, others, p))
+            facts.merge(npy_view_facts(zf, others))
     except UnreadableCheckpoint:
         raise
+    except LimitExceeded as exc:
+        raise UnreadableCheckpoint(p, f"npz archive refused: {exc}", facts, refused=True) from None
     except _ZIP_ERRORS as exc:
         raise UnreadableCheckpoint(p, f"corrupt npz archive: {exc}") from None
     except OSError as exc:
@@ -121,7 +136,8 @@ def read(path: Path) -> Checkpoint:
         metadata=metadata,
         sidecars=[],
         files=[p],
-        findings=findings,
+        findings=[],
+        security=facts,
     )
 
 
@@ -157,14 +173,14 @@ def read_npy(path: Path) -> Checkpoint:
     p = str(path)
     try:
         size = path.stat().st_size
+        facts = SecurityFacts()
         with path.open("rb") as fh:
             header = read_npy_header(fh, where="npy file", path=p)
             tensors = {path.stem: _tensor(header, size, None, p)}
-            findings = (
-                object_array_findings(fh, start=header.data_offset, end=size, member=path.name, path=p)
-                if header.dtype == "object"
-                else []
-            )
+            if header.dtype == "object":
+                object_array_facts(
+                    fh, start=header.data_offset, end=size, member=path.name, path=p, facts=facts
+                )
     except OSError as exc:
         raise UnreadableCheckpoint(p, f"cannot read: {exc.strerror or exc}") from None
     return Checkpoint.model_construct(
@@ -176,7 +192,8 @@ def read_npy(path: Path) -> Checkpoint:
         metadata={},
         sidecars=[],
         files=[p],
-        findings=findings,
+        findings=[],
+        security=facts,
     )
 
 
@@ -217,20 +234,17 @@ def read_npy_header(fh: IO[bytes], *, where: str, path: str) -> NpyHeader:
         )
     fmt, encoding = _HEADER_LEN[version]
     (hlen,) = struct.unpack(fmt, _read_exact(fh, struct.calcsize(fmt), "the header length", where, path))
-    max_bytes = MAX_HEADER_CHARS * (4 if encoding == "utf8" else 1)
-    if hlen > max_bytes:
+    if hlen > MAX_HEADER_BYTES:  # np.load(allow_pickle=True) would read it: ckptlint refuses to judge it
         raise UnreadableCheckpoint(
-            path, f"{where}: npy header of {hlen} bytes exceeds numpy's {MAX_HEADER_CHARS}-character limit"
+            path,
+            f"{where}: npy header of {hlen} bytes (larger than ckptlint reads; numpy's limit without "
+            f"allow_pickle is {MAX_HEADER_CHARS} characters)",
+            refused=True,
         )
     try:
         text = _read_exact(fh, hlen, "the header", where, path).decode(encoding)
     except UnicodeDecodeError:
         raise UnreadableCheckpoint(path, f"corrupt {where}: npy header is not valid {encoding}") from None
-    if len(text) > MAX_HEADER_CHARS:
-        raise UnreadableCheckpoint(
-            path,
-            f"{where}: npy header of {len(text)} characters exceeds numpy's {MAX_HEADER_CHARS}-character limit",
-        )
     d = _literal(text, version, where, path)
     if not isinstance(d, dict) or d.keys() != _EXPECTED_KEYS:
         raise UnreadableCheckpoint(
@@ -245,9 +259,13 @@ def read_npy_header(fh: IO[bytes], *, where: str, path: str) -> NpyHeader:
         raise UnreadableCheckpoint(
             path, f"corrupt {where}: npy fortran_order {d['fortran_order']!r} is not a bool"
         )
-    described = _describe(d["descr"], 0)
+    described = _describe(d["descr"], 0) if isinstance(d["descr"], str) else None
     if described is None:
-        raise UnreadableCheckpoint(path, f"corrupt {where}: npy descr {d['descr']!r} is not a valid dtype")
+        described = _numpy_describe(d["descr"])
+    if described is None:
+        raise UnreadableCheckpoint(
+            path, f"corrupt {where}: npy descr {str(d['descr'])[:80]!r} is not a valid dtype"
+        )
     dtype, itemsize, sub_shape = described
     data_offset = 8 + struct.calcsize(fmt) + hlen
     return NpyHeader(
@@ -331,61 +349,87 @@ def _describe_typestr(typestr: str) -> tuple[str, int, tuple[int, ...]] | None:
     return None
 
 
-def object_array_findings(fh: IO[bytes], *, start: int, end: int, member: str, path: str) -> list[Finding]:
-    """CK301 findings for an object array, whose data (``fh`` from ``start`` to ``end``) is a pickle.
+def _numpy_describe(descr: Any) -> tuple[str, int, tuple[int, ...]] | None:
+    """numpy's own reading of a ``descr`` that is not a plain type string (``numpy.lib.format.descr_to_dtype``,
+    as ``np.load`` calls it): ``("object", ...)`` whenever the dtype holds objects, else its void size."""
+    import numpy as np  # only for headers numpy's writer does not produce for plain arrays
 
-    The pickle is walked opcode by opcode (never unpickled) by ckptlint.readers.pickle_walker; only the one
-    stream ``np.load(allow_pickle=True)`` would unpickle is walked. Globals outside the safe set become CK301.
-    """
-    from ckptlint.readers.pickle_globals import SecurityLog
-    from ckptlint.readers.pickle_walker import MalformedPickle, PickleWalker, unreadable
-
-    log = SecurityLog(path)
-    size = max(end - start, 0)
-    if size <= MAX_INLINE_PICKLE:  # small: one bounded read, then walk in memory (cheap seeks)
-        walker = PickleWalker(
-            io.BytesIO(_read_exact(fh, size, "the pickled object array", member, path)),
-            log=log,
-            member=member,
-        )
-    else:  # large: walk the member in place; the walker skips large arguments by seeking
-        walker = PickleWalker(fh, log=log, member=member, start=start, end=end)
     try:
-        walker.walk()
-    except MalformedPickle as exc:
-        raise unreadable(path, f"corrupt {member}: {exc}", log) from None
-    return log.findings()
+        dtype = np.lib.format.descr_to_dtype(descr)
+    except (TypeError, ValueError, KeyError, IndexError, RecursionError, OverflowError, MemoryError):
+        return None
+    sub: tuple[int, ...] = ()
+    base = dtype
+    if dtype.subdtype is not None:
+        base, sub = dtype.subdtype
+    if dtype.hasobject:
+        return "object", max(dtype.itemsize, 1), ()
+    simple = _describe(base.str, 0) if dtype.names is None else None
+    if simple is not None:
+        return simple[0], simple[1], tuple(sub) + simple[2]
+    return f"void{dtype.itemsize * 8}", dtype.itemsize, ()
 
 
-def npy_view_findings(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], p: str) -> list[Finding]:
-    """CK301 findings for members that ``np.load(allow_pickle=True)`` would unpickle.
+def object_array_facts(
+    fh: IO[bytes], *, start: int, end: int, member: str, path: str, facts: SecurityFacts
+) -> None:
+    """Judge an object array, whose data (``fh`` from ``start`` to ``end``) is a pickle, as
+    ``np.load(allow_pickle=True)`` unpickles it (one stream, the C unpickler). Raises UnreadableCheckpoint (with
+    the facts seen before the break) when it does not parse."""
+    size = max(end - start, 0)
+    if size <= MAX_INLINE_PICKLE:  # small: one bounded read, then parse in memory
+        fh.seek(start)
+        src = Source(_read_exact(fh, size, "the pickled object array", member, path))
+        at = 0
+    else:
+        src = Source(fh=fh, start=start, end=end)
+        at = start
+    try:
+        parse_stream(src, at, member=member, facts=facts, budget=Budget())
+    except (StreamError, Corrupt) as exc:
+        seen = facts.names()
+        reason = f"corrupt {member}: {exc}" + (
+            f"; before that it imports unsafe globals: {seen}" if seen else ""
+        )
+        raise UnreadableCheckpoint(
+            path, reason, facts, refused=bool(getattr(exc, "refused", False))
+        ) from None
+
+
+def npy_view_facts(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> SecurityFacts:
+    """What ``np.load(allow_pickle=True)`` would run from the members of ``zf``.
 
     ``np.load`` opens any zip as an npz, and an npz member of any name that starts with the npy magic is read as
     an array: an object array's data is a pickle. A torch archive's member (even a storage, whose bytes torch
-    reads as raw data) can be crafted to be one, so every member's first bytes are looked at.
+    reads as raw data) can be crafted to be one, so every member's first bytes are looked at. A header numpy
+    refuses loads nothing; a pickle that breaks part-way has run what came before (recorded); one ckptlint
+    will not judge is unverifiable.
     """
-    findings: list[Finding] = []
-    for info in infos:
+    facts = SecurityFacts()
+    for info in infos[:MAX_VIEW_MEMBERS]:
         if info.is_dir() or info.file_size < len(NPY_MAGIC) or _member_head(zf, info) != NPY_MAGIC:
             continue
         name = info.filename
         try:
             with zf.open(info) as member:
-                header = read_npy_header(member, where=f"member {name}", path=p)
+                header = read_npy_header(member, where=f"member {name}", path=name)
                 if header.dtype == "object":
-                    findings.extend(
-                        object_array_findings(
-                            member, start=header.data_offset, end=info.file_size, member=name, path=p
-                        )
+                    object_array_facts(
+                        member,
+                        start=header.data_offset,
+                        end=info.file_size,
+                        member=name,
+                        path=name,
+                        facts=facts,
                     )
         except UnreadableCheckpoint as exc:
-            # a header numpy refuses loads nothing; a pickle that breaks part-way may have run code by then
-            from ckptlint.readers.pickle_globals import failure_findings
-
-            findings.extend(failure_findings(exc, f"an object array in {name}", name, p))
+            if exc.refused:
+                facts.add_unverifiable(f"an array in {name}", name, None, exc.reason)
         except (*_ZIP_ERRORS, OSError):
             continue  # numpy cannot read it either
-    return findings
+    if len(infos) > MAX_VIEW_MEMBERS:
+        facts.add_unverifiable(f"more than {MAX_VIEW_MEMBERS} members", "zip", None, "Not looked at.")
+    return facts
 
 
 def _member_head(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:

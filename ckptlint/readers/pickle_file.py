@@ -1,283 +1,231 @@
-"""Reader for files that are pickles: legacy ``torch.save`` (before 1.6, or ``_use_new_zipfile_serialization=False``)
-and plain pickles holding tensors or numpy arrays.
+"""Files that are pickles: legacy ``torch.save`` files, tar-format torch files, plain pickles and joblib files.
 
-Legacy torch layout: five pickles in a row — the magic number, the protocol version (1001), a ``sys_info`` dict,
-the object itself (storages as persistent ids ``('storage', type, key, location, numel, view)``) and the sorted
-list of storage keys — then, per key, an 8-byte element count and the raw bytes. Only the pickles are walked;
-of the raw data only the 8-byte counts are read, to place each storage and to detect truncation. Any pickle
-stream appended after the data (or after a plain pickle's STOP) is walked too: a file is judged on all it holds.
+Each is judged the way every loader that could read it reads it:
 
-Files that start with a valid tar header go to :mod:`ckptlint.readers.torch_tar` first, as in ``torch.load``.
-:func:`unsafe_pickle_view` judges files read as another format for what an unpickler would see in them.
+- ``torch.load`` first tries the tar format (``tarfile`` accepts the file: :mod:`ckptlint.readers.torch_tar`),
+  else unpickles the stream at byte 0, and for a legacy file the four that follow (:mod:`pickle_legacy`);
+- ``pickle.load`` / ``np.load(allow_pickle=True)`` unpickle from byte 0, again and again for appended streams
+  (the C unpickler; a tar file too, whose header may be crafted to be a pickle);
+- ``joblib.load`` drives the pure-Python unpickler, reading each array's bytes inline after its wrapper, and
+  decompresses files that start with a compressor's magic (zlib, gzip, bz2, xz, lzma).
+
+Every view must reach a verdict: a plain pickle that one unpickler reads and the other fails on, or that they
+end at different offsets, is refused; a joblib file is one whose pure-Python reading succeeds and whose C
+reading breaks only where the array data starts.
 """
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UnreadableCheckpoint
-from ckptlint.findings import Finding
-from ckptlint.readers.pickle_globals import SecurityLog, danger_of
-from ckptlint.readers.pickle_tree import Tree, TreeTooLarge, flatten
-from ckptlint.readers.pickle_walker import (
-    MalformedPickle,
-    Opaque,
-    PickleWalker,
-    StoragePid,
-    StorageRef,
-    parse_storage_pid,
-    short,
-    unreadable,
-)
-from ckptlint.readers.sniff import TAR_BLOCK, is_tar_header
-from ckptlint.readers.torch_tar import NotTorchTar, read_tar
+from ckptlint.facts import SecurityFacts, one_line
+from ckptlint.readers.joblib_stream import Decompressed
+from ckptlint.readers.pickle_interpret import Corrupt
+from ckptlint.readers.pickle_legacy import LEGACY_MAGIC, judge_trailing, read_legacy
+from ckptlint.readers.pickle_probe import pickle_view
+from ckptlint.readers.pickle_stream import StreamError, parse_joblib, parse_stream
+from ckptlint.readers.pickle_stubs import RegionReader
+from ckptlint.readers.pickle_tree import TreeTooLarge, flatten
+from ckptlint.readers.pickle_walker import Budget, Scan, Source
+from ckptlint.readers.torch_nested import nested_reader
+from ckptlint.readers.torch_tar import NotTorchTar, is_torch_tar, read_tar
 
-LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-LEGACY_PROTOCOL = 1001
+# joblib's compressors (joblib/compressor.py): magic prefix -> name
+JOBLIB_MAGIC = {
+    b"\x78": "zlib", b"\x1f\x8b": "gzip", b"BZ": "bz2", b"\xfd\x37\x7a\x58\x5a": "xz", b"\x5d\x00": "lzma",
+    b"\x04\x22\x4d\x18": "lz4", b"ZF": "joblib<0.10",
+}  # fmt: skip
+
+
+def joblib_compression(head: bytes) -> str | None:
+    """The compressor joblib.load would detect from a file's first bytes, or None."""
+    return next((name for magic, name in JOBLIB_MAGIC.items() if head.startswith(magic)), None)
 
 
 def read(path: Path) -> Checkpoint:
-    """Read a legacy torch file, a tar-format torch file or a plain pickle without executing it."""
+    """Read a legacy torch file, a tar-format torch file, a plain or joblib pickle without executing it."""
     p = str(path)
-    log = SecurityLog(p)
+    facts = SecurityFacts()
     try:
         with path.open("rb") as fh:
-            size = fh.seek(0, 2)
-            fh.seek(0)
-            if is_tar_header(fh.read(TAR_BLOCK)):  # torch.load tries the tar format before the pickle one
-                try:
-                    tar = read_tar(fh, path=p, size=size, stem=path.stem, log=log)
-                except NotTorchTar as exc:
-                    unsafe_pickle_view(fh, path.name, log)
-                    raise unreadable(p, str(exc), log) from None
-                if tar is not None:
-                    # pickle.load and np.load(allow_pickle=True) would still read the file as a pickle
-                    unsafe_pickle_view(fh, path.name, log)
-                    tar.findings = log.findings()
-                    return tar
-            walker = PickleWalker(fh, log=log, member=path.name)
-            first = walker.walk()
-            legacy = type(first) is int and first == LEGACY_MAGIC
-            value = walk_legacy(walker, first) if legacy else first
-            walk_trailing(walker)
-        tree = flatten(value, sep=".", root_key=path.stem)
-    except MalformedPickle as exc:
-        raise unreadable(p, str(exc), log) from None
-    except TreeTooLarge as exc:
-        raise unreadable(p, str(exc), log) from None
+            return _read(fh, path, facts)
+    except UnreadableCheckpoint:
+        raise
+    except (StreamError, Corrupt, NotTorchTar) as exc:
+        raise unreadable(p, exc, facts) from None
     except OSError as exc:
-        raise UnreadableCheckpoint(p, f"cannot read: {exc.strerror or exc}") from None
-    return Checkpoint.model_construct(
-        path=p,
-        format="torch-legacy" if legacy else "pickle",
-        key_sep=".",
-        tensors=tree.tensors,
-        groups=tree.groups,
-        metadata=tree.metadata,
-        sidecars=[],
-        files=[p],
-        findings=log.findings(),
-    )
+        raise UnreadableCheckpoint(p, f"cannot read: {exc.strerror or exc}", facts) from None
 
 
-MAX_VIEW_STREAMS = 5  # a legacy torch file is 5 streams; pickle.load and np.load read one
-
-
-def unsafe_pickle_view(
-    fh: IO[bytes], name: str, log: SecurityLog | None = None, *, evidence: bool = False
-) -> list[str]:
-    """Importable globals outside the safe set that unpickling ``fh`` from its first byte would import.
-
-    For files read as another format: ``torch.load(weights_only=False)``, ``np.load(allow_pickle=True)`` and
-    ``pickle.load`` unpickle any file that is not a zip (nor an npy file, for numpy), so a safetensors or msgpack
-    file crafted to be a pickle too (a polyglot) runs code there. Streams are walked until one does not parse;
-    that is the normal case for a genuine file, and costs a few bytes. Names that are not dotted identifiers are
-    ignored: nothing can import them, and random bytes produce them. ``log`` (if given) records what is found.
-    ``evidence`` (for files of no known format, text files included): report only when a stream parses to its
-    STOP or a global is a known-dangerous one, so that a text file whose first lines read as a GLOBAL
-    (``c`` + two lines) stays "not a checkpoint".
-    """
-    probe = SecurityLog(name)
-    streams = 0
+def legacy_value(path: Path) -> Any:
+    """The object a legacy torch file rebuilds (``TensorRef`` leaves over ``StorageRef``s placed in the file), for
+    writers that emit it again; raises UnreadableCheckpoint as ``read`` does."""
+    facts = SecurityFacts()
     try:
-        walker = PickleWalker(fh, log=probe, member=name, start=0)
-        for _ in range(MAX_VIEW_STREAMS):
-            walker.walk()
-            streams += 1
-            if walker.at_end():
-                break
-    except Exception:  # a probe of a non-pickle: whatever stops it, what it saw so far counts
-        pass
-    found = [n for n in probe.uses if all(part.isidentifier() for part in n.split("."))]
-    if evidence and not streams and not any(danger_of(n) for n in found):
-        return []
-    if log is not None:
-        for fullname in found:
-            use = probe.uses[fullname]
-            note = "The file is also a pickle: torch.load(weights_only=False) or pickle.load would import it."
-            for offset in use.offsets:
-                log.unsafe_global(fullname, use.member, offset, use.opcode, note=note)
-    return found
-
-
-@dataclass
-class EmbeddedPickle:
-    """A pickle found inside another format (an ``.npy`` object array): its tree and its CK301 findings."""
-
-    tree: Tree
-    findings: list[Finding]
-
-
-def read_embedded(
-    fh: IO[bytes], *, path: str, member: str, start: int, end: int, root_key: str, sep: str = "."
-) -> EmbeddedPickle:
-    """Walk the pickle stream(s) of ``fh`` between ``start`` and ``end`` (e.g. an object array's data).
-
-    ``fh`` must be seekable (a file, or a zip member opened with ``ZipFile.open``). Raises UnreadableCheckpoint
-    (carrying ``.findings``) when the data is not a pickle.
-    """
-    log = SecurityLog(path)
-    walker = PickleWalker(fh, log=log, member=member, start=start, end=end, storage_name=member)
-    try:
-        value = walker.walk()
-        walk_trailing(walker)
-        tree = flatten(value, sep=sep, root_key=root_key)
-    except (MalformedPickle, TreeTooLarge) as exc:
-        raise unreadable(path, str(exc), log) from None
-    return EmbeddedPickle(tree, log.findings())
-
-
-def walk_trailing(walker: PickleWalker) -> int:
-    """Walk every pickle stream left after the current position; return how many there were.
-
-    Data that does not parse as a pickle is reported as unverifiable (CK301): an unpickler called again on the
-    file would run whatever it finds there, and ckptlint cannot tell what that is.
-    """
-    count = 0
-    while not walker.at_end():
-        start = walker.pos
-        try:
-            walker.walk()
-        except MalformedPickle as exc:
-            walker.log.cannot_verify(
-                f"{walker.end - start} bytes after the last pickle stream",
-                walker.member,
-                start,
-                f"They do not parse as a pickle ({exc.reason}).",
+        with path.open("rb") as fh:
+            src = Source.of_file(fh)
+            value, _ = read_legacy(
+                src, 0, member=path.name, facts=facts, budget=Budget(), nested=nested_reader(fh)
             )
-            return count
-        count += 1
-    return count
-
-
-def walk_legacy(walker: PickleWalker, first: Any = None) -> Any:
-    """Walk a legacy ``torch.save`` from the walker's position; return the saved object.
-
-    ``first`` is the already-walked magic number, if any. Storages get the absolute offset of their bytes;
-    the walker is left after the raw data, where any appended stream would start.
-    """
-    if first is None:
-        first = walker.walk()
-    if type(first) is not int or first != LEGACY_MAGIC:
-        raise MalformedPickle(walker.member, 0, "not a legacy torch file (magic number missing)")
-    version = walker.walk()
-    if version != LEGACY_PROTOCOL:
-        raise MalformedPickle(
-            walker.member, walker.pos, f"legacy torch protocol version {short(version)}, not 1001"
-        )
-    sys_info = walker.walk()
-    big_endian = isinstance(sys_info, dict) and sys_info.get("little_endian") is False
-    storages = _LegacyStorages(walker)
-    walker.persistent = storages.load
-    try:
-        value = walker.walk()
-    finally:
-        walker.persistent = None
-    keys = walker.walk()
-    if not isinstance(keys, list) or not all(isinstance(k, (str, bytes, int)) for k in keys):
-        raise MalformedPickle(walker.member, walker.pos, "legacy storage key list is not a list of keys")
-    storages.place([k.decode("latin-1") if isinstance(k, bytes) else str(k) for k in keys], big_endian)
+    except (StreamError, Corrupt) as exc:
+        raise unreadable(str(path), exc, facts) from None
     return value
 
 
-class _LegacyStorages:
-    """Storages named by a legacy pickle, then placed in the raw data that follows it."""
+def unreadable(path: str, exc: Exception, facts: SecurityFacts) -> UnreadableCheckpoint:
+    """An UnreadableCheckpoint for ``exc`` that carries (and names) what was seen before it."""
+    reason = one_line(str(exc), 500)
+    seen = facts.names()
+    if seen:
+        reason += f"; before that it imports unsafe globals: {seen}"
+    return UnreadableCheckpoint(path, reason, facts, refused=bool(getattr(exc, "refused", False)))
 
-    def __init__(self, walker: PickleWalker) -> None:
-        self.walker = walker
-        self.roots: dict[str, StorageRef] = {}
-        self.views: list[tuple[StorageRef, StorageRef, int]] = []  # (view, root, offset in elements)
 
-    def load(self, pid: Any, offset: int) -> Any:
-        """Persistent load: ``('storage', ...)`` becomes a StorageRef, ``('module', cls, ...)`` the class."""
-        if isinstance(pid, tuple) and pid and pid[0] in ("module", b"module"):
-            return pid[1] if len(pid) > 1 else Opaque("module")  # the class global is already judged
-        parsed = parse_storage_pid(self.walker, pid, offset, 6)
-        if isinstance(parsed, Opaque):
-            return parsed
-        root = self._root(parsed)
-        if parsed.view is None:
-            return root
-        view_key, view_offset, view_numel = parsed.view
-        if view_offset + view_numel > root.numel:
-            raise MalformedPickle(
-                self.walker.member, offset, f"storage view {view_key} lies outside its storage"
-            )
-        view = StorageRef(view_key, root.dtype, view_numel, root.location, root.member, None, root.untyped)
-        self.views.append((view, root, view_offset))
-        return view
+def _read(fh: IO[bytes], path: Path, facts: SecurityFacts) -> Checkpoint:
+    p = str(path)
+    size = fh.seek(0, 2)
+    fh.seek(0)
+    head = fh.read(8)
+    compression = joblib_compression(head)
+    if compression is not None:  # pickle.load fails on the first bytes; joblib decompresses
+        return _read_compressed(fh, path, compression, facts)
+    tar = is_torch_tar(fh)
+    if tar:  # torch.load reads tar files first; pickle.load still reads the file as a pickle
+        try:
+            ckpt = read_tar(fh, path=p, size=size, stem=path.stem, facts=facts)
+        except NotTorchTar:
+            facts.merge(pickle_view(fh, path.name))
+            raise
+        facts.merge(pickle_view(fh, path.name))
+        if ckpt is not None:
+            ckpt.security = facts
+            return ckpt
+    src = Source.of_file(fh, 0, size)
+    budget = Budget()
+    nested = nested_reader(fh)
+    calls: list[str] = []
+    scans: list[Scan] = []
+    cfacts = SecurityFacts()
+    c_error: Exception | None = None
+    first: tuple[Any, int] | None = None
+    try:
+        first = parse_stream(src, 0, member=path.name, facts=cfacts, budget=budget,
+                             nested=nested, calls_out=calls, scans_out=scans)  # fmt: skip
+    except (StreamError, Corrupt) as exc:
+        c_error = exc
+    if first is not None and type(first[0]) is int and first[0] == LEGACY_MAGIC:
+        facts.merge(cfacts)
+        value, end = read_legacy(
+            src, 0, member=path.name, facts=facts, budget=budget, nested=nested, first=first
+        )
+        judge_trailing(src, end, member=path.name, facts=facts, budget=budget)
+        return _checkpoint(p, "torch-legacy", value, path.stem, facts)
+    if c_error is not None and getattr(c_error, "refused", False) and not _joblib_arrays(c_error, calls):
+        facts.merge(cfacts)  # past one of ckptlint's bounds (or read two ways): refused whatever joblib reads
+        raise c_error
+    if first is not None and not scans[0].loose and not any(name.startswith("joblib.") for name in calls):
+        # pickle.load reads it to its end and joblib.load could read nothing else: the two unpicklers differ only
+        # on text numbers (refused by the walk unless written as picklers write them), joblib's inline arrays and
+        # where C fails; INST/OBJ/PERSID (``loose``) are read both ways all the same
+        # (tests/test_pickle_differential.py checks this on generated pickles)
+        facts.merge(cfacts)
+        value, end = first
+    else:
+        value, end = _joblib_view(fh, size, path.name, facts, nested, first, c_error, calls, cfacts)
+    judge_trailing(src, end, member=path.name, facts=facts, budget=budget)
+    return _checkpoint(p, "pickle", value, path.stem, facts)
 
-    def _root(self, pid: StoragePid) -> StorageRef:
-        root = self.roots.get(pid.key)
-        if root is None:
-            root = StorageRef(
-                pid.key, pid.dtype, pid.numel, pid.location, self.walker.storage_name, None, pid.untyped
-            )
-            self.roots[pid.key] = root
-        elif root.dtype != pid.dtype or root.numel != pid.numel:
-            raise MalformedPickle(
-                self.walker.member, self.walker.pos, f"storage {pid.key} is declared twice differently"
-            )
-        return root
 
-    def place(self, keys: list[str], big_endian: bool) -> None:
-        """Find each storage's bytes after the key list: an 8-byte element count, then the data."""
-        walker = self.walker
-        if set(keys) != set(self.roots):
-            missing = sorted(set(self.roots) - set(keys))[:3] or sorted(set(keys) - set(self.roots))[:3]
-            raise MalformedPickle(
-                walker.member, walker.pos, f"legacy storage key list does not match the storages: {missing}"
-            )
-        pos = walker.pos
-        fh = walker.fh
-        for key in keys:
-            root = self.roots[key]
-            itemsize = root.itemsize or 1
-            if pos + 8 > walker.end:
-                raise MalformedPickle(
-                    walker.member, pos, f"truncated: storage {key} starts past the end of the data"
-                )
-            fh.seek(pos)
-            (numel,) = struct.unpack(">q" if big_endian else "<q", fh.read(8))
-            if numel != root.numel:
-                raise MalformedPickle(
-                    walker.member, pos, f"storage {key} holds {numel} elements, its tensors say {root.numel}"
-                )
-            start = pos + 8
-            root.data_offset = start if walker.absolute else None
-            pos = start + numel * itemsize
-            if pos > walker.end:
-                raise MalformedPickle(
-                    walker.member,
-                    start,
-                    f"truncated: storage {key} needs {numel * itemsize} bytes, {walker.end - start} remain",
-                )
-        for view, root, offset in self.views:
-            view.data_offset = (
-                root.data_offset + offset * (root.itemsize or 1) if root.data_offset is not None else None
-            )
-        walker.pos = pos
+def _joblib_view(
+    fh: IO[bytes],
+    size: int,
+    name: str,
+    facts: SecurityFacts,
+    nested: Any,
+    first: tuple[Any, int] | None,
+    c_error: Exception | None,
+    c_calls: list[str],
+    cfacts: SecurityFacts,
+) -> tuple[Any, int]:
+    """Judge the file as ``joblib.load`` reads it and reconcile it with the C reading (``first`` or
+    ``c_error``, whose facts are ``cfacts``); return ``(value, end of the stream)``."""
+    reader = RegionReader(fh, 0, size)
+    py_calls: list[str] = []
+    arrays: list[int] = []
+    jfacts = SecurityFacts()
+    try:
+        jvalue, jend = parse_joblib(reader, member=f"{name} (joblib.load)", facts=jfacts, nested=nested,
+                                    calls_out=py_calls, arrays_out=arrays)  # fmt: skip
+    except (StreamError, Corrupt) as exc:
+        facts.merge(cfacts)
+        facts.merge(jfacts)
+        if c_error is not None:
+            raise c_error from None
+        raise StreamError(name, getattr(exc, "offset", None),
+                          f"joblib.load's unpickler fails where pickle.load's does not ({_reason(exc)})",
+                          refused=True) from None  # fmt: skip
+    facts.merge(jfacts)
+    if arrays:
+        # joblib reads array data inline where pickle.load reads opcodes: the two must agree up to the
+        # first array, and pickle.load usually fails inside it
+        at = getattr(c_error, "offset", None) if c_error is not None else first[1] if first else None
+        if at is None or at < arrays[0]:
+            facts.merge(cfacts)
+            raise StreamError(name, at, "pickle.load and joblib.load read this pickle differently before its "
+                                        "first array", refused=True)  # fmt: skip
+        # pickle.load goes on into the array bytes: every global it reaches there is imported too
+        carried = SecurityFacts()
+        carried.globals, carried.more_globals = cfacts.globals, cfacts.more_globals
+        facts.merge(carried)
+        return jvalue, jend
+    facts.merge(cfacts)
+    if c_error is not None:
+        raise StreamError(name, getattr(c_error, "offset", None),
+                          f"pickle.load fails where joblib.load does not ({_reason(c_error)})", refused=True)  # fmt: skip
+    assert first is not None
+    if jend != first[1] or py_calls != c_calls:
+        raise StreamError(name, min(jend, first[1]), "pickle.load and joblib.load read this pickle differently",
+                          refused=True)  # fmt: skip
+    return first[0], first[1]
+
+
+def _joblib_arrays(c_error: Exception, calls: list[str]) -> bool:
+    """Whether the C reading may have failed on joblib's inline array data (joblib.load reads it as data)."""
+    modules = [g.module for g in getattr(c_error, "globals", ())] + calls
+    return any(name.startswith("joblib.") for name in modules)
+
+
+def _reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, StreamError) else str(exc)
+
+
+def _checkpoint(p: str, fmt: str, value: Any, stem: str, facts: SecurityFacts) -> Checkpoint:
+    try:
+        tree = flatten(value, sep=".", root_key=stem)
+    except TreeTooLarge as exc:
+        raise UnreadableCheckpoint(p, str(exc), facts, refused=True) from None
+    return Checkpoint.model_construct(
+        path=p, format=fmt, key_sep=".", tensors=tree.tensors, groups=tree.groups, metadata=tree.metadata,
+        sidecars=[], files=[p], findings=[], security=facts,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# compressed joblib files
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _read_compressed(fh: IO[bytes], path: Path, compression: str, facts: SecurityFacts) -> Checkpoint:
+    p = str(path)
+    if compression in ("lz4", "joblib<0.10"):
+        raise UnreadableCheckpoint(p, f"{compression} joblib file: ckptlint does not judge it", facts,
+                                   refused=True)  # fmt: skip
+    fh.seek(0)
+    stream = Decompressed(fh, compression)
+    value, _ = parse_joblib(
+        stream, member=f"{path.name} (decompressed)", facts=facts, nested=nested_reader(None)
+    )
+    return _checkpoint(p, "pickle", value, path.stem, facts)

@@ -1,22 +1,15 @@
-"""Which pickle globals a checkpoint may import, which ones are known to be dangerous, and the CK301 log.
+"""Which pickle globals a checkpoint may import, and which ones are known to be dangerous.
 
 The safe set is default-deny: it lists the exact names that ``torch.save``, ``np.save``/``pickle`` of numpy
-arrays and plain Python data produce (re-derived from torch's ``_weights_only_unpickler`` allow-list and from
-what the libraries emit, see tests). Everything else is an unsafe global: the pickle walker never imports it and
-records it here; the log turns every distinct unsafe global into one CK301 finding naming the global, the pickle
-member and the opcode offsets.
+arrays, ``joblib.dump`` and plain Python data produce (re-derived from torch's ``_weights_only_unpickler``
+allow-list and from what the libraries emit, see tests), each with the *kind* that says how
+:mod:`ckptlint.readers.pickle_interpret` judges a use of it. Everything else is an unsafe global; nothing here
+is ever imported.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 from ckptlint.dtypes import ITEM_BITS, TORCH_DTYPE, TORCH_STORAGE
-from ckptlint.findings import Finding, Severity
-
-if TYPE_CHECKING:
-    from ckptlint.errors import UnreadableCheckpoint
 
 # ---------------------------------------------------------------------------------------------------------------
 # The safe set. Each name maps to a *kind*: how the walker interprets a call of it (never by importing it).
@@ -110,6 +103,10 @@ _BUILTIN_DATA = {
     # importing argparse runs nothing, and a Namespace is rebuilt from a plain attribute dict
     "argparse.Namespace": "namespace",
     "_codecs.encode": "codecs_encode",
+    # joblib.dump: each array is a NumpyArrayWrapper rebuilt by NEWOBJ + BUILD of its attributes, its bytes follow
+    # in the stream (joblib reads them; no code of the wrapper runs but read_array, which reads bytes)
+    "joblib.numpy_pickle.NumpyArrayWrapper": "joblib_array",
+    "numpy.memmap": "np_type",
 }
 
 
@@ -271,15 +268,6 @@ _DANGEROUS_COMPONENTS = frozenset(
 )
 
 
-def one_line(text: str, limit: int = 300) -> str:
-    """``text`` with control characters escaped and its length bounded: names come from untrusted files and
-    messages must stay on one line."""
-    if text.isprintable() and len(text) <= limit:
-        return text
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
-    return shown + ("…" if len(text) > limit else "")
-
-
 def danger_of(fullname: str) -> str | None:
     """Why ``fullname`` (``module.name``) is known to be dangerous, or None when it is merely unknown."""
     if fullname in _DANGEROUS_GLOBALS:
@@ -292,155 +280,3 @@ def danger_of(fullname: str) -> str | None:
     if any(p in _DANGEROUS_COMPONENTS for p in parts[1:]):
         return "reaches a dangerous attribute through a dotted name"
     return None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The log of everything the walker could not accept. Findings are built at the end: one per distinct global.
-# ---------------------------------------------------------------------------------------------------------------
-
-# distinct unsafe globals reported one by one; the rest are summarised in one finding
-MAX_GLOBAL_FINDINGS = 32
-MAX_OFFSETS = 16
-
-_FIX = (
-    "Do not load this file with pickle.load, torch.load(weights_only=False) or np.load(allow_pickle=True). "
-    "If you trust its source, load it with torch.load(weights_only=True) (which refuses unknown globals) and "
-    "re-save the tensors as safetensors; otherwise discard the file."
-)
-
-
-@dataclass
-class _Use:
-    opcode: str
-    member: str
-    offsets: list[int] = field(default_factory=list)
-    count: int = 0
-    note: str = ""
-
-
-@dataclass
-class SecurityLog:
-    """What a file's pickles reference outside the safe set, collected across every stream and member."""
-
-    path: str
-    torchscript: bool = False  # ``__torch__.*`` classes are TorchScript's own and reported once by the reader
-    uses: dict[str, _Use] = field(default_factory=dict)
-    unverifiable: list[Finding] = field(default_factory=list)
-    torchscript_classes: set[str] = field(default_factory=set)
-    events: int = (
-        0  # everything recorded so far, repeats included (lets callers see if a nested walk added any)
-    )
-
-    def unsafe_global(self, fullname: str, member: str, offset: int, opcode: str, note: str = "") -> None:
-        """Record one import of ``fullname`` by ``opcode`` at ``offset`` of pickle ``member``."""
-        self.events += 1
-        fullname, member = one_line(fullname, 200), one_line(member)
-        if self.torchscript and fullname.startswith("__torch__."):
-            self.torchscript_classes.add(fullname)
-            return
-        use = self.uses.get(fullname)
-        if use is None:
-            use = self.uses[fullname] = _Use(opcode, member, note=note)
-        use.count += 1
-        if len(use.offsets) < MAX_OFFSETS:
-            use.offsets.append(offset)
-
-    def cannot_verify(self, what: str, member: str, offset: int, reason: str) -> None:
-        """Fail closed: something the walker cannot prove harmless becomes a CK301 finding of its own."""
-        self.events += 1
-        if len(self.unverifiable) >= MAX_GLOBAL_FINDINGS:
-            return
-        what, member, reason = one_line(what), one_line(member), one_line(reason)
-        self.unverifiable.append(
-            Finding(
-                code="CK301",
-                severity=Severity.ERROR,
-                message=f"pickle contains {what} in {member} at offset {offset}, which ckptlint cannot verify",
-                cause=f"{reason} An unpickler may run code here; ckptlint fails closed.",
-                fix=_FIX,
-                details={"what": what, "member": member, "offsets": [offset], "reason": reason},
-            )
-        )
-
-    @property
-    def unsafe_names(self) -> list[str]:
-        return list(self.uses)
-
-    def findings(self) -> list[Finding]:
-        """One CK301 finding per distinct unsafe global (capped), then the unverifiable constructs."""
-        out: list[Finding] = []
-        items = list(self.uses.items())
-        for name, use in items[:MAX_GLOBAL_FINDINGS]:
-            out.append(_global_finding(name, use))
-        rest = items[MAX_GLOBAL_FINDINGS:]
-        if rest:
-            names = [n for n, _ in rest]
-            out.append(
-                Finding(
-                    code="CK301",
-                    severity=Severity.ERROR,
-                    message=f"pickle imports {len(rest)} more globals outside the safe set: "
-                    + ", ".join(names[:10])
-                    + (" …" if len(names) > 10 else ""),
-                    cause="Unpickling this file imports and calls these globals; any of them may run code.",
-                    fix=_FIX,
-                    details={"globals": names[:200], "dangerous": [n for n in names if danger_of(n)][:200]},
-                )
-            )
-        out.extend(self.unverifiable)
-        return out
-
-    def summary(self, limit: int = 5) -> str:
-        """A short text naming the unsafe globals found so far (for one-line error messages)."""
-        names = self.unsafe_names + [str(f.details.get("what")) for f in self.unverifiable]
-        if not names:
-            return ""
-        more = f" and {len(names) - limit} more" if len(names) > limit else ""
-        return ", ".join(names[:limit]) + more
-
-
-def _global_finding(name: str, use: _Use) -> Finding:
-    danger = danger_of(name)
-    where = f"in {use.member} at offset {use.offsets[0]}" + (
-        f" (and {use.count - 1} more place{'s' if use.count > 2 else ''})" if use.count > 1 else ""
-    )
-    if danger:
-        message = f"pickle imports {name}, a dangerous global ({danger}), {where}"
-        cause = (
-            f"Unpickling this file imports {name} and calls it: loading the file runs code on your machine."
-        )
-    else:
-        message = f"pickle imports {name}, which is outside the safe set of checkpoint globals, {where}"
-        cause = (
-            f"Unpickling this file imports {name}. Only tensor, array and plain-data globals are known to be "
-            "harmless; importing or calling any other global can run arbitrary code."
-        )
-    if use.note:
-        cause += f" {use.note}"
-    return Finding(
-        code="CK301",
-        severity=Severity.ERROR,
-        message=message,
-        cause=cause,
-        fix=_FIX,
-        details={
-            "global": name,
-            "member": use.member,
-            "opcode": use.opcode,
-            "offsets": list(use.offsets),
-            "count": use.count,
-            "dangerous": danger is not None,
-            "danger": danger,
-        },
-    )
-
-
-def failure_findings(exc: UnreadableCheckpoint, what: str, member: str, path: str) -> list[Finding]:
-    """Findings for a nested pickle that could not be read: the unsafe globals seen before it broke, and, when the
-    stream itself is malformed, a fail-closed CK301 (an unpickler runs everything up to the break)."""
-    found = list(exc.findings)
-    if "malformed pickle" in exc.reason:
-        log = SecurityLog(path)
-        log.cannot_verify(what, member, 0, f"{exc.reason}.")
-        found.extend(log.findings())
-    return found

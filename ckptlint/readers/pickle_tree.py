@@ -14,17 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ckptlint.checkpoint import TensorInfo, tensor_info
+from ckptlint.readers.limits import MAX_TENSORS, KeyPaths, LimitExceeded
 from ckptlint.readers.pickle_globals import torch_itemsize
-from ckptlint.readers.pickle_walker import (
+from ckptlint.readers.pickle_values import (
     ArrayRef,
     Blob,
     Composite,
-    GlobalRef,
+    GlobalValue,
     Instance,
     NpDType,
     Opaque,
     StorageRef,
     TensorRef,
+    TextBlob,
 )
 
 MAX_DEPTH = 64  # container nesting that is expanded into keys
@@ -33,11 +35,15 @@ MAX_SHARED = 16  # times one container may be expanded (saved under several keys
 MAX_META_ENTRIES = 1000
 MAX_META_ITEMS = 16  # items shown of a list/dict leaf
 MAX_META_CHARS = 256
-TRUNCATED_KEY = "__truncated__"  # metadata entry saying how many entries were left out
+TRUNCATED_KEY = "__truncated__"
+_LEAVES = frozenset(
+    {int, float, str, bool, bytes, complex, type(None)}
+)  # never a tensor, never expanded  # metadata entry saying how many entries were left out
 
 
 class TreeTooLarge(Exception):
-    """The rebuilt object expands to more values than MAX_NODES (e.g. a billion-laughs of shared lists)."""
+    """The rebuilt object expands past a bound: more than MAX_NODES values (e.g. a billion-laughs of shared lists),
+    MAX_TENSORS tensors, or key paths past readers/limits.py."""
 
 
 @dataclass
@@ -65,7 +71,7 @@ def flatten(root: Any, *, sep: str = ".", root_key: str = "tensor") -> Tree:
     children = flat.children(root)
     if children is not None and not isinstance(root, Composite):
         tree.groups = [
-            key
+            _key_text(key)
             for key, value in children
             if key is not None
             and isinstance(_container(value), (dict, list, tuple))
@@ -115,29 +121,29 @@ def _state_dict(state: Any) -> dict[Any, Any] | None:
 
 class _Flattener:
     def __init__(self, sep: str) -> None:
-        self.sep = sep
+        self.keys = KeyPaths(sep)
         self.tensors: dict[str, TensorInfo] = {}
         self.metadata: dict[str, Any] = {}
         self.dropped = 0
         self.nodes = 0
         self._has: dict[int, bool] = {}
         self._expanded: dict[int, int] = {}
+        self._suffix: dict[str, int] = {}
 
-    def children(self, value: Any) -> list[tuple[str | None, Any]] | None:
-        """(sub-key, child) pairs of a container to expand; None for a leaf. A None sub-key keeps the key."""
+    def children(self, value: Any) -> list[tuple[Any, Any]] | None:
+        """(sub-key, child) pairs of a container to expand; None for a leaf. Sub-keys are raw (a dict key, an
+        item index: ``_key_text`` renders them when needed); a None sub-key keeps the key."""
         if isinstance(value, Composite):
-            return [(str(i), part) for i, part in enumerate(value.parts)]
+            return list(enumerate(value.parts))
         if isinstance(value, ArrayRef) and value.dtype == "object" and value.items is not None:
             if value.shape == () and len(value.items) == 1:
                 return [(None, value.items[0])]
-            return (
-                [(str(i), item) for i, item in enumerate(value.items)] if self.has_tensor(value, 0) else None
-            )
+            return list(enumerate(value.items)) if self.has_tensor(value, 0) else None
         source = _container(value)
         if isinstance(source, dict):
-            return [(_key_text(k), v) for k, v in source.items()]
+            return list(source.items())
         if isinstance(source, (list, tuple)) and self.has_tensor(source, 0):
-            return [(str(i), v) for i, v in enumerate(source)]
+            return list(enumerate(source))
         return None
 
     def has_tensor(self, value: Any, depth: int) -> bool:
@@ -187,9 +193,19 @@ class _Flattener:
             )
         path.add(ident)
         for sub, child in children:
-            child_key = key if sub is None else sub if key is None else f"{key}{self.sep}{sub}"
+            if type(child) in _LEAVES and len(self.metadata) >= MAX_META_ENTRIES:
+                self._count()  # a plain leaf past the shown metadata: counted, its key never built
+                self.dropped += 1
+                continue
+            child_key = key if sub is None else self._join(key, sub if type(sub) is str else _key_text(sub))
             self.visit(child, child_key, depth + 1, path, root_key)
         path.discard(ident)
+
+    def _join(self, key: str | None, sub: str) -> str:
+        try:
+            return self.keys.join(key, sub)
+        except LimitExceeded as exc:
+            raise TreeTooLarge(f"the pickled object is too large: {exc}") from None
 
     def _meta(self, key: str, value: Any) -> None:
         if len(self.metadata) >= MAX_META_ENTRIES:
@@ -199,10 +215,13 @@ class _Flattener:
 
     def _put(self, target: dict[str, Any], key: str, value: Any) -> None:
         if key in self.tensors or key in self.metadata:
-            n = 2
+            n = self._suffix.get(key, 2)  # next suffix to try: keys rendered alike cost O(1) each, not O(n)
             while f"{key}#{n}" in self.tensors or f"{key}#{n}" in self.metadata:
                 n += 1
+            self._suffix[key] = n + 1
             key = f"{key}#{n}"
+        if target is self.tensors and len(self.tensors) >= MAX_TENSORS:
+            raise TreeTooLarge(f"the pickled object is too large: it holds more than {MAX_TENSORS} tensors")
         target[key] = value
 
 
@@ -253,15 +272,15 @@ def meta_value(value: Any, depth: int = 0) -> Any:
         if value.items is not None:
             return meta_value(value.items, depth)
         return f"<array {list(value.shape)} {value.dtype}>"
-    if isinstance(value, GlobalRef):
-        return value.fullname
+    if isinstance(value, GlobalValue):
+        return value.name
     if isinstance(value, NpDType):
         return value.name
     if isinstance(value, StorageRef):
         return f"<storage {value.key}>"
     if isinstance(value, Composite):
         return f"<{value.kind} tensor>"
-    if isinstance(value, (Opaque, Blob)):
+    if isinstance(value, (Opaque, Blob, TextBlob)):
         return repr(value)
     return f"<{type(value).__name__}>"
 

@@ -1,1577 +1,723 @@
-"""Walk a pickle stream opcode by opcode and rebuild only what checkpoints are made of — never executing it.
+"""Walk a pickle stream opcode by opcode the way CPython's C unpickler reads it, building nothing.
 
-Why not ``pickle.Unpickler`` with a restricted ``find_class``: it still runs the reduce calls of allowed
-globals (allocating whatever sizes the file asks for) and stops at the first refusal, while a linter must see the
-whole file. Why not plain ``pickletools.genops``: it reads every argument into memory before yielding it (a
-4 GiB ``BINBYTES`` length is allocated before anyone can refuse it) and does not track the stack. So this module
-is a bounded equivalent of ``genops`` (same opcodes and argument encodings, protocols 0-5) that also keeps the
-unpickler's stack, mark stack and memo, and:
+The stub parser (:mod:`ckptlint.readers.pickle_stubs`) lets CPython's own unpickler parse a stream, so what it
+sees is what ``pickle.load`` / ``torch.load`` see. But that unpickler trusts its input in ways a linter cannot:
+a ``LONG_BINPUT`` of a huge index makes it allocate and clear a memo of twice that many slots, hashing a dict
+key nested a million tuples deep (or a tuple DAG of 60 levels) overflows the C stack or never ends, and objects
+pile up at 64 bytes per input byte. So every stream is first walked here, and the C unpickler only ever sees
+streams this walk accepted. The walk models the unpickler's stack (one stack plus mark fences, as in C), its
+memo and framing, and keeps only what the guard and the second opinion need: the strings that ``STACK_GLOBAL``
+could take as names, the hash cost of tuples, and the globals the stream imports in order, with their offsets.
 
-- bounds every length by the bytes that remain, skips large byte strings without reading them, bounds the memo,
-  the stack, the mark depth and the opcode count;
-- resolves every ``GLOBAL``/``STACK_GLOBAL``/``INST``/``EXT*`` against the default-deny safe set of
-  :mod:`ckptlint.readers.pickle_globals`; anything else is logged (CK301) and continues as an opaque placeholder,
-  so the rest of the file is still judged and its tensors recovered;
-- interprets calls of safe globals symbolically: torch rebuild functions become :class:`TensorRef`, numpy
-  reconstructs become :class:`ArrayRef`, ``OrderedDict`` a dict, and so on;
-- follows the unpickler where it calls an object's own attributes (BUILD's instance ``__setstate__``, APPEND's
-  ``append``, ...), and reports the safe globals that are safe only as direct callees (``CALL_ONLY_KINDS``)
-  when they escape into the data;
-- fails closed: a malformed stream raises :class:`MalformedPickle`; a construct it cannot judge is logged.
+Where the loaders themselves disagree, the walk refuses (``refused=True``): an argument or line that crosses a
+``FRAME`` boundary (C reads it from after the frame when reading a file, fails on bytes in memory; the pure-Python
+unpickler fails; ``pickletools`` reads on), a ``FRAME`` inside a frame, an extension code (resolved through the
+loading process's ``copyreg`` registry, not the file). A stream the loaders cannot parse raises with
+``refused=False``. Bounds (opcodes, objects, memo index, stack, marks, line and argument sizes, hash cost) refuse
+with a clear reason, so time and memory stay linear in the input with small constants.
 """
 
 from __future__ import annotations
 
 import codecs
-import io
-import math
+import copyreg
+import re
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
-from typing import IO, Any
+from typing import IO
 
-from ckptlint.dtypes import NUMPY_KIND_NAMES
-from ckptlint.errors import UnreadableCheckpoint
-from ckptlint.readers.pickle_globals import (
-    SAFE_GLOBALS,
-    STORAGE_DTYPES,
-    SecurityLog,
-    one_line,
-    torch_dtype_name,
-    torch_itemsize,
-)
+MAX_OPS = 1 << 22  # opcodes per file (all its streams); a torch pickle takes ~30 per tensor
+# objects an unpickler would create for one file (a dict or set counts 8: it takes ~8x the memory of an int or
+# a short tuple); a torch pickle makes ~14 per tensor, so ~140k tensors fit in one pickle
+MAX_OBJECTS = 1 << 21
+MAX_MEMO_INDEX = 1 << 22  # C resizes its memo to twice the largest index written
+MAX_MEMO_ENTRIES = 1 << 21
+MAX_STACK = 1 << 22
+MAX_MARKS = 1 << 16
+MAX_LINE = 64 << 20  # a protocol-0 argument (text line)
+MAX_NAME = 1 << 20  # a STACK_GLOBAL name longer than this cannot be imported
+MAX_FRAME = 16 << 20  # picklers write frames of ~64 KiB; larger ones are refused
+MAX_HASH_COST = 1 << 16  # tuple nodes hashed for one dict key or set item
+CHUNK = 1 << 20
+BLOB_BYTES = 1024  # byte arguments at least this long are located (array data: its offset is reported)
+SKIP_ARG = 1 << 20  # arguments at least this long are never read into memory
+MAX_BLOBS = 1 << 16
+HIGHEST_PROTOCOL = 5
 
-INLINE_BYTES = 64 << 10  # byte/str arguments up to this size are read; larger ones are skipped as Blob
-MAX_LINE = 64 << 10  # protocol-0 text arguments
-MAX_MEMO = 1 << 22
-MAX_STACK = 1 << 22  # items on the stack plus the marked stacks below it
-MAX_MARK_DEPTH = 10_000
-MAX_OPS = 1 << 24  # opcodes per stream: bounds time and the number of objects built
-MAX_MATERIALIZE = 64 << 20  # a nested payload stored as text (protocol <= 2) is decoded up to this size
-MAX_NESTED = 3  # pickles nested inside pickles (torch.storage._load_from_bytes, pickle.loads payloads)
-MAX_DIM = 1 << 62
-MAX_LONG_BYTES = 4096
-CHECK_EVERY = 1 << 14  # opcodes between checks of the memo and stack bounds
-MAX_KEY_DEPTH = 32  # nesting of tuples used as dict keys / set items
-MAX_KEY_ITEMS = 10_000
-# Safe globals whose safety depends on how they are called: torch.storage._load_from_bytes runs an unrestricted
-# torch.load of its argument (accepted only when the walker verifies that argument), trainer records run their
-# constructor when called with arguments. Each time one is pushed on the stack (imported, fetched from the memo,
-# duplicated) it must be consumed as the callee of a call the walker judges; otherwise it has escaped into the
-# data, where an unpickler can still call it (BUILD looks __setstate__ up on the instance, APPEND calls the
-# object's own ``append``), and the global is reported at STOP.
-CALL_ONLY_KINDS = frozenset({"load_from_bytes", "record"})
-_NESTED_LOADERS = {"pickle.loads", "_pickle.loads", "cPickle.loads", "pickle._loads", "dill.loads"}
+_U2, _U4, _I4, _U8 = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<i"), struct.Struct("<Q")
+# text numbers as Python's picklers write them (``%d``, ``repr(long)``, ``repr(float)``): other forms (``0x1``,
+# ``010``, ``1_0``, spaces) are read one way by C (strtol base 0), another by pure Python and pickletools
+MAX_DIGITS = 4300  # CPython's int/str conversion limit
+_CANONICAL = {
+    0x49: re.compile(rb"\A(?:-?(?:0|[1-9][0-9]*)|00|01)\Z"),
+    0x4C: re.compile(rb"\A-?(?:0|[1-9][0-9]*)L?\Z"),
+    0x46: re.compile(rb"\A-?(?:[0-9]+(?:\.[0-9]*)?(?:e[-+]?[0-9]+)?|inf|nan)\Z", re.IGNORECASE),
+}
+_MEMO_INDEX = re.compile(rb"\A(?:0|[1-9][0-9]*)\Z")
 
 
-class MalformedPickle(Exception):
-    """The stream is not a valid pickle (or exceeds a bound); the caller turns it into UnreadableCheckpoint."""
+class ScanError(Exception):
+    """The stream does not parse (``refused=False``: the loaders fail on it too) or ckptlint will not judge it
+    (``refused=True``: a bound, or loaders that would read it differently)."""
 
-    def __init__(self, member: str, offset: int, reason: str) -> None:
-        super().__init__(f"malformed pickle in {member} at offset {offset}: {reason}")
+    def __init__(self, member: str, offset: int, reason: str, *, refused: bool) -> None:
+        super().__init__(
+            f"{'refused' if refused else 'malformed'} pickle in {member} at offset {offset}: {reason}"
+        )
         self.member = member
         self.offset = offset
         self.reason = reason
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Values the walker builds in place of the real objects
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class Opaque:
-    """Something the walker does not (or must not) rebuild: results of unsafe calls, out-of-band buffers."""
-
-    __slots__ = ("what",)
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-
-    def __repr__(self) -> str:
-        return f"<{self.what}>"
-
-
-class Instance(Opaque):
-    """An object of an unsafe class (already logged); its BUILD state is kept so tensors inside are found."""
-
-    __slots__ = ("args", "state")
-
-    def __init__(self, what: str, args: Any) -> None:
-        super().__init__(what)
-        self.args = args
-        self.state: Any = None
-
-
-@dataclass(eq=False)
-class GlobalRef:
-    """A global named by the pickle; ``kind`` is its safe-set interpretation, None when unsafe."""
-
-    fullname: str
-    kind: str | None
-
-    def __repr__(self) -> str:
-        return self.fullname
-
-
-@dataclass(eq=False)
-class Blob:
-    """A byte or text argument too large to read: where it is, and how to turn it into bytes if ever needed.
-
-    ``text`` is None for raw bytes, else how the file encodes the text (``utf-8`` for BINUNICODE, ``latin-1``
-    for Python 2 strings, ``string-line``/``unicode-line`` for protocol-0 lines); ``encoding`` is set when
-    ``_codecs.encode(text, encoding)`` turned the text into bytes (protocol <= 2 pickles of bytes).
-    """
-
-    length: int
-    offset: int
-    text: str | None = None
-    encoding: str | None = None
-
-    @property
-    def raw(self) -> bool:
-        """True when the file's bytes are the value's bytes (so their offset and length are the data's)."""
-        return self.text is None or (self.text == "latin-1" and self.encoding in ("latin1", "latin-1"))
-
-    def __repr__(self) -> str:
-        return f"<{'bytes' if self.text is None or self.encoding else 'text'} of {self.length} bytes>"
-
-
-@dataclass(eq=False)
-class StorageRef:
-    """A torch storage: its key, element dtype, element count and where its bytes are (member and/or offset)."""
-
-    key: str
-    dtype: str
-    numel: int  # elements of ``dtype`` (bytes for UntypedStorage)
-    location: str = "cpu"
-    member: str | None = None  # zip member holding the bytes; None: the file itself
-    data_offset: int | None = None  # byte offset of element 0 inside ``member`` (or the file)
-    untyped: bool = False
-    itemsize: int | None = field(init=False)
-    nbytes: int | None = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.itemsize = 1 if self.untyped else torch_itemsize(self.dtype)
-        self.nbytes = None if self.itemsize is None else self.numel * self.itemsize
-
-
-@dataclass(eq=False)
-class TensorRef:
-    """A tensor rebuilt from its storage: shape, dtype, storage and element offset into it."""
-
-    shape: tuple[int, ...]
-    dtype: str
-    storage: StorageRef | None = None
-    offset: int = 0  # in elements of ``dtype``
-    pending: bool = False  # created by NEWOBJ of a tensor class; BUILD (set_) fills it in
-    stride: tuple[int, ...] | None = None  # in elements; None when not given (meta tensors)
-
-
-@dataclass(eq=False)
-class ArrayRef:
-    """A numpy array: shape and dtype; object arrays keep their items (they are pickled inline)."""
-
-    shape: tuple[int, ...] = ()
-    dtype: str = "float64"
-    itemsize: int | None = None
-    items: list[Any] | None = None
-    data_offset: int | None = None
-    pending: bool = False
-
-
-@dataclass(eq=False)
-class NpDType:
-    """A numpy dtype: its type string (``f4``, ``V2``, ``U3``) and canonical name."""
-
-    spec: str
-    name: str
-    itemsize: int | None
-    byteorder: str = "="
-
-
-class Attrs(dict):  # type: ignore[type-arg]
-    """An object whose state is a plain attribute dict (argparse.Namespace): reported like a dict."""
-
-
-class ODict(dict):  # type: ignore[type-arg]
-    """A ``collections.OrderedDict``: a dict that remembers it was one and the attributes BUILD gave it (a
-    state_dict's ``_metadata``), so that a writer can emit it again as ``torch.save`` did."""
-
-    attrs: dict[Any, Any] | None = None
-
-
-@dataclass(eq=False)
-class Composite:
-    """A tensor made of other tensors (sparse, nested): its parts are reported under numbered sub-keys."""
-
-    kind: str
-    parts: list[Any] = field(default_factory=list)
-
-
-_CODECS = {
-    **dict.fromkeys(("latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1"), "latin-1"),
-    **dict.fromkeys(("utf-8", "utf8"), "utf-8"),
-    **dict.fromkeys(("ascii", "us-ascii"), "ascii"),
-}
-_ROT13 = str.maketrans(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
-    "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm",
-)
-_INT4, _UINT2, _UINT4, _UINT8, _FLOAT8 = (struct.Struct(f) for f in ("<i", "<H", "<I", "<Q", ">d"))
-PersistentLoad = Callable[[Any, int], Any]
-
-# ---------------------------------------------------------------------------------------------------------------
-# numpy dtype strings
-# ---------------------------------------------------------------------------------------------------------------
-
-_NP_STRUCT = {
-    "b1": "?",
-    "i1": "b",
-    "u1": "B",
-    "i2": "h",
-    "u2": "H",
-    "i4": "i",
-    "u4": "I",
-    "i8": "q",
-    "u8": "Q",
-}
-_NP_STRUCT.update({"f2": "e", "f4": "f", "f8": "d"})
-
-
-def np_dtype(spec: str) -> NpDType:
-    """Canonical name and item size of a numpy dtype string without byte order (``f4`` -> float32)."""
-    from ckptlint.dtypes import NUMPY_TYPESTR
-
-    spec = spec.lstrip("<>|=")
-    if spec in NUMPY_TYPESTR:
-        digits = "".join(c for c in spec if c.isdigit())
-        return NpDType(spec, NUMPY_TYPESTR[spec], int(digits) if digits else None)
-    kind, digits = spec[:1], spec[1:]
-    size = int(digits) if digits.isdigit() else None
-    if kind == "O":
-        return NpDType(spec, "object", size)
-    if kind in ("M", "m"):
-        return NpDType(spec, "datetime64" if kind == "M" else "timedelta64", 8)
-    if kind == "U" and size is not None:
-        return NpDType(spec, f"str{size * 32}", size * 4)
-    if kind in NUMPY_KIND_NAMES and size is not None:
-        return NpDType(spec, f"{NUMPY_KIND_NAMES[kind]}{size * 8}", size)
-    return NpDType(spec, spec or "unknown", size)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The walker
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class _Region:
-    """A view of ``fh`` that ends at ``end`` (absolute offsets kept), for pickles embedded in a larger file.
-
-    It shares ``fh`` with the walker of the enclosing pickle, so every read seeks to its own position first.
-    """
-
-    def __init__(self, fh: IO[bytes], end: int) -> None:
-        self._fh = fh
-        self._end = end
-        self._pos = fh.tell()
-
-    def read(self, n: int = -1) -> bytes:
-        n = self._end - self._pos if n < 0 else min(n, self._end - self._pos)
-        if n <= 0:
-            return b""
-        self._fh.seek(self._pos)
-        data = self._fh.read(n)
-        self._pos += len(data)
-        return data
-
-    def readline(self, limit: int = -1) -> bytes:
-        limit = self._end - self._pos if limit < 0 else min(limit, self._end - self._pos)
-        if limit <= 0:
-            return b""
-        self._fh.seek(self._pos)
-        line = self._fh.readline(limit)
-        self._pos += len(line)
-        return line
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        self._pos = (
-            self._end + pos if whence == io.SEEK_END else self._pos + pos if whence == io.SEEK_CUR else pos
-        )
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-
-class PickleWalker:
-    """Walks pickle streams from a seekable binary file object between ``start`` and ``end``.
-
-    ``member`` names the pickle in messages (zip member or file name); ``storage_name`` is what tensors rebuilt
-    from nested blobs report as their storage (None for the file itself). ``persistent`` resolves persistent
-    ids (torch storages); without it a persistent id is logged as unverifiable.
-    """
-
-    def __init__(
-        self,
-        fh: IO[bytes],
-        *,
-        log: SecurityLog,
-        member: str,
-        start: int = 0,
-        end: int | None = None,
-        persistent: PersistentLoad | None = None,
-        storage_name: str | None = None,
-        depth: int = 0,
-        absolute: bool = True,
-    ) -> None:
-        self.fh = fh
-        self.absolute = absolute  # offsets in ``fh`` are offsets in ``storage_name`` (False: a nested copy)
-        self.log = log
-        self.member = member
-        self.persistent = persistent
-        self.storage_name = storage_name
-        self.depth = depth
-        if end is None:
-            end = fh.seek(0, io.SEEK_END)
-        else:
-            fh = self.fh = _Region(fh, end)  # reads stop at ``end``: the loop needs no bounds checks
-        self.end = end
-        self.pos = start
-        self._read = fh.read
-        self._tell = fh.tell
-        self._globals: dict[str, GlobalRef] = {}
-        self.nested_cache: dict[int, tuple[Any, Any]] = {}  # shared with sub-walkers, see _seen_nested
-        self._handlers = self._dispatch_table()
-        self.proto = 0
-
-    # -- public ---------------------------------------------------------------------------------------------
-
-    def at_end(self) -> bool:
-        """True when no byte of the region is left after the last stream walked."""
-        return self.pos >= self.end
-
-    def walk(self) -> Any:
-        """Walk one pickle stream from the current position to its STOP; return the rebuilt top object."""
-        self.fh.seek(self.pos)
-        self.stack: list[Any] = []
-        self.metastack: list[list[Any]] = []
-        self.memo: dict[int, Any] = {}
-        self.proto = 0
-        # safe globals that are safe only where they are called (see CALL_ONLY_KINDS): pushes vs calls
-        self._pushed: dict[str, int] = {}
-        self._called: dict[str, int] = {}
-        self._first_push: dict[str, int] = {}
-        read, handlers = self._read, self._handlers
-        try:
-            for _ in range(MAX_OPS // CHECK_EVERY):
-                for _ in range(CHECK_EVERY):
-                    code = read(1)
-                    if not code:
-                        raise self.malformed("data ends before the pickle's STOP opcode")
-                    if handlers[code[0]]():
-                        self.pos = self._tell()
-                        return self._result
-                self._check_limits()
-        except IndexError:
-            raise self.malformed("stack underflow") from None
-        except KeyError as exc:
-            raise self.malformed(
-                f"memo key {short(exc.args[0] if exc.args else None)} was never stored"
-            ) from None
-        raise self.malformed(f"more than {MAX_OPS} opcodes in one stream")
-
-    def _check_limits(self) -> None:
-        """Bounds checked every CHECK_EVERY opcodes (each opcode adds at most one item, so the overshoot is small)."""
-        if len(self.memo) > MAX_MEMO:
-            raise self.malformed(f"memo grows beyond {MAX_MEMO} entries")
-        if len(self.stack) + sum(len(s) for s in self.metastack) > MAX_STACK:
-            raise self.malformed(f"stack grows beyond {MAX_STACK} items")
-
-    # -- reading --------------------------------------------------------------------------------------------
-
-    def _offset(self) -> int:
-        """Offset of the opcode just read."""
-        return self._tell() - 1
-
-    def malformed(self, reason: str, offset: int | None = None) -> MalformedPickle:
-        """The error to raise for ``reason`` at ``offset`` (default: the opcode just read)."""
-        return MalformedPickle(self.member, self._offset() if offset is None else offset, reason)
-
-    def _take(self, n: int) -> bytes:
-        if n < 0:
-            raise self.malformed(f"negative length {n}")
-        if n > self.end - self._tell():
-            raise self.malformed(f"argument of {n} bytes runs past the end of the data")
-        data = self._read(n)
-        if len(data) != n:
-            raise self.malformed("truncated argument")
-        return data
-
-    def _skip_or_take(self, n: int, text: str | None = None) -> bytes | Blob:
-        """Read a byte/text argument of ``n`` bytes, or skip it and return a Blob when it is large."""
-        if n <= INLINE_BYTES:
-            return self._take(n)
-        here = self._tell()
-        if n > self.end - here:
-            raise self.malformed(f"argument of {n} bytes runs past the end of the data")
-        self.fh.seek(here + n)
-        return Blob(n, here, text)
-
-    def _line(self) -> bytes:
-        limit = min(MAX_LINE, self.end - self._tell())
-        line = self.fh.readline(limit)
-        if not line.endswith(b"\n"):
-            raise self.malformed("text argument without newline (truncated or longer than 64 KiB)")
-        return line[:-1]
-
-    def _fixed(self, fmt: struct.Struct) -> Any:
-        data = self._read(fmt.size)
-        if len(data) != fmt.size:
-            raise self.malformed("truncated argument")
-        return fmt.unpack(data)[0]
-
-    def _byte(self) -> int:
-        data = self._read(1)
-        if not data:
-            raise self.malformed("truncated argument")
-        return data[0]
-
-    # -- stack ----------------------------------------------------------------------------------------------
-
-    def _push(self, value: Any) -> None:
-        self.stack.append(value)
-
-    def _pop(self) -> Any:
-        return self.stack.pop()  # IndexError -> "stack underflow" in walk()
-
-    def _top(self) -> Any:
-        return self.stack[-1]
-
-    def _pop_mark(self) -> list[Any]:
-        if not self.metastack:
-            raise self.malformed("no MARK on the stack")
-        items = self.stack
-        self.stack = self.metastack.pop()
-        return items
-
-    # -- opcode handlers (return True at STOP) ---------------------------------------------------------------
-
-    def _dispatch_table(self) -> list[Callable[[], bool | None]]:
-        """Opcode byte -> handler (returns True at STOP); unknown bytes raise."""
-        h: dict[bytes, Callable[[], bool | None]] = {
-            b"\x80": self._op_proto,
-            b"\x95": self._op_frame,
-            b".": self._op_stop,
-            b"(": self._op_mark,
-            b"0": self._op_pop,
-            b"1": self._op_pop_mark,
-            b"2": self._op_dup,
-            b"N": lambda: self.stack.append(None),
-            b"\x88": lambda: self.stack.append(True),
-            b"\x89": lambda: self.stack.append(False),
-            b"I": self._op_int,
-            b"J": lambda: self.stack.append(self._fixed(_INT4)),
-            b"K": self._op_binint1,
-            b"M": lambda: self.stack.append(self._fixed(_UINT2)),
-            b"L": self._op_long,
-            b"\x8a": lambda: self.stack.append(self._long(self._byte())),
-            b"\x8b": lambda: self.stack.append(self._long(self._fixed(_INT4))),
-            b"F": self._op_float,
-            b"G": lambda: self.stack.append(self._fixed(_FLOAT8)),
-            b"S": self._op_string,
-            b"T": lambda: self.stack.append(self._py2str(self._fixed(_INT4))),
-            b"U": lambda: self.stack.append(self._py2str(self._byte())),
-            b"B": lambda: self.stack.append(self._skip_or_take(self._fixed(_UINT4))),
-            b"C": lambda: self.stack.append(self._take(self._byte())),
-            b"\x8e": lambda: self.stack.append(self._skip_or_take(self._fixed(_UINT8))),
-            b"\x96": lambda: self.stack.append(self._skip_or_take(self._fixed(_UINT8))),
-            b"\x97": self._op_next_buffer,
-            b"\x98": self._op_readonly_buffer,
-            b"V": self._op_unicode,
-            b"X": self._op_binunicode,
-            b"\x8c": lambda: self.stack.append(self._text(self._byte())),
-            b"\x8d": lambda: self.stack.append(self._text(self._fixed(_UINT8))),
-            b"]": lambda: self.stack.append([]),
-            b"l": self._op_list,
-            b"a": self._op_append,
-            b"e": self._op_appends,
-            b")": lambda: self.stack.append(()),
-            b"t": self._op_tuple,
-            b"\x85": self._op_tuple1,
-            b"\x86": self._op_tuple2,
-            b"\x87": self._op_tuple3,
-            b"}": lambda: self.stack.append({}),
-            b"d": self._op_dict,
-            b"s": self._op_setitem,
-            b"u": self._op_setitems,
-            b"\x8f": lambda: self.stack.append(set()),
-            b"\x90": self._op_additems,
-            b"\x91": self._op_frozenset,
-            b"g": lambda: self._push_memo(self.memo[self._int_line()]),
-            b"h": self._op_binget,
-            b"j": lambda: self._push_memo(self.memo[self._fixed(_UINT4)]),
-            b"p": lambda: self._put(self._int_line()),
-            b"q": self._op_binput,
-            b"r": self._op_long_binput,
-            b"\x94": lambda: self._put(len(self.memo)),
-            b"c": self._op_global,
-            b"\x93": self._op_stack_global,
-            b"i": self._op_inst,
-            b"\x82": lambda: self._op_ext(self._byte()),
-            b"\x83": lambda: self._op_ext(self._fixed(_UINT2)),
-            b"\x84": lambda: self._op_ext(self._fixed(_INT4)),
-            b"R": self._op_reduce,
-            b"b": self._op_build,
-            b"o": self._op_obj,
-            b"\x81": self._op_newobj,
-            b"\x92": self._op_newobj_ex,
-            b"P": self._op_persid,
-            b"Q": self._op_binpersid,
-        }
-        table: list[Callable[[], bool | None]] = [partial(self._op_unknown, code) for code in range(256)]
-        for code, handler in h.items():
-            table[code[0]] = handler
-        return table
-
-    def _op_unknown(self, code: int) -> None:
-        raise self.malformed(f"unknown opcode 0x{code:02x}")
-
-    def _op_binunicode(self) -> None:
-        size = self._read(4)
-        if len(size) != 4:
-            raise self.malformed("truncated argument")
-        n = _UINT4.unpack(size)[0]
-        if n <= 256:  # the common case: keys, storage keys, locations
-            data = self._read(n)
-            if len(data) == n:
-                try:
-                    self.stack.append(data.decode("utf-8", "surrogatepass"))
-                    return
-                except UnicodeDecodeError:
-                    raise self.malformed("invalid UTF-8 in a text argument") from None
-            raise self.malformed("truncated argument")
-        self.stack.append(self._text(n))
-
-    def _op_binint1(self) -> None:
-        value = self._read(1)
-        if not value:
-            raise self.malformed("truncated argument")
-        self.stack.append(value[0])
-
-    def _op_long_binput(self) -> None:
-        index = self._read(4)
-        if len(index) != 4:
-            raise self.malformed("truncated argument")
-        self.memo[_UINT4.unpack(index)[0]] = self.stack[-1]
-
-    def _op_binput(self) -> None:
-        index = self._read(1)
-        if not index:
-            raise self.malformed("truncated argument")
-        self.memo[index[0]] = self.stack[-1]
-
-    def _op_binget(self) -> None:
-        index = self._read(1)
-        if not index:
-            raise self.malformed("truncated argument")
-        self._push_memo(self.memo[index[0]])
-
-    def _push_memo(self, value: Any) -> None:
-        if type(value) is GlobalRef and value.kind in CALL_ONLY_KINDS:
-            self._pushed[value.fullname] = self._pushed.get(value.fullname, 0) + 1
-        self.stack.append(value)
-
-    def _op_list(self) -> None:
-        items = self._pop_mark()  # before touching self.stack: popping the mark replaces it
-        self.stack.append(items)
-
-    def _op_tuple(self) -> None:
-        items = self._pop_mark()
-        self.stack.append(tuple(items))
-
-    def _op_tuple1(self) -> None:
-        stack = self.stack
-        stack[-1] = (stack[-1],)
-
-    def _op_tuple2(self) -> None:
-        stack = self.stack
-        stack[-2:] = [(stack[-2], stack[-1])]
-
-    def _op_tuple3(self) -> None:
-        stack = self.stack
-        stack[-3:] = [(stack[-3], stack[-2], stack[-1])]
-
-    def _op_proto(self) -> None:
-        proto = self._byte()
-        if proto > 5:
-            raise self.malformed(f"unsupported pickle protocol {proto}")
-        self.proto = proto
-
-    def _op_frame(self) -> None:
-        size = self._fixed(_UINT8)
-        if size > self.end - self._tell():
-            raise self.malformed(f"frame of {size} bytes runs past the end of the data")
-
-    def _op_stop(self) -> bool:
-        self._result = self._pop()
-        if self._pushed:
-            self._check_call_only()
-        return True
-
-    def _check_call_only(self) -> None:
-        """Report call-only globals that escaped into the data (see CALL_ONLY_KINDS). Copies left below the
-        result on the stack at STOP are discarded by an unpickler, so they do not count as escaped."""
-        left: dict[str, int] = {}
-        for items in (*self.metastack, self.stack):
-            for item in items:
-                if type(item) is GlobalRef and item.kind in CALL_ONLY_KINDS:
-                    left[item.fullname] = left.get(item.fullname, 0) + 1
-        for fullname, pushed in self._pushed.items():
-            if pushed > self._called.get(fullname, 0) + left.get(fullname, 0):
-                self.log.unsafe_global(
-                    fullname,
-                    self.member,
-                    self._first_push[fullname],
-                    "GLOBAL",
-                    note="It is also used as a value, not only called where it is imported: an unpickler then "
-                    "calls it through BUILD (__setstate__) or APPEND with arguments ckptlint cannot judge.",
-                )
-
-    def _op_mark(self) -> None:
-        if len(self.metastack) >= MAX_MARK_DEPTH:
-            raise self.malformed(f"more than {MAX_MARK_DEPTH} nested MARKs")
-        self.metastack.append(self.stack)
-        self.stack = []
-
-    def _op_pop(self) -> None:
-        if self.stack:
-            self.stack.pop()
-        else:
-            self._pop_mark()
-
-    def _op_pop_mark(self) -> None:
-        self._pop_mark()
-
-    def _op_dup(self) -> None:
-        self._push_memo(self._top())
-
-    def _int_line(self) -> int:
-        try:
-            return int(self._line())
-        except ValueError:
-            raise self.malformed("invalid decimal argument") from None
-
-    def _op_int(self) -> None:
-        line = self._line()
-        if line == b"00":
-            self._push(False)
-        elif line == b"01":
-            self._push(True)
-        else:
-            try:
-                self._push(int(line))
-            except ValueError:
-                raise self.malformed("invalid INT argument") from None
-
-    def _op_long(self) -> None:
-        line = self._line()
-        try:
-            self._push(int(line[:-1] if line.endswith(b"L") else line))
-        except ValueError:
-            raise self.malformed("invalid LONG argument") from None
-
-    def _long(self, n: int) -> int | Opaque:
-        if n < 0:
-            raise self.malformed("negative LONG4 length")
-        if n > MAX_LONG_BYTES:
-            self._skip_or_take(n)
-            return Opaque(f"int of {n} bytes")
-        return int.from_bytes(self._take(n), "little", signed=True)
-
-    def _op_float(self) -> None:
-        try:
-            self._push(float(self._line()))
-        except ValueError:
-            raise self.malformed("invalid FLOAT argument") from None
-
-    def _op_string(self) -> None:
-        data = self._data_line("string-line")
-        if isinstance(data, Blob):
-            self._push(data)
-            return
-        if len(data) < 2 or data[0] != data[-1] or data[:1] not in (b"'", b'"'):
-            raise self.malformed("STRING argument is not quoted")
-        try:
-            self._push(codecs.escape_decode(data[1:-1])[0].decode("latin-1"))
-        except ValueError:
-            raise self.malformed("invalid STRING escape") from None
-
-    def _data_line(self, text: str) -> bytes | Blob:
-        """A protocol-0 data line (STRING/UNICODE): read when short, else skipped as a Blob of unknown text."""
-        start = self._tell()
-        line = self.fh.readline(min(INLINE_BYTES, self.end - start))
-        if line.endswith(b"\n"):
-            return line[:-1]
-        while line and not line.endswith(b"\n"):
-            line = self.fh.readline(min(INLINE_BYTES, self.end - self._tell()))
-        if not line:
-            raise self.malformed("data line without newline (truncated)", start)
-        return Blob(self._tell() - start - 1, start, text)
-
-    def _py2str(self, n: int) -> str | Blob:
-        data = self._skip_or_take(n, "latin-1")
-        return data if isinstance(data, Blob) else data.decode("latin-1")
-
-    def _op_unicode(self) -> None:
-        data = self._data_line("unicode-line")
-        if isinstance(data, Blob):
-            self._push(data)
-            return
-        try:
-            self._push(str(data, "raw-unicode-escape"))
-        except UnicodeDecodeError:
-            raise self.malformed("invalid UNICODE argument") from None
-
-    def _text(self, n: int) -> str | Blob:
-        data = self._skip_or_take(n, "utf-8")
-        if isinstance(data, Blob):
-            return data
-        try:
-            return data.decode("utf-8", "surrogatepass")
-        except UnicodeDecodeError:
-            raise self.malformed("invalid UTF-8 in a text argument") from None
-
-    def _op_next_buffer(self) -> None:
-        raise self.malformed("out-of-band buffer (NEXT_BUFFER) without buffers: not loadable from a file")
-
-    def _op_readonly_buffer(self) -> None:
-        self._top()
-
-    # containers -------------------------------------------------------------------------------------------
-
-    def _mutable_target(self, target: Any, want: type | tuple[type, ...], op: str) -> bool:
-        """Whether ``op`` may add to ``target``; False (ignore) for opaque ones, raise for a type confusion."""
-        if isinstance(target, want):
-            return True
-        if isinstance(target, Opaque):
-            return False
-        if isinstance(target, GlobalRef):
-            self.log.cannot_verify(
-                f"{op} on the imported object {target.fullname}",
-                self.member,
-                self._offset(),
-                f"{op} mutates an imported object at load time (monkey-patching).",
-            )
-            return False
-        raise self.malformed(f"{op} on a {type(target).__name__}")
-
-    def _op_append(self) -> None:
-        value = self._pop()
-        target = self._top()
-        if isinstance(target, Attrs):
-            self._method_call(target, ("append",), [value], "APPEND")
-        elif self._mutable_target(target, list, "APPEND"):
-            target.append(value)
-
-    def _op_appends(self) -> None:
-        items = self._pop_mark()
-        target = self._top()
-        if isinstance(target, Attrs):
-            self._method_call(target, ("extend", "append"), items, "APPENDS")
-        elif self._mutable_target(target, list, "APPENDS"):
-            target.extend(items)
-
-    def _method_call(self, target: Attrs, names: tuple[str, ...], items: list[Any], op: str) -> None:
-        """APPEND/APPENDS/ADDITEMS on an object that is not a list or set: the unpickler calls the object's own
-        ``append``/``extend``/``add`` attribute, which BUILD may have set to any callable of the file."""
-        for name in names:
-            if name in target:
-                for args in [(items,)] if name == "extend" else [(item,) for item in items]:
-                    self._call(target[name], args, None, op)
-                return
-        raise self.malformed(f"{op} on an object without {'/'.join(names)}")
-
-    def _hashable(self, key: Any) -> Any:
-        """``key`` if it can be hashed safely: CPython hashes nested tuples recursively in C, so a key nested
-        a million levels deep would crash the interpreter; such keys are refused before hashing."""
-        if type(key) is str or type(key) is int:
-            return key
-        todo, seen = [(key, 0)], 0
-        while todo:
-            value, depth = todo.pop()
-            if type(value) in (tuple, frozenset):
-                seen += len(value)
-                if depth >= MAX_KEY_DEPTH or seen > MAX_KEY_ITEMS:
-                    raise self.malformed("dict key or set item nested too deeply or too large")
-                todo.extend((item, depth + 1) for item in value)
-            elif isinstance(value, (list, dict, set, bytearray)):
-                raise self.malformed(f"unhashable dict key or set item of type {type(value).__name__}")
-        return key
-
-    def _set(self, target: dict[Any, Any], key: Any, value: Any) -> None:
-        target[self._hashable(key)] = value
-
-    def _op_dict(self) -> None:
-        items = self._pop_mark()
-        if len(items) % 2:
-            raise self.malformed("DICT with an odd number of items")
-        d: dict[Any, Any] = {}
-        for i in range(0, len(items), 2):
-            self._set(d, items[i], items[i + 1])
-        self._push(d)
-
-    def _op_setitem(self) -> None:
-        value = self._pop()
-        key = self._pop()
-        target = self._top()
-        if self._mutable_target(target, dict, "SETITEM"):
-            self._set(target, key, value)
-
-    def _op_setitems(self) -> None:
-        items = self._pop_mark()
-        if len(items) % 2:
-            raise self.malformed("SETITEMS with an odd number of items")
-        target = self._top()
-        if self._mutable_target(target, dict, "SETITEMS"):
-            for i in range(0, len(items), 2):
-                self._set(target, items[i], items[i + 1])
-
-    def _op_additems(self) -> None:
-        items = self._pop_mark()
-        target = self._top()
-        if isinstance(target, Attrs):
-            self._method_call(target, ("add",), items, "ADDITEMS")
-        elif self._mutable_target(target, set, "ADDITEMS"):
-            target.update(self._hashable(item) for item in items)
-
-    def _op_frozenset(self) -> None:
-        self._push(frozenset(self._hashable(item) for item in self._pop_mark()))
-
-    # memo -------------------------------------------------------------------------------------------------
-
-    def _put(self, index: int) -> None:
-        if index < 0:
-            raise self.malformed("negative memo key")
-        self.memo[index] = self.stack[-1]
-
-    # globals ----------------------------------------------------------------------------------------------
-
-    def _resolve(self, module: str, name: str, opcode: str, offset: int) -> GlobalRef:
-        if self.proto < 3:  # pickle maps Python 2 names when loading protocol 0-2 (fix_imports)
-            from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
-
-            if (module, name) in NAME_MAPPING:
-                module, name = NAME_MAPPING[(module, name)]
-            elif module in IMPORT_MAPPING:
-                module = IMPORT_MAPPING[module]
-        fullname = f"{module}.{name}"
-        ref = self._globals.get(fullname)
-        if ref is None:
-            ref = self._globals[fullname] = GlobalRef(fullname, SAFE_GLOBALS.get(fullname))
-        if ref.kind is None:
-            self.log.unsafe_global(fullname, self.member, offset, opcode)
-        elif ref.kind in CALL_ONLY_KINDS:
-            self._pushed[fullname] = self._pushed.get(fullname, 0) + 1
-            self._first_push.setdefault(fullname, offset)
-        return ref
-
-    def _global_lines(self) -> tuple[str, str]:
-        try:
-            return self._line().decode("utf-8"), self._line().decode("utf-8")
-        except UnicodeDecodeError:
-            raise self.malformed("global name is not UTF-8") from None
-
-    def _op_global(self) -> None:
-        offset = self._offset()
-        module, name = self._global_lines()
-        self._push(self._resolve(module, name, "GLOBAL", offset))
-
-    def _op_stack_global(self) -> None:
-        offset = self._offset()
-        name = self._pop()
-        module = self._pop()
-        if type(module) is str and type(name) is str:
-            self._push(self._resolve(module, name, "STACK_GLOBAL", offset))
-            return
-        if isinstance(module, (Opaque, Blob)) or isinstance(name, (Opaque, Blob)):
-            self.log.cannot_verify(
-                "a STACK_GLOBAL whose name is computed or too long to read",
-                self.member,
-                offset,
-                "The global's module or name is not a plain string in the file.",
-            )
-            self._push(Opaque("computed global"))
-            return
-        raise self.malformed("STACK_GLOBAL needs two strings")
-
-    def _op_inst(self) -> None:
-        offset = self._offset()
-        module, name = self._global_lines()
-        ref = self._resolve(module, name, "INST", offset)
-        self._push(self._call(ref, tuple(self._pop_mark()), None, "INST"))
-
-    def _op_ext(self, code: int) -> None:
-        offset = self._offset()
-        self.log.cannot_verify(
-            f"extension code {code}",
-            self.member,
-            offset,
-            "EXT opcodes import a global registered with copyreg in the loading process; the file does not say which.",
-        )
-        self._push(Opaque(f"extension {code}"))
-
-    # calls ------------------------------------------------------------------------------------------------
-
-    def _op_reduce(self) -> None:
-        args = self._pop()
-        func = self._pop()
-        self._push(self._call(func, args, None, "REDUCE"))
-
-    def _op_newobj(self) -> None:
-        args = self._pop()
-        cls = self._pop()
-        self._push(self._call(cls, args, None, "NEWOBJ"))
-
-    def _op_newobj_ex(self) -> None:
-        kwargs = self._pop()
-        args = self._pop()
-        cls = self._pop()
-        self._push(self._call(cls, args, kwargs, "NEWOBJ_EX"))
-
-    def _op_obj(self) -> None:
-        items = self._pop_mark()
-        if not items:
-            raise self.malformed("OBJ without a class")
-        self._push(self._call(items[0], tuple(items[1:]), None, "OBJ"))
-
-    def _call(self, func: Any, args: Any, kwargs: Any, op: str) -> Any:
-        if isinstance(func, GlobalRef):
-            if func.kind in CALL_ONLY_KINDS:
-                self._called[func.fullname] = self._called.get(func.fullname, 0) + 1
-            if isinstance(args, list):
-                args = tuple(args)
-            if func.kind is None:
-                if func.fullname in _NESTED_LOADERS:
-                    self._walk_nested_pickle(func, args)
-                return Instance(f"{func.fullname}(...)", args)
-            if not isinstance(args, tuple):
-                if isinstance(args, Opaque):
-                    return Opaque(f"{func.fullname}(...)")
-                raise self.malformed(f"{op} arguments are a {type(args).__name__}, not a tuple")
-            if func.kind in ("record", "enum"):
-                return self._data_class(func, args, kwargs, op)
-            interpret = getattr(self, f"_k_{func.kind}")
-            return interpret(func, args, op)
-        if isinstance(func, Opaque):
-            return Opaque("call of an opaque object")
-        raise self.malformed(f"{op} calls a {type(func).__name__}, which is not callable")
-
-    def _op_build(self) -> None:
-        state = self._pop()
-        inst = self._top()
-        if isinstance(inst, TensorRef):
-            if inst.pending:
-                self._build_legacy_tensor(inst, state)
-        elif isinstance(inst, ArrayRef):
-            self._build_array(inst, state)
-        elif isinstance(inst, NpDType):
-            self._build_dtype(inst, state)
-        elif isinstance(inst, Instance):
-            inst.state = state
-        elif isinstance(inst, Attrs):
-            # BUILD looks __setstate__ up on the instance first: an attribute an earlier BUILD may have set
-            if "__setstate__" in inst:
-                self._call(inst["__setstate__"], (state,), None, "BUILD")
-            elif isinstance(state, dict):
-                inst.update(state)
-            elif (
-                isinstance(state, tuple) and len(state) == 2
-            ):  # (__dict__ state, slot state): both set attributes
-                for part in state:
-                    if isinstance(part, dict):
-                        inst.update(part)
-        elif isinstance(inst, ODict) and isinstance(state, dict):
-            inst.attrs = state  # OrderedDict attributes (state_dict._metadata)
-        elif isinstance(inst, (Opaque, dict, Composite, StorageRef)):
-            pass  # OrderedDict attributes (state_dict._metadata), parameter state, opaque objects
-        elif isinstance(inst, GlobalRef):
-            self.log.cannot_verify(
-                f"BUILD on the imported object {inst.fullname}",
-                self.member,
-                self._offset(),
-                "BUILD sets attributes of an imported class or function at load time (monkey-patching).",
-            )
-        elif state:
-            raise self.malformed(f"BUILD on a {type(inst).__name__}")
-
-    # persistent ids ---------------------------------------------------------------------------------------
-
-    def _op_persid(self) -> None:
-        offset = self._offset()
-        try:
-            pid = self._line().decode("ascii")
-        except UnicodeDecodeError:
-            raise self.malformed("PERSID argument is not ASCII") from None
-        self._push(self._persistent(pid, offset))
-
-    def _op_binpersid(self) -> None:
-        offset = self._offset()
-        self._push(self._persistent(self._pop(), offset))
-
-    def _persistent(self, pid: Any, offset: int) -> Any:
-        if self.persistent is not None:
-            return self.persistent(pid, offset)
-        self.log.cannot_verify(
-            "a persistent id",
-            self.member,
-            offset,
-            "Persistent ids are resolved by the loading program's own code, not by the file.",
-        )
-        return Opaque("persistent id")
-
-    # nested pickles ---------------------------------------------------------------------------------------
-
-    def sub_walker(self, data: bytes | Blob, member: str) -> PickleWalker:
-        """A walker over a nested byte string: a region of this file, or a copy in memory.
-
-        Raises MalformedPickle when nested too deeply or when a text blob cannot be turned into its bytes.
-        """
-        if self.depth + 1 > MAX_NESTED:
-            raise MalformedPickle(member, 0, f"pickles nested more than {MAX_NESTED} levels deep")
-        sub = self._new_sub_walker(data, member)
-        sub.nested_cache = self.nested_cache
-        return sub
-
-    def _new_sub_walker(self, data: bytes | Blob, member: str) -> PickleWalker:
-        if isinstance(data, Blob) and data.raw:
-            return PickleWalker(
-                self.fh,
-                log=self.log,
-                member=member,
-                start=data.offset,
-                end=data.offset + data.length,
-                storage_name=self.storage_name,
-                depth=self.depth + 1,
-                absolute=self.absolute,
-            )
-        if isinstance(data, Blob):
-            data = self._materialize(data, member)
-        return PickleWalker(
-            io.BytesIO(data),
-            log=self.log,
-            member=member,
-            storage_name=self.storage_name,
-            depth=self.depth + 1,
-            absolute=False,
-        )
-
-    def _materialize(self, blob: Blob, member: str) -> bytes:
-        """The bytes of a text blob that ``_codecs.encode`` turned into bytes (protocol <= 2 pickles)."""
-        if blob.length > MAX_MATERIALIZE or blob.encoding is None:
-            raise MalformedPickle(member, 0, f"nested payload of {blob.length} bytes stored as text")
-        here = self._tell()
-        try:
-            self.fh.seek(blob.offset)
-            raw = self.fh.read(blob.length)
-        finally:
-            self.fh.seek(here)
-        try:
-            if blob.text == "utf-8":
-                text = raw.decode("utf-8", "surrogatepass")
-            elif blob.text == "latin-1":
-                text = raw.decode("latin-1")
-            elif blob.text == "string-line":
-                text = codecs.escape_decode(raw[1:-1])[0].decode("latin-1")
-            else:
-                text = str(raw, "raw-unicode-escape")
-            codec = _CODECS.get(blob.encoding.lower().replace("_", "-"))
-            if codec is None:  # looking an unknown codec up would import encodings.<name from the file>
-                raise MalformedPickle(
-                    member, 0, f"nested payload text in codec {one_line(blob.encoding, 20)}"
-                )
-            return text.encode(codec)
-        except (UnicodeError, ValueError, LookupError) as exc:
-            raise MalformedPickle(member, 0, f"nested payload text does not decode: {exc}") from None
-
-    def _seen_nested(self, data: bytes | Blob, value: Any = None, store: bool = False) -> Any:
-        """Nested payloads are walked once per object: a memoised payload called a million times must not be
-        walked a million times. Returns the earlier result (or None); ``store`` records ``value``."""
-        if store:
-            self.nested_cache[id(data)] = (data, value)  # keeps ``data`` alive so its id stays unique
-            return value
-        hit = self.nested_cache.get(id(data))
-        return hit if hit is not None and hit[0] is data else None
-
-    def _walk_nested_pickle(self, func: GlobalRef, args: tuple[Any, ...]) -> None:
-        """Judge the payload of ``pickle.loads(b'...')`` too (the call itself is already logged)."""
-        if not args or not isinstance(args[0], (bytes, Blob)) or self._seen_nested(args[0]) is not None:
-            return
-        self._seen_nested(args[0], None, store=True)
-        here = self._tell()
-        try:
-            self.sub_walker(args[0], f"{self.member}[{func.fullname} payload]").walk()
-        except MalformedPickle:
-            pass
-        finally:
-            self.fh.seek(here)
-
-    # -- interpretations of safe globals (``kind`` -> _k_<kind>) --------------------------------------------
-
-    def _k_constant(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        return Opaque(f"{g.fullname}(...)")
-
-    _k_np_type = _k_constant
-    _k_torch_dtype = _k_constant
-    _k_storage_class = _k_constant
-    _k_layout = _k_constant
-
-    def _k_dict(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        kind = ODict if g.fullname == "collections.OrderedDict" else dict
-        if not args:
-            return kind()
-        src = args[0]
-        if isinstance(src, dict):
-            return kind(src)
-        if isinstance(src, (list, tuple)):
-            out: dict[Any, Any] = kind()
-            for pair in src:
-                if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                    raise self.malformed(f"{g.fullname} items are not pairs")
-                self._set(out, pair[0], pair[1])
-            return out
-        return Opaque(f"{g.fullname}(...)")
-
-    def _data_class(self, g: GlobalRef, args: tuple[Any, ...], kwargs: Any, op: str) -> Any:
-        """A trainer record rebuilt as pickle rebuilds plain objects (NEWOBJ without arguments, then BUILD), or a
-        str enum called with its value; any other call runs library code with the file's arguments: unsafe."""
-        if g.kind == "record" and op in ("NEWOBJ", "NEWOBJ_EX") and not args and not kwargs:
-            return Attrs()
-        if g.kind == "enum" and op == "REDUCE" and len(args) == 1 and type(args[0]) in (str, int):
-            return args[0]
-        how = "with arguments" if g.kind == "record" else "with something other than one value"
-        self.log.unsafe_global(
-            g.fullname,
-            self.member,
-            self._offset(),
-            op,
-            note=f"It is called by {op} {how}, which runs its constructor: only its plain rebuild is known safe.",
-        )
-        return Instance(f"{g.fullname}(...)", args)
-
-    def _k_namespace(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        return Attrs()  # attributes arrive through BUILD
-
-    def _k_set(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        if not args:
-            return set()
-        if isinstance(args[0], (list, tuple, set, frozenset)):
-            items = [self._hashable(item) for item in args[0]]
-            return set(items) if g.kind == "set" else frozenset(items)
-        return Opaque(f"{g.fullname}(...)")
-
-    _k_frozenset = _k_set
-
-    def _k_complex(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        if all(isinstance(a, (int, float)) for a in args) and len(args) <= 2:
-            return complex(*args)
-        return Opaque("complex")
-
-    def _k_slice(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        return Opaque(g.fullname.rsplit(".", 1)[1])
-
-    _k_range = _k_slice
-
-    def _k_bytes(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        if not args:
-            return b""
-        if isinstance(args[0], (bytes, Blob)):
-            return args[0]
-        if isinstance(args[0], str) and len(args) == 2 and isinstance(args[1], str):
-            encoded = self._encode(args[0], args[1])
-            return (
-                encoded if not isinstance(encoded, str) else Opaque(f"{g.fullname}(...)")
-            )  # not a bytes codec
-        return Opaque(f"{g.fullname}(...)")  # bytearray(n) would allocate n bytes: not rebuilt
-
-    _k_bytearray = _k_bytes
-
-    def _encode(self, text: str, encoding: str) -> bytes | str | Opaque:
-        """``_codecs.encode(text, encoding)`` for the codecs pickles use (latin-1 for protocol <= 2 bytes,
-        utf-8, ascii) and rot13 (text to text: a way to compute a global's name). Any other codec is not looked
-        up: that would import ``encodings.<name from the file>``; the result stays opaque."""
-        codec = encoding.lower().replace("_", "-")
-        if codec in ("rot13", "rot-13"):
-            return text.translate(_ROT13)
-        if codec not in _CODECS:
-            return Opaque(f"text encoded as {one_line(encoding, 20)}")
-        try:
-            return text.encode(_CODECS[codec])
-        except ValueError:  # text the codec cannot encode
-            return Opaque(f"text encoded as {codec}")
-
-    def _k_codecs_encode(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        if len(args) == 2 and isinstance(args[1], str):
-            if isinstance(args[0], Blob) and args[0].text is not None:
-                return Blob(args[0].length, args[0].offset, args[0].text, args[1])
-            if isinstance(args[0], str):
-                return self._encode(args[0], args[1])
-        return Opaque("_codecs.encode(...)")
-
-    def _k_size(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        if not args:
-            return ()
-        if isinstance(args[0], (list, tuple)):
-            return tuple(args[0])
-        return Opaque("torch.Size(...)")
-
-    def _k_device(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        if args and isinstance(args[0], str):
-            if len(args) > 1 and isinstance(args[1], int):
-                return f"{args[0]}:{args[1]}"
-            return args[0]
-        return Opaque("torch.device(...)")
-
-    def _k_parameter(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        if not args:
-            raise self.malformed(f"{g.fullname} without data")
-        return self._tensor_arg(args[0], g)
-
-    _k_parameter_class = _k_parameter
-    _k_device_tensor = _k_parameter
-
-    def _tensor_arg(self, value: Any, g: GlobalRef) -> Any:
-        if isinstance(value, (TensorRef, ArrayRef, Opaque, Composite)):
-            return value
-        raise self.malformed(f"{g.fullname} applied to a {type(value).__name__}")
-
-    def _k_tensor_class(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        if op in ("NEWOBJ", "NEWOBJ_EX") and not args:
-            # legacy: BUILD then calls set_(storage, offset, size, stride)
-            return TensorRef((0,), "float32", pending=True)
-        return Opaque(f"{g.fullname}(...)")
-
-    def _build_legacy_tensor(self, inst: TensorRef, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) == 4:
-            built = self._make_tensor(state[0], state[1], state[2], state[3], None, "torch.Tensor")
-            if isinstance(built, TensorRef):
-                inst.shape, inst.dtype, inst.storage = built.shape, built.dtype, built.storage
-                inst.offset, inst.stride, inst.pending = built.offset, built.stride, False
-
-    def _k_tensor_v1(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        if len(args) < 4:
-            raise self.malformed(f"{g.fullname} needs 4 arguments, got {len(args)}")
-        return self._make_tensor(args[0], args[1], args[2], args[3], None, g.fullname)
-
-    _k_tensor_v2 = _k_tensor_v1
-    _k_qtensor = _k_tensor_v1
-
-    def _k_tensor_v3(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        if len(args) < 7:
-            raise self.malformed(f"{g.fullname} needs 7 arguments, got {len(args)}")
-        return self._make_tensor(args[0], args[1], args[2], args[3], args[6], g.fullname)
-
-    def _k_meta_tensor(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        if len(args) < 3:
-            raise self.malformed(f"{g.fullname} needs 3 arguments")
-        dtype, shape = self._dtype_arg(args[0], g.fullname), self._shape(args[1], "size", g.fullname)
-        if dtype is None or shape is None:
-            return Opaque("tensor")
-        return TensorRef(shape, dtype)
-
-    def _k_wrapper_subclass(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        if len(args) < 3:
-            raise self.malformed(f"{g.fullname} needs 3 arguments")
-        dtype, shape = self._dtype_arg(args[1], g.fullname), self._shape(args[2], "size", g.fullname)
-        if dtype is None or shape is None:
-            return Opaque("tensor")
-        return TensorRef(shape, dtype)
-
-    def _k_composite_tensor(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        parts = list(args[1]) if len(args) > 1 and isinstance(args[1], (list, tuple)) else list(args)
-        return Composite("sparse" if "sparse" in g.fullname else "nested", parts)
-
-    def _k_from_type_v2(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        if len(args) < 3:
-            raise self.malformed(f"{g.fullname} needs 4 arguments")
-        inner_args = args[2]
-        if isinstance(inner_args, list):
-            inner_args = tuple(inner_args)
-        return self._call(args[0], inner_args, None, "REDUCE")
-
-    def _k_load_from_bytes(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        """``torch.storage._load_from_bytes(b)``: a nested legacy ``torch.save``; verified by walking it."""
-        offset = self._offset()
-        data = args[0] if args else None
-        if not isinstance(data, (bytes, Blob)):
-            self.log.unsafe_global(
-                g.fullname, self.member, offset, "REDUCE", note="Its argument is not a byte string."
-            )
-            return Opaque("nested torch.load")
-        from ckptlint.readers.pickle_file import walk_legacy  # the legacy stacked-pickle layout lives there
-
-        seen = self._seen_nested(data)
-        if seen is not None:
-            return seen[1]
-        label = f"{self.member}[torch.load payload at {offset}]"
-        before = self.log.events
-        here = self._tell()
-        try:
-            value = walk_legacy(self.sub_walker(data, label))
-        except MalformedPickle as exc:
-            self.log.unsafe_global(
-                g.fullname,
-                self.member,
-                offset,
-                "REDUCE",
-                note=f"Its nested payload could not be verified: {exc.reason}.",
-            )
-            return self._seen_nested(data, Opaque("nested torch.load"), store=True)
-        finally:
-            self.fh.seek(here)
-        if self.log.events > before:
-            self.log.unsafe_global(
-                g.fullname, self.member, offset, "REDUCE", note="Its nested payload imports unsafe globals."
-            )
-        return self._seen_nested(data, value, store=True)
-
-    # tensors ----------------------------------------------------------------------------------------------
-
-    def _shape(self, value: Any, what: str, where: str) -> tuple[int, ...] | None:
-        """A shape/stride tuple of non-negative ints; None when it derives from something opaque."""
-        if type(value) is tuple and all(type(d) is int and 0 <= d < MAX_DIM for d in value):
-            return value
-        if isinstance(value, Opaque):
-            return None
-        if not isinstance(value, (tuple, list)):
-            raise self.malformed(f"{where}: {what} is a {type(value).__name__}, not a tuple")
-        out = []
-        for d in value:
-            if isinstance(d, Opaque):
-                return None
-            if type(d) is not int or not 0 <= d < MAX_DIM:
-                raise self.malformed(f"{where}: invalid {what} entry {short(d)}")
-            out.append(d)
-        return tuple(out)
-
-    def _dtype_arg(self, value: Any, where: str) -> str | None:
-        if isinstance(value, GlobalRef) and value.kind == "torch_dtype":
-            return torch_dtype_name(value.fullname.rsplit(".", 1)[1])
-        if isinstance(value, Opaque) or (isinstance(value, GlobalRef) and value.kind is None):
-            return None
-        raise self.malformed(f"{where}: dtype argument is not a torch dtype")
-
-    def _make_tensor(self, storage: Any, offset: Any, size: Any, stride: Any, dtype: Any, where: str) -> Any:
-        if isinstance(storage, Opaque):
-            return Opaque("tensor on an opaque storage")
-        if not isinstance(storage, StorageRef):
-            raise self.malformed(f"{where}: storage argument is a {type(storage).__name__}")
-        shape = self._shape(size, "size", where)
-        strides = self._shape(stride, "stride", where)
-        if isinstance(offset, Opaque) or shape is None or strides is None:
-            return Opaque("tensor")
-        if type(offset) is not int or not 0 <= offset < MAX_DIM:
-            raise self.malformed(f"{where}: invalid storage offset")
-        if len(strides) != len(shape):
-            raise self.malformed(f"{where}: size {list(shape)} and stride {list(strides)} differ in length")
-        name = storage.dtype
-        if dtype is not None:
-            name = self._dtype_arg(dtype, where)
-            if name is None:
-                return Opaque("tensor")
-        itemsize = storage.itemsize if name == storage.dtype else torch_itemsize(name)
-        if itemsize and storage.nbytes is not None and all(shape):
-            extent = offset + 1
-            for s, st in zip(shape, strides, strict=True):
-                extent += (s - 1) * st
-            available = storage.nbytes // itemsize
-            if extent > available:
-                raise self.malformed(
-                    f"tensor of size {list(shape)} at offset {offset} needs {extent} elements of {name} "
-                    f"but storage {storage.key} holds {available}"
-                )
-        return TensorRef(shape, name, storage, offset, stride=strides)
-
-    # numpy ------------------------------------------------------------------------------------------------
-
-    def _k_np_reconstruct(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        return ArrayRef(pending=True)
-
-    def _k_np_ndarray(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        return ArrayRef(pending=True) if op in ("NEWOBJ", "NEWOBJ_EX") else Opaque("numpy.ndarray(...)")
-
-    def _np_dtype_of(self, value: Any) -> NpDType | None:
-        if isinstance(value, NpDType):
-            return value
-        if isinstance(value, str):
-            return np_dtype(value)
-        if isinstance(value, GlobalRef) and value.kind == "np_type":
-            name = value.fullname.rsplit(".", 1)[1]
-            if value.fullname.startswith("ml_dtypes."):
-                return NpDType(name, name, None)
-            if value.fullname.startswith("numpy.dtypes."):
-                name = name.removesuffix("DType").lower()
-                return NpDType(name, name, None)
-            return NpDType(name, name.rstrip("_") if name != "bool_" else "bool", None)
-        return None
-
-    def _k_np_dtype(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        found = self._np_dtype_of(args[0]) if args else None
-        if found is None:
-            if args and isinstance(args[0], Opaque):
-                return Opaque("numpy dtype")
-            raise self.malformed("numpy.dtype of an unknown type")
-        return NpDType(found.spec, found.name, found.itemsize, found.byteorder)
-
-    def _build_dtype(self, dt: NpDType, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) >= 2 and isinstance(state[1], str):
-            dt.byteorder = state[1]
-        if isinstance(state, tuple) and len(state) >= 6 and type(state[5]) is int and state[5] > 0:
-            dt.itemsize = state[5]
-        if dt.name in ("datetime64", "timedelta64") and isinstance(state, tuple) and len(state) >= 9:
-            meta = state[8]  # (metadata dict or None, (unit, num, den, events))
-            if isinstance(meta, tuple) and len(meta) == 2 and isinstance(meta[1], tuple):
-                meta = meta[1]
-            if isinstance(meta, tuple) and meta and isinstance(meta[0], bytes):
-                dt.name = f"{dt.name}[{meta[0].decode('latin-1')[:8]}]"
-
-    def _build_array(self, arr: ArrayRef, state: Any) -> None:
-        if not isinstance(state, tuple) or len(state) not in (4, 5):
-            if isinstance(state, Opaque):
-                return
-            raise self.malformed("numpy array state is not a 4- or 5-tuple")
-        _shape, dtype, _fortran, data = state[-4:]
-        shape = self._shape(_shape, "shape", "numpy array")
-        dt = self._np_dtype_of(dtype)
-        if shape is None or dt is None:
-            return
-        arr.shape, arr.dtype, arr.itemsize, arr.pending = shape, dt.name, dt.itemsize, False
-        if dt.name == "object":
-            arr.items = list(data) if isinstance(data, (list, tuple)) else None
-            return
-        numel = math.prod(shape)
-        length = data.length if isinstance(data, Blob) else len(data) if isinstance(data, bytes) else None
-        if isinstance(data, Blob) and data.raw:
-            arr.data_offset = data.offset
-        if length is not None and dt.itemsize and length != numel * dt.itemsize and not _latin1_blob(data):
-            raise self.malformed(
-                f"numpy array data holds {length} bytes, shape {list(shape)} {dt.name} needs more or less"
-            )
-
-    def _k_np_frombuffer(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        if len(args) < 3:
-            raise self.malformed("numpy _frombuffer needs 4 arguments")
-        dt = self._np_dtype_of(args[1])
-        shape = self._shape(args[2], "shape", "numpy array")
-        if dt is None or shape is None:
-            return Opaque("numpy array")
-        arr = ArrayRef(shape, dt.name, dt.itemsize)
-        if isinstance(args[0], Blob) and args[0].raw:
-            arr.data_offset = args[0].offset
-        return arr
-
-    def _k_np_scalar(self, g: GlobalRef, args: tuple[Any, ...], op: str) -> Any:
-        dt = self._np_dtype_of(args[0]) if args else None
-        if dt is None or len(args) < 2:
-            return Opaque("numpy scalar")
-        data = args[1]
-        if dt.name == "object":
-            return data
-        fmt = _NP_STRUCT.get(dt.spec)
-        if isinstance(data, bytes):
-            order = ">" if dt.byteorder == ">" else "<"
-            if fmt and struct.calcsize(fmt) == len(data):
-                return struct.unpack(order + fmt, data)[0]
-            if dt.spec in ("c8", "c16") and len(data) in (8, 16):
-                re, im = struct.unpack(order + ("ff" if len(data) == 8 else "dd"), data)
-                return complex(re, im)
-            if dt.name == "bfloat16" and len(data) == 2:
-                return struct.unpack("<f", b"\x00\x00" + data)[0]
-        return Opaque(f"numpy {dt.name} scalar")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Helpers shared by the pickle-based readers
-# ---------------------------------------------------------------------------------------------------------------
+        self.refused = refused
+        self.globals: list[ScanGlobal] = []  # the globals imported before this point
+        self.numbers = False  # refused for a text number's form only (a lenient walk can go on: ``strict``)
 
 
 @dataclass
-class StoragePid:
-    """The fields of a torch ``('storage', storage_type, key, location, numel[, view_metadata])`` id."""
+class ScanGlobal:
+    """A global the stream imports, in the order the unpickler calls ``find_class``."""
 
-    key: str
-    dtype: str
-    untyped: bool
-    numel: int
-    location: str
-    view: tuple[str, int, int] | None = None
-
-
-def parse_storage_pid(walker: PickleWalker, pid: Any, offset: int, fields: int) -> StoragePid | Opaque:
-    """Validate a torch storage persistent id of ``fields`` items (5 in zip archives, 6 in legacy files).
-
-    Returns an Opaque when a part of it comes from something opaque (already logged); raises MalformedPickle
-    when it is not a storage id at all.
-    """
-    if isinstance(pid, Opaque):
-        return Opaque("storage")
-    if not isinstance(pid, tuple) or len(pid) != fields:
-        raise walker.malformed(f"persistent id is not a {fields}-item storage tuple", offset)
-    typename = pid[0].decode("ascii", "replace") if isinstance(pid[0], bytes) else pid[0]
-    if typename != "storage":
-        raise walker.malformed(f"persistent id of type {short(typename)}, not 'storage'", offset)
-    stype, key, location, numel = pid[1], pid[2], pid[3], pid[4]
-    if any(isinstance(v, Opaque) for v in (stype, key, location, numel)):
-        return Opaque("storage")
-    if not isinstance(stype, GlobalRef):
-        raise walker.malformed("storage type is not a class", offset)
-    if stype.kind != "storage_class":
-        return Opaque("storage of an unsafe type")  # the global itself is already logged
-    if isinstance(key, bytes):
-        key = key.decode("latin-1")
-    if isinstance(location, bytes):
-        location = location.decode("latin-1")
-    if not isinstance(key, (str, int)) or not isinstance(location, str):
-        raise walker.malformed("storage key or location is not a string", offset)
-    if type(numel) is not int or not 0 <= numel < MAX_DIM:
-        raise walker.malformed("storage size is not a non-negative int", offset)
-    cls = stype.fullname.rsplit(".", 1)[1]
-    untyped = cls in ("UntypedStorage", "TypedStorage")
-    view = None
-    if fields == 6 and pid[5] is not None:
-        v = pid[5]
-        if (
-            not isinstance(v, tuple)
-            or len(v) != 3
-            or not isinstance(v[0], (str, bytes, int))
-            or any(type(x) is not int or x < 0 for x in v[1:])
-        ):
-            raise walker.malformed("storage view metadata is not (key, offset, size)", offset)
-        view = (v[0].decode("latin-1") if isinstance(v[0], bytes) else str(v[0]), v[1], v[2])
-    return StoragePid(str(key), STORAGE_DTYPES.get(cls, "uint8"), untyped, numel, location[:64], view)
+    module: str
+    name: str
+    opcode: str
+    offset: int
+    proto: int  # the protocol in effect (below 3, Python 2 names are mapped)
 
 
-def unreadable(path: str, reason: str, log: SecurityLog) -> UnreadableCheckpoint:
-    """An UnreadableCheckpoint that still names the unsafe globals seen before the failure.
+@dataclass
+class Scan:
+    """One stream: where it starts and ends (just past STOP), and the globals it imports."""
 
-    The findings are attached as ``exc.findings`` so a caller can report them next to the error.
-    """
-    reason = one_line(reason, 500)
-    seen = log.summary()
-    return UnreadableCheckpoint(
-        path, reason + (f"; before that it imports unsafe globals: {seen}" if seen else ""), log.findings()
-    )
+    start: int
+    end: int
+    globals: list[ScanGlobal] = field(default_factory=list)
+    ops: int = 0
+    persistent_ids: int = 0
+    blobs: list[tuple[int, int]] = field(default_factory=list)  # (offset, length) of large byte arguments
+    # (opcode offset, width of its count, length, kind) of arguments of SKIP_ARG bytes or more outside frames:
+    # the C parse reads them as short markers (see pickle_stubs.PatchedReader)
+    big: list[tuple[int, int, int, str]] = field(default_factory=list)
+    # INST, OBJ or PERSID: opcodes whose C and pure-Python readings ckptlint checks side by side (text numbers,
+    # where the two differ, are refused unless written as picklers write them; tests/test_pickle_differential.py)
+    loose: bool = False
 
 
-def _latin1_blob(data: Any) -> bool:
-    """Protocol-2 numpy data arrives through ``_codecs.encode(text, 'latin1')``; a skipped text blob's byte
-    count is its UTF-8 length, not the array's, so it cannot be checked."""
-    return isinstance(data, Blob) and not data.raw
+@dataclass
+class Budget:
+    """What the streams of one file may cost together."""
+
+    ops: int = 0
+    objects: int = 0
+    # small streams without globals already judged, by their bytes -> (value, opcodes): the header streams every
+    # nested legacy payload repeats (a stream's parse depends only on its bytes)
+    plain: dict[bytes, tuple[object, int]] = field(default_factory=dict)
 
 
-def short(value: Any) -> str:
-    """A short description of an untrusted value for messages (never a recursive repr)."""
-    if isinstance(value, (str, bytes, int, float, bool)) or value is None:
-        text = repr(value) if not isinstance(value, int) or abs(value) < 1 << 64 else "<huge int>"
-        return text[:40] + ("…" if len(text) > 40 else "")
-    return f"a {type(value).__name__}"
+class Source:
+    """A file region (or bytes) read through a window; offsets are the file's (or the bytes')."""
+
+    def __init__(self, data: bytes | None = None, fh: IO[bytes] | None = None, start: int = 0, end: int = 0):
+        self.data = data
+        self.fh = fh
+        self.start = start
+        self.end = len(data) if data is not None else end
+
+    @classmethod
+    def of_file(cls, fh: IO[bytes], start: int = 0, end: int | None = None) -> Source:
+        if end is None:
+            end = fh.seek(0, 2)
+        return cls(fh=fh, start=start, end=end)
+
+    def window(self, pos: int, need: int) -> tuple[bytes, int]:
+        """``(buf, base)``: bytes from ``pos`` (at least ``need`` of them, or to the end) and their offset."""
+        if self.data is not None:
+            return self.data, 0
+        assert self.fh is not None
+        size = min(max(need, CHUNK), self.end - pos)
+        self.fh.seek(pos)
+        return self.fh.read(size), pos
+
+    def read(self, pos: int, n: int) -> bytes:
+        """Exactly the bytes ``[pos, pos + n)`` (fewer at the end)."""
+        n = max(0, min(n, self.end - pos))
+        if self.data is not None:
+            return self.data[pos : pos + n]
+        assert self.fh is not None
+        self.fh.seek(pos)
+        return self.fh.read(n)
+
+
+class _Made:
+    """What a call (or persistent_load) returned: only known when the file is loaded."""
+
+    __slots__ = ()
+
+
+MADE = _Made()
+
+
+class _LongStr:
+    """A text argument too long to decode during the walk (decoded only if STACK_GLOBAL takes it)."""
+
+    __slots__ = ("kind", "n", "pos")
+
+    def __init__(self, pos: int, n: int, kind: str) -> None:
+        self.pos, self.n, self.kind = pos, n, kind
+
+
+_NAMES = {
+    0x28: "MARK", 0x2E: "STOP", 0x30: "POP", 0x31: "POP_MARK", 0x32: "DUP", 0x46: "FLOAT", 0x49: "INT",
+    0x4A: "BININT", 0x4B: "BININT1", 0x4C: "LONG", 0x4D: "BININT2", 0x4E: "NONE", 0x50: "PERSID",
+    0x51: "BINPERSID", 0x52: "REDUCE", 0x53: "STRING", 0x54: "BINSTRING", 0x55: "SHORT_BINSTRING",
+    0x56: "UNICODE", 0x58: "BINUNICODE", 0x61: "APPEND", 0x62: "BUILD", 0x63: "GLOBAL", 0x64: "DICT",
+    0x7D: "EMPTY_DICT", 0x65: "APPENDS", 0x67: "GET", 0x68: "BINGET", 0x69: "INST", 0x6A: "LONG_BINGET",
+    0x6C: "LIST", 0x5D: "EMPTY_LIST", 0x6F: "OBJ", 0x70: "PUT", 0x71: "BINPUT", 0x72: "LONG_BINPUT",
+    0x73: "SETITEM", 0x74: "TUPLE", 0x29: "EMPTY_TUPLE", 0x75: "SETITEMS", 0x47: "BINFLOAT", 0x80: "PROTO",
+    0x81: "NEWOBJ", 0x82: "EXT1", 0x83: "EXT2", 0x84: "EXT4", 0x85: "TUPLE1", 0x86: "TUPLE2", 0x87: "TUPLE3",
+    0x88: "NEWTRUE", 0x89: "NEWFALSE", 0x8A: "LONG1", 0x8B: "LONG4", 0x42: "BINBYTES", 0x43: "SHORT_BINBYTES",
+    0x8C: "SHORT_BINUNICODE", 0x8D: "BINUNICODE8", 0x8E: "BINBYTES8", 0x8F: "EMPTY_SET", 0x90: "ADDITEMS",
+    0x91: "FROZENSET", 0x92: "NEWOBJ_EX", 0x93: "STACK_GLOBAL", 0x94: "MEMOIZE", 0x95: "FRAME",
+    0x96: "BYTEARRAY8", 0x97: "NEXT_BUFFER", 0x98: "READONLY_BUFFER",
+}  # fmt: skip
+# opcodes that push a new object and take no argument
+_PUSH_NEW = frozenset(b"N)]}\x88\x89\x8f")
+# fixed-size arguments of opcodes that push a new object
+_FIXED = {0x4B: 1, 0x4D: 2, 0x4A: 4, 0x47: 8}
+# counted arguments: opcode -> (width of the count, kind) ; kind: b=bytes (skipped), s=py2 string, l=long, u=utf-8
+_COUNTED = {
+    0x43: (1, "b"), 0x42: (4, "b"), 0x8E: (8, "b"), 0x96: (8, "b"), 0x55: (1, "s"), 0x54: (4, "s"),
+    0x8A: (1, "l"), 0x8B: (4, "l"), 0x8D: (8, "u"),
+}  # fmt: skip
+
+
+def opcode_name(op: int) -> str:
+    return _NAMES.get(op, f"0x{op:02x}")
+
+
+class Walker:
+    """Walks the streams of one source; see the module docstring. One instance per file (the budget is shared)."""
+
+    def __init__(
+        self,
+        src: Source,
+        member: str,
+        *,
+        encoding: str = "ASCII",
+        persistent: bool = False,
+        budget: Budget | None = None,
+        strict: bool = True,
+    ) -> None:
+        self.src = src
+        self.member = member
+        self.encoding = encoding
+        self.persistent = persistent  # the loader has a persistent_load (torch), else PERSID fails
+        self.budget = budget if budget is not None else Budget()
+        # refuse text numbers no pickler writes; off, the walk reads past them as the C unpickler does (to
+        # report the globals a refused stream would import)
+        self.strict = strict
+
+    def error(self, offset: int, reason: str, refused: bool = False) -> ScanError:
+        return ScanError(self.member, offset, reason, refused=refused)
+
+    def walk(self, start: int) -> Scan:
+        """Walk the stream starting at ``start`` to its STOP."""
+        src = self.src
+        end_of_data = src.end
+        if start >= end_of_data:
+            raise self.error(start, "no data where a pickle stream should start")
+        buf, base = src.window(start, 0)
+        wend = base + len(buf)
+        pos = start
+        frame_end = -1
+        lim = min(wend, end_of_data)
+        stack: list[object] = []
+        marks: list[int] = []
+        memo: dict[int, object] = {}
+        proto = 0
+        scan = Scan(start, start)
+        found = scan.globals
+        budget = self.budget
+        ops0, objs0 = budget.ops, budget.objects
+        ops = 0
+        objs = 0
+        fence = 0
+        err = self.error
+
+        def need(n: int) -> None:
+            """Make ``[pos, pos + n)`` readable in ``buf`` (refill, frame and end checks)."""
+            nonlocal buf, base, wend, lim
+            if frame_end >= 0 and pos + n > frame_end:
+                raise err(pos, "an argument crosses the end of its FRAME (loaders read it differently)", True)
+            if pos + n > end_of_data:
+                raise err(pos, f"truncated: {n} bytes needed, {end_of_data - pos} left")
+            if pos + n > wend:
+                buf, base = src.window(pos, n)
+                wend = base + len(buf)
+            lim = min(wend, end_of_data if frame_end < 0 else frame_end)
+
+        def line(maxlen: int) -> bytes:
+            """The protocol-0 line at ``pos`` (without its newline); advances ``pos``."""
+            nonlocal pos
+            stop = min(end_of_data if frame_end < 0 else frame_end, pos + maxlen + 1)
+            while True:
+                i = buf.find(b"\n", pos - base, min(stop, wend) - base)
+                if i >= 0:
+                    data = buf[pos - base : i]
+                    pos = base + i + 1
+                    return data
+                if wend >= stop:
+                    break
+                need(min(stop, wend + CHUNK) - pos)
+            if frame_end >= 0 and stop == frame_end:
+                raise err(pos, "a text line crosses the end of its FRAME (loaders read it differently)", True)
+            if stop == end_of_data:
+                raise err(pos, "truncated: a text argument has no newline")
+            raise err(pos, f"a text argument longer than {maxlen} bytes", True)
+
+        def text(n: int, kind: str) -> object:
+            """A counted text argument of ``n`` bytes at ``pos`` (decoded when short); advances ``pos``."""
+            nonlocal pos
+            if pos + n > end_of_data:
+                need(n)  # raises: truncated (or crossing its frame)
+            if n <= 256:
+                if pos + n > lim:
+                    need(n)
+                raw = buf[pos - base : pos + n - base]
+                pos += n
+                return self._decode(raw, kind, pos - n)
+            if pos + n > end_of_data or (frame_end >= 0 and pos + n > frame_end):
+                need(n)
+            value = _LongStr(pos, n, kind)
+            pos += n
+            return value
+
+        try:
+            while True:
+                if pos >= lim:
+                    if frame_end >= 0 and pos == frame_end:
+                        frame_end = -1
+                    need(1)
+                op = buf[pos - base]
+                at = pos
+                pos += 1
+                ops += 1
+                if op == 0x71:  # BINPUT
+                    if pos >= lim:
+                        need(1)
+                    if len(stack) <= fence:
+                        raise err(at, "stack underflow")
+                    memo[buf[pos - base]] = stack[-1]
+                    pos += 1
+                elif op == 0x68:  # BINGET
+                    if pos >= lim:
+                        need(1)
+                    key = buf[pos - base]
+                    pos += 1
+                    if key not in memo:
+                        raise err(at, f"memo value not found at index {key}")
+                    stack.append(memo[key])
+                elif op == 0x72 or op == 0x6A:  # LONG_BINPUT, LONG_BINGET
+                    if pos + 4 > lim:
+                        need(4)
+                    key = _U4.unpack_from(buf, pos - base)[0]
+                    pos += 4
+                    if op == 0x72:
+                        if len(stack) <= fence:
+                            raise err(at, "stack underflow")
+                        if key > MAX_MEMO_INDEX:
+                            raise err(
+                                at, f"memo index {key} (the loader allocates twice that many slots)", True
+                            )
+                        memo[key] = stack[-1]
+                    else:
+                        if key not in memo:
+                            raise err(at, f"memo value not found at index {key}")
+                        stack.append(memo[key])
+                elif op in _PUSH_NEW:
+                    stack.append(1 if op == 0x29 else None)
+                    objs += 8 if op == 0x7D or op == 0x8F else 1
+                elif op in _FIXED:
+                    n = _FIXED[op]
+                    if pos + n > lim:
+                        need(n)
+                    pos += n
+                    stack.append(None)
+                    objs += 1
+                elif op == 0x28:  # MARK
+                    if len(marks) >= MAX_MARKS:
+                        raise err(at, f"more than {MAX_MARKS} nested MARKs", True)
+                    fence = len(stack)
+                    marks.append(fence)
+                elif op == 0x58 or op == 0x8C:  # BINUNICODE, SHORT_BINUNICODE
+                    w = 4 if op == 0x58 else 1
+                    if pos + w > lim:
+                        need(w)
+                    n = _U4.unpack_from(buf, pos - base)[0] if w == 4 else buf[pos - base]
+                    if n >= SKIP_ARG and frame_end < 0 and pos + w + n <= end_of_data:
+                        scan.big.append((at, w, n, "u"))
+                    pos += w
+                    stack.append(text(n, "u"))
+                    objs += 1
+                elif op == 0x85 or op == 0x86 or op == 0x87:  # TUPLE1/2/3
+                    k = op - 0x84
+                    if len(stack) - k < fence:
+                        raise err(at, "stack underflow")
+                    cost = 1
+                    for v in stack[-k:]:
+                        cost += v if type(v) is int else 1
+                    del stack[-k:]
+                    stack.append(min(cost, MAX_HASH_COST + 1))
+                    objs += 1
+                elif op == 0x74 or op == 0x6C:  # TUPLE, LIST
+                    if not marks:
+                        raise err(at, "could not find MARK")
+                    i = marks.pop()
+                    fence = marks[-1] if marks else 0
+                    if op == 0x74:
+                        cost = 1
+                        for v in stack[i:]:
+                            cost += v if type(v) is int else 1
+                        del stack[i:]
+                        stack.append(min(cost, MAX_HASH_COST + 1))
+                    else:
+                        del stack[i:]
+                        stack.append(None)
+                    objs += 1
+                elif op == 0x52:  # REDUCE
+                    if len(stack) - 2 < fence:
+                        raise err(at, "stack underflow")
+                    del stack[-2:]
+                    stack.append(MADE)
+                    objs += 1
+                elif op == 0x75 or op == 0x73:  # SETITEMS, SETITEM
+                    if op == 0x75:
+                        if not marks:
+                            raise err(at, "could not find MARK")
+                        x = marks.pop()
+                        fence = marks[-1] if marks else 0
+                    else:
+                        x = len(stack) - 2
+                    if x > len(stack) or x <= fence:
+                        raise err(at, "stack underflow")
+                    if (len(stack) - x) % 2:
+                        raise err(at, "odd number of items for SETITEMS")
+                    for v in stack[x::2]:
+                        if type(v) is int and v > MAX_HASH_COST:
+                            raise err(at, "a dict key nested too deeply to hash (the loader may crash)", True)
+                    del stack[x:]
+                elif op == 0x61 or op == 0x65:  # APPEND, APPENDS
+                    if op == 0x65:
+                        if not marks:
+                            raise err(at, "could not find MARK")
+                        x = marks.pop()
+                        fence = marks[-1] if marks else 0
+                    else:
+                        if len(stack) - 1 <= fence:
+                            raise err(at, "stack underflow")
+                        x = len(stack) - 1
+                    if x > len(stack) or x <= fence:
+                        raise err(at, "stack underflow")
+                    del stack[x:]
+                elif op == 0x51:  # BINPERSID
+                    if not self.persistent:
+                        raise err(at, "a persistent id, but the loader has no persistent_load")
+                    if len(stack) <= fence:
+                        raise err(at, "stack underflow")
+                    stack[-1] = MADE
+                    scan.persistent_ids += 1
+                    objs += 1
+                elif op == 0x63 or op == 0x69:  # GLOBAL, INST
+                    if op == 0x69 and not marks:
+                        raise err(at, "could not find MARK")
+                    scan.loose = scan.loose or op == 0x69
+                    module = self._name(line(MAX_LINE), at, op)
+                    name = self._name(line(MAX_LINE), at, op)
+                    found.append(ScanGlobal(module, name, opcode_name(op), at, proto))
+                    if op == 0x69:
+                        i = marks.pop()
+                        fence = marks[-1] if marks else 0
+                        del stack[i:]
+                    stack.append(MADE if op == 0x69 else None)
+                    objs += 1
+                elif op == 0x93:  # STACK_GLOBAL
+                    if len(stack) - 2 < fence:
+                        raise err(at, "stack underflow")
+                    module, name = stack[-2], stack[-1]
+                    del stack[-2:]
+                    if module is MADE or name is MADE:
+                        raise err(at, "a global whose name is computed when the file is loaded", True)
+                    module, name = self._str(module), self._str(name)
+                    if module is None or name is None:
+                        raise err(at, "STACK_GLOBAL requires str")
+                    found.append(ScanGlobal(module, name, "STACK_GLOBAL", at, proto))
+                    stack.append(None)
+                    objs += 1
+                elif op == 0x94:  # MEMOIZE
+                    if len(stack) <= fence:
+                        raise err(at, "stack underflow")
+                    if len(memo) > MAX_MEMO_INDEX:
+                        raise err(at, f"memo grows beyond {MAX_MEMO_INDEX} entries", True)
+                    memo[len(memo)] = stack[-1]
+                elif op == 0x81 or op == 0x92:  # NEWOBJ, NEWOBJ_EX
+                    k = 2 if op == 0x81 else 3
+                    if len(stack) - k < fence:
+                        raise err(at, "stack underflow")
+                    del stack[-k:]
+                    stack.append(MADE)
+                    objs += 1
+                elif op == 0x62:  # BUILD
+                    if len(stack) - 2 < fence:
+                        raise err(at, "stack underflow")
+                    stack.pop()
+                elif op == 0x2E:  # STOP
+                    if len(stack) <= fence:
+                        raise err(at, "stack underflow")
+                    scan.end = pos
+                    scan.ops = ops
+                    return scan
+                elif op in _COUNTED:
+                    w, kind = _COUNTED[op]
+                    if pos + w > lim:
+                        need(w)
+                    n = (
+                        buf[pos - base]
+                        if w == 1
+                        else _U4.unpack_from(buf, pos - base)[0]
+                        if w == 4
+                        else _U8.unpack_from(buf, pos - base)[0]
+                    )
+                    if op == 0x8B and n >= 1 << 31:
+                        raise err(at, "LONG pickle has negative byte count")
+                    if (
+                        n >= SKIP_ARG
+                        and frame_end < 0
+                        and pos + w + n <= end_of_data
+                        and (kind != "s" or w == 4)
+                    ):
+                        scan.big.append((at, w, n, kind))
+                    pos += w
+                    if kind in "su":
+                        stack.append(text(n, kind))
+                    else:
+                        if pos + n > lim:
+                            need(n) if n <= CHUNK else self._skip_check(pos, n, frame_end, end_of_data)
+                        if n >= BLOB_BYTES and kind == "b" and len(scan.blobs) < MAX_BLOBS:
+                            scan.blobs.append((pos, n))
+                        pos += n
+                        stack.append(None)
+                    objs += 1
+                elif op == 0x95:  # FRAME
+                    if pos + 8 > lim:
+                        need(8)
+                    n = _U8.unpack_from(buf, pos - base)[0]
+                    if frame_end >= 0 and at < frame_end:
+                        raise err(at, "a FRAME inside a frame (loaders read it differently)", True)
+                    pos += 8
+                    if pos + n > end_of_data:
+                        raise err(at, f"truncated: a FRAME of {n} bytes, {end_of_data - pos} left")
+                    if n > MAX_FRAME:
+                        raise err(at, f"a FRAME of {n} bytes (picklers write ~64 KiB frames)", True)
+                    frame_end = pos + n
+                    if frame_end > wend:
+                        need(n)
+                    lim = min(wend, frame_end)
+                elif op == 0x80:  # PROTO
+                    if pos >= lim:
+                        need(1)
+                    proto = buf[pos - base]
+                    pos += 1
+                    if proto > HIGHEST_PROTOCOL:
+                        raise err(at, f"unsupported pickle protocol: {proto}")
+                elif op == 0x30:  # POP
+                    if marks and marks[-1] == len(stack):
+                        marks.pop()
+                        fence = marks[-1] if marks else 0
+                    elif len(stack) <= fence:
+                        raise err(at, "stack underflow")
+                    else:
+                        stack.pop()
+                elif op == 0x31:  # POP_MARK
+                    if not marks:
+                        raise err(at, "could not find MARK")
+                    del stack[marks.pop() :]
+                    fence = marks[-1] if marks else 0
+                elif op == 0x32:  # DUP
+                    if len(stack) <= fence:
+                        raise err(at, "stack underflow")
+                    stack.append(stack[-1])
+                elif op == 0x64 or op == 0x91 or op == 0x90 or op == 0x6F:  # DICT, FROZENSET, ADDITEMS, OBJ
+                    if not marks:
+                        raise err(at, "could not find MARK")
+                    i = marks.pop()
+                    fence = marks[-1] if marks else 0
+                    items = stack[i:]
+                    if op == 0x64 and len(items) % 2:
+                        raise err(at, "odd number of items for DICT")
+                    if op == 0x90 and (i > len(stack) or i <= fence):
+                        raise err(at, "stack underflow")
+                    if op == 0x6F and not items:
+                        raise err(at, "stack underflow")
+                    scan.loose = scan.loose or op == 0x6F
+                    hashed = items[::2] if op == 0x64 else items if op != 0x6F else ()
+                    for v in hashed:
+                        if type(v) is int and v > MAX_HASH_COST:
+                            raise err(at, "a dict key or set item nested too deeply to hash", True)
+                    del stack[i:]
+                    if op != 0x90:
+                        stack.append(MADE if op == 0x6F else None)
+                        objs += 8 if op != 0x6F else 1
+                elif op in (0x49, 0x4C, 0x46):  # INT, LONG, FLOAT
+                    raw = line(MAX_LINE)
+                    if self.strict and (len(raw) > MAX_DIGITS or not _CANONICAL[op].match(raw)):
+                        odd = err(at, f"{opcode_name(op)} {raw[:40]!r}: a number no pickler writes, which the "
+                                      "C and pure-Python unpicklers and pickletools read differently", True)  # fmt: skip
+                        odd.numbers = True
+                        raise odd
+                    stack.append(None)
+                    objs += 1
+                elif op == 0x70 or op == 0x67:  # PUT, GET
+                    raw = line(MAX_LINE)
+                    if self.strict and not _MEMO_INDEX.match(raw):
+                        odd = err(
+                            at, f"memo index {raw[:40]!r}: not a plain decimal (unpicklers differ)", True
+                        )
+                        odd.numbers = True
+                        raise odd
+                    try:
+                        key = int(raw)  # (the C unpickler: base 10, spaces and underscores allowed)
+                    except ValueError:
+                        raise err(at, "invalid memo index") from None
+                    if op == 0x70:
+                        if len(stack) <= fence:
+                            raise err(at, "stack underflow")
+                        if key < 0:
+                            raise err(at, "negative PUT argument")
+                        if key > MAX_MEMO_INDEX:
+                            raise err(
+                                at, f"memo index {key} (the loader allocates twice that many slots)", True
+                            )
+                        memo[key] = stack[-1]
+                    else:
+                        if key not in memo:
+                            raise err(at, f"memo value not found at index {key}")
+                        stack.append(memo[key])
+                elif op == 0x53 or op == 0x56:  # STRING, UNICODE
+                    raw = line(MAX_LINE)
+                    stack.append(self._line_text(raw, op, at))
+                    objs += 1
+                elif op == 0x50:  # PERSID
+                    if not self.persistent:
+                        raise err(at, "a persistent id, but the loader has no persistent_load")
+                    scan.loose = True
+                    line(MAX_LINE)
+                    stack.append(MADE)
+                    scan.persistent_ids += 1
+                    objs += 1
+                elif op in (0x82, 0x83, 0x84):
+                    w = {0x82: 1, 0x83: 2, 0x84: 4}[op]
+                    if pos + w > lim:
+                        need(w)
+                    code = int.from_bytes(buf[pos - base : pos - base + w], "little", signed=w == 4)
+                    pos += w
+                    if code <= 0 or code not in copyreg._inverted_registry:  # type: ignore[attr-defined]
+                        raise err(at, f"unregistered extension code {code}")
+                    raise err(
+                        at,
+                        f"extension code {code}: the global comes from the loading process's copyreg registry, "
+                        "not from the file",
+                        True,
+                    )
+                elif op == 0x98:  # READONLY_BUFFER
+                    if len(stack) <= fence:
+                        raise err(at, "stack underflow")
+                elif op == 0x97:
+                    raise err(at, "out-of-band buffer (NEXT_BUFFER) without buffers")
+                else:
+                    raise err(at, f"invalid load key 0x{op:02x}")
+                if not ops & 0xFFF:
+                    self._check(ops0 + ops, objs0 + objs, len(stack), at)
+                    if len(memo) > MAX_MEMO_ENTRIES:
+                        raise err(at, f"more than {MAX_MEMO_ENTRIES} memo entries", True)
+        except ScanError as exc:
+            exc.globals = found
+            raise
+        finally:
+            budget.ops = ops0 + ops
+            budget.objects = objs0 + objs
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+
+    def _check(self, ops: int, objs: int, depth: int, at: int) -> None:
+        if ops > MAX_OPS:
+            raise self.error(at, f"more than {MAX_OPS} opcodes", True)
+        if objs > MAX_OBJECTS:
+            raise self.error(at, f"more than {MAX_OBJECTS} objects to build", True)
+        if depth > MAX_STACK:
+            raise self.error(at, f"a stack of more than {MAX_STACK} items", True)
+
+    def _skip_check(self, pos: int, n: int, frame_end: int, end_of_data: int) -> None:
+        if frame_end >= 0 and pos + n > frame_end:
+            raise self.error(
+                pos, "an argument crosses the end of its FRAME (loaders read it differently)", True
+            )
+        if pos + n > end_of_data:
+            raise self.error(pos, f"truncated: an argument of {n} bytes, {end_of_data - pos} left")
+
+    def _name(self, raw: bytes, at: int, op: int) -> str:
+        if not raw:
+            raise self.error(at, "empty global name")
+        try:  # C decodes GLOBAL names as UTF-8 and INST names as ASCII, strictly
+            return raw.decode("utf-8" if op == 0x63 else "ascii")
+        except UnicodeDecodeError:
+            raise self.error(at, "global name does not decode") from None
+
+    def _decode(self, raw: bytes, kind: str, at: int) -> object:
+        if kind == "u":
+            try:
+                return raw.decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError:
+                raise self.error(at, "invalid UTF-8 in a text argument") from None
+        if self.encoding == "bytes":
+            return None  # Python 2 strings stay bytes: not a name
+        try:
+            return raw.decode(self.encoding)
+        except (UnicodeDecodeError, LookupError):
+            raise self.error(at, f"a Python 2 string that does not decode as {self.encoding}") from None
+
+    def _line_text(self, raw: bytes, op: int, at: int) -> object:
+        if op == 0x56:
+            try:
+                return str(raw, "raw-unicode-escape")
+            except UnicodeDecodeError:
+                raise self.error(at, "invalid UNICODE argument") from None
+        if len(raw) < 2 or raw[0] != raw[-1] or raw[:1] not in (b"'", b'"'):
+            raise self.error(at, "the STRING opcode argument must be quoted")
+        try:
+            data = codecs.escape_decode(raw[1:-1])[0]
+        except ValueError:
+            raise self.error(at, "invalid STRING escape") from None
+        return self._decode(data, "s", at)
+
+    def _str(self, value: object) -> str | None:
+        """The text a STACK_GLOBAL operand holds, or None when it is not a str."""
+        if type(value) is str:
+            return value
+        if isinstance(value, _LongStr):
+            if value.n > MAX_NAME:  # importing it fails in the loader too
+                return None
+            raw = self.src.read(value.pos, value.n)
+            decoded = self._decode(raw, value.kind, value.pos)
+            return decoded if type(decoded) is str else None
+        return None
+
+
+def walk_stream(
+    src: Source,
+    start: int,
+    member: str,
+    *,
+    encoding: str = "ASCII",
+    persistent: bool = False,
+    budget: Budget | None = None,
+) -> Scan:
+    """Walk the one stream that starts at ``start`` (see :class:`Walker`)."""
+    return Walker(src, member, encoding=encoding, persistent=persistent, budget=budget).walk(start)

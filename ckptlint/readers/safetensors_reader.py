@@ -19,6 +19,7 @@ from typing import Any
 from ckptlint.checkpoint import Checkpoint, TensorInfo, guess_key_sep, slash_groups, tensor_info
 from ckptlint.dtypes import ITEM_BITS, SAFETENSORS
 from ckptlint.errors import UnreadableCheckpoint
+from ckptlint.readers.limits import MAX_TENSORS
 
 # safetensors' own limit (``MAX_HEADER_SIZE`` in the Rust crate): longer headers are refused before allocating.
 MAX_HEADER_BYTES = 100_000_000
@@ -71,6 +72,10 @@ def read_header(path: Path) -> tuple[dict[str, Any], int, int]:
         raise UnreadableCheckpoint(p, f"truncated safetensors header: expected {n} bytes, got {len(raw)}")
     if not raw.startswith(b"{"):
         raise UnreadableCheckpoint(p, "corrupt safetensors header: it does not start with '{'")
+    if raw.count(b"{") - 1 > MAX_TENSORS:  # each tensor is one JSON object: refused before parsing
+        raise UnreadableCheckpoint(
+            p, f"safetensors header refused: it may hold more than {MAX_TENSORS} tensors"
+        )
     try:
         header = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -96,7 +101,8 @@ def _dtype(name: Any) -> tuple[str, int] | None:
 def parse_header(
     header: dict[str, Any], *, data_size: int, data_start: int, path: Path, storage: str | None = None
 ) -> tuple[dict[str, TensorInfo], dict[str, Any]]:
-    """Validate a parsed header against a data region of ``data_size`` bytes; return ``(tensors, __metadata__)``.
+    """Validate a parsed header (consumed: its tensor entries are removed) against a data region of ``data_size``
+    bytes; return ``(tensors, __metadata__)``.
 
     ``TensorInfo.offset`` is the absolute file offset of each tensor's first byte.
     """
@@ -114,9 +120,10 @@ def parse_header(
 
     spans: list[tuple[int, int, str]] = []
     tensors: dict[str, TensorInfo] = {}
-    for name, info in header.items():
+    for name in list(header):
         if name == "__metadata__":
             continue
+        info = header.pop(name)  # each entry is freed once read: peak memory is one copy of the header
         if not isinstance(info, dict):
             raise bad(f"tensor {name!r}: entry is not an object")
         dt = _dtype(info.get("dtype"))

@@ -65,12 +65,12 @@ def attach_sidecars(ckpt: Checkpoint, directory: Path, *, names: list[str] | Non
             continue
         kind = SIDECAR_KINDS.get(name)
         if kind is not None:
-            content = _json_content(directory / name, MAX_SIDECAR_JSON) if name.endswith(".json") else None
+            content = json_content(directory / name, MAX_SIDECAR_JSON) if name.endswith(".json") else None
             if name == "config.json" and _looks_like_timm(content):
                 kind = "timm-config"
         elif name.endswith(".json") and others_examined < MAX_OTHER_JSON_FILES:
             others_examined += 1
-            content = _json_content(directory / name, MAX_OTHER_JSON)
+            content = json_content(directory / name, MAX_OTHER_JSON)
             kind = _kind_of_config(content)
             if kind is None:
                 continue
@@ -85,7 +85,7 @@ def attach_sidecars(ckpt: Checkpoint, directory: Path, *, names: list[str] | Non
     return ckpt
 
 
-def _json_content(path: Path, limit: int) -> dict[str, Any] | None:
+def json_content(path: Path, limit: int) -> dict[str, Any] | None:
     """Parsed JSON object of ``path`` when it is at most ``limit`` bytes and valid, else None."""
     try:
         if path.stat().st_size > limit:

@@ -1,12 +1,13 @@
 """Find a file's format from its first bytes, never from its extension alone.
 
 The order follows the loaders that could run code from the file, so that the most dangerous reading wins:
-``torch.load`` takes a file starting with ``PK\\x03\\x04`` as a zip, else a valid tar header as a tar-format
-torch file, else a pickle; ``np.load(allow_pickle=True)`` and ``pickle.load`` unpickle anything that is not a zip
-or npy. So a valid tar header is sniffed as ``pickle`` (whose reader handles tar first), and a file that sniffs
-as safetensors, flax msgpack, an npz/torch zip not starting with a local header, or nothing known is walked as a
-pickle from its first byte too: when that walk imports a global outside the safe set, the file is a polyglot and
-is read as the pickle it also is.
+``torch.load`` takes a file starting with ``PK\\x03\\x04`` as a zip, else a file ``tarfile`` opens as a
+tar-format torch file (torch's own test), else a pickle; ``np.load(allow_pickle=True)`` and ``pickle.load``
+unpickle anything that is not a zip or npy; ``joblib.load`` decompresses a file that starts with a compressor's
+magic. So a tar file and a compressed pickle are sniffed as ``pickle`` (whose reader handles them), and a file
+that sniffs as safetensors, flax msgpack, an npz/torch zip not starting with a local header, or nothing known is
+read as ``pickle.load`` would read it from its first byte too (:mod:`ckptlint.readers.pickle_probe`): when that
+reading imports a global outside the safe set, the file is a polyglot and is read as the pickle it also is.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from pathlib import Path
 
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers.jsonfile import load_json
+from ckptlint.readers.limits import LimitExceeded, zip_file
+from ckptlint.readers.pickle_probe import pickle_view
+from ckptlint.readers.torch_tar import is_torch_tar
 
-TAR_BLOCK = 512
-HEAD_BYTES = TAR_BLOCK
+HEAD_BYTES = 512
 ZIP_LOCAL = b"PK\x03\x04"
 ZIP_MAGICS = (ZIP_LOCAL, b"PK\x05\x06")
 NPY_MAGIC = b"\x93NUMPY"
@@ -48,7 +51,9 @@ def sniff(path: Path) -> str:
             head = fh.read(HEAD_BYTES)
             if head.startswith(ZIP_LOCAL):
                 return _sniff_zip(path)
-            if is_tar_header(head):
+            if is_torch_tar(fh):
+                return "pickle"
+            if _compressed_pickle(head):
                 return "pickle"
             kind: str | None = None
             error: UnreadableCheckpoint | None = None
@@ -56,11 +61,9 @@ def sniff(path: Path) -> str:
                 kind = sniff_bytes(head, size, path)
             except UnreadableCheckpoint as exc:
                 error = exc
-            if (kind is None or kind in _POLYGLOT_KINDS) and head[0] in _STREAM_FIRST:
-                from ckptlint.readers.pickle_file import unsafe_pickle_view
-
-                if unsafe_pickle_view(fh, path.name, evidence=kind is None):
-                    return "pickle"
+            probe = (kind is None or kind in _POLYGLOT_KINDS) and head[0] in _STREAM_FIRST
+            if probe and pickle_view(fh, path.name, evidence=kind is None).unsafe:
+                return "pickle"
     except OSError as exc:
         raise UnreadableCheckpoint(str(path), f"cannot open: {exc.strerror or exc}") from None
     if error is not None:
@@ -69,25 +72,29 @@ def sniff(path: Path) -> str:
     return kind
 
 
-def is_tar_header(block: bytes) -> bool:
-    """Whether ``block`` (a file's first bytes) starts with a tar header whose checksum holds.
+# joblib's compressors (joblib/compressor.py): magic prefixes joblib.load decompresses
+_JOBLIB_MAGIC = (b"\x78", b"\x1f\x8b", b"BZh", b"\xfd\x37\x7a\x58\x5a", b"\x5d\x00\x00")
 
-    Mirrors ``tarfile.TarInfo.frombuf``'s first checks (512 bytes, not all zero, the checksum field parses and
-    matches the signed or unsigned sum); ``tarfile.open`` decides the rest (see readers/torch_tar.py).
-    """
-    if len(block) < TAR_BLOCK or block[:TAR_BLOCK].count(0) == TAR_BLOCK:
+
+def _compressed_pickle(head: bytes) -> bool:
+    """A file joblib.load would decompress and that decompresses to something starting like a pickle."""
+    if not head.startswith(_JOBLIB_MAGIC):
         return False
-    field = block[148:156]
-    if field[0] in (0o200, 0o377):
-        return False  # a base-256 checksum: tarfile rejects it too
+    import bz2
+    import lzma
+    import zlib
+
     try:
-        stored = int(field.split(b"\0", 1)[0].decode("ascii").strip() or "0", 8)
-    except ValueError:
+        if head[:1] == b"\x78" or head[:2] == b"\x1f\x8b":
+            out = zlib.decompressobj(zlib.MAX_WBITS | (16 if head[:1] == b"\x1f" else 0)).decompress(head, 16)
+        elif head[:3] == b"BZh":
+            out = bz2.BZ2Decompressor().decompress(head, 16)
+        else:
+            fmt = lzma.FORMAT_XZ if head[:1] == b"\xfd" else lzma.FORMAT_ALONE
+            out = lzma.LZMADecompressor(fmt).decompress(head, 16)
+    except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError):
         return False
-    head = block[:TAR_BLOCK]
-    unsigned = 256 + sum(struct.unpack_from("148B8x356B", head))
-    signed = 256 + sum(struct.unpack_from("148b8x356b", head))
-    return stored in (unsigned, signed)
+    return bool(out) and out[0] in _STREAM_FIRST
 
 
 def sniff_bytes(head: bytes, size: int, path: Path) -> str:
@@ -122,8 +129,10 @@ def sniff_bytes(head: bytes, size: int, path: Path) -> str:
 
 def _sniff_zip(path: Path) -> str:
     try:
-        with path.open("rb") as raw, zipfile.ZipFile(raw) as zf:
+        with path.open("rb") as raw, zip_file(raw) as zf:
             names = zf.namelist()
+    except LimitExceeded as exc:
+        raise UnreadableCheckpoint(str(path), f"zip archive refused: {exc}", refused=True) from None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
         raise UnreadableCheckpoint(str(path), f"corrupt zip archive: {exc}") from None
     # torch finds members case-insensitively (miniz): ``archive/DATA.PKL`` is loaded as ``archive/data.pkl``

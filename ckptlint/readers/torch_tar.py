@@ -22,18 +22,14 @@ import struct
 from typing import IO, Any
 
 from ckptlint.checkpoint import Checkpoint
-from ckptlint.readers.pickle_globals import STORAGE_DTYPES, SecurityLog
+from ckptlint.facts import SecurityFacts
+from ckptlint.readers.pickle_globals import STORAGE_DTYPES
+from ckptlint.readers.pickle_interpret import Corrupt, Interpreter, short
+from ckptlint.readers.pickle_stream import StreamError, parse_stream
+from ckptlint.readers.pickle_tensors import MAX_DIM
 from ckptlint.readers.pickle_tree import flatten
-from ckptlint.readers.pickle_walker import (
-    MAX_DIM,
-    GlobalRef,
-    MalformedPickle,
-    Opaque,
-    PickleWalker,
-    StorageRef,
-    TensorRef,
-    short,
-)
+from ckptlint.readers.pickle_values import GlobalValue, Opaque, StorageRef, TensorRef
+from ckptlint.readers.pickle_walker import Budget, Source
 
 MAX_MEMBERS = 10_000  # tar headers read before giving up (each costs a 512-byte read)
 MAX_TAR_READ = 1 << 20  # one read by tarfile (GNU long names, pax headers); larger ones are refused
@@ -73,11 +69,28 @@ class _BoundedReader(io.RawIOBase):
         return self._fh.tell()
 
 
-def read_tar(fh: IO[bytes], *, path: str, size: int, stem: str, log: SecurityLog) -> Checkpoint | None:
+def is_torch_tar(fh: IO[bytes]) -> bool | None:
+    """Whether ``torch.load`` takes the tar path for this file: ``tarfile.open(mode="r:")`` accepts it (torch's
+    own test, ``_legacy_load``). None when tarfile fails otherwise (torch.load fails before unpickling)."""
+    import tarfile
+
+    fh.seek(0)
+    try:
+        tarfile.open(fileobj=_BoundedReader(fh), mode="r:").close()
+    except tarfile.TarError:
+        return False
+    except _TooLarge:
+        return True  # tarfile would read on: judged (and refused) by read_tar
+    except Exception:  # tarfile fails in a way torch.load does not catch: it loads nothing
+        return None
+    return True
+
+
+def read_tar(fh: IO[bytes], *, path: str, size: int, stem: str, facts: SecurityFacts) -> Checkpoint | None:
     """Read a tar-format torch file; None when ``tarfile`` rejects it (torch then reads it as a pickle).
 
-    A member torch would unpickle that does not parse is reported as CK301 (cannot verify). Raises NotTorchTar
-    for a tar archive that holds none of torch's members.
+    A member torch would unpickle that does not parse is unverifiable (CK301). Raises NotTorchTar for a tar
+    archive that holds none of torch's members.
     """
     import tarfile
 
@@ -87,35 +100,37 @@ def read_tar(fh: IO[bytes], *, path: str, size: int, stem: str, log: SecurityLog
     except tarfile.TarError:
         return None
     except _TooLarge as exc:
-        log.cannot_verify("a tar archive", "tar", 0, f"{exc}; torch.load reads tar files before pickles.")
-        return _checkpoint(path, {}, {}, log)
+        facts.add_unverifiable(
+            "a tar archive", "tar", 0, f"{exc}; torch.load reads tar files before pickles."
+        )
+        return _checkpoint(path, {}, {}, facts)
     members: dict[str, tarfile.TarInfo] = {}
     with tar:
         try:
             for count, info in enumerate(_iter_members(tar)):
                 if count >= MAX_MEMBERS:
-                    log.cannot_verify(
+                    facts.add_unverifiable(
                         f"a tar archive of more than {MAX_MEMBERS} members", "tar", info.offset, "Not read."
                     )
                     break
                 if info.name in TORCH_MEMBERS:
                     members[info.name] = info  # tarfile.getmember: the last one of that name
         except (tarfile.TarError, _TooLarge, EOFError) as exc:
-            log.cannot_verify("a tar archive", "tar", fh.tell(), f"Its headers cannot be read: {exc}.")
+            facts.add_unverifiable("a tar archive", "tar", fh.tell(), f"Its headers cannot be read: {exc}.")
     if not members:
         raise NotTorchTar(
             "not a checkpoint: tar archive without torch's storages, tensors and pickle members"
         )
-    reader = _TarReader(fh, size, log)
+    reader = _TarReader(fh, size, facts)
     for name in TORCH_MEMBERS:
         info = members.get(name)
         if info is None:
-            log.cannot_verify(
+            facts.add_unverifiable(
                 f"a tar archive without a {name} member", "tar", 0, "torch.load reads it as a torch tar file."
             )
             continue
         if not info.isreg() or info.issparse() or info.offset_data + info.size > size:
-            log.cannot_verify(
+            facts.add_unverifiable(
                 f"tar member {name} that is not a plain regular file",
                 name,
                 info.offset,
@@ -127,7 +142,7 @@ def read_tar(fh: IO[bytes], *, path: str, size: int, stem: str, log: SecurityLog
     tree = flatten(reader.value, sep=".", root_key=stem) if reader.value is not None else None
     tensors = tree.tensors if tree else {}
     metadata = tree.metadata if tree else {}
-    ckpt = _checkpoint(path, tensors, metadata, log)
+    ckpt = _checkpoint(path, tensors, metadata, facts)
     ckpt.groups = tree.groups if tree else []
     return ckpt
 
@@ -151,7 +166,7 @@ def tar_value(fh: IO[bytes], *, path: str, size: int) -> Any:
                 members[info.name] = info
     if set(members) != set(TORCH_MEMBERS):
         return None
-    reader = _TarReader(fh, size, SecurityLog(path))
+    reader = _TarReader(fh, size, SecurityFacts())
     for name in TORCH_MEMBERS:
         info = members[name]
         reader.walk_member(name, info.offset_data, info.offset_data + info.size)
@@ -167,7 +182,9 @@ def _iter_members(tar: Any) -> Any:
         info = tar.next()
 
 
-def _checkpoint(path: str, tensors: dict[str, Any], metadata: dict[str, Any], log: SecurityLog) -> Checkpoint:
+def _checkpoint(
+    path: str, tensors: dict[str, Any], metadata: dict[str, Any], facts: SecurityFacts
+) -> Checkpoint:
     return Checkpoint.model_construct(
         path=path,
         format="torch-tar",
@@ -177,135 +194,135 @@ def _checkpoint(path: str, tensors: dict[str, Any], metadata: dict[str, Any], lo
         metadata=metadata,
         sidecars=[],
         files=[path],
-        findings=log.findings(),
+        findings=[],
+        security=facts,
     )
 
 
 class _TarReader:
-    """Walks the three members in torch's order and rebuilds storages, tensors and the saved object."""
+    """Judges the three members in torch's order and rebuilds storages, tensors and the saved object."""
 
-    def __init__(self, fh: IO[bytes], size: int, log: SecurityLog) -> None:
+    def __init__(self, fh: IO[bytes], size: int, facts: SecurityFacts) -> None:
         self.fh = fh
         self.size = size
-        self.log = log
+        self.facts = facts
+        self.budget = Budget()
         self.storages: dict[Any, StorageRef] = {}
         self.tensors: dict[Any, TensorRef] = {}
         self.value: Any = None
 
     def walk_member(self, name: str, start: int, end: int) -> None:
-        walker = PickleWalker(self.fh, log=self.log, member=name, start=start, end=end)
+        src = Source.of_file(self.fh, start, end)
+        self.src, self.name, self.pos = src, name, start
         try:
             if name == "storages":
-                self._storages(walker)
+                self._storages()
             elif name == "tensors":
-                self._tensors(walker)
+                self._tensors()
             else:
-                walker.persistent = self._persistent(walker)
-                self.value = walker.walk()
-        except MalformedPickle as exc:
-            self.log.cannot_verify(
-                f"a malformed tar member {name}", name, exc.offset, f"It does not parse ({exc.reason})."
+                self.value, _ = parse_stream(src, start, member=name, facts=self.facts, budget=self.budget,
+                                             pid=self._persistent)  # fmt: skip
+        except (StreamError, Corrupt) as exc:
+            reason = exc.reason if isinstance(exc, StreamError) else str(exc)
+            self.facts.add_unverifiable(
+                f"a malformed tar member {name}",
+                name,
+                getattr(exc, "offset", self.pos),
+                f"It does not parse ({reason}).",
             )
 
-    def _count(self, walker: PickleWalker, per_item: int) -> int:
-        n = walker.walk()
-        if type(n) is not int or not 0 <= n <= (walker.end - walker.pos) // per_item:
-            raise walker.malformed(f"item count {short(n)} does not fit the member", walker.pos)
+    def _load(self) -> Any:
+        value, self.pos = parse_stream(
+            self.src, self.pos, member=self.name, facts=self.facts, budget=self.budget
+        )
+        return value
+
+    def _count(self, per_item: int) -> int:
+        n = self._load()
+        if type(n) is not int or not 0 <= n <= (self.src.end - self.pos) // per_item:
+            raise Corrupt(f"item count {short(n)} does not fit the member")
         return n
 
-    def _raw(self, walker: PickleWalker, n: int) -> bytes:
-        if walker.pos + n > walker.end:
-            raise walker.malformed(f"{n} raw bytes run past the end of the member", walker.pos)
-        self.fh.seek(walker.pos)
-        data = self.fh.read(n)
-        walker.pos += n
+    def _raw(self, n: int) -> bytes:
+        data = self.src.read(self.pos, n)
+        if len(data) != n:
+            raise Corrupt(f"{n} raw bytes run past the end of the member")
+        self.pos += n
         return data
 
-    def _storages(self, walker: PickleWalker) -> None:
-        for _ in range(self._count(walker, 10)):
-            args = walker.walk()
+    def _storages(self) -> None:
+        for _ in range(self._count(10)):
+            args = self._load()
             if not isinstance(args, tuple) or len(args) != 3:
-                raise walker.malformed("storage entry is not (key, location, storage_type)", walker.pos)
+                raise Corrupt("storage entry is not (key, location, storage_type)")
             key, location, stype = args
-            if isinstance(stype, GlobalRef) and stype.kind is None:
-                raise walker.malformed(f"storage type {stype.fullname} is not a torch storage", walker.pos)
-            cls = stype.fullname.rsplit(".", 1)[1] if isinstance(stype, GlobalRef) else None
+            cls = stype.name.rsplit(".", 1)[1] if isinstance(stype, GlobalValue) else None
             if cls not in STORAGE_DTYPES:
-                raise walker.malformed("storage type is not a torch storage class", walker.pos)
-            (numel,) = struct.unpack("<q", self._raw(walker, 8))
-            ref = StorageRef(
-                str(key), STORAGE_DTYPES[cls], max(numel, 0), str(location)[:64], None, walker.pos
-            )
-            if numel < 0 or ref.nbytes is None:
-                raise walker.malformed(f"storage {short(key)} of {numel} elements", walker.pos)
-            walker.pos += ref.nbytes
-            if walker.pos > walker.end:
-                raise walker.malformed(f"storage {short(key)} runs past the end of the member", walker.pos)
-            self._put(self.storages, key, ref, walker)
-        views = walker.walk()
+                raise Corrupt("storage type is not a torch storage class")
+            (numel,) = struct.unpack("<q", self._raw(8))
+            if numel < 0:
+                raise Corrupt(f"storage {short(key)} of {numel} elements")
+            ref = StorageRef(str(key), STORAGE_DTYPES[cls], numel, str(location)[:64], None, self.pos)
+            self.pos += ref.nbytes or 0
+            if self.pos > self.src.end:
+                raise Corrupt(f"storage {short(key)} runs past the end of the member")
+            self._put(self.storages, key, ref)
+        views = self._load()
         if not isinstance(views, list):
-            raise walker.malformed("storage views are not a list", walker.pos)
+            raise Corrupt("storage views are not a list")
         for view in views:
             if not isinstance(view, tuple) or len(view) != 4:
-                raise walker.malformed("storage view is not (key, root, offset, numel)", walker.pos)
+                raise Corrupt("storage view is not (key, root, offset, numel)")
             key, root_key, offset, numel = view
-            root = self._get(self.storages, root_key, walker)
+            root = self._get(self.storages, root_key)
             if (
                 type(offset) is not int
                 or type(numel) is not int
                 or not 0 <= offset <= offset + numel <= root.numel
             ):
-                raise walker.malformed(f"storage view {short(key)} lies outside its storage", walker.pos)
+                raise Corrupt(f"storage view {short(key)} lies outside its storage")
             itemsize = root.itemsize or 1
-            ref = StorageRef(
-                str(key), root.dtype, numel, root.location, None, (root.data_offset or 0) + offset * itemsize
-            )
-            self._put(self.storages, key, ref, walker)
+            ref = StorageRef(str(key), root.dtype, numel, root.location, None,
+                             (root.data_offset or 0) + offset * itemsize)  # fmt: skip
+            self._put(self.storages, key, ref)
 
-    def _tensors(self, walker: PickleWalker) -> None:
-        for _ in range(self._count(walker, 16)):
-            args = walker.walk()
+    def _tensors(self) -> None:
+        for _ in range(self._count(16)):
+            args = self._load()
             if not isinstance(args, tuple) or len(args) != 3:
-                raise walker.malformed("tensor entry is not (key, storage_key, tensor_type)", walker.pos)
+                raise Corrupt("tensor entry is not (key, storage_key, tensor_type)")
             key, storage_key = args[0], args[1]
-            storage = self._get(self.storages, storage_key, walker)
-            (ndim,) = struct.unpack("<i", self._raw(walker, 4)[:4])
+            storage = self._get(self.storages, storage_key)
+            (ndim,) = struct.unpack("<i", self._raw(4))
             if not 0 <= ndim <= MAX_NDIM:
-                raise walker.malformed(f"tensor of {ndim} dimensions", walker.pos)
-            self._raw(walker, 4)
-            dims = struct.unpack(f"<{2 * ndim + 1}q", self._raw(walker, 16 * ndim + 8))
+                raise Corrupt(f"tensor of {ndim} dimensions")
+            self._raw(4)
+            dims = struct.unpack(f"<{2 * ndim + 1}q", self._raw(16 * ndim + 8))
             shape, offset = dims[:ndim], dims[-1]
             if any(not 0 <= d < MAX_DIM for d in dims):
-                raise walker.malformed(
-                    f"tensor {short(key)} has a negative size, stride or offset", walker.pos
-                )
+                raise Corrupt(f"tensor {short(key)} has a negative size, stride or offset")
             ref = TensorRef(tuple(shape), storage.dtype, storage, offset, stride=dims[ndim : 2 * ndim])
-            self._put(self.tensors, key, ref, walker)
+            self._put(self.tensors, key, ref)
 
-    def _persistent(self, walker: PickleWalker) -> Any:
-        def load(pid: Any, offset: int) -> Any:
-            if isinstance(pid, tuple):
-                return pid[0] if pid else Opaque("module")  # a module class, judged where it was imported
-            if isinstance(pid, Opaque):
-                return pid
-            if isinstance(pid, bytes):
-                pid = pid.decode("latin-1")
-            try:
-                key = int(pid)
-            except (TypeError, ValueError):
-                raise walker.malformed(f"persistent id {short(pid)} is not a tensor key", offset) from None
-            return self._get(self.tensors, key, walker)
-
-        return load
+    def _persistent(self, pid: Any, interp: Interpreter) -> Any:
+        if isinstance(pid, tuple):
+            return pid[0] if pid else Opaque("module")  # a module class, judged where it was imported
+        if isinstance(pid, bytes):
+            pid = pid.decode("latin-1")
+        try:
+            key = int(pid)
+        except (TypeError, ValueError):
+            raise Corrupt(f"persistent id {short(pid)} is not a tensor key") from None
+        return self._get(self.tensors, key)
 
     @staticmethod
-    def _put(table: dict[Any, Any], key: Any, value: Any, walker: PickleWalker) -> None:
+    def _put(table: dict[Any, Any], key: Any, value: Any) -> None:
         if type(key) not in (int, str):
-            raise walker.malformed(f"key {short(key)} is not an int or a string", walker.pos)
+            raise Corrupt(f"key {short(key)} is not an int or a string")
         table[key] = value
 
     @staticmethod
-    def _get(table: dict[Any, Any], key: Any, walker: PickleWalker) -> Any:
+    def _get(table: dict[Any, Any], key: Any) -> Any:
         if type(key) not in (int, str) or key not in table:
-            raise walker.malformed(f"unknown storage or tensor key {short(key)}", walker.pos)
+            raise Corrupt(f"unknown storage or tensor key {short(key)}")
         return table[key]

@@ -56,7 +56,7 @@ def check_batch(tasks: list[FileTask], opts: ScanOptions) -> list[FileReport]:
 
 def check_task(task: FileTask, opts: ScanOptions) -> FileReport:
     """Read ``task.path`` (headers only) and check it; an unreadable input is a report with ``error`` and CK001."""
-    from ckptlint.api import check_checkpoint
+    from ckptlint.api import check_checkpoint, failure_findings
     from ckptlint.engine import CheckConfig
     from ckptlint.readers import read_checkpoint
     from ckptlint.remote import is_remote
@@ -75,7 +75,7 @@ def check_task(task: FileTask, opts: ScanOptions) -> FileReport:
         except UnreadableCheckpoint as exc:
             # a network failure a reader re-worded is still reported as what it was
             reason = fetched.failure if fetched.failure and fetched.failure not in exc.reason else exc.reason
-            found = [unreadable(exc.path, reason), *exc.findings]
+            found = [unreadable(exc.path, reason), *failure_findings(exc)]
             report = FileReport(
                 path=task.path, error=reason, findings=[f for f in found if config.enabled(f.code)]
             )

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from ckptlint.errors import UsageError
 from ckptlint.readers.pickle_globals import torch_itemsize
-from ckptlint.readers.pickle_walker import Attrs, Blob, GlobalRef, ODict, StorageRef, TensorRef
+from ckptlint.readers.pickle_values import Attrs, Blob, GlobalValue, ODict, StorageRef, TensorRef
 from ckptlint.writers.arrays import c_strides
 from ckptlint.writers.pickle_emit import EmitError, Emitter, ODictOut, OutStorage, OutTensor, TorchDtype
 from ckptlint.writers.torch_source import TorchTree, key_text
@@ -158,10 +158,10 @@ class Nester:
             return _DROP
         if v is None or isinstance(v, (bool, int, float, str, bytes)):
             return v
-        if isinstance(v, GlobalRef) and v.kind == "torch_dtype":
+        if isinstance(v, GlobalValue) and v.kind == "torch_dtype":
             from ckptlint.readers.pickle_globals import torch_dtype_name
 
-            return TorchDtype(torch_dtype_name(v.fullname.rsplit(".", 1)[1]))
+            return TorchDtype(torch_dtype_name(v.name.rsplit(".", 1)[1]))
         if isinstance(v, (list, tuple)):
             items = [self._plain(c, depth + 1) for c in v]
             if any(c is _DROP for c in items):

@@ -14,7 +14,7 @@ from typing import Any
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UsageError
 from ckptlint.readers.pickle_globals import torch_itemsize
-from ckptlint.readers.pickle_walker import StorageRef, TensorRef
+from ckptlint.readers.pickle_values import StorageRef, TensorRef
 from ckptlint.writers.arrays import Span, Stored, ZipMembers, c_strides, same_layout
 
 TORCH_FORMATS = frozenset({"torch-zip", "torch-legacy", "torch-tar"})
@@ -112,16 +112,13 @@ def load_torch_tree(ckpt: Checkpoint, path: Path) -> TorchTree:
 
 
 def _legacy_value(path: Path) -> Any:
-    from ckptlint.readers.pickle_file import walk_legacy
-    from ckptlint.readers.pickle_globals import SecurityLog
-    from ckptlint.readers.pickle_walker import MalformedPickle, PickleWalker
+    from ckptlint.errors import UnreadableCheckpoint
+    from ckptlint.readers.pickle_file import legacy_value
 
-    with open(path, "rb") as fh:
-        walker = PickleWalker(fh, log=SecurityLog(str(path)), member=path.name)
-        try:
-            return walk_legacy(walker)
-        except MalformedPickle as exc:
-            raise UsageError(f"{path}: {exc}") from None
+    try:
+        return legacy_value(path)
+    except UnreadableCheckpoint as exc:
+        raise UsageError(f"{path}: {exc.reason}") from None
 
 
 def key_text(key: Any) -> str | None:
