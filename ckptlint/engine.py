@@ -112,10 +112,18 @@ def build_context(
         )  # fmt: skip
     exp = expected_view(expected)
     torch_semantics = not flax
-    raw = raw_diff(view, exp, torch_semantics=torch_semantics)
+    origin = None
+    if expected.load:  # the declared library's own loader decides (transformers' from_pretrained)
+        from ckptlint.declared import loaded_diff
+
+        view, raw, origin = loaded_diff(ckpt, expected)  # the loader reads the file's own keys
+        root = ""
+    else:
+        raw = raw_diff(view, exp, torch_semantics=torch_semantics)
     return Context(
         ckpt, expected, user_expected=expected.source != "inferred", view=view, view_root=root, exp=exp,
-        raw=raw, torch_semantics=torch_semantics, layout=layout, inferred=inferred,
+        raw=raw, torch_semantics=torch_semantics, layout=layout, inferred=inferred, unchecked=unchecked,
+        origin=origin,
     )  # fmt: skip
 
 

@@ -89,6 +89,25 @@ def _oc_context_length(p: Path) -> None:
     set_fields(p / "open_clip_config.json", {"model_cfg.text_cfg.context_length": 20})
 
 
+def _llama(p: Path, edit: str) -> None:
+    from hf_tiny import TINY, broken, save
+
+    clean = save(TINY["llama"], p.with_name(p.name + "-clean"))
+    broken(TINY["llama"], clean, edit, p)
+
+
+def _added_tokens(p: Path) -> None:
+    from hf_tiny import clean
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    shutil.copytree(clean("llama"), p)
+    tok = Tokenizer(models.WordLevel(vocab={f"t{i}": i for i in range(96)}, unk_token="t0"))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0")
+    fast.add_tokens([f"<new{i}>" for i in range(4)])
+    fast.save_pretrained(p)
+
+
 def _del_ln_final(sd: dict[str, torch.Tensor]) -> None:
     del sd["ln_final.weight"], sd["ln_final.bias"]
 
@@ -113,6 +132,8 @@ BUILT: dict[str, Callable[[Path], None]] = {
     "remote_code": _remote_code,
     "mlp.safetensors": _mlp,
     "oc_context_length": _oc_context_length,
+    "llama_kv4": lambda p: _llama(p, "kv_heads"),
+    "llama_added_tokens": lambda p: _added_tokens(p),
 }
 
 SERVED = "https://host/"

@@ -80,6 +80,10 @@ def attach_sidecars(
             continue
         sidecars.append(Sidecar.model_construct(name=name, kind=kind, content=content))
     ckpt.sidecars = sidecars
+    if any(s.kind == "tokenizer" for s in sidecars):  # DECL-HF: token ids, for CK115
+        from ckptlint.readers.tokenizer import tokenizer_facts
+
+        ckpt.tokenizer = tokenizer_facts(directory, [s.name for s in sidecars if s.kind == "tokenizer"])
     return ckpt
 
 

@@ -65,6 +65,7 @@ class Context:
         layout: Any = None,
         inferred: Callable[[], Expected | None] | None = None,
         unchecked: Unchecked | None = None,
+        origin: dict[str, list[str]] | None = None,
     ) -> None:
         self.ckpt = ckpt
         self.expected = expected
@@ -77,6 +78,8 @@ class Context:
         self.layout = layout
         self._inferred = inferred
         self.unchecked = unchecked  # why there is no expectation, when its builder said (CK004)
+        # a loader's view (transformers' renames, base-model prefix): view key -> the file keys it was read from
+        self.origin = origin or {}
         self.missing: dict[str, None] = dict.fromkeys(raw.missing) if raw else {}
         self.unexpected: dict[str, None] = dict.fromkeys(raw.unexpected) if raw else {}
         self.shape: dict[str, ShapeIssue] = (
@@ -97,7 +100,11 @@ class Context:
         return self.ckpt.key_sep
 
     def file_key(self, view_key: str) -> str:
-        """The checkpoint's own full key for a view key (``img/t`` -> ``params/img/t``)."""
+        """The checkpoint's own full key for a view key (``img/t`` -> ``params/img/t``; under a loader, the file key
+        it renamed: ``embeddings.position_ids`` -> ``text_model.embeddings.position_ids``)."""
+        sources = self.origin.get(view_key)
+        if sources is not None and len(sources) == 1:
+            return sources[0]
         return self.view_root + view_key
 
     # ---- consuming the diff --------------------------------------------------------------------------------
