@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 KIND = "open_clip-config"
 FRAMEWORK = "open_clip"
-LOADER = "open_clip.create_model_from_pretrained('local-dir:DIR')"
+LOADER = "open_clip.create_model_from_pretrained({local_dir})"
 DEFAULTS = "open_clip's default"
 LIBRARY = "open_clip"
 # what the loader does with the keys a contradicted field changes (CK113's cause), and how to repair a refused file

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 KIND = "timm-config"
 FRAMEWORK = "timm"
-LOADER = "timm.create_model('local-dir:DIR', pretrained=True)"
+LOADER = "timm.create_model({local_dir}, pretrained=True)"
 DEFAULTS = "the timm model's default"
 LIBRARY = "timm"
 # what the loader does with the keys a contradicted field changes (CK113's cause), and how to repair a refused file

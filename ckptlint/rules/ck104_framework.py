@@ -100,12 +100,6 @@ def _conversion(ctx: Context) -> tuple[str, list[Convert]]:
     )
 
 
-def _folder(ctx: Context) -> str:
-    """The folder holding the checkpoint (the checkpoint itself when it is one)."""
-    path = ctx.ckpt.path
-    return path if ctx.ckpt.format.endswith("-dir") else posixpath.dirname(path) or "."
-
-
 def _name(ctx: Context) -> str:
     files = [f for f in ctx.ckpt.files if f]
     return posixpath.basename((files[0] if files else ctx.ckpt.path).replace("\\", "/")) or ctx.ckpt.path
@@ -146,7 +140,7 @@ class FrameworkRule(Rule):
             "note": f"no known converter from {registry.title(src)} to {registry.title(dst)}",
         }
         command, edits = _conversion(ctx)
-        advice = suggest.fill(conv["fix"], ctx.ckpt, folder=repr(_folder(ctx)))
+        advice = suggest.fill(conv["fix"], ctx.ckpt, folder=repr(suggest.folder_of(ctx.ckpt)))
         fix_text = f"{command}; or {advice}" if command else advice
         hosted = registry.hosts(dst, src)
         kind = HostedForeignLayout if hosted else ForeignLayout

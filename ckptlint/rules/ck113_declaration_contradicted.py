@@ -49,7 +49,9 @@ import re
 from types import ModuleType
 from typing import Any
 
+from ckptlint import suggest
 from ckptlint.archs import detect
+from ckptlint.checkpoint import Checkpoint
 from ckptlint.declared import ADAPTERS, declared_info
 from ckptlint.declared.contradict import (
     BaseUnderTask,
@@ -155,7 +157,7 @@ class DeclarationContradictedRule(Rule):
         for r in info.get("refused", []):
             refused |= set(r.get("fields", []))
             fields = ", ".join(info["fields"].get(f) or f for f in r.get("fields", [])) or "the fields named"
-            out.append(_refusal(adapter, file, r["message"], fields, details={"refused": r}))
+            out.append(_refusal(adapter, file, r["message"], fields, details={"refused": r}, ckpt=ctx.ckpt))
         if not exp.tensors and info.get("refused"):  # nothing could be built: all the rest follows from it
             out[-1].keys = [*ctx.missing, *ctx.unexpected, *ctx.shape]
             ctx.consume_missing(list(ctx.missing))
@@ -180,16 +182,18 @@ def _refused_unbuilt(ctx: Context) -> list[Message]:
     side = next((s for s in ctx.ckpt.sidecars if s.name == note.declared_by and s.kind in ADAPTERS), None)
     if side is None:
         return []
-    return [_refusal(ADAPTERS[side.kind], note.declared_by, note.refused, "it", details={})]
+    return [_refusal(ADAPTERS[side.kind], note.declared_by, note.refused, "it", details={}, ckpt=ctx.ckpt)]
 
 
-def _refusal(adapter: ModuleType, file: str, reason: str, fields: str, details: dict[str, Any]) -> Message:
+def _refusal(
+    adapter: ModuleType, file: str, reason: str, fields: str, details: dict[str, Any], ckpt: Checkpoint
+) -> Message:
     return Refused(
         details={"file": file, **details},
         file=file,
         library=adapter.LIBRARY,
         reason=reason,
-        loader=adapter.LOADER,
+        loader=suggest.loader_call(adapter.LOADER, ckpt),
         repair=adapter.REPAIR.format(file=file, fields=fields),
     )
 
@@ -272,7 +276,7 @@ def _contradicted(
         claim=claim,
         hold=hold,
         evidence=evidence,
-        loader=adapter.LOADER,
+        loader=suggest.loader_call(adapter.LOADER, ctx.ckpt),
         effect=effect,
         edit=edit,
         short=short,
@@ -309,5 +313,5 @@ def _resample(c: Contradiction, framework: str | None) -> str:
     for key in c.shape:
         probe = detect.posemb_probe(key, framework)
         if probe and probe.get("resample"):
-            return f" (or resample: {probe['resample']})"
+            return f" (or {probe['resample']})"
     return ""
