@@ -63,6 +63,7 @@ def check_checkpoint(
         return _facts_report(ckpt, config)  # type: ignore[arg-type]
     from ckptlint.archs import infer_expected, resolve_expected
     from ckptlint.archs.detect import detect_layout
+    from ckptlint.declared import expected_for_class
 
     layout = detect_layout(ckpt)
     cache: list[Expected | None] = []
@@ -72,8 +73,8 @@ def check_checkpoint(
             cache.append(infer_expected(ckpt))
         return cache[0]
 
-    if expected is None and arch is not None:
-        expected = resolve_expected(arch, ckpt)
+    if expected is None and arch is not None:  # --arch NAME[:VARIANT], or a transformers class name
+        expected = expected_for_class(arch, ckpt) or resolve_expected(arch, ckpt)
     unchecked = None
     if expected is None:  # issue 11: the checkpoint's own declaration is the expectation (ckptlint.declared)
         expected, unchecked = _declared(ckpt)
@@ -81,7 +82,8 @@ def check_checkpoint(
         expected.params.setdefault(REQUESTED, ["--arch", arch])  # what a suggested `ckptlint fix` repeats
     if expected is None:
         expected = inferred()
-    variant_inferred = arch is not None and ":" not in arch
+    # a variant read from the weights' shapes (not from a config, not for a transformers class)
+    variant_inferred = arch is not None and ":" not in arch and not (expected is not None and expected.load)
     return run(
         ckpt, expected, config, layout=layout, inferred=inferred, variant_inferred=variant_inferred,
         unchecked=unchecked,
@@ -182,7 +184,8 @@ def expectation_for(
     if fixed is not None:
         return fixed()
     from ckptlint.archs import infer_expected, resolve_expected
+    from ckptlint.declared import expected_for_class
 
     if arch is not None:
-        return resolve_expected(arch, ckpt)
+        return expected_for_class(arch, ckpt) or resolve_expected(arch, ckpt)
     return _declared(ckpt)[0] or infer_expected(ckpt)

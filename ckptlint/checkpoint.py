@@ -92,6 +92,22 @@ class ShardFacts(BaseModel):
     )  # shard-named files next to it, not in the index
 
 
+class TokenizerFacts(BaseModel):
+    """What the tokenizer files next to the weights say about token ids (read as JSON; CK115 judges it)."""
+
+    model_config = _LAZY
+
+    files: list[str] = Field(default_factory=list)  # the tokenizer files read
+    vocab: int | None = None  # entries of the base vocabulary (tokenizer.json model.vocab, vocab.json)
+    added: int = 0  # added tokens (tokenizer.json added_tokens, added_tokens.json, added_tokens_decoder)
+    count: int = 0  # distinct token ids
+    max_id: int | None = None  # the highest token id
+    special: dict[str, int | None] = Field(
+        default_factory=dict
+    )  # bos_token... -> id (None: not in the vocab)
+    unread: list[str] = Field(default_factory=list)  # tokenizer files too large or not valid JSON
+
+
 class Checkpoint(BaseModel):
     """A checkpoint's structure: ``key -> TensorInfo`` with the file's own full keys."""
 
@@ -113,6 +129,8 @@ class Checkpoint(BaseModel):
     findings: list[Finding] = Field(default_factory=list)
     # a sharded checkpoint's index and shards: what agrees and what does not
     shards: ShardFacts | None = None
+    # the token ids the tokenizer files next to the weights use (DECL-HF, issue 11)
+    tokenizer: TokenizerFacts | None = None
     # what a loader of the file (or folder) could run: globals, constructs not judged, shipped code (CK301/CK302)
     security: SecurityFacts = Field(default_factory=SecurityFacts)
 

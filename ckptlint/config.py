@@ -144,14 +144,20 @@ def validate_arch(arch: str, where: str) -> str:
     """Check the NAME of ``NAME[:VARIANT]`` is a known architecture."""
     if not isinstance(arch, str) or not arch.strip():
         raise UsageError(f"{where}: arch must be a non-empty string, got {arch!r}")
-    from ckptlint.archs.spec import arch_names
+    from ckptlint.archs.spec import arch_names, known_archs
     from ckptlint.suggest import did_you_mean
 
     names = sorted(arch_names())
     name = arch.split(":", 1)[0]
     if name not in names:
+        from ckptlint.declared.hf_class import CLASS_NAME
+
+        if ":" not in arch and CLASS_NAME.match(
+            name
+        ):  # any transformers class: built by transformers (tier b)
+            return arch
         hint = did_you_mean(name, names)
-        raise UsageError(f"{where}: unknown architecture {name!r}{hint} (known: {', '.join(names)})")
+        raise UsageError(f"{where}: unknown architecture {name!r}{hint} (known: {known_archs()})")
     return arch
 
 

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 from ckptlint.errors import UnreadableCheckpoint, UsageError
-from ckptlint.remote import is_remote
+from ckptlint.folders import entries
+from ckptlint.remote import RemotePath, is_remote
 
 CHECKPOINT_SUFFIXES = (
     ".safetensors",
@@ -78,10 +79,10 @@ _GLOB_CHARS = frozenset("*?[")
 _SKIPPED_KINDS = frozenset({"dump-json"})  # a dumped spec is an expectation, not a checkpoint to lint
 
 
-def is_checkpoint_dir(path: Path) -> bool:
+def is_checkpoint_dir(path: Path | RemotePath) -> bool:
     """A folder that is one checkpoint: weights next to a config, or a shard index."""
     try:
-        names = {p.name for p in path.iterdir()}
+        names = {e.name for e in entries(path)}
     except OSError:
         return False
     if not names & set(CHECKPOINT_DIR_MARKERS):
@@ -89,7 +90,7 @@ def is_checkpoint_dir(path: Path) -> bool:
     return any(n.endswith(CHECKPOINT_SUFFIXES) for n in names)
 
 
-def _looks_like_checkpoint(path: Path) -> bool:
+def _looks_like_checkpoint(path: Path | RemotePath) -> bool:
     if path.name.lower().endswith(CHECKPOINT_SUFFIXES):
         return True
     if path.suffix.lower() in NOT_CHECKPOINT_SUFFIXES:
@@ -102,25 +103,45 @@ def _looks_like_checkpoint(path: Path) -> bool:
         return False
 
 
-def _walk(root: Path) -> list[str]:
+def _walk(root: Path | RemotePath) -> list[str]:
+    """The checkpoints under ``root``, as ``os.walk`` (no symlinked folder followed) would find them."""
     found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
-        keep_dirs = []
-        for d in dirnames:
-            if is_checkpoint_dir(here / d):
-                found.append(str(here / d))
-            else:
-                keep_dirs.append(d)
-        dirnames[:] = keep_dirs
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            candidate = here / name
-            if candidate.is_file() and _looks_like_checkpoint(candidate):
-                found.append(str(candidate))
+    todo = [root]
+    while todo:
+        here = todo.pop()
+        try:
+            items = entries(here)
+        except OSError:
+            continue
+        subdirs = []
+        for entry in items:
+            if entry.is_dir:
+                if entry.name in _SKIP_DIRS or entry.name.startswith("."):
+                    continue
+                if is_checkpoint_dir(entry.path):
+                    found.append(str(entry.path))
+                elif not entry.is_symlink:
+                    subdirs.append(entry.path)
+            elif not entry.name.startswith(".") and entry.is_file and _looks_like_checkpoint(entry.path):
+                found.append(str(entry.path))
+        todo.extend(reversed(subdirs))
     return sorted(found)
+
+
+def _remote_folder(url: str) -> RemotePath | None:
+    """The folder a URL names (``hf://org/repo``, ``s3://bucket/prefix/``; an http(s) URL ending in ``/``), or
+    None for a file. A name with a checkpoint's or a text file's suffix is a file, without asking the server."""
+    path = url.split("?", 1)[0]
+    name = path.rstrip("/").rsplit("/", 1)[-1].lower()
+    if not path.endswith("/") and (
+        name.endswith(CHECKPOINT_SUFFIXES) or os.path.splitext(name)[1] in NOT_CHECKPOINT_SUFFIXES
+    ):
+        return None
+    try:
+        folder = RemotePath(url)
+        return folder if folder.is_dir() else None
+    except UnreadableCheckpoint:
+        return None  # the reader reports it
 
 
 def expand_paths(args: list[str]) -> list[str]:
@@ -132,7 +153,11 @@ def expand_paths(args: list[str]) -> list[str]:
     out: list[str] = []
     for arg in args:
         if is_remote(arg):
-            out.append(arg)
+            folder = _remote_folder(arg)
+            if folder is None or not folder.listable or is_checkpoint_dir(folder):
+                out.append(arg)  # a file, an http(s) folder (probed by the reader) or one checkpoint folder
+            else:
+                out.extend(_walk(folder) or [arg])
             continue
         p = Path(arg)
         if not p.exists() and _GLOB_CHARS & set(arg):

@@ -6,8 +6,9 @@
    what the framework reports: torch ``load_state_dict(strict=False)`` and its size-mismatch errors (a
    1-element tensor loads into a 0-dim parameter), flax's key sets (``merge_params`` / scope errors).
 3. explainers, stage by stage (``ckptlint.rules.base.Stage``; each rule declares its stage), each consuming the
-   diff entries it accounts for and saying why.
-4. what nobody explained stays as CK100 / CK101 / CK102, one finding per kind with the keys collapsed.
+   diff entries it accounts for and saying why (a rule that says nothing gives back what it consumed).
+4. what nobody explained stays as CK100 / CK101 / CK102, one finding per kind with the keys collapsed, whatever
+   the expectation's source (given, declared or inferred): no diff entry leaves a report silently.
 
 Findings are shown by severity, then by the display rank their rule (or message) declares, then as found.
 
@@ -111,10 +112,18 @@ def build_context(
         )  # fmt: skip
     exp = expected_view(expected)
     torch_semantics = not flax
-    raw = raw_diff(view, exp, torch_semantics=torch_semantics)
+    origin = None
+    if expected.load:  # the declared library's own loader decides (transformers' from_pretrained)
+        from ckptlint.declared import loaded_diff
+
+        view, raw, origin = loaded_diff(ckpt, expected)  # the loader reads the file's own keys
+        root = ""
+    else:
+        raw = raw_diff(view, exp, torch_semantics=torch_semantics)
     return Context(
         ckpt, expected, user_expected=expected.source != "inferred", view=view, view_root=root, exp=exp,
-        raw=raw, torch_semantics=torch_semantics, layout=layout, inferred=inferred,
+        raw=raw, torch_semantics=torch_semantics, layout=layout, inferred=inferred, unchecked=unchecked,
+        origin=origin,
     )  # fmt: skip
 
 
@@ -137,7 +146,11 @@ def explain_all(ctx: Context, stages: Collection[Stage] | None = None) -> list[F
     for rule in rules:
         if (stages is not None and rule.stage not in stages) or not _runs(rule, ctx):
             continue
-        for item in rule().check(ctx):
+        ctx.mark()
+        items = list(rule().check(ctx))
+        if not items:
+            ctx.give_back()  # consumed without a word: the catch-alls still report it
+        for item in items:
             if isinstance(item, Message):
                 finding = item.finding(rule.severity)
                 rank = rule.rank if item.rank is None else item.rank

@@ -44,6 +44,9 @@ class Expected(BaseModel):
     description: str = ""  # e.g. "big_vision proj.clippo.one_tower"
     declared_by: str | None = None  # source "declared": the config file (open_clip_config.json)
     declared_name: str | None = None  # source "declared": the declared model (ViT-B-16, ...)
+    # the declared library's loading semantics around the tree (transformers: base-model prefix, tied weights,
+    # ignore patterns, key conversions; ckptlint.declared.hf_load), empty for a plain state_dict load
+    load: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class Unchecked:
     reason: str
     fix: str | None = None
     declared_by: str | None = None
+    refused: str | None = (
+        None  # the library itself refuses the declaration: why (CK113 reports it as an error)
+    )
 
 
 def expected_from_checkpoint(ckpt: Checkpoint, source: Literal["spec", "model"] = "spec") -> Expected:

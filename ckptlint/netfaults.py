@@ -137,7 +137,7 @@ def classify(exc: BaseException) -> Fault:
             return Fault(retry=True, reason=f"connection failed: {_short(e)}")
     for e in chain:
         if isinstance(e, FileNotFoundError):
-            return Fault(retry=False, reason="not found", missing=True)
+            return Fault(retry=False, reason=getattr(e, "reason", "not found"), missing=True)
         if isinstance(e, PermissionError):
             return Fault(retry=False, reason=f"access denied: {_short(e)}")
     return Fault(retry=False, reason=_short(exc))
@@ -164,7 +164,9 @@ def call(url: str, what: str, fn: Callable[[], T], *, request: bool = True) -> T
         except Exception as exc:
             fault = classify(exc)
             if fault.missing and what == "reach":
-                raise FileNotFoundError(url) from None  # the caller decides what a missing file means
+                missing = FileNotFoundError(url)  # the caller decides what a missing file means
+                missing.reason = fault.reason  # type: ignore[attr-defined]  # "not found (HTTP 404)"
+                raise missing from None
             if not fault.retry or attempt == pol.attempts:
                 tries = f" after {attempt} attempts" if fault.retry and attempt > 1 else ""  # retries ran out
                 reason = f"cannot {what} remote file: {fault.reason}{tries}"

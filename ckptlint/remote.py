@@ -1,35 +1,36 @@
 """Remote checkpoints (``https://``, ``s3://``, ``gs://``, ``hf://`` ...) read through fsspec, header bytes only.
 
 ``RemotePath`` stands in for ``pathlib.Path`` in the readers: it has the few methods they use (``open``, ``stat``,
-``exists``, ``is_file``, ``is_dir``, ``read_bytes``, ``name``...). Its files fetch byte ranges on demand with a
-small read-ahead, so reading a safetensors header costs the header, a zip's directory and member headers cost
-those bytes, and tensor data is never downloaded. fsspec and the scheme's backend (aiohttp for https, s3fs,
-gcsfs, huggingface_hub) are imported only when a URL is given.
+``exists``, ``is_file``, ``is_dir``, ``read_bytes``, ``name``, ``parent``, ``/``...). Its files fetch byte ranges
+on demand (``ckptlint.rangecache``: the first 16 KiB, then what each read touches plus a small read-ahead), so
+reading a safetensors header costs the header, a zip's directory and pickles cost those bytes, and tensor data is
+never downloaded. Its folders list their children once (``children``): a store's listing, or, for an http(s)
+folder, the names a caller asks to probe. fsspec and the scheme's backend (aiohttp for https, s3fs, gcsfs,
+huggingface_hub) are imported only when a URL is given.
 
-A file's size comes from a listing when the scan listed its folder (``remember``), else, over http(s), from the
-first ranged GET (which also brings the first block: one request for a small header), else from ``info``.
-Every request goes through ``netfaults.call``: retried with backoff on timeouts, 5xx, 429 (``Retry-After``) and
-truncated bodies, counted in the file's ``FetchStats`` (``--stats``), and a final failure is a one-line
-``UnreadableCheckpoint``.
+A file's size comes from a listing when the scan listed its folder (``remember``, or the folder's children),
+else, over http(s), from the first ranged GET (which also brings the first block: one request for a small
+header), else from ``info``. Every request goes through ``netfaults.call``: retried with backoff on timeouts, 5xx,
+429 (``Retry-After``) and truncated bodies, counted in the file's ``FetchStats`` (``--stats``), and a final
+failure is a one-line ``UnreadableCheckpoint``.
 """
 
 from __future__ import annotations
 
-import io
 import posixpath
-from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 from typing import IO, Any
 
 from ckptlint import netfaults
 from ckptlint.errors import UnreadableCheckpoint
+from ckptlint.rangecache import FIRST, SPARSE, Ranges, RemoteFile, View
 
-# Range requests fetch whole blocks of this size (each block once, kept in an LRU of MAX_BLOCKS); consecutive
-# missing blocks of one read are fetched in one request. A typical safetensors header or zip member header
-# costs one request, small next to any tensor.
-BLOCK = 16 * 1024
-MAX_BLOCKS = 256
+# The first read of a file fetches this much (a safetensors header, a pickle's start); later reads fetch what
+# they need plus a small read-ahead (``ckptlint.rangecache``).
+BLOCK = FIRST
 READ_AHEAD = BLOCK  # what one header read may fetch beyond the bytes it needs
+PROBE_THREADS = 8  # names of an unlistable (http) folder probed at once
 
 
 # what a listing already said about files about to be read (url -> fsspec info): read once, then forgotten
@@ -54,19 +55,39 @@ def is_remote(path: object) -> bool:
 
 
 class RemotePath:
-    """A remote file, path-like enough for the readers (never ``os.PathLike``: it has no local path)."""
+    """A remote file or folder, path-like enough for the readers (never ``os.PathLike``: it has no local path).
 
-    def __init__(self, url: str, fs: Any = None, fs_path: str | None = None) -> None:
+    A folder's ``children()`` come from one listing (s3, gs, hf, ...), or, where folders cannot be listed (an
+    ``http(s)://`` URL ending in ``/``), from probing the names the caller gives; either way they are kept, so
+    ``folder / name`` is the listed child (its size known, its fetched bytes shared) and a name a listing did
+    not show is missing without asking the server again.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        fs: Any = None,
+        fs_path: str | None = None,
+        *,
+        info: dict[str, Any] | None = None,
+        parent: RemotePath | None = None,
+    ) -> None:
         self.url = url
         if fs is None:
             fs, fs_path = filesystem(url)
         self._fs = fs
         self._path = fs_path if fs_path is not None else url
-        self._info: dict[str, Any] | None = None
-        self._first: bytes | None = None  # block 0, when the probe that told the size brought it
-        self._blocks: _Blocks | None = None
+        self._info: dict[str, Any] | None = info
+        self._first: bytes | None = None  # the first block, when the probe that told the size brought it
+        self._ranges: Ranges | None = None
+        self._parent = parent
+        self._children: dict[str, RemotePath] | None = None
         # http(s) requests are counted by aiohttp's tracing (fsspec may send two for one ``info``); others here
         self._traced = bool(_protocols(fs) & HTTP)
+        # a URL of an http(s) server ending in "/" is a folder that cannot be listed, only probed
+        self.probed: tuple[str, ...] | None = None
+        if self._traced and url.split("?", 1)[0].endswith("/") and info is None:
+            self._info = {"type": "directory"}
 
     def __str__(self) -> str:
         return self.url
@@ -94,11 +115,78 @@ class RemotePath:
 
     @property
     def parent(self) -> RemotePath:
+        if self._parent is not None:
+            return self._parent
         base = self.url.split("?", 1)[0].rstrip("/")
         return RemotePath(base.rsplit("/", 1)[0], self._fs, posixpath.dirname(self._path.rstrip("/")))
 
     def __truediv__(self, other: str) -> RemotePath:
-        return RemotePath(self.url.rstrip("/") + "/" + other, self._fs, self._path.rstrip("/") + "/" + other)
+        if self._children is not None:
+            child = self._children.get(other)
+            if child is not None:
+                return child
+            if self.probed is None:  # a listed folder: what the listing did not show is not there
+                return self._child(other, {"type": "missing"})
+        return self._child(other, None)
+
+    def _child(self, name: str, info: dict[str, Any] | None) -> RemotePath:
+        url = self.url.split("?", 1)[0].rstrip("/") + "/" + name
+        return RemotePath(url, self._fs, self._path.rstrip("/") + "/" + name, info=info, parent=self)
+
+    @property
+    def listable(self) -> bool:
+        """Whether the store lists folders (s3, gs, hf, ...; not plain http)."""
+        return not self._traced
+
+    def children(self, probe: Sequence[str] = ()) -> list[RemotePath]:
+        """The folder's files and folders, sorted by name (one listing, kept); over http(s), the names of
+        ``probe`` that exist (each asked for once: a ranged GET that also brings the file's first block)."""
+        if self._children is None:
+            if self.listable:
+                found = self._list()
+            else:
+                self.probed = tuple(dict.fromkeys(probe))
+                found = self._probe_names(self.probed)
+            self._children = {c.name: c for c in sorted(found, key=lambda c: c.name)}
+        return list(self._children.values())
+
+    def _list(self) -> list[RemotePath]:
+        # a listing the filesystem already holds (a scan listed the prefix) costs no request
+        dircache = getattr(self._fs, "dircache", None)
+        cached = dircache.get(self._path.rstrip("/")) if dircache is not None else None
+        try:
+            if cached is not None:
+                entries = cached
+            else:
+                entries = netfaults.call(self.url, "list", lambda: self._fs.ls(self._path, detail=True))
+        except FileNotFoundError:
+            return []
+        out = []
+        for entry in entries:
+            name = posixpath.basename(str(entry.get("name", "")).rstrip("/"))
+            kind = entry.get("type")
+            if not name or kind not in ("file", "directory"):
+                continue
+            info = {"type": kind, "size": entry.get("size")} if kind == "file" else {"type": kind}
+            if kind == "file" and not isinstance(info["size"], int):
+                info = None  # asked for when needed
+            out.append(self._child(name, info))
+        return out
+
+    def _probe_names(self, names: Sequence[str]) -> list[RemotePath]:
+        import contextvars
+        from concurrent.futures import ThreadPoolExecutor
+
+        kids = [self._child(n, None) for n in names]
+
+        def reach(kid: RemotePath) -> bool:
+            return kid.exists()
+
+        # each probe counts in the stats of the file being read: it runs in a copy of this thread's context
+        contexts = [contextvars.copy_context() for _ in kids]
+        with ThreadPoolExecutor(max_workers=PROBE_THREADS, thread_name_prefix="ckptlint-probe") as pool:
+            found = list(pool.map(lambda c, k: c.run(reach, k), contexts, kids))
+        return [k for k, ok in zip(kids, found, strict=True) if ok]
 
     def _details(self) -> dict[str, Any]:
         if self._info is None:
@@ -111,14 +199,23 @@ class RemotePath:
                     self._info = netfaults.call(
                         self.url, "reach", lambda: self._fs.info(self._path), request=not self._traced
                     )
-            except FileNotFoundError:
-                self._info = {"type": "missing"}
+            except FileNotFoundError as exc:
+                self._info = {"type": "missing", "reason": getattr(exc, "reason", "not found")}
         return self._info
+
+    @property
+    def missing_reason(self) -> str:
+        """Why the file is not there, as the contract words it: ``cannot reach remote file: not found (HTTP 404)``."""
+        return f"cannot reach remote file: {self._details().get('reason', 'not found')}"
 
     def _probe(self) -> tuple[dict[str, Any] | None, bytes | None]:
         from fsspec.asyn import sync
 
         return sync(self._fs.loop, _probe_http, self._fs, self._path)
+
+    def known_type(self) -> str | None:
+        """``file``, ``directory`` or ``missing`` when already known, without asking the server."""
+        return None if self._info is None else self._info.get("type")
 
     def exists(self) -> bool:
         return self._details().get("type") != "missing"
@@ -129,6 +226,12 @@ class RemotePath:
     def is_file(self) -> bool:
         return self._details().get("type") == "file"
 
+    def is_symlink(self) -> bool:
+        return False
+
+    def iterdir(self) -> Iterator[RemotePath]:
+        return iter(self.children())
+
     def stat(self) -> SimpleNamespace:
         size = self._details().get("size")
         if size is None:
@@ -138,10 +241,10 @@ class RemotePath:
         return SimpleNamespace(st_size=int(size))
 
     def open(self, mode: str = "rb") -> IO[bytes]:
-        """A seekable binary file: blocks of ``BLOCK`` bytes fetched by range request, each at most once."""
+        """A seekable binary file whose bytes are fetched by range request when read, each at most once."""
         if mode != "rb":
             raise ValueError("remote checkpoints are read-only")
-        if self._blocks is None:  # one block cache shared by every open(): sniff, then read
+        if self._ranges is None:  # one cache shared by every open(): sniff, then read
             size = self.stat().st_size
             raw = netfaults.call(
                 self.url,
@@ -151,60 +254,32 @@ class RemotePath:
             )
             if hasattr(type(raw), "details"):  # fsspec files look the details up again (a HEAD) unless told
                 raw.details = self._details()
-            self._blocks = _Blocks(self.url, raw, size, traced=self._traced)
+            self._ranges = Ranges(size, _Fetcher(self.url, raw, traced=self._traced))
             if self._first is not None:
-                self._blocks.seed(self._first)
+                self._ranges.seed(0, self._first)
                 self._first = None
-        # io.BufferedReader gives the full file API (readline(limit), peek) that fsspec's file lacks
-        return io.BufferedReader(_View(self._blocks), buffer_size=4096)
+        # io.BufferedReader gives the full file API (readline(limit), peek) that fsspec's file lacks; its buffer
+        # is small, so that a small read far from the last one fetches little more than it needs
+        return RemoteFile(View(self._ranges), buffer_size=SPARSE)
 
     def read_bytes(self) -> bytes:
         with self.open("rb") as fh:
             return fh.read()
 
 
-class _Blocks:
-    """An LRU of ``BLOCK``-sized pieces of one remote file, fetched by range request through ``netfaults``.
+class _Fetcher:
+    """One range request of a remote file, retried, checked for truncation and counted (``netfaults``).
 
-    Written here rather than fsspec's ``blockcache`` so that every request is retried, checked for truncation
-    (a body shorter than the range asked for) and counted; fsspec's file object still does the backend's range
-    request (``_fetch_range``, which refuses to stream a whole file from a server that ignores ``Range``).
+    fsspec's file object does the backend's range request (``_fetch_range``, which refuses to stream a whole file
+    from a server that ignores ``Range``).
     """
 
-    def __init__(self, url: str, raw: Any, size: int, *, traced: bool = False) -> None:
+    def __init__(self, url: str, raw: Any, *, traced: bool) -> None:
         self.url = url
-        self.size = size
         self._raw = raw
         self._traced = traced
-        self._cache: OrderedDict[int, bytes] = OrderedDict()
 
-    def seed(self, first: bytes) -> None:
-        """Take block 0 as already fetched (``first`` is the file's first ``min(BLOCK, size)`` bytes)."""
-        self._cache[0] = first
-
-    def read(self, pos: int, n: int) -> bytes:
-        end = min(pos + n, self.size)
-        if pos >= end:
-            return b""
-        first, last = pos // BLOCK, (end - 1) // BLOCK
-        missing = [i for i in range(first, last + 1) if i not in self._cache]
-        for run_start, run_end in _runs(missing):
-            self._fetch(run_start, run_end)
-        parts = []
-        for i in range(first, last + 1):
-            block = self._cache.get(i)
-            if block is None:  # evicted by this very read (a read larger than the cache): fetch it again
-                self._fetch(i, i)
-                block = self._cache[i]
-            self._cache.move_to_end(i)
-            parts.append(block)
-        data = b"".join(parts)
-        offset = pos - first * BLOCK
-        return data[offset : offset + (end - pos)]
-
-    def _fetch(self, first: int, last: int) -> None:
-        start, stop = first * BLOCK, min((last + 1) * BLOCK, self.size)
-
+    def __call__(self, start: int, stop: int) -> bytes:
         def request() -> bytes:
             fetch = getattr(self._raw, "_fetch_range", None)  # fsspec's buffered files (http, s3, gs, hf)
             if fetch is not None:
@@ -220,52 +295,7 @@ class _Blocks:
                 )
             return data
 
-        data = netfaults.call(self.url, "read", request, request=not self._traced)
-        for i in range(first, last + 1):
-            self._cache[i] = data[(i - first) * BLOCK : (i - first + 1) * BLOCK]
-            self._cache.move_to_end(i)
-        while len(self._cache) > MAX_BLOCKS:
-            self._cache.popitem(last=False)
-
-
-def _runs(indices: list[int]) -> list[tuple[int, int]]:
-    """Consecutive runs of sorted block indices, as ``(first, last)``."""
-    runs: list[tuple[int, int]] = []
-    for i in indices:
-        if runs and runs[-1][1] == i - 1:
-            runs[-1] = (runs[-1][0], i)
-        else:
-            runs.append((i, i))
-    return runs
-
-
-class _View(io.RawIOBase):
-    """An independent read position over the shared block cache; closing it leaves the cache open."""
-
-    def __init__(self, blocks: _Blocks) -> None:
-        super().__init__()
-        self._blocks = blocks
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._blocks.read(self._pos, len(buffer))
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._blocks.size}[whence]
-        self._pos = max(base + offset, 0)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
+        return netfaults.call(self.url, "read", request, request=not self._traced)
 
 
 def filesystem(url: str) -> tuple[Any, str]:
@@ -320,7 +350,9 @@ async def _probe_http(fs: Any, url: str) -> tuple[dict[str, Any] | None, bytes |
     headers = {**kwargs.pop("headers", {}), "Range": f"bytes=0-{BLOCK - 1}", "Accept-Encoding": "identity"}
     async with session.get(fs.encode_url(url), headers=headers, **kwargs) as r:
         if r.status in (404, 410):
-            raise FileNotFoundError(url)
+            missing = FileNotFoundError(url)
+            missing.reason = f"{'not found' if r.status == 404 else 'gone'} (HTTP {r.status})"  # type: ignore[attr-defined]
+            raise missing
         if r.status == 416:  # an empty file: no byte 0 to send
             return {"type": "file", "size": 0}, b""
         r.raise_for_status()

@@ -16,6 +16,7 @@ A remote input (``hf://``, ``s3://``...) gets no command: ``fix`` and ``strip`` 
 from __future__ import annotations
 
 import difflib
+import posixpath
 import shlex
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,18 @@ def fix_command(ckpt: Checkpoint, expected: Expected | None) -> str | None:
         return None
     args = ["ckptlint", "fix", ckpt.path, OUT, *requested(expected)]
     return " ".join(shlex.quote(p) for p in args)
+
+
+def folder_of(ckpt: Checkpoint) -> str:
+    """The folder holding the checkpoint (the checkpoint itself when it is a folder)."""
+    path = ckpt.path
+    return path if ckpt.format.endswith("-dir") else posixpath.dirname(path) or "."
+
+
+def loader_call(template: str, ckpt: Checkpoint) -> str:
+    """A declaration adapter's ``LOADER`` with the real folder: ``{folder}`` and ``{local_dir}`` (``'local-dir:…'``)."""
+    folder = folder_of(ckpt)
+    return template.format(folder=repr(folder), local_dir=repr(f"local-dir:{folder}"))
 
 
 def check_command(ckpt: Checkpoint, *options: str) -> str:

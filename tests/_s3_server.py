@@ -28,6 +28,15 @@ class S3Server:
         self.endpoint = ""
         self._proc: subprocess.Popen[str] | None = None
 
+    def served(self) -> dict[str, int]:
+        """Body bytes the server sent for each object (``bucket/key``) since it started: GETs of objects only
+        (not listings), counted inside the server process as each response body is written."""
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.endpoint}/{_SERVED}") as r:
+            return json.loads(r.read())
+
     def env(self) -> dict[str, str]:
         """Environment variables that point boto3 / s3fs (in this process or a child) at the server."""
         return {**CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint}
@@ -53,6 +62,49 @@ class S3Server:
             self._proc.wait(timeout=30)
 
 
+_SERVED = "__served_bytes__"
+
+
+def _counting(app):
+    """``app`` that counts the body bytes of every object GET (path ``/bucket/key``, no query) by object, and
+    answers ``GET /__served_bytes__`` with those counts as JSON."""
+    import json
+    import threading
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def wrapped(environ, start_response):
+        path = environ.get("PATH_INFO", "").lstrip("/")
+        if path == _SERVED:
+            with lock:
+                body = json.dumps(dict(counts)).encode()
+            start_response(
+                "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            )
+            return [body]
+        is_object_get = environ["REQUEST_METHOD"] == "GET" and not environ.get("QUERY_STRING") and "/" in path
+        out = app(environ, start_response)
+        if not is_object_get:
+            return out
+
+        def body():
+            try:
+                for chunk in out:
+                    with lock:
+                        counts[path] += len(chunk)
+                    yield chunk
+            finally:
+                close = getattr(out, "close", None)
+                if close is not None:
+                    close()
+
+        return body()
+
+    return wrapped
+
+
 def _serve(seed_dir: Path, bucket: str) -> None:
     import logging
 
@@ -67,7 +119,7 @@ def _serve(seed_dir: Path, bucket: str) -> None:
     for path in sorted(seed_dir.rglob("*")):
         if path.is_file():
             backend.put_object(bucket, path.relative_to(seed_dir).as_posix(), path.read_bytes())
-    server = make_server("127.0.0.1", 0, create_backend_app("s3"), threaded=True)
+    server = make_server("127.0.0.1", 0, _counting(create_backend_app("s3")), threaded=True)
     host, port = server.server_address[:2]
     print(f"http://{host}:{port}", flush=True)
     server.serve_forever()

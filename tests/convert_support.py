@@ -159,3 +159,29 @@ def siglip_reference(npz: Path, scan: bool = False) -> dict[str, torch.Tensor]:
     ref = {k: to_torch(v) for k, v in zip(("zimg", "ztxt", "nimg", "ntxt", "t", "b"), out, strict=True)}
     ref["logits"] = ref["ntxt"] @ ref["nimg"].T * ref["t"].exp() + ref["b"]
     return ref
+
+
+TRUNK = "ckptlint_test_siglip_tiny"  # a timm model of the tiny SigLIP image tower (open_clip builds trunks by name)
+
+
+def tiny_siglip_trunk() -> str:
+    """The tiny SigLIP image tower registered as a timm model name, with big_vision's tanh GELU."""
+    import timm
+    from timm.models import register_model
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not timm.is_model(TRUNK):
+
+        def ckptlint_test_siglip_tiny(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+            args = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)
+            args.update(class_token=False, global_pool="map", act_layer="gelu_tanh")
+            for k in (
+                "pretrained_cfg",
+                "pretrained_cfg_overlay",
+                "cache_dir",
+            ):  # create_model's, not the model's
+                kwargs.pop(k, None)
+            return VisionTransformer(**{**args, **kwargs})
+
+        register_model(ckptlint_test_siglip_tiny)
+    return TRUNK

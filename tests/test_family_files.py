@@ -93,6 +93,10 @@ def test_every_variant_builds(arch: str) -> None:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_default_tree_is_detected_and_inferred_as_itself(arch: str) -> None:
     """A file holding exactly an architecture's default tree is recognised as that architecture and variant."""
+    if load_arch(arch).hf is not None:
+        pytest.skip(
+            "a transformers class of a generated family: its config.json declares it (test_hf_families)"
+        )
     default = resolve_expected(f"{arch}:{load_arch(arch).default_variant}", None)
     ckpt = as_checkpoint(default.tensors, default.key_sep)
     guess = detect_layout(ckpt)

@@ -36,7 +36,9 @@ from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers import read_checkpoint
 
 EXAMPLES = int(os.environ.get("CKPTLINT_FUZZ_EXAMPLES", "250"))
-MAX_SECONDS_PER_FILE = 10.0
+# Wall-time limits here catch hangs and exponential blow-ups (hours), never speed: that is measured by
+# benchmarks/bench_bounds.py; they are loose enough for a loaded 2-core CI machine.
+MAX_SECONDS_PER_FILE = 60.0
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -418,7 +420,7 @@ def test_absurd_values_are_refused_before_allocating(tmp_path: Path, name: str) 
     elapsed = time.perf_counter() - start
     size = path.stat().st_size
     assert peak < 64 * size + (16 << 20), f"{name}: peak {peak >> 20} MiB for a {size >> 10} KiB file"
-    assert elapsed < 5, f"{name}: {elapsed:.1f}s"
+    assert elapsed < MAX_SECONDS_PER_FILE, f"{name}: {elapsed:.1f}s"
 
 
 def test_large_pickle_member_is_streamed_not_read_whole(tmp_path: Path) -> None:

@@ -383,12 +383,13 @@ def test_big_vision_flax_msgpack(clippo_arrays: dict[str, np.ndarray], tmp_path:
 
 
 # ---- cost ------------------------------------------------------------------------------------------------------
-def test_detection_is_linear_and_fast() -> None:
-    """A 20k-key checkpoint (a large model) is classified in well under a second."""
+def test_detection_is_linear() -> None:
+    """A 20k-key checkpoint (a large model) is classified in linear time: a quadratic detector would take minutes
+    (the limit catches that, not speed; speed is measured in benchmarks/)."""
     keys = {f"blocks.{i}.attn.qkv.weight": tensor_info((2304, 768), "float32") for i in range(20000)}
     keys["patch_embed.proj.weight"] = tensor_info((768, 3, 16, 16), "float32")
     ck = Checkpoint(path="big", format="safetensors", tensors=keys)
     start = time.perf_counter()
     guess = detect_layout(ck)
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 30.0
     assert guess.name == "timm"

@@ -44,8 +44,9 @@ from hypothesis import strategies as st
 
 from ckptlint.api import check_files
 from ckptlint.readers.pickle_globals import SAFE_GLOBALS
+from ckptlint.readers.pickle_scan import ScanError, Source
 from ckptlint.readers.pickle_stubs import Session, parse_c, parse_python, resolve
-from ckptlint.readers.pickle_walker import ScanError, Source, Walker
+from ckptlint.readers.pickle_walker import Walker
 
 EXAMPLES = max(60, int(os.environ.get("CKPTLINT_FUZZ_EXAMPLES", "250")) // 2)
 SETTINGS = settings(

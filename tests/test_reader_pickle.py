@@ -381,7 +381,7 @@ def test_billion_laughs_is_bounded(tmp_path: Path) -> None:
     path = write(tmp_path, "laughs.pkl", body + b".")
     start = time.perf_counter()
     assert "expands" in unreadable(path)
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 60  # a hang guard (expanded: hours), not a speed measure
 
 
 def test_deeply_nested_key_does_not_crash_the_interpreter(tmp_path: Path) -> None:
@@ -444,6 +444,6 @@ def test_memoised_nested_payload_is_walked_once(tmp_path: Path) -> None:
     path = write(tmp_path, "repeated.pkl", stream)
     start = time.perf_counter()
     ck = read_checkpoint(path)
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < 60  # a hang guard (re-walked per use: minutes), not a speed measure
     assert fact_findings(ck) == [] and len(ck.tensors) == 20_000
     assert {(t.shape, t.dtype) for t in ck.tensors.values()} == {((3,), "float32")}  # bare storages

@@ -128,3 +128,19 @@ def test_torch_is_not_needed_by_the_engine() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_safetensors_header_metadata_is_not_training_state(tmp_path: Path) -> None:
+    """`step`/`epoch` in a safetensors header's __metadata__ sit beside flat weights: not a trainer dict (CK201),
+    in a file and in a folder; the same names as a torch trainer dict's entries are."""
+    import torch
+    from safetensors.torch import save_file
+
+    weights = {"w": torch.zeros(2, 2)}
+    meta = {"step": "500", "epoch": "3", "format": "pt"}
+    save_file(weights, tmp_path / "model.safetensors", metadata=meta)
+    (tmp_path / "config.json").write_text('{"model_type": "mlp"}')
+    for path in (tmp_path / "model.safetensors", tmp_path):
+        assert "CK201" not in {f.code for f in check(path).files[0].findings}, path
+    torch.save({"model": weights, "step": 500, "epoch": 3}, tmp_path / "trainer.pt")
+    assert "CK201" in {f.code for f in check(tmp_path / "trainer.pt").files[0].findings}

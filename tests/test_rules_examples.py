@@ -18,6 +18,7 @@ import torch
 from engine_support import CORPUS, hf_clip_tiny, open_clip_tiny
 
 from ckptlint import check
+from ckptlint.results import FileReport
 from ckptlint.rules import all_rules
 
 CORPUS_FILES = {
@@ -88,6 +89,25 @@ def _oc_context_length(p: Path) -> None:
     set_fields(p / "open_clip_config.json", {"model_cfg.text_cfg.context_length": 20})
 
 
+def _llama(p: Path, edit: str) -> None:
+    from hf_tiny import TINY, broken, save
+
+    clean = save(TINY["llama"], p.with_name(p.name + "-clean"))
+    broken(TINY["llama"], clean, edit, p)
+
+
+def _added_tokens(p: Path) -> None:
+    from hf_tiny import clean
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    shutil.copytree(clean("llama"), p)
+    tok = Tokenizer(models.WordLevel(vocab={f"t{i}": i for i in range(96)}, unk_token="t0"))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0")
+    fast.add_tokens([f"<new{i}>" for i in range(4)])
+    fast.save_pretrained(p)
+
+
 def _del_ln_final(sd: dict[str, torch.Tensor]) -> None:
     del sd["ln_final.weight"], sd["ln_final.bias"]
 
@@ -112,8 +132,11 @@ BUILT: dict[str, Callable[[Path], None]] = {
     "remote_code": _remote_code,
     "mlp.safetensors": _mlp,
     "oc_context_length": _oc_context_length,
+    "llama_kv4": lambda p: _llama(p, "kv_heads"),
+    "llama_added_tokens": lambda p: _added_tokens(p),
 }
 
+SERVED = "https://host/"
 _CMD = re.compile(r"^\$ ckptlint check (\S+)(?: --arch (\S+))?")
 _HEAD = re.compile(r"^(CK\d{3}) (error|warning|info) +(.*)$")
 
@@ -164,6 +187,14 @@ def test_example_is_real_output(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if name.startswith(SERVED):  # a folder behind a plain web server (no listing): the corpus' folder, served
+        from _range_server import RangeServer
+
+        folder = CORPUS_FILES[name[len(SERVED) :].strip("/")]
+        with RangeServer(folder.parent) as srv:
+            report = check(srv.url(folder.name + "/"), arch=arch).files[0]
+        _assert_shown(code, shown, report)
+        return
     if name in CORPUS_FILES:
         path = CORPUS_FILES[name]
     else:
@@ -176,12 +207,18 @@ def test_example_is_real_output(
         section = next(r.doc for r in all_rules() if r.code == "CK001")
         assert _squash(report.error) in _squash(section)
         return
+    _assert_shown(code, shown, report)
+
+
+def _assert_shown(code: str, shown: list[tuple[str, str, str]], report: FileReport) -> None:
     assert code in [c for c, _, _ in shown], f"the {code} example shows no {code} finding"
     assert all(message for _, message, _ in shown)
     findings = list(report.findings)
     for want_code, message, fix in shown:
         got = next((f for f in findings if f.code == want_code), None)
-        assert got is not None, f"{want_code} not reported for {name}: {[f.code for f in report.findings]}"
+        assert got is not None, (
+            f"{want_code} not reported for {report.path}: {[f.code for f in report.findings]}"
+        )
         findings.remove(got)
         for part in message.split("…"):
             assert _squash(part) in _squash(got.message), (want_code, got.message)

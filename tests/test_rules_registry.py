@@ -73,7 +73,7 @@ def test_every_rule_declares_its_stage_and_rank() -> None:
     assert {r.code for r in order} == {r.code for r in all_rules()} - {"CK001"}
     assert [r.stage for r in order] == sorted(r.stage for r in order)
     assert {r.code for r in order if r.stage is Stage.LEFTOVERS} == {"CK100", "CK101", "CK102"}
-    assert {r.code for r in order if r.stage is Stage.FACTS} == {"CK002", "CK003", "CK301", "CK302"}
+    assert {r.code for r in order if r.stage is Stage.FACTS} == {"CK002", "CK003", "CK005", "CK301", "CK302"}
 
 
 def test_explain_is_case_insensitive_and_refuses_unknown_codes() -> None:

@@ -69,7 +69,7 @@ def test_transient_faults_are_retried_then_the_file_is_checked_as_usual(served, 
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [
-        (Fault(status=404), "no such file or directory"),
+        (Fault(status=404), "cannot reach remote file: not found (HTTP 404)"),
         (Fault(status=403), "cannot reach remote file: access denied (HTTP 403)"),
         (Fault(status=503), "cannot reach remote file: server error (HTTP 503) after 4 attempts"),
         (
@@ -117,6 +117,6 @@ def test_forty_urls_with_503s_and_a_404_each_reported_once(served, srv: RangeSer
     for name in names:
         doc = reports[srv.url(name)]
         if name == names[10]:
-            assert doc["error"] == "no such file or directory"
+            assert doc["error"] == "cannot reach remote file: not found (HTTP 404)"
         else:
             assert strip(doc) == strip(clean[srv.url(name)])

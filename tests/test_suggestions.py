@@ -106,7 +106,9 @@ def run_command(item: Harvested, tmp: Path) -> None:
         return
     assert verb in ("fix", "strip", "convert"), f"{item.text}: no runner for `ckptlint {verb}`"
     assert argv.count("OUT") == 1 and item.path in argv, f"{item.text}: not `… {item.path} OUT …`"
-    out = out_path(tmp, item.path)
+    # convert: a literal OUT (no weights suffix) is a folder, as it would be for the user typing it
+    tmp.mkdir(parents=True, exist_ok=True)
+    out = tmp / "OUT" if verb == "convert" else out_path(tmp, item.path)
     proc = ckptlint(*[str(out) if a == "OUT" else a for a in argv[1:]], cwd=ROOT)
     assert proc.returncode in (0, 1), f"{item.text}: {proc.stderr.strip()}"
     if verb == "convert":  # another architecture: OUT is checked by convert itself; it must read back

@@ -578,40 +578,9 @@ def _probe(
 
 
 def _from_config(spec: ArchSpec, ckpt: Checkpoint) -> tuple[dict[str, Any], str] | None:
-    conf = spec.config
-    if conf is None:
+    """The parameters the declaration next to the weights gives ``spec``, read by its adapter."""
+    if spec.config is None:
         return None
-    if conf.kind != "hf-config":  # open_clip / timm declarations, read as their loaders read them
-        from ckptlint.declared.lookup import declared_params
+    from ckptlint.declared.lookup import declared_params
 
-        return declared_params(spec, ckpt)
-    sidecar = ckpt.sidecar(conf.kind)
-    if sidecar is None or not isinstance(sidecar.content, dict):
-        return None
-    selected = _config_get(sidecar.content, conf.select)
-    base = conf.match.get(selected) if isinstance(selected, str) else None
-    if base is None:
-        return None
-    values: dict[str, Any] = {}
-    deferred: dict[str, str] = {}
-    for name, (path, default) in conf.params.items():
-        value = _config_get(sidecar.content, base + path)
-        if value is None:
-            if isinstance(default, str):
-                deferred[name] = default
-            else:
-                values[name] = default
-        else:
-            values[name] = value[0] if isinstance(value, list) and value else value
-    for name, src in deferred.items():
-        values[name] = evaluate(src, {**spec.params, **values})
-    return values, f"{sidecar.name} ({conf.select} {selected})"
-
-
-def _config_get(doc: dict[str, Any], path: str) -> Any:
-    node: Any = doc
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+    return declared_params(spec, ckpt)

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal
 
 from ckptlint.archs.detect import Inference, infer
-from ckptlint.archs.expr import evaluate
 from ckptlint.archs.spec import (
     ArchSpec,
-    build_tree,
+    expected_for,
     load_arch,
     match_variant,
     unknown_variant,
     variant_params,
-    variant_preprocessing,
 )
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UsageError
-from ckptlint.expected import Expected, ExpectedTensor
+from ckptlint.expected import Expected
 
 CUSTOM = "custom"
 
@@ -56,32 +53,6 @@ def resolve(
     return expected_for(spec, variant, params, info, source)
 
 
-def expected_for(
-    spec: ArchSpec,
-    variant: str | None,
-    params: dict[str, Any],
-    info: dict[str, Any],
-    source: Literal["flag", "inferred", "declared"],
-    **extra: Any,
-) -> Expected:
-    """The ``Expected`` of ``spec`` for ``params`` (every parameter resolved); ``info`` joins ``params`` (evidence,
-    notes), ``extra`` sets other ``Expected`` fields (``declared_by``...)."""
-    tree = build_tree(spec, params)
-    return Expected(
-        arch=spec.name,
-        variant=variant,
-        source=source,
-        framework=spec.framework,
-        key_sep=spec.key_sep,
-        tensors={k: ExpectedTensor(shape=shape, dtype=dtype) for k, (shape, dtype) in tree.tensors.items()},
-        params={**{k: params[k] for k in sorted(params)}, **info},
-        towers=tree.towers,
-        preprocessing=_preprocessing(spec, variant, params),
-        description=spec.title,
-        **extra,
-    )
-
-
 def _from_checkpoint(spec: ArchSpec, ckpt: Checkpoint | None) -> tuple[str, dict[str, Any], dict[str, Any]]:
     default = variant_params(spec, spec.default_variant) or {}
     if ckpt is None:
@@ -117,21 +88,6 @@ def _describe(found: Inference, ckpt: Checkpoint) -> dict[str, Any]:
         info["foreign"] = foreign
     info["evidence"] = dict(found.evidence)
     return info
-
-
-def _preprocessing(spec: ArchSpec, variant: str | None, params: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for entry in spec.preprocessing:
-        if entry.when is not None and not evaluate(entry.when, params):
-            continue
-        out.update(entry.values)
-    if variant and variant != CUSTOM:
-        out.update(variant_preprocessing(spec, variant))
-    if isinstance(params.get("image_size"), int):
-        out["image_size"] = params["image_size"]
-    if isinstance(params.get("context_length"), int):
-        out["context_length"] = params["context_length"]
-    return copy.deepcopy(out)  # the lists come from the cached rule data
 
 
 def _check_overrides(spec: ArchSpec, overrides: dict[str, Any]) -> None:

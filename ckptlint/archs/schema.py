@@ -287,6 +287,52 @@ class ConfigMap(Deferred):
         return self
 
 
+# ---- DECL-HF (issue 11): how transformers' from_pretrained loads a checkpoint into a class ----------------------
+class HfTied(Deferred):
+    """A tied weight: ``target`` takes ``source``'s tensor when ``when`` holds (``tie_word_embeddings``)."""
+
+    target: str
+    source: str
+    when: Expr | None = None
+
+
+class HfTransform(Deferred):
+    """One of transformers' load-time key conversions (``conversion_mapping``), as transformers compiles it."""
+
+    kind: Literal["rename", "convert", "unsupported"]
+    regex: str  # the compiled source alternation (named groups g0, g1...)
+    sources: list[str]
+    targets: list[str]
+    scope: str | None = None  # scope_prefix: only keys under it (or under base + it) are matched
+    base: str | None = None  # base_model_prefix
+    ops: list[dict[str, Scalar]] = Field(default_factory=list)  # convert: MergeModulelist, Concatenate...
+    class_: str | None = Field(default=None, alias="class")  # unsupported: transformers' class name
+
+
+class HfCheck(Deferred):
+    """A check of transformers' config class: the config is refused when ``expr`` is false."""
+
+    expr: Expr
+    fields: list[str]  # the parameters it reads (named in the finding)
+    message: str  # str.format with the parameters
+
+
+class HfLoad(Deferred):
+    """What ``from_pretrained`` does around the state_dict for this class (``rules/README.md``, "hf")."""
+
+    model_type: str
+    base_prefix: str = ""
+    tied: list[HfTied] = Field(default_factory=list)
+    ignore_missing: list[str] = Field(default_factory=list)  # regular expressions, searched
+    ignore_unexpected: list[str] = Field(default_factory=list)
+    nonpersistent: list[str] = Field(default_factory=list)  # buffers not in state_dict (templates)
+    transforms: list[HfTransform] = Field(default_factory=list)
+    checks: list[HfCheck] = Field(default_factory=list)
+    modalities: list[Literal["text", "vision", "audio"]] = Field(
+        default_factory=list
+    )  # what the model takes in
+
+
 class PreprocessingEntry(Deferred):
     when: Expr | None = None
     values: dict[str, Any]
@@ -311,6 +357,7 @@ class Arch(Deferred):
     profile: str | None = None  # a preprocessing profile (CK107/CK108) this architecture was trained with
     order: list[Pattern] = Field(default_factory=list)  # torch state_dict order across hoisted modules
     dtype: str = "float32"
+    hf: HfLoad | None = None  # DECL-HF: a transformers class (generated families, scripts/gen_hf_families.py)
 
 
 # ---- framework-level knowledge --------------------------------------------------------------------------------

@@ -7,16 +7,18 @@ file format (tree entries, modules, variants) is described in ``rules/README.md`
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 from ckptlint.archs.expr import evaluate
 from ckptlint.archs.pattern import pattern
 from ckptlint.archs.registry import registry
 from ckptlint.archs.schema import Arch, Entry, Group, Tensor, VariantEntry
 from ckptlint.errors import UsageError
+from ckptlint.expected import Expected, ExpectedTensor
 from ckptlint.suggest import did_you_mean
 
 MAX_REPEAT = 4096  # no model has more blocks; bounds what a bad override (depth=10**9) can allocate
@@ -69,12 +71,21 @@ def arch_names() -> list[str]:
     return sorted(registry().archs)
 
 
+def known_archs() -> str:
+    """The names an unknown-architecture error lists: every family's own, the generated transformers classes
+    (dozens) counted, not listed."""
+    reg = registry()
+    generated = {n for n, fam in reg.archs.items() if fam.head.family.generated_by}
+    own = ", ".join(sorted(set(reg.archs) - generated))
+    return own + (f", and {len(generated)} transformers classes (`ckptlint archs`)" if generated else "")
+
+
 def load_arch(name: str) -> ArchSpec:
     """The architecture ``name``; ``UsageError`` when no family declares it."""
     reg = registry()
     if name not in reg.archs:
         raise UsageError(
-            f"unknown architecture {name!r}{did_you_mean(name, arch_names())} (known: {', '.join(arch_names())})"
+            f"unknown architecture {name!r}{did_you_mean(name, arch_names())} (known: {known_archs()})"
         )
     key = ("arch", name)
     if key not in reg.memo:
@@ -302,3 +313,45 @@ def _count(src: Any, env: dict[str, Any]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REPEAT:
         raise UsageError(f"bad repeat count {value!r} (from {src!r}); expected 0..{MAX_REPEAT}")
     return value
+
+
+# ---- the expectation of one set of parameters (resolved, declared) ----------------------------------------------
+def expected_for(
+    spec: ArchSpec,
+    variant: str | None,
+    params: dict[str, Any],
+    info: dict[str, Any],
+    source: Literal["flag", "inferred", "declared"],
+    **extra: Any,
+) -> Expected:
+    """The ``Expected`` of ``spec`` for ``params`` (every parameter resolved); ``info`` joins ``params`` (evidence,
+    notes), ``extra`` sets other ``Expected`` fields (``declared_by``...)."""
+    tree = build_tree(spec, params)
+    return Expected(
+        arch=spec.name,
+        variant=variant,
+        source=source,
+        framework=spec.framework,
+        key_sep=spec.key_sep,
+        tensors={k: ExpectedTensor(shape=shape, dtype=dtype) for k, (shape, dtype) in tree.tensors.items()},
+        params={**{k: params[k] for k in sorted(params)}, **info},
+        towers=tree.towers,
+        preprocessing=_preprocessing(spec, variant, params),
+        description=spec.title,
+        **extra,
+    )
+
+
+def _preprocessing(spec: ArchSpec, variant: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for entry in spec.preprocessing:
+        if entry.when is not None and not evaluate(entry.when, params):
+            continue
+        out.update(entry.values)
+    if variant and variant != "custom":
+        out.update(variant_preprocessing(spec, variant))
+    if isinstance(params.get("image_size"), int):
+        out["image_size"] = params["image_size"]
+    if isinstance(params.get("context_length"), int):
+        out["context_length"] = params["context_length"]
+    return copy.deepcopy(out)  # the lists come from the cached rule data

@@ -13,6 +13,8 @@ from ckptlint.archs.schema import Declaration, DeclFile
 from ckptlint.checkpoint import Checkpoint
 
 _MISSING = object()
+# `null` in a field's expression: written as JSON null (a library default that must not apply)
+NULL = object()
 
 
 def config_getter(doc: dict[str, Any]) -> Callable[..., Any]:
@@ -69,12 +71,13 @@ def _put(doc: dict[str, Any], path: str, value: Any) -> None:
 
 
 def render(f: DeclFile, params: dict[str, Any]) -> bytes:
-    """The file ``f`` for ``params`` (a field whose expression gives None is left out)."""
+    """The file ``f`` for ``params`` (a field whose expression gives None is left out, ``null`` is written null)."""
     doc = copy.deepcopy(f.template)
+    env = {**params, "null": NULL}
     for path, expr in f.fields.items():
-        value = evaluate(expr, params)
+        value = evaluate(expr, env)
         if value is not None:
-            _put(doc, path, value)
+            _put(doc, path, None if value is NULL else value)
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 

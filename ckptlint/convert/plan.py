@@ -4,9 +4,11 @@ parameter the target's declaration needs with where its value came from.
 What the weights cannot tell (``[declarations.ARCH].needs``: attention heads of a packed projection, the activation,
 layer-norm eps, the tokenizer's eos id, preprocessing) is taken, in this order, from the weights written (the
 target's own probes), ``--set``, the input's declaration files, the input's weights, what the input's library fixes
-(``assume``), the variant named with ``--to NAME:VARIANT``, and for preprocessing last the input architecture's
-default (its library's own, or its recognised profile). What none of them gives stays in ``missing``: never guessed.
-Nothing here writes or checks: ``ckptlint.convert.run`` does, and CK104 uses this to name a command that works.
+(``assume``) and the variant named with ``--to NAME:VARIANT``. What none of them gives stays in ``missing`` (asked
+for) — except preprocessing, which the weights never show and no target needs to load: what the input does not
+record is ``uncarried`` (left out of OUT, whose check then reports CK107 as the input's does), with the ``--set``
+that would declare it. Nothing is guessed. Nothing here writes or checks: ``ckptlint.convert.run`` does, and CK104
+uses this to name a command that works.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from ckptlint.errors import UsageError
 from ckptlint.writers.plan import WritePlan
 
 PREPROCESSING = ("mean", "std", "interpolation", "resize_mode", "crop_pct")
+# special-token ids: written when known, else never transformers' defaults where they do not fit the vocabulary
+TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
 @dataclass
@@ -55,6 +59,8 @@ class ConversionPlan:
     missing: dict[str, str] = field(default_factory=dict)  # need -> what it is
     problems: list[str] = field(default_factory=list)  # `require`s that do not hold
     caveats: list[str] = field(default_factory=list)
+    uncarried: list[str] = field(default_factory=list)  # preprocessing the input records nowhere: left out
+    suggest: tuple[dict[str, Any], str] | None = None  # (values, what) --set could declare for them
 
     @property
     def decl(self) -> Declaration | None:
@@ -67,12 +73,41 @@ class ConversionPlan:
         """The declaration files OUT gets (call only when nothing is missing)."""
         return {f.name: render(f, self.params) for f in self.files()}
 
+    def suggested_sets(self) -> list[str]:
+        """``--set KEY=VALUE`` arguments declaring the preprocessing left out, as the user types them."""
+        if not self.suggest:
+            return []
+        values = self.suggest[0]
+        return [f"--set {k}={format_set(values[k])}" for k in self.uncarried if k in values]
+
+    def not_carried(self) -> str | None:
+        """One line on the preprocessing left out of OUT, and the ``--set`` that would declare it."""
+        if not self.uncarried:
+            return None
+        text = (
+            f"preprocessing not carried: the input records no {', '.join(self.uncarried)}, so OUT declares none "
+            "(its check reports CK107, as the input's does); nothing was guessed"
+        )
+        sets = self.suggested_sets()
+        if sets and self.suggest:
+            text += f". If it was preprocessed with {self.suggest[1]}, add: {' '.join(sets)}"
+        else:
+            text += f". To declare it, add {' '.join(f'--set {k}=VALUE' for k in self.uncarried)}"
+        return text
+
     def ask(self) -> str:
         """What to add to the command for the missing needs, in one line."""
         hint = f"--to {self.dst}:{self.matched} or " if self.matched and not self.variant else ""
         sets = " ".join(f"--set {k}=…" for k in self.missing)
         what = "; ".join(f"{k}: {v}" for k, v in self.missing.items())
         return f"the weights cannot tell {what}; give {hint}{sets}"
+
+
+def format_set(value: Any) -> str:
+    """A value as ``--set`` reads it back (``[0.5, 0.5, 0.5]`` -> ``0.5,0.5,0.5``; floats at full precision)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(format_set(v) for v in value)
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def parse_sets(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -134,6 +169,7 @@ def plan_conversion(ckpt: Checkpoint, to: str, sets: dict[str, Any] | None = Non
     plan.params = {**spec_dst.params, **found_t.guessed, **found_t.observed}
     plan.sources = {}
     _resolve_needs(plan, spec_src, ckpt, sets, src_values, src_sources, found_t.observed, fixed)
+    _token_ids(plan, ckpt, src_values, src_sources)
     _check_target(plan, spec_dst)
     return plan
 
@@ -190,7 +226,9 @@ def _resolve_needs(
 ) -> None:
     decl = plan.decl
     needs = dict(decl.needs) if decl else {}
-    known = set(needs) | set(load_arch(plan.dst).namespace) | set(decl.assume if decl else {})
+    known = (
+        set(needs) | set(load_arch(plan.dst).namespace) | set(decl.assume if decl else {}) | set(TOKEN_IDS)
+    )
     unknown = sorted(set(sets) - known)
     if unknown:
         raise UsageError(
@@ -202,21 +240,21 @@ def _resolve_needs(
             raise UsageError(f"--set {k}={v}: the weights say {k} = {said}")
         plan.params[k], plan.sources[k] = v, "--set"
     variant_pp = _variant_preprocessing(plan.dst, plan.variant)
+    recorded = _recorded_preprocessing(ckpt)
     for k in needs:
         if k in sets:
             continue
         if k in observed:
             plan.sources[k] = "the weights"
-        elif k in src_values:
+        elif k in src_values and (k not in PREPROCESSING or k in recorded):
             plan.params[k], plan.sources[k] = src_values[k], src_sources[k]
         elif k in fixed:
             plan.params[k], plan.sources[k] = fixed[k], f"variant {plan.variant}"
         elif k in variant_pp:
             plan.params[k], plan.sources[k] = variant_pp[k], f"variant {plan.variant}"
-    for values, where in _preprocessing_defaults(spec_src.name, plan.dst, ckpt):
-        for k in needs:
-            if k not in plan.sources and k in PREPROCESSING and k in values:
-                plan.params[k], plan.sources[k] = values[k], where
+    plan.uncarried = [k for k in needs if k in PREPROCESSING and k not in plan.sources]
+    if plan.uncarried:
+        plan.suggest = _suggestion(spec_src.name, plan.dst, ckpt, plan.uncarried)
     for name, lookup in (decl.lookup if decl else {}).items():
         if name not in plan.sources:
             value = _lookup(lookup.arch, lookup.keys, plan.params)
@@ -228,7 +266,9 @@ def _resolve_needs(
     plan.missing = {
         k: v
         for k, v in needs.items()
-        if k not in plan.sources and (k not in decl.only or _holds(decl.only[k], plan.params))  # type: ignore[union-attr]
+        if k not in plan.sources
+        and k not in plan.uncarried
+        and (k not in decl.only or _holds(decl.only[k], plan.params))  # type: ignore[union-attr]
     }
     src_decl = declaration(spec_src.name)
     for k, expr in (
@@ -241,6 +281,31 @@ def _resolve_needs(
         plan.params.setdefault(k, None)
 
 
+def _token_ids(
+    plan: ConversionPlan, ckpt: Checkpoint, src_values: dict[str, Any], src_sources: dict[str, str]
+) -> None:
+    """The special-token ids no need resolved: from the input's tokenizer files, else its config files; else None
+    (the target's fields then leave transformers' defaults only where they are right for the vocabulary)."""
+    from pathlib import Path
+
+    from ckptlint.convert.tokens import special_ids
+
+    base = Path(ckpt.path)
+    base = base if base.is_dir() else base.parent
+    names = [sc.name for sc in ckpt.sidecars if sc.kind == "tokenizer"]
+    found = special_ids(base, names) if names and base.is_dir() else {}
+    files = [n for n in ("tokenizer_config.json", "special_tokens_map.json") if n in names]
+    for k in TOKEN_IDS:
+        if k in plan.sources:
+            continue
+        if k in found:
+            plan.params[k], plan.sources[k] = found[k], " and ".join(files) or "the tokenizer files"
+        elif k in src_values and src_sources[k].endswith(".json"):
+            plan.params[k], plan.sources[k] = src_values[k], src_sources[k]
+        else:
+            plan.params[k] = None
+
+
 def _variant_preprocessing(arch: str, variant: str | None) -> dict[str, Any]:
     from ckptlint.archs.spec import variant_preprocessing
 
@@ -249,10 +314,35 @@ def _variant_preprocessing(arch: str, variant: str | None) -> dict[str, Any]:
     return {k: v for k, v in variant_preprocessing(load_arch(arch), variant).items() if k in PREPROCESSING}
 
 
+def _recorded_preprocessing(ckpt: Checkpoint) -> set[str]:
+    """The preprocessing fields the input records (as CK107 reads them: what it records is carried, what it does
+    not stays unrecorded in OUT). ``resize_mode`` is read by the declarations alone (their files record it as
+    crop settings), so it is carried whenever they read it."""
+    from ckptlint.rules._preprocessing import gather
+
+    return {*gather(ckpt).fields, "resize_mode"}
+
+
+def _suggestion(src: str, dst: str, ckpt: Checkpoint, keys: list[str]) -> tuple[dict[str, Any], str] | None:
+    """The most specific known preprocessing giving every one of ``keys`` that the target accepts: offered as
+    ``--set`` arguments in the output, never written unasked."""
+    decl = declaration(dst)
+    for values, where in _preprocessing_defaults(src, dst, ckpt):
+        if not all(k in values for k in keys):
+            continue
+        trial = {**load_arch(dst).params, **dict.fromkeys(PREPROCESSING), **values}
+        if all(
+            _holds(expr, trial) or not (set(compile_expr(expr).co_names) & set(keys))
+            for expr in (decl.require if decl else {})
+        ):
+            return values, where
+    return None
+
+
 def _preprocessing_defaults(src: str, dst: str, ckpt: Checkpoint) -> list[tuple[dict[str, Any], str]]:
-    """What the weights were trained with when nothing declares it, most specific first: the preprocessing profile
-    their keys show (SigLIP's, which every SigLIP release uses), the target architecture's profile (a
-    SiglipVisionModel is preprocessed as SigLIP), the input architecture's own (its library's default)."""
+    """Known preprocessing that may fit weights which record none, most specific first: the profile their keys
+    show (SigLIP's, which every SigLIP release uses), the target architecture's profile (a SiglipVisionModel is
+    preprocessed as SigLIP), the input architecture's own (its library's default). Only ever suggested."""
     from ckptlint.archs.detect import profile_of
     from ckptlint.archs.registry import profiles
     from ckptlint.archs.resolve import resolve
@@ -264,14 +354,17 @@ def _preprocessing_defaults(src: str, dst: str, ckpt: Checkpoint) -> list[tuple[
     shown = profile_of(src, list(ckpt.tensors))
     if shown in profiles():
         out.append(
-            (pick(profiles()[shown]), f"the {profiles()[shown]['title']} preprocessing its weights show")
+            (
+                pick(profiles()[shown]),
+                f"the {(t := profiles()[shown]['title'])} settings (its keys suggest {t})",
+            )
         )
     own = load_arch(dst).profile
     if own in profiles() and own != shown:
-        out.append((pick(profiles()[own]), f"{dst}'s preprocessing profile ({profiles()[own]['title']})"))
+        out.append((pick(profiles()[own]), f"the {profiles()[own]['title']} settings ({dst}'s profile)"))
     with contextlib.suppress(UsageError, SpecError):
         default = resolve(src, None, {}, ckpt, "inferred").preprocessing
-        out.append((pick(default), f"{src}'s default preprocessing"))
+        out.append((pick(default), f"{src}'s default settings"))
     return out
 
 

@@ -57,6 +57,8 @@ class ConvertResult:
             lines.append(f"    {k}: unknown ({what}); not declared")
         if self.carried:
             lines.append(f"  carried over: {', '.join(self.carried)}")
+        if self.declared and p.not_carried():
+            lines.append(f"  {p.not_carried()}")
         lines += [f"  note: {c}" for c in p.caveats]
         lines += [f"  {n}" for n in w.notes]
         summary = self.after.summary

@@ -1,51 +1,42 @@
-"""Where the weights contradict their own declaration (CK113), one root cause per declared parameter.
+"""Where the weights contradict their own declaration (CK113): one root cause per declared field.
 
-For each parameter of the declaration (in its table's order, then the derived ones) that the weights show with
-another value, the tree built with that one parameter corrected is compared with the declared tree: the keys that
-change — resized, missing or left over — are what this parameter explains, and the finding consumes them from the
-diff. The finding names the field, the declared and the observed value, the key that shows it, and both fixes:
-edit the field, or use weights for the declared model. Only declarations read by ``ckptlint.declared`` adapters
-(open_clip, timm) are judged here; nothing here reads files.
+One mechanism for every kind of declaration (``ckptlint.declared``): the declared model is rebuilt with one field
+changed to a value the weights suggest, and the change that explains the most open differences (missing,
+unexpected or resized keys of the raw diff) without adding others is kept; then the next, from the model so
+corrected, until no change explains anything more. The values tried for a field: what the family's probes read
+from the weights (the detector's, as for an inferred architecture, and the architecture's own probes on the
+loader's key view), the weights' size of a mismatched dimension, the number of blocks the file holds, the other
+value of a flag. Rebuilding is the adapter's (``lookup.rebuild``): a table adapter computes the derived
+parameters again, transformers' config class its defaults, tier (b) transformers itself.
+
+The same pass names what a loader does beyond shapes (``refused``, ``conversions``, ``base_under_task``): a config
+the library refuses (its own checks), a key conversion transformers fails on (its ``conversion_errors``, which
+``output_loading_info`` leaves out), and base-model weights under a task model whose head is neither in the file
+nor tied. Nothing here reads files.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ckptlint.archs import detect
+from ckptlint.archs import registry as reg
 from ckptlint.archs.expr import SpecError, evaluate
-from ckptlint.archs.spec import ArchSpec, build_tree, load_arch
-from ckptlint.declared.declaration import Declaration
-from ckptlint.declared.lookup import ADAPTERS, Unbuilt, declaration_of
-from ckptlint.errors import UsageError
+from ckptlint.archs.spec import load_arch
+from ckptlint.declared import diff_entries, loaded
+from ckptlint.declared.lookup import rebuild
 
 if TYPE_CHECKING:
-    from ckptlint.checkpoint import Checkpoint
     from ckptlint.expected import Expected
     from ckptlint.rules._context import Context
 
-NO_TENSOR = "no such tensor"
-# how reports name a parameter (else its name with spaces)
-PHRASES = {
-    "width": "width",
-    "depth": "layer count",
-    "heads": "head count",
-    "mlp_dim": "MLP width",
-    "patch": "patch size",
-    "image_size": "image size",
-    "embed_dim": "embedding dim",
-    "text_width": "text width",
-    "text_depth": "text layer count",
-    "text_mlp_dim": "text MLP width",
-    "context_length": "context length",
-    "vocab_size": "vocabulary size",
-    "num_classes": "class count",
-    "ls": "layer scale",
-    "text_ls": "text layer scale",
-    "ln_pre": "pre-transformer LayerNorm",
-}
+MAX_ROUNDS = 8
+MAX_CANDIDATES = 6
+_NUM = re.compile(r"\.(\d+)\.")
+Entry = tuple[str, str]  # ("missing" | "unexpected" | "shape", key)
 
 
 @dataclass
@@ -53,85 +44,19 @@ class Contradiction:
     """One declared parameter the weights contradict, and the diff entries it explains."""
 
     param: str
-    field: str  # the declaration's field(s) behind it: "model_cfg.text_cfg.context_length"
+    field: (
+        str  # the file's field named: the one behind the parameter, or the input a derived one is edited by
+    )
     declared: Any
     observed: Any
     evidence: str  # "positional_embedding [16, 32]"
-    suggest: str | None  # the field's value the weights imply ("16"), when it can be said
+    suggest: tuple[str, Any] | None  # (field, value) that makes the declaration agree, when one field can
     given: bool  # the file sets the field (else the library's default decided)
-    field_value: Any  # the field's declared value, when the parameter is computed from it (mlp_ratio 4.0)
-    missing: list[str]
-    unexpected: list[str]  # view keys
-    shape: list[str]
-
-
-def judged(ctx: Context) -> Declaration | Unbuilt | None:
-    """The declaration CK113 judges for this run: one an adapter reads, and (when built) the expectation's own."""
-    decl = declaration_of(ctx.ckpt)
-    if decl is None or decl.kind not in ADAPTERS:
-        return None
-    if isinstance(decl, Unbuilt):
-        return decl if decl.refused else None
-    return decl if ctx.expected is not None and built_from(ctx.expected, decl) else None
-
-
-def built_from(expected: Expected, decl: Declaration) -> bool:
-    """Whether ``expected`` is the model ``decl`` declares (declared, or --arch NAME read from it)."""
-    if expected.arch != decl.arch:
-        return False
-    if expected.source == "declared":
-        return True
-    keys = load_arch(decl.arch).variant_keys
-    return all(expected.params.get(k) == decl.params[k] for k in keys if k in decl.params)
-
-
-def find(ctx: Context, decl: Declaration) -> list[Contradiction]:
-    """Every declared parameter the weights contradict, in order, each with the diff entries it explains."""
-    spec = load_arch(decl.arch)
-    observed, evidence = _observed(spec, ctx.ckpt)
-    if observed is None:
-        return []
-    try:
-        declared_tree = build_tree(spec, decl.params).tensors
-    except (UsageError, SpecError):
-        return []
-    root = _root(ctx)
-    out = []
-    for param in [*decl.fields, *decl.derived]:
-        if param not in observed or _same(decl.params.get(param), observed[param]):
-            continue
-        corrected = _corrected(spec, decl, param, observed[param])
-        if corrected is None:
-            continue
-        try:
-            tree = build_tree(spec, corrected).tensors
-        except (UsageError, SpecError):
-            continue
-        gone = [k for k in declared_tree if k not in tree]
-        extra = [root + k for k in tree if k not in declared_tree]
-        resized = [k for k in declared_tree if k in tree and tree[k][0] != declared_tree[k][0]]
-        suggest = _suggest(spec, decl, param, observed)
-        inputs = [suggest[0]] if suggest else [param, *decl.derived.get(param, ())]
-        found = Contradiction(
-            param=param,
-            field=decl.fields[suggest[0]] if suggest else _field(decl, param),
-            declared=decl.params.get(param),
-            observed=observed[param],
-            evidence=_evidence(ctx, param, observed[param], evidence),
-            suggest=f"{decl.fields[suggest[0]]} = {_show(suggest[1])}" if suggest else None,
-            given=any(p in decl.given for p in inputs),
-            field_value=decl.params.get(suggest[0]) if suggest and suggest[0] != param else None,
-            missing=ctx.consume_missing(gone),
-            unexpected=ctx.consume_unexpected(extra),
-            shape=ctx.consume_shape(resized),
-        )
-        if found.evidence == NO_TENSOR and found.missing:  # what the declaration adds and the weights lack
-            found.evidence = f"no {found.missing[0]}" + (
-                f" (nor {len(found.missing) - 1} more)" if found.missing[1:] else ""
-            )
-        if found.missing or found.unexpected or found.shape:
-            out.append(found)
-    return out
+    field_value: Any = None  # the edited field's declared value, when the parameter is computed from it
+    counted: bool = False  # the parameter is the number of a field's entries (num_labels: id2label)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)  # view keys
+    shape: list[str] = field(default_factory=list)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -140,95 +65,301 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _observed(spec: ArchSpec, ckpt: Checkpoint) -> tuple[dict[str, Any] | None, dict[str, str]]:
-    """The parameters the weights show under the spec's own names (None when a tower is in another layout)."""
-    bare = ckpt.model_copy(update={"sidecars": []})  # the shapes alone, not the declaration
-    found = detect.infer(spec, bare)
-    if not found.found or any(not f.native for f in found.found):
-        return None, {}
+def _open(ctx: Context) -> set[Entry]:
+    return (
+        {("missing", k) for k in ctx.missing}
+        | {("unexpected", k) for k in ctx.unexpected}
+        | {("shape", k) for k in ctx.shape}
+    )
+
+
+# ---- one field at a time -------------------------------------------------------------------------------------
+def find(ctx: Context, info: dict[str, Any]) -> list[Contradiction]:
+    """Every declared parameter the weights contradict, most explaining first, each with the entries it explains
+    (consumed from the diff)."""
+    current = rebuild(ctx.ckpt, info, {})
+    inferred = _inferred(ctx, current) if current is not None else None
+    if current is None or inferred is None:
+        return []
+    observed, evidence = inferred
+    derived = info.get("derived", {})
+    params = [p for p, f in info.get("fields", {}).items() if f or p in derived]
+    open_entries = _open(ctx)
+    current_all = diff_entries(ctx, current)
+    chosen: dict[str, Any] = {}
+    out: list[Contradiction] = []
+    for _ in range(MAX_ROUNDS):
+        if not open_entries:
+            break
+        best: tuple[int, str, Any, str | None, Expected, set[Entry], set[Entry]] | None = None
+        for p in params:
+            if p in chosen:
+                continue
+            for value, key in _candidates(ctx, current, p, observed, evidence)[:MAX_CANDIDATES]:
+                trial = rebuild(ctx.ckpt, info, {**chosen, p: value})
+                if trial is None:
+                    continue
+                after = diff_entries(ctx, trial)
+                resolved = open_entries - after
+                score = len(resolved) - 2 * len(after - current_all)
+                if resolved and score > 0 and (best is None or score > best[0]):
+                    best = (score, p, value, key, trial, resolved, after)
+        if best is None:
+            break
+        _, p, value, key, trial, resolved, after = best
+        out.append(_contradiction(ctx, info, current, p, value, key, resolved, observed))
+        chosen[p] = value
+        current, current_all = trial, after
+        open_entries -= resolved
+    return out
+
+
+def _inferred(ctx: Context, exp: Expected) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """The parameters the family's detector reads from the weights (shapes alone, not the declaration), and the key
+    behind each; None when a tower is in another framework's layout (CK104's story, not the declaration's)."""
+    if exp.arch not in reg.registry().archs:
+        return {}, {}
+    bare = ctx.ckpt.model_copy(update={"sidecars": []})
+    found = detect.infer(load_arch(exp.arch), bare)
+    if any(not f.native for f in found.found):
+        return None
     return dict(found.observed), dict(found.evidence)
 
 
-def _root(ctx: Context) -> str:
-    """The prefix the view's keys carry before the expected names (``module.``), read from the pairs."""
-    for exp_key, view_key in ctx.pairs.items():
-        if view_key != exp_key and view_key.endswith(exp_key):
-            return view_key[: len(view_key) - len(exp_key)]
-    return ""
+def _candidates(
+    ctx: Context, exp: Expected, p: str, observed: dict[str, Any], evidence: dict[str, str]
+) -> list[tuple[Any, str | None]]:
+    """(value, the key that shows it) of ``p`` the weights suggest: probes, mismatched sizes, block counts, the
+    other flag value."""
+    v0 = exp.params.get(p)
+    if isinstance(v0, dict | list | float) or v0 is None:
+        return []
+    out: list[tuple[Any, str | None]] = [(observed[p], evidence.get(p))] if p in observed else []
+    out += _probe_values(ctx, exp, p)
+    if isinstance(v0, bool):
+        out.append((not v0, None))
+    elif isinstance(v0, int) and v0 > 0:
+        for issue in ctx.shape.values():
+            for e, a in zip(issue.expected, issue.actual, strict=False):
+                if e == a:
+                    continue
+                if e == v0:
+                    out.append((a, None))
+                elif e > v0 and e % v0 == 0 and a % (e // v0) == 0:
+                    out.append((a // (e // v0), None))
+        out += [(n, None) for n in _counts(ctx, exp, v0)]
+    seen: dict[Any, str | None] = {}
+    for v, key in out:
+        plausible = type(v) is type(v0) and (not isinstance(v, int) or isinstance(v, bool) or v >= 0)
+        if plausible and not _same(v, v0) and v not in seen:
+            seen[v] = key
+    return list(seen.items())
 
 
-def _corrected(spec: ArchSpec, decl: Declaration, param: str, value: Any) -> dict[str, Any] | None:
-    """The declaration's parameters with ``param`` as the weights have it (derived ones computed again)."""
-    params = {**decl.params, param: value}
-    conf = spec.config
-    if conf is None:
-        return None
-    for name, src in conf.derive.items():
-        if name != param and name in decl.derived:
-            try:
-                params[name] = evaluate(src, params)
-            except SpecError:
-                return None
-    return params
+def _probe_values(ctx: Context, exp: Expected, p: str) -> list[tuple[Any, str | None]]:
+    """``p`` as each of the architecture's own probes reads it on the loader's key view (the other parameters as
+    declared)."""
+    if exp.arch not in reg.registry().archs:
+        return []
+    probes = load_arch(exp.arch).infer.probes.get(p)
+    if not probes:
+        return []
+    env = {k: v for k, v in exp.params.items() if k != p and not isinstance(v, dict)}
+    out = []
+    for probe in probes:
+        values, seen, keys = detect.run_probes({p: [probe]}, ctx.view, "", env)
+        if p in seen and isinstance(values[p], int):
+            out.append((values[p], keys.get(p)))
+    return out
 
 
-def _field(decl: Declaration, param: str) -> str:
-    if param in decl.fields:
-        return decl.fields[param]
-    inputs = [decl.fields[p] for p in decl.derived.get(param, ()) if p in decl.fields]
-    return " and ".join(dict.fromkeys(inputs)) or param
+def _counts(ctx: Context, exp: Expected, v0: Any) -> list[int]:
+    """Block counts: a list whose model count is the declared value while the file holds another number."""
+
+    def counts(keys: Iterable[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for key in keys:
+            for m in _NUM.finditer(key):
+                head = key[: m.start()]
+                out[head] = max(out.get(head, 0), int(m.group(1)) + 1)
+        return out
+
+    model, file = counts(exp.tensors), counts(ctx.view)
+    return [file[h] for h, n in model.items() if n == v0 and h in file and file[h] != v0]
+
+
+# ---- what a contradiction says -------------------------------------------------------------------------------
+def _contradiction(
+    ctx: Context,
+    info: dict[str, Any],
+    before: Expected,
+    p: str,
+    value: Any,
+    key: str | None,
+    resolved: set[Entry],
+    observed: dict[str, Any],
+) -> Contradiction:
+    shape = ctx.consume_shape(sorted(k for kind, k in resolved if kind == "shape"))
+    missing = ctx.consume_missing(sorted(k for kind, k in resolved if kind == "missing"))
+    unexpected = ctx.consume_unexpected(sorted(k for kind, k in resolved if kind == "unexpected"))
+    fields: dict[str, str] = info.get("fields", {})
+    derived: dict[str, list[str]] = info.get("derived", {})
+    given = set(info.get("given", []))
+    suggest = _suggest(info, before, p, value, observed)
+    inputs = [suggest[0]] if suggest else [p, *derived.get(p, ())]
+    return Contradiction(
+        param=p,
+        field=fields[suggest[0]] if suggest else _field(info, p),
+        declared=before.params.get(p),
+        observed=value,
+        evidence=_evidence(ctx, before, key, value, shape, missing, unexpected),
+        suggest=(fields[suggest[0]], suggest[1]) if suggest else None,
+        given=any(q in given for q in inputs),
+        field_value=before.params.get(suggest[0]) if suggest and suggest[0] != p else None,
+        counted=p in info.get("counted", []),
+        missing=missing,
+        unexpected=unexpected,
+        shape=shape,
+    )
+
+
+def _field(info: dict[str, Any], p: str) -> str:
+    fields: dict[str, str] = info.get("fields", {})
+    if fields.get(p):
+        return fields[p]
+    inputs = [fields[q] for q in info.get("derived", {}).get(p, ()) if fields.get(q)]
+    return " and ".join(dict.fromkeys(inputs)) or p
 
 
 def _suggest(
-    spec: ArchSpec, decl: Declaration, param: str, observed: dict[str, Any]
+    info: dict[str, Any], exp: Expected, p: str, value: Any, observed: dict[str, Any]
 ) -> tuple[str, Any] | None:
-    """(field, value) that would make the declaration agree with the weights, when one field can (never one the
-    weights show as declared)."""
-    value = observed[param]
-    if param in decl.opaque:
+    """(parameter, value) of the one field that would make the declaration agree with the weights, when one can
+    (for a derived parameter: an input the weights do not show, solved for; never a field that is not its value)."""
+    if p in info.get("opaque", ()):
         return None
-    if param in decl.fields:
-        return param, value
-    conf = spec.config
-    src = conf.derive.get(param) if conf else None
+    if info.get("fields", {}).get(p):
+        return p, value
+    conf = load_arch(exp.arch).config if exp.arch in reg.registry().archs else None
+    src = conf.derive.get(p) if conf is not None else None
     if src is None:
         return None
-    for name in decl.derived.get(param, ()):
-        if name not in decl.fields or name in observed:
+    for name in info.get("derived", {}).get(p, ()):
+        if not info["fields"].get(name) or name in observed:
             continue
-        current, declared = decl.params.get(name), decl.params.get(param)
+        current, declared = exp.params.get(name), exp.params.get(p)
         candidates: list[Any] = []
         if isinstance(current, bool):
             candidates = [not current]
-        elif isinstance(current, (int, float)) and isinstance(value, (int, float)) and declared:
+        elif isinstance(current, int | float) and isinstance(value, int | float) and declared:
             candidates = [round(current * value / declared, 6)]
         if not isinstance(current, bool):
             candidates.append(None)  # an optional field left out (ls_init_value: null, no layer scale)
         for cand in candidates:
             try:
-                if _same(evaluate(src, {**decl.params, name: cand}), value):
+                if _same(evaluate(src, {**exp.params, name: cand}), value):
                     return name, cand
             except SpecError:
                 continue
     return None
 
 
-def _show(value: Any) -> str:
-    """A field's value as the JSON file spells it."""
-    return json.dumps(value)
+def _evidence(
+    ctx: Context,
+    before: Expected,
+    key: str | None,
+    value: Any,
+    shape: list[str],
+    missing: list[str],
+    unexpected: list[str],
+) -> str:
+    """The key that shows the weights' value: the probe's (with its shape), else a resized, missing or extra key."""
+    if key:
+        info = ctx.view.get(key) or ctx.ckpt.tensors.get(key)
+        if info is not None:
+            return f"{key} {list(info.shape)}" + _declared_shape(before, key, shape)
+        if isinstance(value, int) and value > 0 and "*" in key:  # a count: blocks 0..n-1
+            return key.replace("*", "{0.." + str(value - 1) + "}", 1)
+    if shape:
+        actual = ctx.view.get(shape[0])
+        return f"{shape[0]} {list(actual.shape) if actual else '?'}" + _declared_shape(
+            before, shape[0], shape
+        )
+    if missing:
+        return f"no {missing[0]}" + (f" (nor {len(missing) - 1} more)" if missing[1:] else "")
+    if key:
+        return key
+    return f"{some(unexpected)} left over" if unexpected else "its shapes"
 
 
-def _evidence(ctx: Context, param: str, value: Any, evidence: dict[str, str]) -> str:
-    key = evidence.get(param)
-    if key is None:
-        return NO_TENSOR if value in (0, False) else "its shapes"
-    info = ctx.ckpt.tensors.get(key)
-    if info is not None:
-        return f"{key} {list(info.shape)}"
-    if isinstance(value, int) and value > 0 and "*" in key:  # a count: blocks 0..n-1
-        return key.replace("*", "{0.." + str(value - 1) + "}", 1)
-    return key
+def _declared_shape(before: Expected, key: str, shape: list[str]) -> str:
+    exp = before.tensors.get(key)
+    return f" where the declared model has {list(exp.shape)}" if key in shape and exp is not None else ""
 
 
-def phrase(param: str) -> str:
-    return PHRASES.get(param, param.replace("_", " "))
+def some(keys: list[str]) -> str:
+    """A few keys for a message: ``model.layers.2.* (9 weights)`` when they share a block, else the first three."""
+    from ckptlint.keygroups import fold_numbers
+
+    if len(keys) > 3:
+        common = []
+        for tokens in zip(*(k.split(".") for k in keys), strict=False):
+            if len(set(tokens)) != 1:
+                break
+            common.append(tokens[0])
+        if len(common) >= 2:
+            return f"{'.'.join(common)}.* ({len(keys)} weights)"
+    folded = fold_numbers(keys)
+    return ", ".join(folded[:3]) + (f" (+{len(folded) - 3} more)" if len(folded) > 3 else "")
+
+
+# ---- what the loader does beyond shapes (a loading plan: transformers) ----------------------------------------
+@dataclass
+class ConversionFailure:
+    key: str
+    error: str
+    ops: str
+    sources: str
+
+
+def conversions(ctx: Context, exp: Expected) -> list[ConversionFailure]:
+    """The key conversions the loader fails on (transformers raises after its load report); their keys consumed."""
+    if not exp.load:
+        return []
+    result = loaded(ctx.ckpt, exp)
+    convs = [t for t in exp.load.get("transforms", []) if t["kind"] == "convert"]
+    out = []
+    for key, error in result.conversion_errors.items():
+        conv = next((c for c in convs if any(key.endswith(t) for t in c["targets"])), None)
+        ctx.consume_missing([key])
+        out.append(
+            ConversionFailure(
+                key=key,
+                error=error,
+                ops=", ".join(str(o["op"]) for o in conv.get("ops", [])) if conv else "a conversion",
+                sources=", ".join(conv["sources"]) if conv else "its sources",
+            )
+        )
+    return out
+
+
+@dataclass
+class BaseUnderTask:
+    base: str  # the base-model prefix (``model``)
+    head: list[str]  # the task head's keys, missing and not tied
+    unused: list[str]  # the base model's own extras (a pooler), dropped
+
+
+def base_under_task(ctx: Context, exp: Expected) -> BaseUnderTask | None:
+    """Base-model weights under a task model's config: every missing key is the head's (consumed, with the extras)."""
+    base = exp.load.get("base_prefix") or "" if exp.load else ""
+    if not base or not ctx.missing or ctx.shape:
+        return None
+    result = loaded(ctx.ckpt, exp)
+    under = [k for k in result.origin if k.startswith(base + ".") and k in exp.tensors]
+    if not under or any(o.startswith(base + ".") for k in under for o in result.origin[k]):
+        return None  # the file's keys carry the prefix themselves: a task model's file, not a base model's
+    head = [k for k in ctx.missing if not k.startswith(base + ".")]
+    if not head or len(head) < len(ctx.missing):
+        return None
+    return BaseUnderTask(base, ctx.consume_missing(head), ctx.consume_unexpected(list(ctx.unexpected)))

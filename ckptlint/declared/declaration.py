@@ -1,21 +1,32 @@
-"""A declaration read through an architecture's ``[archs.NAME.config]`` table: the parameters the library's loader
-builds the model with, where each one comes from, and the model it names.
+"""The table adapters' shared half: a declaration read through an architecture's ``[archs.NAME.config]`` table (the
+parameters the library's loader builds the model with, where each one comes from, the model it names), and the
+expectation it builds.
 
 The table (``rules/README.md``) says which field sets which parameter and the library's default when the field is
-absent; a framework's adapter (``ckptlint.declared.open_clip``, ``ckptlint.declared.timm``) first turns the file
-into the document the loader effectively reads (timm merges ``model_args`` over ``pretrained_cfg``...). Nothing here
-reads files or looks at tensors.
+absent; a table adapter (``ckptlint.declared.open_clip``, ``ckptlint.declared.timm``) first turns the file into the
+document the loader effectively reads (timm merges ``model_args`` over ``pretrained_cfg``...) and finishes what the
+table cannot say. ``declared(adapter, sidecar)`` reads it (cached per sidecar), ``expected`` / ``rebuild`` build
+the expectation, with ``params["declared"]`` (``info``) for CK113. Nothing here reads files or looks at tensors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
+from ckptlint.archs import registry
 from ckptlint.archs.expr import SpecError, compile_expr, evaluate
-from ckptlint.archs.spec import ArchSpec, match_variant, variant_params
+from ckptlint.archs.spec import ArchSpec, expected_for, load_arch, match_variant, variant_params
+from ckptlint.errors import UsageError
+from ckptlint.expected import Expected, Unchecked
+
+if TYPE_CHECKING:
+    from ckptlint.checkpoint import Checkpoint, Sidecar
 
 CUSTOM = "custom"
+_MEMO: dict[int, tuple[Sidecar, Declaration | Unbuilt]] = {}
+_MEMO_SIZE = 8
 
 
 class NotBuildable(Exception):
@@ -142,3 +153,130 @@ def named(spec: ArchSpec, decl: Declaration) -> Declaration:
         return replace(decl, variant=decl.name if same else CUSTOM)
     found = match_variant(spec, identity).name
     return replace(decl, name=found or spec.name, variant=found or CUSTOM)
+
+
+@dataclass(frozen=True)
+class Unbuilt:
+    """A declaration ckptlint could not turn into a tree: ``refused`` when the library itself refuses it."""
+
+    file: str
+    kind: str
+    reason: str  # "it declares a ResNet image tower (model_cfg.vision_cfg.layers [3, 4, 6, 3])"
+    refused: bool = False
+    loader: str = ""
+
+
+# ---- a table adapter's declaration and expectation -------------------------------------------------------------
+def declared(adapter: ModuleType, sidecar: Sidecar) -> Declaration | Unbuilt:
+    """``sidecar`` read by the table ``adapter`` through the first architecture of its framework whose table
+    describes it (cached per sidecar)."""
+    hit = _MEMO.get(id(sidecar))
+    if hit is not None and hit[0] is sidecar:
+        return hit[1]
+    found = _read(adapter, sidecar)
+    if len(_MEMO) >= _MEMO_SIZE:
+        _MEMO.clear()
+    _MEMO[id(sidecar)] = (sidecar, found)
+    return found
+
+
+def _read(adapter: ModuleType, sidecar: Sidecar) -> Declaration | Unbuilt:
+    file, kind = sidecar.name, sidecar.kind
+
+    def unbuilt(reason: str, refused: bool = False) -> Unbuilt:
+        return Unbuilt(file, kind, reason, refused, adapter.LOADER)
+
+    if not isinstance(sidecar.content, dict):
+        return unbuilt("it is not a JSON object ckptlint could read (or is over 1 MiB)", refused=True)
+    try:
+        doc, origin = adapter.document(sidecar.content)
+        reg = registry.registry()
+        for name in sorted(reg.archs):
+            if reg.archs[name].framework != adapter.FRAMEWORK:
+                continue
+            spec = load_arch(name)
+            decl = read(spec, kind, doc, file, origin)
+            if decl is not None:
+                decl = named(spec, adapter.finish(decl, doc))
+                rename = getattr(adapter, "rename", None)
+                return rename(decl, doc) if rename else decl
+    except adapter.Refused as exc:
+        return unbuilt(str(exc), refused=True)
+    except NotBuildable as exc:
+        return unbuilt(str(exc))
+    return unbuilt("no architecture ckptlint knows is built from it")
+
+
+def expected(
+    adapter: ModuleType, sidecar: Sidecar, source: Literal["declared", "flag"] = "declared"
+) -> Expected | Unchecked:
+    """The expectation ``sidecar`` declares; ``Unchecked`` (CK004 says why; CK113 when refused) when it cannot be
+    built."""
+    decl = declared(adapter, sidecar)
+    if isinstance(decl, Unbuilt):
+        verb = "which the loader refuses" if decl.refused else "which ckptlint cannot build"
+        return Unchecked(
+            reason=f"{decl.file} declares a model {verb}: {decl.reason}",
+            declared_by=decl.file,
+            refused=decl.reason if decl.refused else None,
+        )
+    return build(decl, source)
+
+
+def build(
+    decl: Declaration, source: Literal["declared", "flag"], overrides: dict[str, Any] | None = None
+) -> Expected:
+    """The model ``decl`` declares (with ``overrides``: some parameters as given, the derived ones computed again
+    from them), with ``params["declared"]``."""
+    spec = load_arch(decl.arch)
+    params, variant = dict(decl.params), decl.variant
+    if overrides:
+        params = corrected(spec, decl, overrides)
+        variant = CUSTOM
+    return expected_for(
+        spec, variant, params, {"declared": info(decl, overrides)}, source,
+        declared_by=decl.file if source == "declared" else None, declared_name=decl.name,
+    )  # fmt: skip
+
+
+def rebuild(
+    adapter: ModuleType, ckpt: Checkpoint, info: dict[str, Any], overrides: dict[str, Any]
+) -> Expected | None:
+    """The model of ``info``'s declaration (``params["declared"]``) built again with ``overrides``; None when that
+    cannot be built."""
+    sidecar = next((s for s in ckpt.sidecars if s.name == info["file"] and s.kind == adapter.KIND), None)
+    decl = declared(adapter, sidecar) if sidecar is not None else None
+    if not isinstance(decl, Declaration):
+        return None
+    try:
+        return build(decl, "declared", overrides)
+    except (UsageError, SpecError):
+        return None
+
+
+def corrected(spec: ArchSpec, decl: Declaration, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The declaration's parameters with ``overrides``; the derived ones not overridden computed again."""
+    params = {**decl.params, **overrides}
+    conf = spec.config
+    for name, src in (conf.derive if conf else {}).items():
+        if name not in overrides and name in decl.derived:
+            params[name] = evaluate(src, params)
+    return params
+
+
+def info(decl: Declaration, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``params["declared"]`` of a table declaration (the format ``ckptlint.declared`` documents)."""
+    return {
+        "file": decl.file,
+        "kind": decl.kind,
+        "class": decl.name,
+        "what": decl.what or decl.name,
+        "tier": "table",
+        "fields": {p: decl.fields.get(p, "") for p in [*decl.fields, *decl.derived]},
+        "given": sorted(decl.given),
+        "derived": {k: list(v) for k, v in decl.derived.items()},
+        "notes": dict(decl.notes),
+        "opaque": sorted(decl.opaque),
+        "overrides": dict(overrides or {}),
+        "refused": [],
+    }

@@ -1,90 +1,104 @@
-"""Which declaration a checkpoint carries, read by its adapter: ``declaration_of(ckpt)`` (cached per checkpoint).
+"""Which declaration a checkpoint carries, and the adapter that reads it: one adapter per kind of declaration.
 
-Kept apart from ``ckptlint.declared`` (which builds expectations) so that the detector may read declarations
-without an import cycle.
+    ADAPTERS                           Sidecar.kind -> adapter module
+    declared_expected(ckpt)            the model the declaration next to the weights builds (Expected), why it
+                                       cannot be built (Unchecked), or None without one
+    declaration_of(ckpt)               a table adapter's reading of it (Declaration | Unbuilt | None)
+    declared_params(spec, ckpt)        the parameters it gives ``spec`` (the detector's step 5: ``--arch NAME``)
+    declared_info(ckpt, expected)      ``params["declared"]`` of an expectation built from the declaration
+    rebuild(ckpt, info, overrides)     that declaration's model with some parameters changed (CK113)
+
+Kept apart from the detector and ``ckptlint.archs.resolve``: the detector imports this module.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ckptlint.declared import open_clip, timm
-from ckptlint.declared.declaration import Declaration, NotBuildable, named, read
+from ckptlint.archs.spec import load_arch
+from ckptlint.declared import hf, hf_config, open_clip, timm
+from ckptlint.declared.declaration import Declaration, Unbuilt, declared
+from ckptlint.declared.declaration import info as table_info
 
 if TYPE_CHECKING:
     from ckptlint.archs.spec import ArchSpec
     from ckptlint.checkpoint import Checkpoint, Sidecar
+    from ckptlint.expected import Expected, Unchecked
 
-ADAPTERS: dict[str, ModuleType] = {open_clip.KIND: open_clip, timm.KIND: timm}
+ADAPTERS: dict[str, ModuleType] = {hf.KIND: hf, open_clip.KIND: open_clip, timm.KIND: timm}
+# adapters that read their file through the architectures' [archs.NAME.config] tables (ckptlint.declared.declaration)
+TABLES = (open_clip.KIND, timm.KIND)
 # the declaration a folder's weights go with: an open_clip folder's weights are open_clip's
 _FIRST = {"open_clip-dir": open_clip.KIND}
-_MEMO: dict[int, tuple[Checkpoint, Declaration | Unbuilt | None]] = {}
-_MEMO_SIZE = 8
 
 
-@dataclass(frozen=True)
-class Unbuilt:
-    """A declaration ckptlint could not turn into a tree: ``refused`` when the library itself refuses it."""
+def declarations(ckpt: Checkpoint) -> list[Sidecar]:
+    """The sidecars an adapter reads, the folder's own kind first."""
+    first = _FIRST.get(ckpt.format)
+    return sorted((s for s in ckpt.sidecars if s.kind in ADAPTERS), key=lambda s: s.kind != first)
 
-    file: str
-    kind: str
-    reason: str  # "it declares a ResNet image tower (model_cfg.vision_cfg.layers [3, 4, 6, 3])"
-    refused: bool = False
-    loader: str = ""
+
+def declared_expected(ckpt: Checkpoint) -> Expected | Unchecked | None:
+    """The expectation the checkpoint's own declaration gives (source ``declared``); ``Unchecked`` when there is a
+    declaration that cannot be built (CK004 says why; CK113 when the library refuses it); None without one."""
+    for sidecar in declarations(ckpt):
+        found = ADAPTERS[sidecar.kind].expected(ckpt, sidecar)
+        if found is not None:
+            return found
+    return None
 
 
 def declaration_of(ckpt: Checkpoint) -> Declaration | Unbuilt | None:
-    """What the declaration next to the weights declares (the first an adapter reads; for an open_clip folder,
-    ``open_clip_config.json``); None without one."""
-    hit = _MEMO.get(id(ckpt))
-    if hit is not None and hit[0] is ckpt:
-        return hit[1]
-    first = _FIRST.get(ckpt.format)
-    ours = sorted((s for s in ckpt.sidecars if s.kind in ADAPTERS), key=lambda s: s.kind != first)
-    found = _declaration(ours[0]) if ours else None
-    if len(_MEMO) >= _MEMO_SIZE:
-        _MEMO.clear()
-    _MEMO[id(ckpt)] = (ckpt, found)
-    return found
+    """What the table declaration next to the weights declares (for an open_clip folder, ``open_clip_config.json``);
+    None without one."""
+    ours = [s for s in declarations(ckpt) if s.kind in TABLES]
+    return declared(ADAPTERS[ours[0].kind], ours[0]) if ours else None
 
 
 def declared_params(spec: ArchSpec, ckpt: Checkpoint) -> tuple[dict[str, Any], str] | None:
-    """(parameters, "FILE (NAME)") when the checkpoint declares ``spec``'s architecture (``--arch NAME`` without a
-    variant reads them, as the detector does a transformers config.json)."""
+    """(parameters, "FILE (...)") when the checkpoint declares ``spec``'s architecture (``--arch NAME`` without a
+    variant reads them)."""
+    conf = spec.config
+    if conf is None:
+        return None
+    if conf.kind == hf.KIND:
+        sidecar = ckpt.sidecar(hf.KIND)
+        content = sidecar.content if sidecar is not None else None
+        if sidecar is None or not isinstance(content, dict) or hf_config.select(conf, content) is None:
+            return None
+        return hf_config.read(conf, content).values, f"{sidecar.name} ({conf.select} {content[conf.select]})"
     found = declaration_of(ckpt)
     if not isinstance(found, Declaration) or found.arch != spec.name:
         return None
     return dict(found.params), found.file if found.name == found.arch else f"{found.file} ({found.name})"
 
 
-def _declaration(sidecar: Sidecar) -> Declaration | Unbuilt:
-    from ckptlint.archs import registry
-    from ckptlint.archs.spec import load_arch
+def declared_info(ckpt: Checkpoint, expected: Expected) -> dict[str, Any] | None:
+    """``params["declared"]`` (the format ``ckptlint.declared`` documents) when ``expected`` is the model the
+    declaration next to the weights builds: declared, ``--arch ClassName`` read from it, or ``--arch NAME`` whose
+    parameters are the declaration's; else None."""
+    info = expected.params.get("declared")
+    if isinstance(info, dict):
+        return info if info.get("file") else None  # --arch ClassName without a config: built from the weights
+    decl = declaration_of(ckpt)
+    if isinstance(decl, Declaration) and _built_from(expected, decl):
+        return table_info(decl)
+    return None
 
-    adapter = ADAPTERS[sidecar.kind]
-    file, kind = sidecar.name, sidecar.kind
 
-    def unbuilt(reason: str, refused: bool = False) -> Unbuilt:
-        return Unbuilt(file, kind, reason, refused, adapter.LOADER)
+def _built_from(expected: Expected, decl: Declaration) -> bool:
+    if expected.arch != decl.arch:
+        return False
+    keys = load_arch(decl.arch).variant_keys
+    return all(expected.params.get(k) == decl.params[k] for k in keys if k in decl.params)
 
-    if not isinstance(sidecar.content, dict):
-        return unbuilt("it is not a JSON object ckptlint could read (or is over 1 MiB)", refused=True)
-    try:
-        doc, origin = adapter.document(sidecar.content)
-        reg = registry.registry()
-        for name in sorted(reg.archs):
-            if reg.archs[name].framework != adapter.FRAMEWORK:
-                continue
-            spec = load_arch(name)
-            decl = read(spec, kind, doc, file, origin)
-            if decl is not None:
-                decl = named(spec, adapter.finish(decl, doc))
-                rename = getattr(adapter, "rename", None)
-                return rename(decl, doc) if rename else decl
-    except adapter.Refused as exc:
-        return unbuilt(str(exc), refused=True)
-    except NotBuildable as exc:
-        return unbuilt(str(exc))
-    return unbuilt("no architecture ckptlint knows is built from it")
+
+def adapter_of(info: dict[str, Any]) -> ModuleType:
+    """The adapter that read the declaration of ``info``."""
+    return ADAPTERS[info["kind"]]
+
+
+def rebuild(ckpt: Checkpoint, info: dict[str, Any], overrides: dict[str, Any]) -> Expected | None:
+    """The model ``info``'s declaration builds with ``overrides`` (parameter -> value); None when it cannot be."""
+    return adapter_of(info).rebuild(ckpt, info, overrides)

@@ -10,16 +10,28 @@ image towers (``vision_cfg.timm_model_name``), whose trunk is timm-vit's model o
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ckptlint.archs.spec import load_arch, variant_params
+from ckptlint.declared import declaration
 from ckptlint.declared.declaration import Declaration, NotBuildable
+
+if TYPE_CHECKING:
+    from ckptlint.checkpoint import Checkpoint, Sidecar
+    from ckptlint.expected import Expected, Unchecked
 
 KIND = "open_clip-config"
 FRAMEWORK = "open_clip"
-LOADER = "open_clip.create_model_from_pretrained('local-dir:DIR')"
+LOADER = "open_clip.create_model_from_pretrained({local_dir})"
 DEFAULTS = "open_clip's default"
+LIBRARY = "open_clip"
+# what the loader does with the keys a contradicted field changes (CK113's cause), and how to repair a refused file
+MISMATCH = "load_state_dict raises size mismatch for {keys}"
+MISSING = "{n} declared parameters are not in the weights and stay random ({keys})"
+UNEXPECTED = "{n} weights are left over (unexpected keys: {keys})"
+REPAIR = "repair {file} (open_clip's save_for_hf writes a complete one), or remove it"
 _CUSTOM_BLOCK = ("qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn_inner", "scale_attn", "scale_fc")
 _AVG_POOLS = ("avg", "avgmax", "max")
 # timm-vit parameters a trunk takes from timm's model (all but the classifier, set by open_clip)
@@ -140,3 +152,14 @@ def rename(decl: Declaration, doc: dict[str, Any]) -> Declaration:
         if quick in load_arch(decl.arch).variants.names:
             return replace(decl, name=quick, variant=quick)
     return decl
+
+
+# ---- the adapter's interface (ckptlint.declared.lookup) --------------------------------------------------------
+def expected(ckpt: Checkpoint, sidecar: Sidecar) -> Expected | Unchecked | None:
+    """The model the file declares (read through the architectures' config tables)."""
+    return declaration.expected(sys.modules[__name__], sidecar)
+
+
+def rebuild(ckpt: Checkpoint, info: dict[str, Any], overrides: dict[str, Any]) -> Expected | None:
+    """The model of ``info`` (``params["declared"]``) built again from the same file with ``overrides``."""
+    return declaration.rebuild(sys.modules[__name__], ckpt, info, overrides)

@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING, Any
 from ckptlint.archs import registry
 from ckptlint.archs.spec import ArchSpec, load_arch
 from ckptlint.declared.declaration import Declaration
-from ckptlint.declared.lookup import declaration_of
+from ckptlint.declared.hf import declared_class
+from ckptlint.declared.lookup import ADAPTERS, declaration_of
 
 if TYPE_CHECKING:
     from ckptlint.checkpoint import Checkpoint, Sidecar
     from ckptlint.expected import Expected
 
-# the framework whose models each kind of declaration describes
-FRAMEWORK = {"hf-config": "hf", "open_clip-config": "open_clip", "timm-config": "timm"}
 MAX_FIELDS = 6
 
 
@@ -41,9 +40,12 @@ def conflict(ckpt: Checkpoint, expected: Expected, request: str) -> Conflict | N
     """How the ``--arch`` expectation contradicts the checkpoint's declaration, or None."""
     if expected.source != "flag":
         return None
+    if expected.arch not in registry.registry().archs:  # a transformers class built by transformers (tier b)
+        return _hf_live(ckpt, expected, request)
     spec = load_arch(expected.arch)
     for sidecar in ckpt.sidecars:
-        if FRAMEWORK.get(sidecar.kind) != spec.framework or not isinstance(sidecar.content, dict):
+        adapter = ADAPTERS.get(sidecar.kind)
+        if adapter is None or spec.framework != adapter.FRAMEWORK or not isinstance(sidecar.content, dict):
             continue
         if sidecar.kind == "hf-config":
             return _hf(sidecar, spec, request)
@@ -54,17 +56,41 @@ def conflict(ckpt: Checkpoint, expected: Expected, request: str) -> Conflict | N
 
 
 def _hf(sidecar: Sidecar, spec: ArchSpec, request: str) -> Conflict | None:
-    model_type = (sidecar.content or {}).get("model_type")
+    content = sidecar.content or {}
+    model_type = content.get("model_type")
     if not isinstance(model_type, str):
         return None
     conf = spec.config
     if conf is not None and conf.kind == "hf-config" and (model_type in conf.match or "*" in conf.match):
         return None
-    declared_arch = _hf_arch(model_type)
+    # name the declared model as the request named its own: a transformers class, or a family's architecture
+    # (hf-siglip); the class the config declares when only a generated family describes the model type
+    declared_arch = None if spec.hf is not None else _hf_arch(model_type)
+    if declared_arch is None or load_arch(declared_arch).hf is not None:
+        declared_arch = _hf_class(content) or declared_arch
     declared = f"model_type {model_type}"
     if declared_arch is not None:
-        declared += f" ({declared_arch}: {load_arch(declared_arch).title})"
+        title = load_arch(declared_arch).title
+        declared += f" ({declared_arch})" if title.endswith(declared_arch) else f" ({declared_arch}: {title})"
     return Conflict(sidecar.name, request, spec.title, declared, declared_arch, {})
+
+
+def _hf_class(content: dict[str, Any]) -> str | None:
+    """The class the config declares, when a built-in family describes it."""
+    name = declared_class(content)
+    return name if name is not None and name in registry.registry().archs else None
+
+
+def _hf_live(ckpt: Checkpoint, expected: Expected, request: str) -> Conflict | None:
+    """A class transformers built from the folder's config.json whose own model type is another one."""
+    sidecar = ckpt.sidecar("hf-config")
+    content = sidecar.content if sidecar is not None else None
+    built = expected.load.get("model_type")
+    if sidecar is None or not isinstance(content, dict) or not built or content.get("model_type") == built:
+        return None
+    name = declared_class(content)
+    declared = f"model_type {content.get('model_type')}" + (f" ({name})" if name else "")
+    return Conflict(sidecar.name, request, f"transformers {expected.arch}", declared, name, {})
 
 
 def _hf_arch(model_type: str) -> str | None:

@@ -11,15 +11,27 @@ when ``pretrained_cfg.fixed_input_size``, ``img_size`` from ``pretrained_cfg.inp
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ckptlint.declared import declaration
 from ckptlint.declared.declaration import Declaration, NotBuildable
+
+if TYPE_CHECKING:
+    from ckptlint.checkpoint import Checkpoint, Sidecar
+    from ckptlint.expected import Expected, Unchecked
 
 KIND = "timm-config"
 FRAMEWORK = "timm"
-LOADER = "timm.create_model('local-dir:DIR', pretrained=True)"
+LOADER = "timm.create_model({local_dir}, pretrained=True)"
 DEFAULTS = "the timm model's default"
+LIBRARY = "timm"
+# what the loader does with the keys a contradicted field changes (CK113's cause), and how to repair a refused file
+MISMATCH = "load_state_dict raises size mismatch for {keys}"
+MISSING = "{n} declared parameters are not in the weights and stay random ({keys})"
+UNEXPECTED = "{n} weights are left over (unexpected keys: {keys})"
+REPAIR = "repair {file} (timm's save_for_hf writes a complete one), or remove it"
 _AVG_POOLS = ("avg", "avgmax", "max")
 
 
@@ -108,3 +120,14 @@ def finish(decl: Declaration, doc: dict[str, Any]) -> Declaration:
     return replace(
         decl, params=params, fields=fields, given=frozenset(given), what=what, notes=notes, opaque=opaque
     )
+
+
+# ---- the adapter's interface (ckptlint.declared.lookup) --------------------------------------------------------
+def expected(ckpt: Checkpoint, sidecar: Sidecar) -> Expected | Unchecked | None:
+    """The model the file declares (read through the architectures' config tables)."""
+    return declaration.expected(sys.modules[__name__], sidecar)
+
+
+def rebuild(ckpt: Checkpoint, info: dict[str, Any], overrides: dict[str, Any]) -> Expected | None:
+    """The model of ``info`` (``params["declared"]``) built again from the same file with ``overrides``."""
+    return declaration.rebuild(sys.modules[__name__], ckpt, info, overrides)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
-import os
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.facts import SecurityFacts, one_line
+from ckptlint.folders import parent, relative
 from ckptlint.readers.sidecars import attach_sidecars
 from ckptlint.readers.sniff import sniff
 from ckptlint.remote import RemotePath, is_remote
@@ -34,10 +34,6 @@ READER_MODULES: dict[str, str] = {
     "dump-json": "dump_json",
 }
 
-
-# formats whose reader needs a local file (mmap) or a folder listing
-REMOTE_UNSUPPORTED = frozenset({"flax-msgpack", "directory", "sharded"})
-
 # The security facts of the files read while reading another (the shards of an index, the files of a folder):
 # a reader that reads other checkpoints through ``read_checkpoint`` need not carry their facts itself; the
 # outermost call attaches them, each naming its file.
@@ -49,13 +45,15 @@ def read_checkpoint(path: str | Path | RemotePath) -> Checkpoint:
     inner = _INNER.get()
     token = _INNER.set({}) if inner is None else None
     try:
+        if is_remote(path) and not isinstance(path, RemotePath):
+            path = RemotePath(str(path))  # URLs: header byte ranges via fsspec
         with _gc_paused() if inner is None else contextlib.nullcontext():
             ckpt = _read(path)
     except UnreadableCheckpoint as exc:
         if inner is not None:
             inner[str(path)] = exc.facts
         else:
-            _attach(exc.facts, str(path), is_dir=os.path.isdir(str(path)))
+            _attach(exc.facts, str(path), is_dir=_was_dir(path))
         raise
     finally:
         if token is not None:
@@ -64,8 +62,15 @@ def read_checkpoint(path: str | Path | RemotePath) -> Checkpoint:
     if inner is not None:
         inner[str(path)] = ckpt.security
     else:
-        _attach(ckpt.security, str(path), is_dir=os.path.isdir(str(path)), collected=collected)
+        _attach(ckpt.security, str(path), is_dir=_was_dir(path), collected=collected)
     return ckpt
+
+
+def _was_dir(path: str | Path | RemotePath) -> bool:
+    """Whether ``path`` was read as a folder (a remote one is not asked again)."""
+    if isinstance(path, RemotePath):
+        return path.known_type() == "directory"
+    return not is_remote(path) and Path(path).is_dir()
 
 
 @contextlib.contextmanager
@@ -87,23 +92,21 @@ def _attach(
 ) -> None:
     if collected is None:
         collected = _INNER.get() or {}
-    base = path if is_dir or os.path.isdir(path) else os.path.dirname(path)
+    base = path if is_dir else parent(path)
     for inner_path, found in collected.items():
         if inner_path != path and found:
-            facts.merge(found, file=os.path.relpath(inner_path, base) if base else inner_path)
+            facts.merge(found, file=relative(inner_path, base) if base else inner_path)
 
 
 def _read(path: str | Path | RemotePath) -> Checkpoint:
-    p = RemotePath(path) if is_remote(path) else Path(path)  # URLs: header byte ranges via fsspec
+    p = path if isinstance(path, RemotePath) else Path(path)
     kind = sniff(p)
-    if is_remote(p) and kind in REMOTE_UNSUPPORTED:
-        raise UnreadableCheckpoint(
-            str(p), f"remote {kind} inputs are not supported yet; download the file first"
-        )
     module = importlib.import_module(f"ckptlint.readers.{READER_MODULES[kind]}")
     try:
         ckpt = module.read(p) if kind != "npy" else module.read_npy(p)
-        if kind not in ("directory", "dump-json") and not is_remote(p):
+        # the configs next to a file; remote, only where the folder lists (probing an http folder per file
+        # would cost dozens of requests: such a file is checked without its configs)
+        if kind not in ("directory", "dump-json") and (isinstance(p, Path) or p.parent.listable):
             attach_sidecars(ckpt, p.parent)
         return ckpt
     except UnreadableCheckpoint:

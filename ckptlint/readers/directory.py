@@ -21,7 +21,9 @@ from typing import Any
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.facts import RemoteCode, SecurityFacts, one_line
+from ckptlint.folders import entries, key, unlisted
 from ckptlint.readers.sidecars import MAX_SIDECAR_JSON, attach_sidecars, json_content, list_files
+from ckptlint.remote import RemotePath
 
 # open_clip.factory._find_checkpoint_in_dir's preference (open_clip_torch 3.3.0)
 OPEN_CLIP_ORDER = (
@@ -50,7 +52,7 @@ _TRAINING_STATE = re.compile(
 _SHARD_NAME = re.compile(r"^.+-\d+-of-\d+\.[A-Za-z0-9]+$")
 
 
-def read(path: Path) -> Checkpoint:
+def read(path: Path | RemotePath) -> Checkpoint:
     """Read the folder at ``path``: the preferred weights file, the other weight files' names, the sidecars."""
     from ckptlint.readers import read_checkpoint
 
@@ -79,6 +81,9 @@ def read(path: Path) -> Checkpoint:
     training_state = sorted(n for n in names if _TRAINING_STATE.match(n))
     if training_state:
         metadata["training_state_files"] = training_state
+    probed = unlisted(path)
+    if probed is not None:  # an http(s) folder: only these names were asked for (CK005)
+        metadata["unlisted_folder"] = {"probed": list(probed), "found": names}
     ckpt = (
         inner.model_copy(  # the inner reader's facts (tensors, shards…) stay; the folder's own are set here
             update={
@@ -145,7 +150,7 @@ MAX_FOLDER_DEPTH = 16
 MAX_CODE_LISTED = 200
 
 
-def scan_folder(directory: Path, judged: list[str]) -> SecurityFacts:
+def scan_folder(directory: Path | RemotePath, judged: list[str]) -> SecurityFacts:
     """The security facts of every file in ``directory`` (any depth) that a loader may unpickle, and of the
     model code it ships. Files read through ``read_checkpoint`` have their facts attached by it (naming each
     file); a file ckptlint will not judge is unverifiable; one no loader can read is left alone."""
@@ -153,13 +158,13 @@ def scan_folder(directory: Path, judged: list[str]) -> SecurityFacts:
     from ckptlint.readers.sniff import sniff
 
     facts = SecurityFacts()
-    seen = {os.path.abspath(f) for f in judged}
+    seen = {key(f) for f in judged}
     files, truncated = _walk(directory)
     if truncated:
         facts.add_unverifiable(f"a folder of more than {MAX_FOLDER_ENTRIES} entries", str(directory), None,
                                "Not every file was looked at.")  # fmt: skip
     for rel, file in files:
-        if os.path.abspath(file) in seen:
+        if key(file) in seen:
             continue
         low = rel.lower()
         suffix = os.path.splitext(low)[1]
@@ -178,34 +183,32 @@ def scan_folder(directory: Path, judged: list[str]) -> SecurityFacts:
     return facts
 
 
-def _walk(directory: Path) -> tuple[list[tuple[str, Path]], bool]:
+def _walk(directory: Path | RemotePath) -> tuple[list[tuple[str, Path | RemotePath]], bool]:
     """(relative path, path) of the folder's files, sorted, any depth (bounded); and whether it was cut."""
-    out: list[tuple[str, Path]] = []
+    out: list[tuple[str, Path | RemotePath]] = []
     visited = 0
-    todo = [(directory, 0)]
+    todo: list[tuple[Path | RemotePath, int, str]] = [(directory, 0, "")]
     while todo:
-        folder, depth = todo.pop()
+        folder, depth, rel = todo.pop()
         try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
+            found = entries(folder)
         except OSError:
             continue
-        for entry in entries:
+        for entry in found:
             visited += 1
             if visited > MAX_FOLDER_ENTRIES:
-                return sorted(out), True
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if entry.name not in _SKIP_DIRS and depth + 1 < MAX_FOLDER_DEPTH:
-                        todo.append((Path(entry.path), depth + 1))
-                elif entry.is_file():
-                    out.append((os.path.relpath(entry.path, directory), Path(entry.path)))
-            except OSError:
-                continue
-    return sorted(out), False
+                return sorted(out, key=lambda f: f[0]), True
+            if entry.is_dir and not entry.is_symlink:
+                if entry.name not in _SKIP_DIRS and depth + 1 < MAX_FOLDER_DEPTH:
+                    todo.append((entry.path, depth + 1, os.path.join(rel, entry.name)))
+            elif entry.is_file:
+                out.append((os.path.join(rel, entry.name), entry.path))
+    return sorted(out, key=lambda f: f[0]), False
 
 
-def _remote_code(directory: Path, files: list[tuple[str, Path]]) -> list[RemoteCode]:
+def _remote_code(
+    directory: Path | RemotePath, files: list[tuple[str, Path | RemotePath]]
+) -> list[RemoteCode]:
     """Configs whose ``auto_map`` names code (transformers' trust_remote_code) and the folder's ``*.py`` files."""
     code = [rel for rel, _ in files if rel.lower().endswith(".py")]
     out: list[RemoteCode] = []

@@ -24,6 +24,7 @@ from ckptlint.checkpoint import Checkpoint, TensorInfo, tensor_info
 from ckptlint.dtypes import ITEM_BITS, NUMPY_TYPESTR
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers.limits import MAX_LEAVES, KeyPaths, LimitExceeded, check_tensor_count
+from ckptlint.remote import RemotePath
 
 MAX_DEPTH = 128
 MAX_NDIM = 64  # numpy's NPY_MAXDIMS
@@ -62,15 +63,17 @@ class _Skipped:
         self.text = text
 
 
-def read(path: Path) -> Checkpoint:
+def read(path: Path | RemotePath) -> Checkpoint:
     """Read the structure of the flax msgpack file at ``path`` without reading array data."""
     p = str(path)
     try:
-        with open(path, "rb") as fh:
+        with path.open("rb") as fh:
             size = fh.seek(0, 2)
             if size == 0:
                 raise UnreadableCheckpoint(p, "empty file")
-            walker = _Walker(_Window(fh, size), size)
+            # a remote file is read header by header (a window of the whole chunk would fetch tensor data)
+            chunk = _Window.CHUNK if isinstance(path, Path) else _Window.REMOTE_CHUNK
+            walker = _Walker(_Window(fh, size, chunk), size)
             try:
                 walker.walk()
             except _Corrupt as exc:
@@ -114,10 +117,12 @@ class _Window:
     """
 
     CHUNK = 64 << 10
+    REMOTE_CHUNK = 256
 
-    def __init__(self, fh: Any, size: int) -> None:
+    def __init__(self, fh: Any, size: int, chunk: int = CHUNK) -> None:
         self.fh = fh
         self.size = size
+        self.chunk = chunk
         self.start = 0
         self.data = b""
 
@@ -125,11 +130,11 @@ class _Window:
         """Bytes ``[a, b)``; callers have checked ``b <= size``."""
         if self.start <= a and b <= self.start + len(self.data):
             return self.data[a - self.start : b - self.start]
-        if b - a > self.CHUNK:
+        if b - a > self.chunk:
             self.fh.seek(a)
             return self.fh.read(b - a)
         self.fh.seek(a)
-        self.start, self.data = a, self.fh.read(min(self.CHUNK, self.size - a))
+        self.start, self.data = a, self.fh.read(min(self.chunk, self.size - a))
         return self.data[: b - a]
 
     def byte(self, pos: int) -> int:

@@ -35,8 +35,8 @@ from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.facts import SecurityFacts
 from ckptlint.readers.limits import LimitExceeded, zip_file
 from ckptlint.readers.pickle_interpret import Corrupt
+from ckptlint.readers.pickle_scan import Budget, Source
 from ckptlint.readers.pickle_stream import StreamError, parse_stream
-from ckptlint.readers.pickle_walker import Budget, Source
 
 NPY_MAGIC = b"\x93NUMPY"
 # numpy.lib.format._MAX_HEADER_SIZE: np.load refuses longer headers unless allow_pickle=True (then any length)
@@ -159,7 +159,8 @@ def _stored_member_header(raw: IO[bytes], info: zipfile.ZipInfo, path: str) -> N
     if raw.read(name_len).decode(encoding, "replace") != info.orig_filename:
         return None
     raw.seek(extra_len, 1)
-    head = raw.read(min(info.file_size, _STORED_HEAD_BYTES))
+    # a remote file says how much to read for a header of unknown length (its bytes are fetched by range)
+    head = raw.read(min(info.file_size, getattr(raw, "head_bytes", _STORED_HEAD_BYTES)))
     try:
         return read_npy_header(io.BytesIO(head), where=f"member {info.filename}", path=path)
     except UnreadableCheckpoint:

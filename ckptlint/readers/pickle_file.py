@@ -26,10 +26,10 @@ from ckptlint.readers.joblib_stream import Decompressed
 from ckptlint.readers.pickle_interpret import Corrupt
 from ckptlint.readers.pickle_legacy import LEGACY_MAGIC, judge_trailing, read_legacy
 from ckptlint.readers.pickle_probe import pickle_view
+from ckptlint.readers.pickle_scan import Budget, Scan, Source
 from ckptlint.readers.pickle_stream import StreamError, parse_joblib, parse_stream
 from ckptlint.readers.pickle_stubs import RegionReader
 from ckptlint.readers.pickle_tree import TreeTooLarge, flatten
-from ckptlint.readers.pickle_walker import Budget, Scan, Source
 from ckptlint.readers.torch_nested import nested_reader
 from ckptlint.readers.torch_tar import NotTorchTar, is_torch_tar, read_tar
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from ckptlint.facts import SecurityFacts
 from ckptlint.readers.pickle_interpret import Corrupt, Interpreter, Nested, short, storage_pid
+from ckptlint.readers.pickle_scan import Budget, Scan, Source
 from ckptlint.readers.pickle_stream import StreamError, parse_stream
 from ckptlint.readers.pickle_values import GlobalValue, Opaque, StorageRef
-from ckptlint.readers.pickle_walker import Budget, Scan, Source
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001

@@ -15,8 +15,8 @@ from typing import IO
 from ckptlint.facts import SecurityFacts
 from ckptlint.readers.pickle_globals import danger_of
 from ckptlint.readers.pickle_interpret import Corrupt
+from ckptlint.readers.pickle_scan import Budget, Source
 from ckptlint.readers.pickle_stream import StreamError, parse_stream
-from ckptlint.readers.pickle_walker import Budget, Source
 
 MAX_VIEW_STREAMS = 5  # a legacy torch file is 5 streams; pickle.load and np.load read one
 NOTE = "the file is also a pickle"

@@ -22,6 +22,7 @@ from typing import Any
 from ckptlint.facts import SecurityFacts
 from ckptlint.readers.pickle_globals import SAFE_GLOBALS
 from ckptlint.readers.pickle_interpret import Corrupt, Interpreter, Nested
+from ckptlint.readers.pickle_scan import Budget, Scan, ScanError, ScanGlobal, Source
 from ckptlint.readers.pickle_stubs import (
     PatchedReader,
     Session,
@@ -30,7 +31,7 @@ from ckptlint.readers.pickle_stubs import (
     parse_python,
     resolve,
 )
-from ckptlint.readers.pickle_walker import Budget, Scan, ScanError, ScanGlobal, Source, Walker
+from ckptlint.readers.pickle_walker import Walker
 
 # How the C parse decodes Python 2 strings: latin-1 decodes every byte, so the parse goes as far as the loader's
 # with any encoding (pickle.load's ASCII, torch.load's UTF-8, np.load(encoding='latin1')); names that can be

@@ -29,8 +29,8 @@ import threading
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from typing import IO, Any, ClassVar
 
+from ckptlint.readers.pickle_scan import MAX_HASH_COST, MAX_OBJECTS, MAX_OPS, SKIP_ARG, ScanGlobal, Source
 from ckptlint.readers.pickle_values import np_dtype
-from ckptlint.readers.pickle_walker import MAX_HASH_COST, MAX_OBJECTS, MAX_OPS, SKIP_ARG, ScanGlobal, Source
 
 MAX_LINE = 64 << 20
 MAX_READ = (

@@ -24,13 +24,15 @@ from ckptlint.checkpoint import (
 )
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.findings import Finding
+from ckptlint.folders import entries
 from ckptlint.readers.jsonfile import load_json
+from ckptlint.remote import RemotePath
 
 # HF shard names: model-00001-of-00003.safetensors, pytorch_model-00001-of-00002.bin
 _SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<i>\d+)-of-(?P<n>\d+)(?P<ext>\.[A-Za-z0-9]+)$")
 
 
-def read(path: Path) -> Checkpoint:
+def read(path: Path | RemotePath) -> Checkpoint:
     """Read the shard index at ``path`` and the headers of the shards it references."""
     p = str(path)
     weight_map, index_meta = _read_index(path)
@@ -97,7 +99,7 @@ def read(path: Path) -> Checkpoint:
     )
 
 
-def _read_index(path: Path) -> tuple[dict[str, str], dict[str, Any]]:
+def _read_index(path: Path | RemotePath) -> tuple[dict[str, str], dict[str, Any]]:
     p = str(path)
     doc = load_json(path, "shard index")
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
@@ -112,7 +114,7 @@ def _read_index(path: Path) -> tuple[dict[str, str], dict[str, Any]]:
     return weight_map, (meta if isinstance(meta, dict) else {})
 
 
-def _read_shard(shard_path: Path, index_path: str, shard: str) -> Checkpoint:
+def _read_shard(shard_path: Path | RemotePath, index_path: str, shard: str) -> Checkpoint:
     from ckptlint.readers import read_checkpoint
 
     try:
@@ -121,7 +123,7 @@ def _read_shard(shard_path: Path, index_path: str, shard: str) -> Checkpoint:
         raise UnreadableCheckpoint(index_path, f"shard {shard}: {exc.reason}") from None
 
 
-def _unreferenced_shards(shard_names: list[str], directory: Path, index_name: str) -> list[str]:
+def _unreferenced_shards(shard_names: list[str], directory: Path | RemotePath, index_name: str) -> list[str]:
     """Files matching the referenced shards' ``<stem>-NNNNN-of-NNNNN<ext>`` naming that the index does not name."""
     patterns = set()
     for name in shard_names:
@@ -137,10 +139,10 @@ def _unreferenced_shards(shard_names: list[str], directory: Path, index_name: st
     referenced = set(shard_names)
     extra = []
     try:
-        entries = sorted(e.name for e in directory.iterdir())
+        names = [e.name for e in entries(directory)]
     except OSError:
         return []
-    for name in entries:
+    for name in names:
         m = _SHARD_NAME.match(name)
         if m and (m["stem"], m["ext"]) in patterns and name not in referenced:
             extra.append(name)

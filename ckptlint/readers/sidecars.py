@@ -12,6 +12,8 @@ from typing import Any
 
 from ckptlint.checkpoint import Checkpoint, Sidecar
 from ckptlint.errors import UnreadableCheckpoint
+from ckptlint.folders import entries
+from ckptlint.remote import RemotePath
 
 SIDECAR_KINDS: dict[str, str] = {
     "config.json": "hf-config",  # or timm-config, decided from the content
@@ -41,23 +43,26 @@ MAX_LISTINGS = 8  # folders whose listing is kept (a scan of N files in one fold
 _listings: dict[tuple[str, int, int], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
-def list_files(directory: Path) -> list[str]:
+def list_files(directory: Path | RemotePath) -> list[str]:
     """The names of the files in ``directory`` (not its folders), sorted; ``UnreadableCheckpoint`` if unlistable.
 
-    Kept per process while the folder is unchanged (its mtime moves when an entry is added, removed or renamed):
-    checking each of N files of one folder would otherwise cost N listings of N entries."""
+    A local folder's listing is kept per process while the folder is unchanged (its mtime moves when an entry is
+    added, removed or renamed): checking each of N files of one folder would otherwise cost N listings of N
+    entries. A remote folder keeps its own listing (``RemotePath.children``)."""
     return list(_listing(directory)[0])
 
 
-def _listing(directory: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _listing(directory: Path | RemotePath) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(every file name, the names that may be sidecars), sorted, kept while the folder is unchanged."""
     try:
+        if isinstance(directory, RemotePath):
+            names = tuple(e.name for e in entries(directory) if e.is_file)
+            return names, tuple(n for n in names if _may_be_sidecar(n))
         st = os.stat(directory)
         key = (str(directory), st.st_ino, st.st_mtime_ns)
         found = _listings.get(key)
         if found is None:
-            with os.scandir(directory) as it:
-                names = tuple(sorted(e.name for e in it if e.is_file()))
+            names = tuple(e.name for e in entries(directory) if e.is_file)
             found = (names, tuple(n for n in names if _may_be_sidecar(n)))
             while len(_listings) >= MAX_LISTINGS:
                 _listings.pop(next(iter(_listings)), None)
@@ -71,7 +76,9 @@ def _may_be_sidecar(name: str) -> bool:
     return name in SIDECAR_KINDS or (name.endswith(".json") and not name.endswith(".index.json"))
 
 
-def attach_sidecars(ckpt: Checkpoint, directory: Path, *, names: list[str] | None = None) -> Checkpoint:
+def attach_sidecars(
+    ckpt: Checkpoint, directory: Path | RemotePath, *, names: list[str] | None = None
+) -> Checkpoint:
     """Set ``ckpt.sidecars`` to the config files in ``directory`` (HF, open_clip, timm, tokenizer); returns ``ckpt``.
 
     Known names are always attached; other ``*.json`` files only when small and config-like. The checkpoint's own
@@ -103,10 +110,14 @@ def attach_sidecars(ckpt: Checkpoint, directory: Path, *, names: list[str] | Non
             continue
         sidecars.append(Sidecar.model_construct(name=name, kind=kind, content=content))
     ckpt.sidecars = sidecars
+    if any(s.kind == "tokenizer" for s in sidecars):  # DECL-HF: token ids, for CK115
+        from ckptlint.readers.tokenizer import tokenizer_facts
+
+        ckpt.tokenizer = tokenizer_facts(directory, [s.name for s in sidecars if s.kind == "tokenizer"])
     return ckpt
 
 
-def json_content(path: Path, limit: int) -> dict[str, Any] | None:
+def json_content(path: Path | RemotePath, limit: int) -> dict[str, Any] | None:
     """Parsed JSON object of ``path`` when it is at most ``limit`` bytes and valid, else None."""
     try:
         if path.stat().st_size > limit:

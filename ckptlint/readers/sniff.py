@@ -39,8 +39,8 @@ def sniff(path: Path) -> str:
     """Return the reader name for ``path`` (a file or a directory) or raise ``UnreadableCheckpoint``."""
     if path.is_dir():
         return "directory"
-    if not path.exists():
-        raise UnreadableCheckpoint(str(path), "no such file or directory")
+    if not path.exists():  # a URL says why (``cannot reach remote file: not found (HTTP 404)``)
+        raise UnreadableCheckpoint(str(path), getattr(path, "missing_reason", "no such file or directory"))
     if not path.is_file():
         raise UnreadableCheckpoint(str(path), "not a regular file")
     size = path.stat().st_size

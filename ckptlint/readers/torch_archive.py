@@ -27,9 +27,9 @@ from ckptlint.readers.limits import LimitExceeded, zip_file
 from ckptlint.readers.npz import npy_view_facts
 from ckptlint.readers.pickle_interpret import Corrupt, Interpreter, Nested, storage_pid
 from ckptlint.readers.pickle_legacy import judge_trailing
+from ckptlint.readers.pickle_scan import Budget, Source
 from ckptlint.readers.pickle_stream import StreamError, parse_stream
 from ckptlint.readers.pickle_values import Opaque, StorageRef
-from ckptlint.readers.pickle_walker import Budget, Source
 
 MAX_MEMBERS = 1 << 18  # members listed in one archive
 MAX_PICKLE_MEMBERS = 64  # *.pkl members judged in one archive

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from ckptlint.facts import SecurityFacts
 from ckptlint.readers.pickle_legacy import read_legacy
-from ckptlint.readers.pickle_walker import Budget, Source
+from ckptlint.readers.pickle_scan import Budget, Source
 from ckptlint.readers.torch_archive import Archive, open_zip, read_archive
 
 MAX_PAYLOADS = 1 << 15  # nested payloads judged in one file (pickle.dumps of a tensor makes one per storage)

@@ -25,11 +25,11 @@ from ckptlint.checkpoint import Checkpoint
 from ckptlint.facts import SecurityFacts
 from ckptlint.readers.pickle_globals import STORAGE_DTYPES
 from ckptlint.readers.pickle_interpret import Corrupt, Interpreter, short
+from ckptlint.readers.pickle_scan import Budget, Source
 from ckptlint.readers.pickle_stream import StreamError, parse_stream
 from ckptlint.readers.pickle_tensors import MAX_DIM
 from ckptlint.readers.pickle_tree import flatten
 from ckptlint.readers.pickle_values import GlobalValue, Opaque, StorageRef, TensorRef
-from ckptlint.readers.pickle_walker import Budget, Source
 
 MAX_MEMBERS = 10_000  # tar headers read before giving up (each costs a 512-byte read)
 MAX_TAR_READ = 1 << 20  # one read by tarfile (GNU long names, pax headers); larger ones are refused

@@ -65,6 +65,7 @@ class Context:
         layout: Any = None,
         inferred: Callable[[], Expected | None] | None = None,
         unchecked: Unchecked | None = None,
+        origin: dict[str, list[str]] | None = None,
     ) -> None:
         self.ckpt = ckpt
         self.expected = expected
@@ -77,6 +78,8 @@ class Context:
         self.layout = layout
         self._inferred = inferred
         self.unchecked = unchecked  # why there is no expectation, when its builder said (CK004)
+        # a loader's view (transformers' renames, base-model prefix): view key -> the file keys it was read from
+        self.origin = origin or {}
         self.missing: dict[str, None] = dict.fromkeys(raw.missing) if raw else {}
         self.unexpected: dict[str, None] = dict.fromkeys(raw.unexpected) if raw else {}
         self.shape: dict[str, ShapeIssue] = (
@@ -85,6 +88,7 @@ class Context:
         self.pairs: dict[str, str] = {k: k for k in exp if k in view}
         self.transposed: set[str] = set()  # expected keys CK109 found stored transposed
         self.contradicted: set[str] = set()  # declared parameters CK113 named (image_size...): not said twice
+        self._taken: list[tuple[str, str, ShapeIssue | None]] = []  # consumed since ``mark`` (``give_back``)
 
     # ---- names ---------------------------------------------------------------------------------------------
     @property
@@ -96,7 +100,11 @@ class Context:
         return self.ckpt.key_sep
 
     def file_key(self, view_key: str) -> str:
-        """The checkpoint's own full key for a view key (``img/t`` -> ``params/img/t``)."""
+        """The checkpoint's own full key for a view key (``img/t`` -> ``params/img/t``; under a loader, the file key
+        it renamed: ``embeddings.position_ids`` -> ``text_model.embeddings.position_ids``)."""
+        sources = self.origin.get(view_key)
+        if sources is not None and len(sources) == 1:
+            return sources[0]
         return self.view_root + view_key
 
     # ---- consuming the diff --------------------------------------------------------------------------------
@@ -104,19 +112,37 @@ class Context:
         taken = [k for k in keys if k in self.missing]
         for k in taken:
             del self.missing[k]
+            self._taken.append(("missing", k, None))
         return taken
 
     def consume_unexpected(self, keys: Iterable[str]) -> list[str]:
         taken = [k for k in keys if k in self.unexpected]
         for k in taken:
             del self.unexpected[k]
+            self._taken.append(("unexpected", k, None))
         return taken
 
     def consume_shape(self, keys: Iterable[str]) -> list[str]:
         taken = [k for k in keys if k in self.shape]
         for k in taken:
-            del self.shape[k]
+            self._taken.append(("shape", k, self.shape.pop(k)))
         return taken
+
+    def mark(self) -> None:
+        """Start recording what is consumed (the engine marks before each rule)."""
+        self._taken = []
+
+    def give_back(self) -> None:
+        """Put back every diff entry consumed since ``mark``: a rule that reported nothing explained nothing, so
+        the catch-alls (CK100/CK101/CK102) still see it and no entry of the raw diff leaves the report silently."""
+        for kind, key, issue in self._taken:
+            if kind == "missing":
+                self.missing[key] = None
+            elif kind == "unexpected":
+                self.unexpected[key] = None
+            elif key not in self.shape and issue is not None:
+                self.shape[key] = issue
+        self._taken = []
 
     def shapes_equal(self, expected: Shape, actual: Shape) -> bool:
         return torch_shape_equal(expected, actual) if self.torch_semantics else expected == actual

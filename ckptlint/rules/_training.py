@@ -35,13 +35,25 @@ def _first(key: str, sep: str) -> str:
     return key.split(sep, 1)[0]
 
 
+def _header_metadata(ckpt: Checkpoint) -> bool:
+    """Whether ``ckpt.metadata`` is a safetensors header's ``__metadata__`` (of the file or a folder's weights)."""
+    weights_format = ckpt.metadata.get("weights_format")
+    fmt = weights_format if isinstance(weights_format, str) else ckpt.format
+    return fmt.startswith("safetensors")
+
+
 def split(ckpt: Checkpoint) -> TrainingSplit:
     """Split ``ckpt`` into weights and training state, by its top-level groups."""
     t = table()
     sep = ckpt.key_sep
     groups = list(ckpt.groups) or sorted({_first(k, sep) for k in ckpt.tensors if sep in k})
-    # Non-tensor top-level entries of a trainer dict (epoch, name…) are kept by readers in metadata.
-    meta_top = [k for k in ckpt.metadata if isinstance(k, str) and k in t["counters"]]
+    # Non-tensor top-level entries of a trainer dict (epoch, name…) are kept by readers in metadata; a safetensors
+    # header's __metadata__ (also kept there) is a string table beside flat weights, never a trainer dict.
+    meta_top = (
+        []
+        if _header_metadata(ckpt)
+        else [k for k in ckpt.metadata if isinstance(k, str) and k in t["counters"]]
+    )
     out = TrainingSplit(non_tensor=meta_top)
 
     bv = t["big_vision"]

@@ -98,8 +98,10 @@ class Rule:
     """Base of every rule: ``check`` inspects the engine's context and returns its messages.
 
     ``needs`` says when the engine runs it: ``"none"`` always, ``"any"`` with any expectation (inferred too),
-    ``"user"`` only with ``--arch``/``--model``/``--spec``. Explainers consume the raw-diff entries they account
-    for (``ctx.consume_*``) so that later rules and the catch-alls only see what is still unexplained.
+    ``"user"`` only with an expectation that was asked for or declared (``--arch``/``--model``/``--spec``, a
+    config): CK112/CK114 compare with a requested model, which an inferred one is not. Explainers consume the
+    raw-diff entries they account for (``ctx.consume_*``) so that later rules and the catch-alls only see what is
+    still unexplained; what a rule consumes without reporting anything goes back (``Context.give_back``).
     """
 
     code: ClassVar[str]

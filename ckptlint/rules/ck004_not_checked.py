@@ -32,12 +32,11 @@ Fix
 
 from __future__ import annotations
 
+from ckptlint.declared import ADAPTERS
 from ckptlint.rules import run_order
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
 
-# the declarations ckptlint knows how to read, by Sidecar.kind
-DECLARATIONS = ("hf-config", "open_clip-config", "timm-config")
 MAX_SHOWN = 4
 FIX = (
     "name the model: --arch NAME (ckptlint archs lists them), --model MODULE:FACTORY (built on torch's meta "
@@ -81,7 +80,7 @@ def default_reason(ctx: Context) -> str:
     layout = getattr(ctx.layout, "name", None) or "unknown"
     if layout != "unknown":
         return f"the keys are in the {layout} layout, but none of its architectures fits them"
-    declared = [s.name for s in ctx.ckpt.sidecars if s.kind in DECLARATIONS]
+    declared = [s.name for s in ctx.ckpt.sidecars if s.kind in ADAPTERS]
     shown = ", ".join(keys[:MAX_SHOWN]) + (f", … ({len(keys)} keys)" if len(keys) > MAX_SHOWN else "")
     if declared:
         return f"{declared[0]} declares no model ckptlint can build, and the keys ({shown}) are in no layout it knows"

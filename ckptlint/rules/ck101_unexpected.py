@@ -67,7 +67,7 @@ class ExtraTower(Message):
     rank=120,
 )
 class UnexpectedRule(Rule):
-    needs = "user"
+    needs = "any"
 
     def check(self, ctx: Context) -> list[Message]:
         keys = list(ctx.unexpected)

@@ -16,19 +16,20 @@ Why is this bad?
 
 Example
     $ ckptlint check hf_clip_tiny --arch open_clip
-    CK104 error    another framework's layout: model.safetensors holds transformers (Hugging Face) keys (77 of
-                   77: text_model.… (36 keys); text_projection.weight; vision_model.… (39 keys);
-                   visual_projection.weight) and the model is OpenCLIP (open_clip) / OpenAI CLIP; 61 of its
-                   62 keys are missing
-                   cause: open_clip has no transformers→open_clip converter: open_clip/convert.py converts
-                   only big_vision SigLIP .npz and MobileCLIP, and load_checkpoint passes transformers keys
-                   through unchanged
-                   fix: ckptlint convert IN OUT --to open_clip (the open_clip-hf table; the target's config
-                   files included); or use the open_clip weights file published next to these
-                   (open_clip_pytorch_model.bin / open_clip_model.safetensors in the same Hub repo, picked by
-                   open_clip.create_model_and_transforms('hf-hub:ORG/REPO')), or keep transformers:
-                   CLIPModel.from_pretrained(DIR) (CLIPVisionModel for a vision-only folder); ckptlint diff
-                   of this file against an open_clip file of the same model shows the full key mapping
+    CK104 error    another framework's layout: model.safetensors holds transformers (Hugging Face) keys (77 of 77:
+                   text_model.… (36 keys); text_projection.weight; vision_model.… (39 keys);
+                   visual_projection.weight) and the model is OpenCLIP (open_clip) / OpenAI CLIP; 61 of its 62
+                   keys are missing
+                   cause: open_clip has no transformers→open_clip converter: open_clip/convert.py converts only
+                   big_vision SigLIP .npz and MobileCLIP, and load_checkpoint passes transformers keys through
+                   unchanged
+                   fix: `ckptlint convert --to open_clip hf_clip_tiny OUT` (the open_clip-hf table; the target's
+                   config files included); or use the open_clip weights file published next to these
+                   (open_clip_pytorch_model.bin / open_clip_model.safetensors in the same Hub repo, which
+                   open_clip.create_model_and_transforms('hf-hub:' + the Hub repo id) picks), or keep
+                   transformers: CLIPModel.from_pretrained('hf_clip_tiny') (CLIPVisionModel for a vision-only
+                   folder); ckptlint diff of this file against an open_clip file of the same model shows the full
+                   key mapping
 
 Fix
     When a conversion table of the family files converts the checkpoint into the expected architecture, the fix
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import posixpath
 
+from ckptlint import suggest
 from ckptlint.archs import detect, registry
 from ckptlint.edits import Convert
 from ckptlint.keygroups import collapse
@@ -89,15 +91,16 @@ def _conversion(ctx: Context) -> tuple[str, list[Convert]]:
         Exception
     ):  # no table fits (UsageError), or planning failed: the advice alone; a check never fails here
         return "", []
-    command = f"ckptlint convert IN OUT --to {to}"
-    if plan.problems:
+    if plan.problems or not suggest.local(ctx.ckpt):
         return "", []
+    command = suggest.command("convert", ctx.ckpt, "--to", to)
     if plan.missing:
-        sets = " ".join(f"--set {k}=…" for k in plan.missing)
-        return f"{command} {sets} (the weights cannot tell {', '.join(plan.missing)})", []
-    return f"{command} (the {plan.direction.conv.name} table; the target's config files included)", [
-        Convert(table=plan.direction.conv.name, to=to)
-    ]
+        wanted = ", ".join(plan.missing)
+        return f"{command} with --set NAME=VALUE for each of {wanted} (the weights cannot tell {wanted})", []
+    return (
+        f"{suggest.code(command)} (the {plan.direction.conv.name} table; the target's config files included)",
+        [Convert(table=plan.direction.conv.name, to=to)],
+    )
 
 
 def _name(ctx: Context) -> str:
@@ -140,7 +143,8 @@ class FrameworkRule(Rule):
             "note": f"no known converter from {registry.title(src)} to {registry.title(dst)}",
         }
         command, edits = _conversion(ctx)
-        fix_text = f"{command}; or {conv['fix']}" if command else conv["fix"]
+        advice = suggest.fill(conv["fix"], ctx.ckpt, folder=repr(suggest.folder_of(ctx.ckpt)))
+        fix_text = f"{command}; or {advice}" if command else advice
         hosted = registry.hosts(dst, src)
         kind = HostedForeignLayout if hosted else ForeignLayout
         msg = kind(

@@ -98,14 +98,19 @@ class PreprocessingAbsentRule(Rule):
     needs = "none"
 
     def check(self, ctx: Context) -> list[Message]:
-        towers = set(ctx.file_towers)
-        if ctx.expected is not None:
-            towers |= {ctx.exp_tower(k) for k in ctx.exp} - {None, "joint"}
+        declared = ctx.expected.params.get("declared") if ctx.expected is not None else None
+        modalities = declared.get("modalities") if isinstance(declared, dict) else None
+        if modalities:  # DECL-HF: the declared model says what it takes in (a Llama is no image model)
+            towers = {m for m in modalities if m in ("vision", "text")}
+        else:
+            towers = set(ctx.file_towers)
+            if ctx.expected is not None:  # the towers the expected keys show (markers), not per-key guesses
+                towers |= ctx.exp_towers_present | set(ctx.expected.towers)
         if "vision" not in towers:
             return []
         pp = gather(ctx.ckpt)
         missing = [f for f in ("mean", "std", "size", "interpolation") if f not in pp.fields]
-        if "text" in ctx.file_towers and pp.tokenizer is None:
+        if "text" in (towers if modalities else ctx.file_towers) and pp.tokenizer is None:
             missing.append("tokenizer")
         if not missing:
             return []

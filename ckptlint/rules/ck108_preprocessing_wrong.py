@@ -149,6 +149,9 @@ class PreprocessingWrongRule(Rule):
         image = vision.get("image_size")
         if "image_size" in ctx.contradicted:  # CK113 named the declared image size already
             size = None
+        declared = ctx.expected.params.get("declared") if ctx.expected is not None else None
+        if isinstance(declared, dict) and size is not None and size.source == declared.get("file"):
+            size = None  # the declaration's own image size is a model field: CK113 compares it
         if size is not None and image is not None and isinstance(size.value, int) and size.value != image:
             out.append(
                 WrongSize(

@@ -66,7 +66,7 @@ class Transposed(Message):
     rank=60,
 )
 class TransposedRule(Rule):
-    needs = "user"
+    needs = "any"
 
     def check(self, ctx: Context) -> list[Message]:
         exp_v, file_v = ctx.exp_structure.towers, ctx.file_structure.towers

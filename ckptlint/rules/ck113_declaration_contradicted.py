@@ -1,80 +1,308 @@
 """CK113 — weights contradict the model their own config declares
 
 What it does
-    Compares the weights with the declaration next to them — ``open_clip_config.json``'s ``model_cfg``, timm's
-    ``config.json`` (``architecture``, ``num_classes``, ``model_args``, ``pretrained_cfg``) — the way the library
-    builds the model from it, and names each declared parameter the weights contradict: context length, patch
-    size, image size against the position-embedding grid, width, layers, MLP width, vocabulary size, embedding
-    dim, number of classes against the head. One finding per parameter, naming the config field, the value the
-    weights hold and the key that shows it; the missing, unexpected and resized keys it causes are folded into
-    it. A declaration the library itself refuses is reported too.
+    When the expectation is the model the declaration next to the weights describes — a transformers
+    ``config.json`` (also through ``--arch ClassName``), ``open_clip_config.json``'s ``model_cfg``, timm's
+    ``config.json`` (``architecture``, ``num_classes``, ``model_args``, ``pretrained_cfg``; also through ``--arch
+    NAME`` without a variant) — it finds the config field each difference comes from and reports one finding per
+    field: the field, what the config says, what the weights hold (the key that shows it) and both fixes. Field
+    by field it tries what the weights show (a probe of the family file, the size of a mismatched dimension, the
+    number of blocks present, the other value of a flag), rebuilds the declared model with that one change and
+    keeps the change that explains the most differences without adding any: layer counts, vocabulary and
+    embedding sizes, heads and kv heads, hidden and MLP widths, image size against the position-embedding grid,
+    patch size, context length, class count against the head, experts. The missing, unexpected and resized keys
+    a field explains are folded into its finding. The same pass reports a declaration the library refuses
+    outright (open_clip without ``model_cfg``, transformers with ``num_hidden_layers`` ≠ ``len(layer_types)``),
+    a key conversion transformers would fail on (its ``conversion_errors``, which ``output_loading_info`` leaves
+    out), and base-model weights under a task-model config whose head is neither in the file nor tied.
 
 Why is this bad?
-    The loader builds the model from the config, not from the weights: ``load_state_dict`` then fails with size
-    mismatches, leaves blocks randomly initialised, or — worse — open_clip's ``load_checkpoint`` and timm's
-    pretrained loader silently interpolate a position embedding to the declared context length or image size,
-    and the model runs on weights it was never trained with.
+    The loader builds the model from the config, not from the weights: loading then fails with size mismatches,
+    leaves layers randomly initialised (listed only in a log line), or — worse — open_clip's ``load_checkpoint``
+    and timm's pretrained loader silently interpolate a position embedding to the declared context length or
+    image size, and the model runs on weights it was never trained with.
 
 Example
+    $ ckptlint check llama_kv4    # a tiny LlamaForCausalLM folder, config.json edited to num_key_value_heads = 4
+    CK113 error    config.json declares num_key_value_heads = 4, but the weights hold 2:
+                   model.layers.0.self_attn.k_proj.weight [32, 64] where the declared model has [64, 64]
+                   fix: set num_key_value_heads = 2 in config.json (what the weights hold), or use weights
+                   trained for num_key_value_heads = 4
+
     $ ckptlint check oc_context_length    # open_clip folder (open_clip_config.json + open_clip_model.safetensors), context_length edited 16 -> 20
     CK113 error    open_clip_config.json declares context length 20 (model_cfg.text_cfg.context_length), but
-                   the weights hold 16: positional_embedding [16, 32]
+                   the weights hold 16: positional_embedding [16, 32] where the declared model has [20, 32]
                    fix: set model_cfg.text_cfg.context_length = 16 in open_clip_config.json (what the weights
                    hold), or use weights trained for context length 20 (or resample: …)
 
 Fix
-    Make the declaration describe the weights (the finding gives the field and the value), or publish the weights
-    of the model the declaration describes. To keep a resized position embedding, resample it explicitly
-    (``open_clip.model.resize_text_pos_embed``, ``timm.layers.resample_abs_pos_embed``) and say so.
+    Make the declaration describe the weights (the finding gives the field and the value: when the config was
+    edited or copied from another variant), or publish the weights of the model the declaration describes. To
+    keep a resized position embedding, resample it explicitly (``open_clip.model.resize_text_pos_embed``,
+    ``timm.layers.resample_abs_pos_embed``) and say so.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from types import ModuleType
+from typing import Any
 
+from ckptlint import suggest
 from ckptlint.archs import detect
-from ckptlint.declared import ADAPTERS, Declaration, Unbuilt
-from ckptlint.declared.contradict import Contradiction, find, judged, phrase
+from ckptlint.checkpoint import Checkpoint
+from ckptlint.declared import ADAPTERS, declared_info
+from ckptlint.declared.contradict import (
+    BaseUnderTask,
+    Contradiction,
+    ConversionFailure,
+    base_under_task,
+    conversions,
+    find,
+    some,
+)
+from ckptlint.declared.lookup import adapter_of
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
+
+# how reports name a table parameter (ckptlint's own names; a transformers parameter is the config's field)
+PHRASES = {
+    "width": "width",
+    "depth": "layer count",
+    "heads": "head count",
+    "mlp_dim": "MLP width",
+    "patch": "patch size",
+    "image_size": "image size",
+    "embed_dim": "embedding dim",
+    "text_width": "text width",
+    "text_depth": "text layer count",
+    "text_mlp_dim": "text MLP width",
+    "context_length": "context length",
+    "vocab_size": "vocabulary size",
+    "num_classes": "class count",
+    "ls": "layer scale",
+    "text_ls": "text layer scale",
+    "ln_pre": "pre-transformer LayerNorm",
+}
 
 
 class Contradicted(Message):
     code = "CK113"
-    message = "{file} declares {what} {declared} ({field}), but the weights hold {observed}: {evidence}"
+    message = "{file} declares {claim}, but the weights {hold}: {evidence}"
     cause = (
         "the config was edited, or saved for other weights: {loader} builds the model from {file}; {effect}"
     )
-    fix = "{edit}, or use weights trained for {what} {declared}{resample}"
+    fix = "{edit}, or use weights trained for {short}{resample}"
 
 
 class Refused(Message):
     code = "CK113"
-    message = "{file} is a declaration the library refuses: {reason}"
-    cause = "{loader} reads {file} to build the model and fails before any weight is loaded"
-    fix = "repair {file} (open_clip's and timm's save_for_hf write a complete one), or remove it"
+    message = "{library} refuses {file}: {reason}"
+    cause = "{loader} builds the model from {file} and fails before it reads a single weight"
+    fix = "{repair}"
 
 
-def _effect(c: Contradiction, framework: str | None, note: str | None) -> str:
-    if note:
-        return note
+class ConversionFails(Message):
+    code = "CK113"
+    message = "transformers cannot convert the weights for {key}: {error}"
+    cause = (
+        "from_pretrained converts these checkpoint tensors into the model's layout on load ({ops}); the conversion "
+        'fails, so it raises RuntimeError ("We encountered some issues during automatic conversion of the '
+        'weights") after its load report — output_loading_info never comes back'
+    )
+    fix = "repair or re-export the tensors it reads ({sources}) so that they have matching shapes"
+
+
+class BaseWeightsUnderTask(Message):
+    code = "CK113"
+    message = (
+        "{file} declares architectures [{cls}], but the weights are its base model only: {head} {verb} missing "
+        "and not tied"
+    )
+    cause = (
+        "the file holds the base model's weights (under no {base}. prefix, which from_pretrained adds); the task "
+        "head is not in it, so from_pretrained initialises it randomly{dropped}"
+    )
+    fix = (
+        "declare the base model (architectures: [{base_class}], or load with AutoModel), or add the trained head's "
+        "weights to the checkpoint"
+    )
+
+
+@rule(
+    "CK113",
+    "error",
+    "weights contradict the model their own config declares (names the config field and the evidence)",
+    stage=Stage.LAYOUT,
+    order=0,
+    rank=15,
+)
+class DeclarationContradictedRule(Rule):
+    needs = "none"
+
+    def check(self, ctx: Context) -> list[Message]:
+        exp = ctx.expected
+        if ctx.unchecked is not None:  # the declaration built nothing (whatever was inferred instead)
+            return _refused_unbuilt(ctx)
+        info = (
+            declared_info(ctx.ckpt, exp) if exp is not None and exp.source in ("declared", "flag") else None
+        )
+        if info is None:
+            return []
+        adapter = adapter_of(info)
+        file = info["file"]
+        out: list[Message] = []
+        refused: set[str] = set()
+        for r in info.get("refused", []):
+            refused |= set(r.get("fields", []))
+            fields = ", ".join(info["fields"].get(f) or f for f in r.get("fields", [])) or "the fields named"
+            out.append(_refusal(adapter, file, r["message"], fields, details={"refused": r}, ckpt=ctx.ckpt))
+        if not exp.tensors and info.get("refused"):  # nothing could be built: all the rest follows from it
+            out[-1].keys = [*ctx.missing, *ctx.unexpected, *ctx.shape]
+            ctx.consume_missing(list(ctx.missing))
+            ctx.consume_unexpected(list(ctx.unexpected))
+            ctx.consume_shape(list(ctx.shape))
+            return out
+        out += [_conversion(c) for c in conversions(ctx, exp)]
+        base = base_under_task(ctx, exp)
+        if base is not None:
+            out.append(_base(base, info))
+        for c in find(ctx, info):
+            ctx.contradicted.add(c.param)
+            out.append(_contradicted(ctx, adapter, info, c, c.param in refused))
+        return out
+
+
+def _refused_unbuilt(ctx: Context) -> list[Message]:
+    """A declaration the library refuses before building anything."""
+    note = ctx.unchecked
+    if note is None or note.refused is None or note.declared_by is None:
+        return []
+    side = next((s for s in ctx.ckpt.sidecars if s.name == note.declared_by and s.kind in ADAPTERS), None)
+    if side is None:
+        return []
+    return [_refusal(ADAPTERS[side.kind], note.declared_by, note.refused, "it", details={}, ckpt=ctx.ckpt)]
+
+
+def _refusal(
+    adapter: ModuleType, file: str, reason: str, fields: str, details: dict[str, Any], ckpt: Checkpoint
+) -> Message:
+    return Refused(
+        details={"file": file, **details},
+        file=file,
+        library=adapter.LIBRARY,
+        reason=reason,
+        loader=suggest.loader_call(adapter.LOADER, ckpt),
+        repair=adapter.REPAIR.format(file=file, fields=fields),
+    )
+
+
+def _conversion(c: ConversionFailure) -> Message:
+    return ConversionFails(
+        keys=[c.key],
+        details={"error": c.error},
+        key=c.key,
+        error=c.error.splitlines()[0],
+        ops=c.ops,
+        sources=c.sources,
+    )
+
+
+def _base(b: BaseUnderTask, info: dict[str, Any]) -> Message:
+    cls = info.get("class") or ""
+    shown = ", ".join(b.head[:3]) + (f" (+{len(b.head) - 3})" if len(b.head) > 3 else "")
+    return BaseWeightsUnderTask(
+        keys=b.head + b.unused,
+        details={"base_prefix": b.base, "head": b.head, "unused": b.unused},
+        file=info["file"],
+        cls=cls,
+        head=shown,
+        verb="is" if len(b.head) == 1 else "are",
+        base=b.base,
+        base_class=re.sub(r"(For[A-Z]\w*|LMHeadModel)$", "Model", cls),
+        dropped=f", and drops what the task model has no place for ({some(b.unused)})" if b.unused else "",
+    )
+
+
+# ---- one contradicted field ------------------------------------------------------------------------------------
+def _contradicted(
+    ctx: Context, adapter: ModuleType, info: dict[str, Any], c: Contradiction, refused: bool
+) -> Message:
+    file = info["file"]
+    what = PHRASES.get(c.param, c.param.replace("_", " ")) if info.get("tier") == "table" else None
+    declared, observed = _value(c.declared, what, c.counted), _value(c.observed, what, c.counted)
+    if what is not None:  # a parameter of ckptlint's tables: its phrase, and the file's field in parentheses
+        shown = c.field if c.field_value is None else f"{c.field} = {json.dumps(c.field_value)}"
+        default = "" if c.field_value is None else f" {json.dumps(c.field_value)}"
+        claim = (
+            f"{what} {declared} ({shown if c.given else f'{c.field} absent: {adapter.DEFAULTS}{default}'})"
+        )
+        short, hold = f"{what} {declared}", f"hold {observed}"
+    else:  # the parameter is the config's own field
+        claim = f"{c.field} = {declared}" + ("" if c.given else f" ({adapter.DEFAULTS})")
+        short = f"{c.field} = {declared}"
+        hold = f"fit {c.field} = {observed}" if isinstance(c.observed, bool) else f"hold {observed}"
+    if c.suggest is None:
+        edit = f"edit {c.field} in {file} so that the {what or c.param} is {observed}"
+    elif c.counted:
+        edit = f"give {c.suggest[0]} {observed} in {file} (what the weights hold)"
+    else:
+        edit = f"set {c.suggest[0]} = {json.dumps(c.suggest[1])} in {file} (what the weights hold)"
+    evidence = c.evidence
+    if isinstance(c.observed, bool) and c.observed and c.missing and c.field.endswith("tie_word_embeddings"):
+        evidence = (
+            f"the file has no {some(c.missing)}: it was saved tied ({adapter.LIBRARY} writes a tied weight once), "
+            f"and {info.get('class')} with {c.field} = false needs its own"
+        )
+    effect = info.get("notes", {}).get(c.param) or _effect(adapter, c, ctx.exp_framework)
+    if refused:
+        effect += f"; {adapter.LIBRARY} also refuses the config as it stands (see above)"
+    details = {
+        "file": file,
+        "field": c.field,
+        "param": c.param,
+        "declared": c.declared,
+        "observed": c.observed,
+        "evidence": c.evidence,
+        "shape_mismatch": c.shape,
+        "missing": c.missing,
+        "unexpected": c.unexpected,
+    }
+    return Contradicted(
+        keys=[*c.shape, *c.missing, *(ctx.file_key(k) for k in c.unexpected)],
+        details=details,
+        file=file,
+        claim=claim,
+        hold=hold,
+        evidence=evidence,
+        loader=suggest.loader_call(adapter.LOADER, ctx.ckpt),
+        effect=effect,
+        edit=edit,
+        short=short,
+        resample=_resample(c, ctx.exp_framework),
+    )
+
+
+def _value(value: object, phrased: str | None, counted: bool) -> str:
+    if counted and isinstance(value, int):
+        return f"{value} entr{'y' if value == 1 else 'ies'}"
+    if isinstance(value, bool):
+        return ("on" if value else "off") if phrased else json.dumps(value)
+    return str(value)
+
+
+def _effect(adapter: ModuleType, c: Contradiction, framework: str | None) -> str:
     parts = []
     if c.shape:
-        auto = next((f"{k}: {p['auto']}" for k in c.shape if (p := detect.posemb_probe(k, framework))), None)
-        parts.append(auto or f"load_state_dict raises size mismatch for {_few(c.shape)}")
+        probes = ((k, detect.posemb_probe(k, framework)) for k in c.shape)
+        auto = next((f"{k}: {p['auto']}" for k, p in probes if p and p.get("auto")), None)
+        parts.append(auto or adapter.MISMATCH.format(keys=_few(c.shape), n=len(c.shape)))
     if c.missing:
-        parts.append(
-            f"{len(c.missing)} declared parameters are not in the weights and stay random ({_few(c.missing)})"
-        )
+        parts.append(adapter.MISSING.format(keys=_few(c.missing), n=len(c.missing)))
     if c.unexpected:
-        parts.append(f"{len(c.unexpected)} weights are left over (unexpected keys: {_few(c.unexpected)})")
+        parts.append(adapter.UNEXPECTED.format(keys=_few(c.unexpected), n=len(c.unexpected)))
     return "; ".join(parts)
-
-
-def _value(value: object) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return str(value)
 
 
 def _few(keys: list[str]) -> str:
@@ -85,64 +313,5 @@ def _resample(c: Contradiction, framework: str | None) -> str:
     for key in c.shape:
         probe = detect.posemb_probe(key, framework)
         if probe and probe.get("resample"):
-            return f" (or resample: {probe['resample']})"
+            return f" (or {probe['resample']})"
     return ""
-
-
-@rule(
-    "CK113",
-    "error",
-    "weights contradict the model their own config declares (names the config field and the evidence)",
-    stage=Stage.MODEL,
-    order=3,
-    rank=30,
-)
-class DeclarationContradictedRule(Rule):
-    needs = "none"
-
-    def check(self, ctx: Context) -> list[Message]:
-        decl = judged(ctx)
-        if decl is None:
-            return []
-        loader = ADAPTERS[decl.kind].LOADER
-        if isinstance(decl, Unbuilt):
-            return [Refused(details={"file": decl.file}, file=decl.file, reason=decl.reason, loader=loader)]
-        return [self._message(ctx, decl, c, loader) for c in find(ctx, decl)]
-
-    @staticmethod
-    def _message(ctx: Context, decl: Declaration, c: Contradiction, loader: str) -> Message:
-        ctx.contradicted.add(c.param)
-        framework = ctx.exp_framework
-        what = phrase(c.param)
-        if c.suggest:
-            edit = f"set {c.suggest} in {decl.file} (what the weights hold)"
-        else:
-            edit = f"edit {c.field} in {decl.file} so that the {what} is {_value(c.observed)}"
-        shown = c.field if c.field_value is None else f"{c.field} = {json.dumps(c.field_value)}"
-        default = "" if c.field_value is None else f" {json.dumps(c.field_value)}"
-        field = shown if c.given else f"{c.field} absent: {ADAPTERS[decl.kind].DEFAULTS}{default}"
-        details = {
-            "file": decl.file,
-            "field": c.field,
-            "param": c.param,
-            "declared": c.declared,
-            "observed": c.observed,
-            "evidence": c.evidence,
-            "shape_mismatch": c.shape,
-            "missing": c.missing,
-            "unexpected": c.unexpected,
-        }
-        return Contradicted(
-            keys=[*c.shape, *c.missing, *(ctx.file_key(k) for k in c.unexpected)],
-            details=details,
-            file=decl.file,
-            what=what,
-            declared=_value(c.declared),
-            observed=_value(c.observed),
-            field=field,
-            evidence=c.evidence,
-            loader=loader,
-            effect=_effect(c, framework, decl.notes.get(c.param)),
-            edit=edit,
-            resample=_resample(c, framework),
-        )
