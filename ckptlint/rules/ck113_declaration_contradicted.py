@@ -33,7 +33,7 @@ Example
     CK113 error    open_clip_config.json declares context length 20 (model_cfg.text_cfg.context_length), but
                    the weights hold 16: positional_embedding [16, 32] where the declared model has [20, 32]
                    fix: set model_cfg.text_cfg.context_length = 16 in open_clip_config.json (what the weights
-                   hold), or use weights trained for context length 20 (or resample: …)
+                   hold), or use weights trained for context length 20 (or resample it with …)
 
 Fix
     Make the declaration describe the weights (the finding gives the field and the value: when the config was
