@@ -106,3 +106,40 @@ def test_an_expectation_builder_says_why(mlp: Path) -> None:
     (ck004,) = run(ckpt, None, unchecked=note).findings
     assert ck004.message == f"architecture not checked: {note.reason}"
     assert ck004.fix == note.fix and ck004.details["declared_by"] == "config.json"
+
+
+# Correct checkpoints of models ckptlint has no spec for, whose keys resemble one it has (timm's distilled DeiT,
+# Swin and ResNet-hybrid ViT look like timm-vit): the inferred model is not the file's, so what it does not fit is
+# "not checked" (CK004 info, naming those keys), never an error against a model nobody named.
+LOOKALIKES = {
+    "deit_tiny_distilled_patch16_224": {"img_size": 32, "embed_dim": 24, "depth": 1, "num_heads": 2},
+    "swin_tiny_patch4_window7_224": {
+        "img_size": 56, "embed_dim": 12, "depths": (1, 1), "num_heads": (1, 2), "window_size": 7, "num_classes": 5,
+    },
+    "vit_tiny_r_s16_p8_224": {"img_size": 64, "embed_dim": 24, "depth": 1, "num_heads": 2},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(LOOKALIKES))
+def test_a_lookalike_model_is_not_checked_rather_than_wrong(tmp_path: Path, name: str) -> None:
+    import timm
+    import tvshim  # noqa: F401  (before timm: torchvision's CUDA wheel)
+
+    model = timm.create_model(name, pretrained=False, **LOOKALIKES[name])
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    model.load_state_dict(state, strict=True)  # the file is exactly what its model loads
+    path = tmp_path / f"{name}.safetensors"
+    save_file(state, path)
+    proc = ckptlint("check", str(path), "--format", "json")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    (report,) = json.loads(proc.stdout)["files"]
+    assert not [f for f in report["findings"] if f["severity"] == "error"], report["findings"]
+    (ck004,) = [f for f in report["findings"] if f["code"] == "CK004"]
+    assert ck004["details"]["inferred"].startswith("timm-vit")
+    diff = report["diff"]
+    d = ck004["details"]
+    named = {*d["missing"], *d["unexpected"], *d["shape_mismatch"]}
+    assert (
+        set(diff["unexpected"]) | {m["key"] for m in diff["shape_mismatch"]} | set(diff["missing"]) <= named
+    )
+    assert ckptlint("check", str(path), "--fail-on", "info").returncode == 1  # a gate can demand a comparison

@@ -72,7 +72,8 @@ def test_every_rule_declares_its_stage_and_rank() -> None:
     # every rule but the API's CK001 runs, stage by stage: facts first, the catch-alls last
     assert {r.code for r in order} == {r.code for r in all_rules()} - {"CK001"}
     assert [r.stage for r in order] == sorted(r.stage for r in order)
-    assert {r.code for r in order if r.stage is Stage.LEFTOVERS} == {"CK100", "CK101", "CK102"}
+    # CK004 last but the catch-alls: with an inferred model, what no explainer took is "not checked", not an error
+    assert {r.code for r in order if r.stage is Stage.LEFTOVERS} == {"CK004", "CK100", "CK101", "CK102"}
     assert {r.code for r in order if r.stage is Stage.FACTS} == {"CK002", "CK003", "CK005", "CK301", "CK302"}
 
 

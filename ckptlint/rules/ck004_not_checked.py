@@ -72,6 +72,47 @@ def rules_that_ran() -> dict[str, list[str]]:
     return {k: v for k, v in out.items() if v}
 
 
+def _inferred_misfit(ctx: Context) -> list[Message]:
+    """An expectation inferred from the keys that the file does not fit, beyond what the explainers account for:
+    the file may be another model whose keys look alike (a swin or distilled DeiT read as a ViT, a ResNet-tower
+    CLIP as a ViT one) or a damaged one. Without a declaration or --arch nothing tells which, so the verdict is
+    "not checked" (info) with the keys that do not fit, never an error against a model nobody named."""
+    missing, unexpected, shape = list(ctx.missing), list(ctx.unexpected), list(ctx.shape)
+    if not (missing or unexpected or shape):
+        return []
+    ctx.consume_missing(missing)
+    ctx.consume_unexpected(unexpected)
+    ctx.consume_shape(shape)
+    exp = ctx.expected
+    assert exp is not None
+    name = f"{exp.arch}:{exp.variant}" if exp.variant else str(exp.arch)
+    parts = [
+        f"{len(keys)} {what}"
+        for keys, what in ((missing, "missing"), (unexpected, "unexpected"), (shape, "of another shape"))
+        if keys
+    ]
+    keys = [*(ctx.file_key(k) for k in unexpected), *shape, *missing]
+    shown = ", ".join(keys[:MAX_SHOWN]) + (f", … ({len(keys)} keys)" if len(keys) > MAX_SHOWN else "")
+    reason = (
+        f"the keys resemble {name} (inferred, nothing declares the model), but {', '.join(parts)} against it "
+        f"({shown}): another model with similar names, or a damaged file; nothing was compared"
+    )
+    details: dict[str, object] = {
+        "reason": reason,
+        "ran": rules_that_ran(),
+        "inferred": name,
+        "missing": missing,
+        "unexpected": [ctx.file_key(k) for k in unexpected],
+        "shape_mismatch": shape,
+    }
+    return [NotChecked(keys=keys, details=details, reason=reason, ran=_ran_text(), fix_text=FIX)]
+
+
+def _ran_text() -> str:
+    names = list(rules_that_ran())
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+
+
 def default_reason(ctx: Context) -> str:
     """Why there is no expectation, when nobody said: no tensors, no layout, or a layout without architecture."""
     keys = list(ctx.ckpt.tensors)
@@ -91,8 +132,8 @@ def default_reason(ctx: Context) -> str:
     "CK004",
     "info",
     "architecture not checked: no expectation could be built (says why and what did run)",
-    stage=Stage.METADATA,
-    order=9,
+    stage=Stage.LEFTOVERS,  # after the explainers: an inferred model's leftovers are its to say (not errors)
+    order=0,
     rank=100,
 )
 class NotCheckedRule(Rule):
@@ -100,7 +141,7 @@ class NotCheckedRule(Rule):
 
     def check(self, ctx: Context) -> list[Message]:
         if ctx.expected is not None:
-            return []
+            return _inferred_misfit(ctx) if ctx.expected.source == "inferred" else []
         note = ctx.unchecked
         ran = rules_that_ran()
         details: dict[str, object] = {"reason": note.reason if note else default_reason(ctx), "ran": ran}

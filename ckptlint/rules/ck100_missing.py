@@ -44,7 +44,7 @@ class MissingKeys(Message):
     "CK100", "error", "missing keys not explained by any other rule", stage=Stage.LEFTOVERS, order=1, rank=110
 )
 class MissingRule(Rule):
-    needs = "any"
+    needs = "user"
 
     def check(self, ctx: Context) -> list[Message]:
         keys = list(ctx.missing)

@@ -67,7 +67,7 @@ class ExtraTower(Message):
     rank=120,
 )
 class UnexpectedRule(Rule):
-    needs = "any"
+    needs = "user"
 
     def check(self, ctx: Context) -> list[Message]:
         keys = list(ctx.unexpected)

@@ -49,7 +49,7 @@ class ShapeMismatch(Message):
     rank=130,
 )
 class ShapeMismatchRule(Rule):
-    needs = "any"
+    needs = "user"
 
     def check(self, ctx: Context) -> list[Message]:
         items = list(ctx.shape.items())

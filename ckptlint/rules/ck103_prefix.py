@@ -203,6 +203,8 @@ class PrefixRule(Rule):
             smaller = min(len(ctx.missing), len(ctx.unexpected))
             if count < 0.3 * smaller:
                 break
+            if not ctx.user_expected and 2 * count < len(ctx.exp):
+                break  # a model inferred from look-alike keys: a few blocks under a prefix do not make a wrapper
             known = _decompose(
                 rename.source or rename.target, "file" if rename.source else "model", ctx.exp_framework
             )

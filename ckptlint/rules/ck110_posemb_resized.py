@@ -81,7 +81,7 @@ def _grid_text(rows: int, patch: int | None) -> tuple[str, int | None]:
     rank=80,
 )
 class PosembResizedRule(Rule):
-    needs = "any"
+    needs = "user"
 
     def check(self, ctx: Context) -> list[Message]:
         out: list[Message] = []
