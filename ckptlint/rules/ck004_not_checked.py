@@ -95,7 +95,7 @@ def _inferred_misfit(ctx: Context) -> list[Message]:
     shown = ", ".join(keys[:MAX_SHOWN]) + (f", … ({len(keys)} keys)" if len(keys) > MAX_SHOWN else "")
     reason = (
         f"the keys resemble {name} (inferred, nothing declares the model), but {', '.join(parts)} against it "
-        f"({shown}): another model with similar names, or a damaged file; nothing was compared"
+        f"({shown}): another model with similar names, or a damaged file; these keys were not checked"
     )
     details: dict[str, object] = {
         "reason": reason,
@@ -105,11 +105,12 @@ def _inferred_misfit(ctx: Context) -> list[Message]:
         "unexpected": [ctx.file_key(k) for k in unexpected],
         "shape_mismatch": shape,
     }
-    return [NotChecked(keys=keys, details=details, reason=reason, ran=_ran_text(), fix_text=FIX)]
+    return [NotChecked(keys=keys, details=details, reason=reason, ran=_ran_text(["layout"]), fix_text=FIX)]
 
 
-def _ran_text() -> str:
-    names = list(rules_that_ran())
+def _ran_text(more: list[str] | None = None) -> str:
+    """``format, security and metadata`` (and ``more``): the topics of the rules that ran."""
+    names = [*rules_that_ran(), *(more or [])]
     return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
 
 
@@ -147,8 +148,7 @@ class NotCheckedRule(Rule):
         details: dict[str, object] = {"reason": note.reason if note else default_reason(ctx), "ran": ran}
         if note is not None and note.declared_by:
             details["declared_by"] = note.declared_by
-        names = list(ran)
-        ran_text = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+        ran_text = _ran_text()
         return [
             NotChecked(
                 details=details,
