@@ -1,6 +1,6 @@
 """Robustness: mutated, truncated and spliced real files of every format give a report or one-line exit 2.
 
-Seeds are real files (the shared corpus, and files written here by torch, numpy, flax, safetensors and pickle).
+Seeds are real files (the corpus in tests/data, and files written here by torch, numpy, flax, safetensors and pickle).
 Hypothesis mutates them (derandomized, so CI is reproducible; ``CKPTLINT_FUZZ_EXAMPLES`` scales the number of
 examples by hand); each outcome must be a ``Report`` whose file either has findings or a one-line ``error``,
 within a time bound, never an exception. A sample of mutants also goes through the CLI in a subprocess under

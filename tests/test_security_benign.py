@@ -1,6 +1,6 @@
 """Zero false positives: what the real libraries write is never CK301 nor unreadable (CK001).
 
-Files come from the shared corpus and from the libraries themselves at test time: torch.save (state dicts,
+Files come from the corpus in tests/data and from the libraries themselves at test time: torch.save (state dicts,
 trainer dicts with optimizer, scheduler, scaler and argparse.Namespace, tensors of every dtype, quantized and
 sparse tensors, both serialisations, pickle.dumps of tensors), an HF Trainer checkpoint folder written by a real
 ``Trainer`` (training_args.bin, optimizer.pt, scheduler.pt, rng_state.pth), save_pretrained with and without
@@ -48,7 +48,7 @@ def every_file(root: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# the shared corpus: every file and every folder
+# the corpus in tests/data: every file and every folder
 # --------------------------------------------------------------------------------------------------------------
 
 

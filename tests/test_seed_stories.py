@@ -1,4 +1,4 @@
-"""The five seed stories (../shared/seeds/), end to end from the file alone: ``ckptlint.check(path, arch=…)``.
+"""The five seed stories (docs/seeds/), end to end from the file alone: ``ckptlint.check(path, arch=…)``.
 
 1. CLIPPO checkpoint loaded as a plain big_vision ViT: ScopeParamNotFoundError for /embedding/kernel.
 2. transformers CLIPVisionModel vs open_clip: different layouts, and which conversion exists.
