@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ckptlint.errors import UnreadableCheckpoint, UsageError
-from ckptlint.folders import entries
+from ckptlint.folders import TEXT_SUFFIXES, entries
 from ckptlint.remote import RemotePath, is_remote
 
 CHECKPOINT_SUFFIXES = (
@@ -38,42 +38,9 @@ CHECKPOINT_DIR_MARKERS = (
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",
 )
-# never sniffed: text, code, configs, notebooks, images, logs (a JSON file could otherwise be parsed whole)
-NOT_CHECKPOINT_SUFFIXES = frozenset(
-    [
-        ".json",
-        ".jsonl",
-        ".txt",
-        ".md",
-        ".rst",
-        ".py",
-        ".ipynb",
-        ".yaml",
-        ".yml",
-        ".toml",
-        ".cfg",
-        ".ini",
-        ".csv",
-        ".tsv",
-        ".log",
-        ".html",
-        ".css",
-        ".js",
-        ".sh",
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".gif",
-        ".svg",
-        ".webp",
-        ".pdf",
-        ".model",
-        ".vocab",
-        ".tiktoken",
-        ".lock",
-        ".gitattributes",
-    ]
-)
+# never sniffed: the files no loader unpickles (a JSON file could otherwise be parsed whole) and sentencepiece
+# ``.model`` files; ``.gitignore``, ``.in`` and ``.license`` files are sniffed like any unknown file
+NOT_CHECKPOINT_SUFFIXES = (TEXT_SUFFIXES - {".gitignore", ".in", ".license"}) | {".model"}
 _SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".venv", "node_modules", ".ipynb_checkpoints"})
 _GLOB_CHARS = frozenset("*?[")
 _SKIPPED_KINDS = frozenset({"dump-json"})  # a dumped spec is an expectation, not a checkpoint to lint

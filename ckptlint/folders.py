@@ -50,6 +50,46 @@ PROBED_NAMES: tuple[str, ...] = (
 )
 
 
+# files no loader unpickles: text, code, configs, notebooks, images, logs (``*.py`` is model code: CK302)
+TEXT_SUFFIXES = frozenset(
+    [
+        ".json",
+        ".jsonl",
+        ".txt",
+        ".md",
+        ".rst",
+        ".py",
+        ".ipynb",
+        ".yaml",
+        ".yml",
+        ".toml",
+        ".cfg",
+        ".ini",
+        ".csv",
+        ".tsv",
+        ".log",
+        ".html",
+        ".css",
+        ".js",
+        ".sh",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".gif",
+        ".svg",
+        ".webp",
+        ".pdf",
+        ".vocab",
+        ".tiktoken",
+        ".lock",
+        ".gitattributes",
+        ".gitignore",
+        ".license",
+        ".in",
+    ]
+)
+
+
 @dataclass(frozen=True)
 class Entry:
     """One item of a folder: ``is_dir``/``is_file`` follow symlinks (as ``os.DirEntry``'s do)."""

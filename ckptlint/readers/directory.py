@@ -21,7 +21,7 @@ from typing import Any
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.facts import RemoteCode, SecurityFacts, one_line
-from ckptlint.folders import entries, key, unlisted
+from ckptlint.folders import TEXT_SUFFIXES, entries, key, unlisted
 from ckptlint.readers.sidecars import MAX_SIDECAR_JSON, attach_sidecars, json_content, list_files
 from ckptlint.remote import RemotePath
 
@@ -105,44 +105,6 @@ UNPICKLED_SUFFIXES = (
     ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".jbl", ".tar", ".npy", ".npz", ".safetensors",
     ".msgpack", ".h5", ".z", ".gz", ".bz2", ".xz", ".lzma", ".dat", ".model", ".data",
 )  # fmt: skip
-# files no loader unpickles (``*.py`` is model code: CK302)
-TEXT_SUFFIXES = frozenset(
-    [
-        ".json",
-        ".jsonl",
-        ".txt",
-        ".md",
-        ".rst",
-        ".py",
-        ".ipynb",
-        ".yaml",
-        ".yml",
-        ".toml",
-        ".cfg",
-        ".ini",
-        ".csv",
-        ".tsv",
-        ".log",
-        ".html",
-        ".css",
-        ".js",
-        ".sh",
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".gif",
-        ".svg",
-        ".webp",
-        ".pdf",
-        ".vocab",
-        ".tiktoken",
-        ".lock",
-        ".gitattributes",
-        ".gitignore",
-        ".license",
-        ".in",
-    ]
-)
 _SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".ipynb_checkpoints"})
 _CODE_FORMATS = frozenset({"pickle", "torch-zip", "npz", "npy"})
 MAX_FOLDER_ENTRIES = 10_000  # files and folders visited in one checkpoint folder
