@@ -21,9 +21,10 @@ from torch import nn
 
 from ckptlint.archs import list_archs, register_family_file, resolve_expected
 from ckptlint.archs import registry as reg
+from ckptlint.archs.build import build, validate
 from ckptlint.archs.detect import detect_layout, infer, recognise
 from ckptlint.archs.pattern import PatternError, pattern
-from ckptlint.archs.schema import FamilyFile
+from ckptlint.archs.schema import FamilyFile, WrapperFile
 from ckptlint.archs.spec import build_tree, load_arch, variant_names, variant_params
 from ckptlint.checkpoint import Checkpoint, tensor_info
 from ckptlint.errors import CkptlintError
@@ -64,14 +65,23 @@ def test_pattern_grammar() -> None:
 # ---- every built-in file ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", BUILTIN, ids=lambda p: p.name)
 def test_builtin_file_validates_whole_and_its_lazy_cut_parses_alike(path: Path) -> None:
+    """A run builds the bundled files without validating them: pydantic's objects must be the very same."""
     text = path.read_text()
     whole = tomllib.loads(text)
-    FamilyFile.model_validate(whole)
+    validated = validate(FamilyFile, whole)
+    built = build(FamilyFile, whole)
+    assert built == validated and repr(built) == repr(validated)  # repr: 1 and 1.0 compare equal
     index, archs = reg.split_archs(text)
     merged = tomllib.loads(index)
     assert "archs" not in merged
     merged["archs"] = {name: tomllib.loads(chunk)["archs"][name] for name, chunk in archs.items()}
     assert merged == whole
+
+
+def test_bundled_wrappers_build_as_they_validate() -> None:
+    raw = tomllib.loads((reg.rules_dir() / "wrappers.toml").read_text())
+    validated = validate(WrapperFile, raw)
+    assert build(WrapperFile, raw) == validated and repr(build(WrapperFile, raw)) == repr(validated)
 
 
 def test_registry_validates_every_architecture() -> None:

@@ -21,10 +21,10 @@ import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
-
+from ckptlint.archs.build import InvalidTable, validate
+from ckptlint.archs.build import build as build_bundled
 from ckptlint.archs.expr import SpecError
 from ckptlint.archs.pattern import PatternSet
 from ckptlint.archs.schema import (
@@ -50,6 +50,7 @@ MAX_ERRORS = 3
 _ARCH_HEADER = re.compile(r"\[\[?archs\.([A-Za-z0-9_-]+)(?:\.[A-Za-z0-9_.-]+)?\]\]?[ \t]*(?:#.*)?\n?")
 _HEADER = re.compile(r"\[\[?[A-Za-z0-9_.\"' -]+\]\]?[ \t]*(?:#.*)?\n?")
 _registered: list[Path] = []
+T = TypeVar("T")
 _current: list[Registry] = []
 
 
@@ -65,14 +66,17 @@ class Family:
     sources: dict[str, str | dict[str, Any] | Arch] = field(repr=False)  # arch -> TOML text, raw, or done
     validated: FamilyIndex | None = field(default=None, repr=False)
     owner: Registry | None = field(default=None, repr=False)  # the registry it is indexed in
+    bundled: bool = (
+        False  # a file of the package's rules/archs: built, not validated (``ckptlint.archs.build``)
+    )
 
     @property
     def data(self) -> FamilyIndex:
         """Everything but the architectures, validated (and checked against the other families) once."""
         if self.validated is None:
             try:
-                self.validated = FamilyIndex.model_validate(self.raw)
-            except ValidationError as exc:
+                self.validated = _table(FamilyIndex, self.raw, self.bundled)
+            except InvalidTable as exc:
                 raise SpecError(f"{self.path}: {_errors(exc)}") from None
             try:
                 _check_index(self.owner or registry(), self)
@@ -92,8 +96,8 @@ class Family:
             except (tomllib.TOMLDecodeError, KeyError) as exc:
                 raise SpecError(f"{self.path}: archs.{name}: cannot be read on its own: {exc}") from None
         try:
-            arch = Arch.model_validate(src)
-        except ValidationError as exc:
+            arch = _table(Arch, src, self.bundled)
+        except InvalidTable as exc:
             raise SpecError(f"{self.path}: {_errors(exc, f'archs.{name}.')}") from None
         _check_arch(reg, self, name, arch)
         self.sources[name] = arch
@@ -213,22 +217,26 @@ def _read(path: Path, lazy: bool) -> Family:
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: invalid TOML: {exc}") from None
     try:
-        whole = None if sources else FamilyFile.model_validate(raw)
-        head = FamilyHead.model_validate(raw)
-    except ValidationError as exc:
+        whole = None if sources else _table(FamilyFile, raw, lazy)
+        head = _table(FamilyHead, raw, lazy)
+    except InvalidTable as exc:
         raise SpecError(f"{path}: {_errors(exc)}") from None
     if whole is not None:
         sources = dict(whole.archs)
     index = {k: v for k, v in raw.items() if k != "archs"}
-    return Family(head.family.name, head.family.framework, path, head, index, dict(sources), whole)
+    return Family(
+        head.family.name, head.family.framework, path, head, index, dict(sources), whole, bundled=lazy
+    )
 
 
-def _errors(exc: ValidationError, prefix: str = "") -> str:
-    items = []
-    for err in exc.errors()[:MAX_ERRORS]:
-        loc = ".".join(str(p) for p in err["loc"] if p not in ("tensor", "group"))
-        items.append(f"{prefix}{loc}: {err['msg']}")
-    more = exc.error_count() - MAX_ERRORS
+def _table(cls: type[T], raw: Any, bundled: bool) -> T:
+    """A bundled file's table built as it is (the tests validate those files), any other validated."""
+    return build_bundled(cls, raw) if bundled else validate(cls, raw)
+
+
+def _errors(exc: InvalidTable, prefix: str = "") -> str:
+    items = [f"{prefix}{loc}: {msg}" for loc, msg in exc.errors[:MAX_ERRORS]]
+    more = exc.count - MAX_ERRORS
     return "; ".join(items) + (f" (+{more} more)" if more > 0 else "")
 
 
@@ -389,7 +397,7 @@ def advice(src: str, dst: str) -> dict[str, str] | None:
     """CK104's ``{"fix", "note"}`` for getting a ``src``-layout checkpoint into ``dst``, if known."""
     fw = registry().frameworks.get(src)
     entry = fw.advice.get(dst) if fw is not None else None
-    return entry.model_dump() if entry is not None else None
+    return entry.to_dict() if entry is not None else None
 
 
 def hosts(dst: str, src: str) -> bool:
@@ -402,7 +410,7 @@ def key_classes(framework: str) -> dict[str, PatternSet]:
     """signatures / joint / text / vision / unprefixed / *_markers of every family of ``framework``."""
 
     def build(reg: Registry) -> dict[str, PatternSet]:
-        out: dict[str, list[str]] = {name: [] for name in KeyClasses.model_fields}
+        out: dict[str, list[str]] = {name: [] for name in KeyClasses.FIELDS}
         for fam in reg.of_framework(framework):
             for name in out:
                 out[name] += getattr(fam.data.keys, name)
@@ -420,14 +428,14 @@ def shape_probes(framework: str) -> list[ShapeProbe]:
 def wrappers() -> list[dict[str, Any]]:
     """CK103's wrappers: ``rules/wrappers.toml`` (every framework), then each family's (its framework)."""
 
-    def build(reg: Registry) -> list[dict[str, Any]]:
-        generic = WrapperFile.model_validate(load_toml("wrappers.toml")).wrapper
-        out = [w.model_dump() for w in generic]
+    def collect(reg: Registry) -> list[dict[str, Any]]:
+        generic = build_bundled(WrapperFile, load_toml("wrappers.toml")).wrapper
+        out = [w.to_dict() for w in generic]
         for fam in reg.families:
-            out += [{**w.model_dump(), "framework": fam.framework} for w in fam.data.wrappers]
+            out += [{**w.to_dict(), "framework": fam.framework} for w in fam.data.wrappers]
         return out
 
-    return cached("wrappers", build)
+    return cached("wrappers", collect)
 
 
 def old_layouts() -> list[dict[str, Any]]:
@@ -435,7 +443,7 @@ def old_layouts() -> list[dict[str, Any]]:
     return cached(
         "old_layouts",
         lambda reg: [
-            {**e.model_dump(by_alias=True), "framework": f.framework, "family": f.name}
+            {**e.to_dict(by_alias=True), "framework": f.framework, "family": f.name}
             for f in reg.families
             for e in f.data.old_layouts
         ],
@@ -447,7 +455,7 @@ def profiles() -> dict[str, dict[str, Any]]:
 
     def build(reg: Registry) -> dict[str, dict[str, Any]]:
         out = {
-            name: {**p.model_dump(exclude_none=True), "keys": []}
+            name: {**p.to_dict(exclude_none=True), "keys": []}
             for f in reg.families
             for name, p in f.data.preprocessing.profiles.items()
         }
@@ -476,7 +484,7 @@ def tags() -> dict[str, dict[str, Any]]:
     return cached(
         "tags",
         lambda reg: {
-            tag: t.model_dump(exclude_none=True)
+            tag: t.to_dict(exclude_none=True)
             for f in reg.families
             for tag, t in f.data.preprocessing.tags.items()
         },

@@ -7,21 +7,12 @@ checked by ``ckptlint.archs.registry`` once every file is loaded.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
-
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    model_validator,
-)
+from dataclasses import field
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from ckptlint.archs import pattern as _pattern
 from ckptlint.archs.expr import SpecError, compile_expr
+from ckptlint.archs.schema_types import After, Before, Choice, Strict
 
 Scalar = int | float | bool | str
 Tower = Literal["vision", "text"]
@@ -56,31 +47,19 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-Pattern = Annotated[str, AfterValidator(_check_pattern)]
-LiteralKey = Annotated[str, AfterValidator(_check_literal)]
-Template = Annotated[str, AfterValidator(_check_template)]
-Expr = Annotated[Scalar, AfterValidator(_check_expr)]
-Patterns = Annotated[list[Pattern], BeforeValidator(_as_list)]
-
-
-class Strict(BaseModel):
-    """Unknown fields are errors (a misspelt field must not be ignored silently)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class Deferred(Strict):
-    """Built on first use: a run that only detects layouts builds and validates only the head models."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
+Pattern = Annotated[str, After(_check_pattern)]
+LiteralKey = Annotated[str, After(_check_literal)]
+Template = Annotated[str, After(_check_template)]
+Expr = Annotated[Scalar, After(_check_expr)]
+Patterns = Annotated[list[Pattern], Before(_as_list)]
 
 
 # ---- tensor trees --------------------------------------------------------------------------------------------
-class Tensor(Deferred):
+class Tensor(Strict):
     """One parameter: ``[key, shape]``, ``[key, shape, when]`` or ``{key, shape, when, dtype}``."""
 
     key: LiteralKey
-    shape: list[Annotated[int | str, AfterValidator(_check_expr)]]
+    shape: list[Annotated[int | str, After(_check_expr)]]
     when: Expr | None = None
     dtype: str | None = None
 
@@ -93,24 +72,24 @@ def _tensor_from_list(value: Any) -> Any:
     return value
 
 
-class Group(Deferred):
+class Group(Strict):
     """A group of entries: a module (``use``) or inline ``tensors``, under ``prefix``."""
 
+    ALIASES: ClassVar[dict[str, str]] = {"with": "with_"}
+
     use: str | None = None  # "module" (this family) or "family:module"
-    tensors: list[Entry] = Field(default_factory=list)
+    tensors: list[Entry] = field(default_factory=list)
     prefix: Template = ""
     when: Expr | None = None
     repeat: Expr | None = None  # instantiate N times; {i} in the prefix is the index
     stack: Expr | None = None  # prepend a leading dimension N to every shape (flax nn.scan)
-    with_: dict[str, Expr] = Field(default_factory=dict, alias="with")
+    with_: dict[str, Expr] = field(default_factory=dict)
     tower: Tower | None = None  # (arch trees only) this group is a tower
-    sets: dict[str, Scalar] = Field(default_factory=dict)  # parameters that finding the tower implies
+    sets: dict[str, Scalar] = field(default_factory=dict)  # parameters that finding the tower implies
 
-    @model_validator(mode="after")
-    def _one_source(self) -> Group:
+    def _check(self) -> None:
         if self.use is not None and self.tensors:
             raise ValueError("a group has either `use` or `tensors`, not both")
-        return self
 
 
 def _entry_kind(value: Any) -> str:
@@ -122,16 +101,13 @@ def _entry_kind(value: Any) -> str:
 
 
 Entry = Annotated[
-    Union[  # noqa: UP007 (a discriminated union needs Union with Tag annotations)
-        Annotated[Annotated[Tensor, BeforeValidator(_tensor_from_list)], Tag("tensor")],
-        Annotated[Group, Tag("group")],
-    ],
-    Discriminator(_entry_kind),
+    Union[Tensor, Group],  # noqa: UP007 (Tensor | Group is evaluated; the file's annotations are strings)
+    Choice(_entry_kind, tensor=Annotated[Tensor, Before(_tensor_from_list)], group=Group),
 ]
 
 
 # ---- reading parameters back ----------------------------------------------------------------------------------
-class Probe(Deferred):
+class Probe(Strict):
     """One way to read a parameter; tried in order until one applies."""
 
     key: LiteralKey | None = None  # a dimension of this tensor...
@@ -146,8 +122,7 @@ class Probe(Deferred):
     value: Scalar | None = None
     guess: bool = False  # a convention, not evidence: never decides a variant
 
-    @model_validator(mode="after")
-    def _one_kind(self) -> Probe:
+    def _check(self) -> None:
         kinds = [k for k in ("key", "count", "present", "absent") if getattr(self, k) is not None]
         if len(kinds) > 1:
             raise ValueError(f"a probe reads one thing; got {', '.join(kinds)}")
@@ -157,24 +132,23 @@ class Probe(Deferred):
             raise ValueError("a count probe needs {i} in its key")
         if self.across is not None and self.key is None:
             raise ValueError("`across` reads a 2-d tensor: it needs `key`")
-        return self
 
 
-class Anchor(Deferred):
+class Anchor(Strict):
     key: LiteralKey
     rank: int | None = None
 
 
-class ModuleInfer(Deferred):
+class ModuleInfer(Strict):
     tower: Tower
     anchor: list[Anchor]
-    probes: dict[str, list[Probe]] = Field(default_factory=dict)
+    probes: dict[str, list[Probe]] = field(default_factory=dict)
 
 
-class Module(Deferred):
+class Module(Strict):
     doc: str = ""
-    defaults: dict[str, Expr] = Field(default_factory=dict)  # set when the caller did not
-    derive: dict[str, Expr] = Field(default_factory=dict)  # computed, in order, on entry
+    defaults: dict[str, Expr] = field(default_factory=dict)  # set when the caller did not
+    derive: dict[str, Expr] = field(default_factory=dict)  # computed, in order, on entry
     tensors: list[Entry]
     infer: ModuleInfer | None = None
 
@@ -186,9 +160,9 @@ class Layout(Strict):
     name: str
     anchors: list[LiteralKey]
     prefixes: list[Pattern]
-    markers: list[Patterns] = Field(default_factory=list)
-    require: list[Patterns] = Field(default_factory=list)
-    towers: dict[Tower, list[Pattern]] = Field(default_factory=dict)
+    markers: list[Patterns] = field(default_factory=list)
+    require: list[Patterns] = field(default_factory=list)
+    towers: dict[Tower, list[Pattern]] = field(default_factory=dict)
 
 
 class Detect(Strict):
@@ -197,69 +171,68 @@ class Detect(Strict):
     arch: str
     layout: str | None = None
     rank: int = 50
-    config: list[str] = Field(default_factory=list)  # a sidecar config.json's model_type is one of these
-    all: list[Pattern] = Field(default_factory=list)
-    any: list[Pattern] = Field(default_factory=list)
-    none: list[Pattern] = Field(default_factory=list)
+    config: list[str] = field(default_factory=list)  # a sidecar config.json's model_type is one of these
+    all: list[Pattern] = field(default_factory=list)
+    any: list[Pattern] = field(default_factory=list)
+    none: list[Pattern] = field(default_factory=list)
 
 
-class KeyClasses(Deferred):
+class KeyClasses(Strict):
     """How this family's keys are classified (merged with every family of the same framework)."""
 
-    signatures: list[Pattern] = Field(default_factory=list)
-    joint: list[Pattern] = Field(default_factory=list)
-    text: list[Pattern] = Field(default_factory=list)
-    vision: list[Pattern] = Field(default_factory=list)
-    unprefixed: list[Pattern] = Field(default_factory=list)
-    vision_markers: list[Pattern] = Field(default_factory=list)
-    text_markers: list[Pattern] = Field(default_factory=list)
+    signatures: list[Pattern] = field(default_factory=list)
+    joint: list[Pattern] = field(default_factory=list)
+    text: list[Pattern] = field(default_factory=list)
+    vision: list[Pattern] = field(default_factory=list)
+    unprefixed: list[Pattern] = field(default_factory=list)
+    vision_markers: list[Pattern] = field(default_factory=list)
+    text_markers: list[Pattern] = field(default_factory=list)
 
 
 DIMS = {"patch", "width", "channels", "heads", "head_dim", "mlp", "vocab", "embed_dim", "pos_rows", "context_length", "depth", "_"}  # fmt: skip
 
 
-class ShapeProbe(Deferred):
+class ShapeProbe(Strict):
     """Which keys carry structural numbers (CK108/CK109/CK110/CK112); ``{i}`` counts blocks."""
 
     tower: Literal["vision", "text", "unprefixed"]
     key: Patterns
-    dims: list[str] = Field(default_factory=list)
+    dims: list[str] = field(default_factory=list)
     resample: str | None = None
     auto: str | None = None
 
-    @model_validator(mode="after")
-    def _dims(self) -> ShapeProbe:
+    def _check(self) -> None:
         bad = [d for d in self.dims if d not in DIMS]
         if bad:
             raise ValueError(f"unknown dims {bad}; known: {', '.join(sorted(DIMS))}")
-        return self
 
 
 # ---- architectures --------------------------------------------------------------------------------------------
-class VariantEntry(BaseModel):
+class VariantEntry(Strict):
     """A named variant: parameter values, plus per-tag overrides and the preprocessing it was trained with."""
 
-    model_config = ConfigDict(extra="allow", frozen=True, defer_build=True)
-    __pydantic_extra__: dict[str, Scalar]
+    tags: dict[str, dict[str, Scalar]] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Scalar] = field(default_factory=dict)  # every other key of the table
 
-    tags: dict[str, dict[str, Scalar]] = Field(default_factory=dict)
-    preprocessing: dict[str, Any] = Field(default_factory=dict)
+    @classmethod
+    def _prepare(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        own = {k: raw[k] for k in ("tags", "preprocessing") if k in raw}
+        return {**own, "params": {k: v for k, v in raw.items() if k not in own}}
 
-    @property
-    def params(self) -> dict[str, Scalar]:
-        return dict(self.__pydantic_extra__ or {})
 
-
-class Variants(Deferred):
+class Variants(Strict):
     scheme: Literal["table", "size_patch"] = "table"
-    names: dict[str, VariantEntry] = Field(default_factory=dict)
-    patches: list[int] = Field(default_factory=list)  # size_patch: SIZE/PATCH over the family's [sizes]
+    names: dict[str, VariantEntry] = field(default_factory=dict)
+    patches: list[int] = field(default_factory=list)  # size_patch: SIZE/PATCH over the family's [sizes]
     text_prefix: str | None = None
-    text_size: dict[str, str] = Field(default_factory=dict)
-    derive: dict[str, Expr] = Field(default_factory=dict)
+    text_size: dict[str, str] = field(default_factory=dict)
+    derive: dict[str, Expr] = field(default_factory=dict)
 
 
-class ConfigMap(Deferred):
+class ConfigMap(Strict):
     """How a declaration next to the weights (HF config.json...) fixes the parameters; it decides over shapes.
 
     ``params`` are read in order: a missing field takes its default, a value or an expression of the parameters
@@ -274,21 +247,19 @@ class ConfigMap(Deferred):
         str, str
     ]  # value ("*": any) -> path prefix of `params` ("vision_config." for a CLIPModel config)
     params: dict[str, tuple[str, Expr]]  # param -> (dotted path, default: a value or an expression)
-    derive: dict[str, Expr] = Field(default_factory=dict)  # param -> expression, computed after `params`
+    derive: dict[str, Expr] = field(default_factory=dict)  # param -> expression, computed after `params`
     variant: str | None = (
         None  # field naming a variant whose parameters are the defaults (timm: architecture)
     )
-    architectures: list[str] = Field(default_factory=list)  # declared class names this arch builds
+    architectures: list[str] = field(default_factory=list)  # declared class names this arch builds
 
-    @model_validator(mode="after")
-    def _select(self) -> ConfigMap:
+    def _check(self) -> None:
         if not self.select and set(self.match) != {""}:
             raise ValueError('without `select`, `match` has exactly one entry, "" (the path prefix)')
-        return self
 
 
 # ---- DECL-HF (issue 11): how transformers' from_pretrained loads a checkpoint into a class ----------------------
-class HfTied(Deferred):
+class HfTied(Strict):
     """A tied weight: ``target`` takes ``source``'s tensor when ``when`` holds (``tie_word_embeddings``)."""
 
     target: str
@@ -296,8 +267,10 @@ class HfTied(Deferred):
     when: Expr | None = None
 
 
-class HfTransform(Deferred):
+class HfTransform(Strict):
     """One of transformers' load-time key conversions (``conversion_mapping``), as transformers compiles it."""
+
+    ALIASES: ClassVar[dict[str, str]] = {"class": "class_"}
 
     kind: Literal["rename", "convert", "unsupported"]
     regex: str  # the compiled source alternation (named groups g0, g1...)
@@ -305,11 +278,11 @@ class HfTransform(Deferred):
     targets: list[str]
     scope: str | None = None  # scope_prefix: only keys under it (or under base + it) are matched
     base: str | None = None  # base_model_prefix
-    ops: list[dict[str, Scalar]] = Field(default_factory=list)  # convert: MergeModulelist, Concatenate...
-    class_: str | None = Field(default=None, alias="class")  # unsupported: transformers' class name
+    ops: list[dict[str, Scalar]] = field(default_factory=list)  # convert: MergeModulelist, Concatenate...
+    class_: str | None = None  # unsupported: transformers' class name
 
 
-class HfCheck(Deferred):
+class HfCheck(Strict):
     """A check of transformers' config class: the config is refused when ``expr`` is false."""
 
     expr: Expr
@@ -317,45 +290,45 @@ class HfCheck(Deferred):
     message: str  # str.format with the parameters
 
 
-class HfLoad(Deferred):
+class HfLoad(Strict):
     """What ``from_pretrained`` does around the state_dict for this class (``rules/README.md``, "hf")."""
 
     model_type: str
     base_prefix: str = ""
-    tied: list[HfTied] = Field(default_factory=list)
-    ignore_missing: list[str] = Field(default_factory=list)  # regular expressions, searched
-    ignore_unexpected: list[str] = Field(default_factory=list)
-    nonpersistent: list[str] = Field(default_factory=list)  # buffers not in state_dict (templates)
-    transforms: list[HfTransform] = Field(default_factory=list)
-    checks: list[HfCheck] = Field(default_factory=list)
-    modalities: list[Literal["text", "vision", "audio"]] = Field(
+    tied: list[HfTied] = field(default_factory=list)
+    ignore_missing: list[str] = field(default_factory=list)  # regular expressions, searched
+    ignore_unexpected: list[str] = field(default_factory=list)
+    nonpersistent: list[str] = field(default_factory=list)  # buffers not in state_dict (templates)
+    transforms: list[HfTransform] = field(default_factory=list)
+    checks: list[HfCheck] = field(default_factory=list)
+    modalities: list[Literal["text", "vision", "audio"]] = field(
         default_factory=list
     )  # what the model takes in
 
 
-class PreprocessingEntry(Deferred):
+class PreprocessingEntry(Strict):
     when: Expr | None = None
     values: dict[str, Any]
 
 
-class ArchInfer(Deferred):
-    probes: dict[str, list[Probe]] = Field(default_factory=dict)
+class ArchInfer(Strict):
+    probes: dict[str, list[Probe]] = field(default_factory=dict)
 
 
-class Arch(Deferred):
+class Arch(Strict):
     title: str
     description: str
     source: str
     default_variant: str
     variant_keys: list[str]
     tree: list[Entry]
-    params: dict[str, Scalar] = Field(default_factory=dict)
-    variants: Variants = Field(default_factory=Variants)
-    infer: ArchInfer = Field(default_factory=ArchInfer)
+    params: dict[str, Scalar] = field(default_factory=dict)
+    variants: Variants = field(default_factory=Variants)
+    infer: ArchInfer = field(default_factory=ArchInfer)
     config: ConfigMap | None = None
-    preprocessing: list[PreprocessingEntry] = Field(default_factory=list)
+    preprocessing: list[PreprocessingEntry] = field(default_factory=list)
     profile: str | None = None  # a preprocessing profile (CK107/CK108) this architecture was trained with
-    order: list[Pattern] = Field(default_factory=list)  # torch state_dict order across hoisted modules
+    order: list[Pattern] = field(default_factory=list)  # torch state_dict order across hoisted modules
     dtype: str = "float32"
     hf: HfLoad | None = None  # DECL-HF: a transformers class (generated families, scripts/gen_hf_families.py)
 
@@ -369,31 +342,32 @@ class Advice(Strict):
 class Framework(Strict):
     title: str
     sep: Literal[".", "/"]
-    aliases: list[str] = Field(default_factory=list)
-    hosts: list[str] = Field(default_factory=list)  # frameworks whose layout it loads natively as a tower
-    files: list[str] = Field(default_factory=list)  # its native weight file names
+    aliases: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)  # frameworks whose layout it loads natively as a tower
+    files: list[str] = field(default_factory=list)  # its native weight file names
     preprocessing_note: str | None = None
-    advice: dict[str, Advice] = Field(default_factory=dict)  # CK104: this framework's file into another
+    advice: dict[str, Advice] = field(default_factory=dict)  # CK104: this framework's file into another
 
 
-class OldLayout(Deferred):
+class OldLayout(Strict):
     """A layout older code wrote that the framework's loader still fixes up (CK111)."""
+
+    ALIASES: ClassVar[dict[str, str]] = {"from": "from_"}
 
     kind: Literal["rename", "split_cls", "move_under", "drop"]
     title: str
     loader: str
     fix: str
     within: str | None = None  # module whose anchors locate the roots the keys are relative to
-    from_: LiteralKey | None = Field(default=None, alias="from")
+    from_: LiteralKey | None = None
     to: LiteralKey | None = None
     key: LiteralKey | None = None
     marker: LiteralKey | None = None
-    group: list[Pattern] = Field(default_factory=list)
+    group: list[Pattern] = field(default_factory=list)
     under: str | None = None
-    keys: list[Pattern] = Field(default_factory=list)
+    keys: list[Pattern] = field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _fields(self) -> OldLayout:
+    def _check(self) -> None:
         need = {
             "rename": ("within", "from_", "to"),
             "split_cls": ("within", "key"),
@@ -403,10 +377,9 @@ class OldLayout(Deferred):
         lacking = [n.rstrip("_") for n in need if not getattr(self, n)]
         if lacking:
             raise ValueError(f"kind {self.kind!r} needs {', '.join(lacking)}")
-        return self
 
 
-class Wrapper(Deferred):
+class Wrapper(Strict):
     """A prefix a wrapper adds to every key (CK103)."""
 
     prefix: str
@@ -418,11 +391,11 @@ class Wrapper(Deferred):
     framework: str | None = None  # "any" in rules/wrappers.toml; a family's own framework otherwise
     fix: str | None = None
     kind: str | None = None  # big_vision scope nesting (one_tower, two_towers...)
-    companions: list[Pattern] = Field(default_factory=list)
+    companions: list[Pattern] = field(default_factory=list)
     requires: Pattern | None = None
 
 
-class Profile(Deferred):
+class Profile(Strict):
     """Preprocessing a whole model family was trained with (CK107/CK108), recognised from the weights."""
 
     title: str
@@ -436,7 +409,7 @@ class Profile(Deferred):
     arch: str | None = None  # recognised when the keys are this architecture's (its detect rules' conditions)
 
 
-class Tag(Deferred):
+class Tag(Strict):
     """Preprocessing of one pretrained tag ("open_clip:ViT-B-16/openai", "timm:NAME.TAG", "hf:REPO")."""
 
     mean: list[float] | None = None
@@ -447,20 +420,22 @@ class Tag(Deferred):
     quick_gelu: bool | None = None
 
 
-class FamilyPreprocessing(Deferred):
-    profiles: dict[str, Profile] = Field(default_factory=dict)
-    recognise: dict[str, list[Pattern]] = Field(default_factory=dict)  # profile -> keys that show it
-    tags: dict[str, Tag] = Field(default_factory=dict)
+class FamilyPreprocessing(Strict):
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    recognise: dict[str, list[Pattern]] = field(default_factory=dict)  # profile -> keys that show it
+    tags: dict[str, Tag] = field(default_factory=dict)
 
 
 # ---- conversions (``ckptlint convert``, ``diff``, CK104) and declarations ----------------------------------------
 ConvOp = Literal["rename", "transpose", "reshape", "split"]
 
 
-class KeyRule(Deferred):
+class KeyRule(Strict):
     """One row: ``from`` -> ``to`` through ``op`` (a list: applied in order; reversed and inverted going back)."""
 
-    from_: Pattern | list[Pattern] | None = Field(default=None, alias="from")
+    ALIASES: ClassVar[dict[str, str]] = {"from": "from_"}
+
+    from_: Pattern | list[Pattern] | None = None
     to: Pattern | list[Pattern]
     op: ConvOp | list[ConvOp] = "rename"
     dim: int = 0  # the axis of the fused tensor (the side with one key) a split or fuse runs along
@@ -485,12 +460,11 @@ class KeyRule(Deferred):
         ops = self.op if isinstance(self.op, list) else [self.op]
         return [o for o in ops if o not in ("rename", "split")]
 
-    @model_validator(mode="after")
-    def _check(self) -> KeyRule:
+    def _check(self) -> None:
         if self.fill is not None:
             if self.from_ is not None or isinstance(self.to, list) or self.like is None or self.shape is None:
                 raise ValueError("a fill row has `to` (one key), `fill`, `like` and `shape`, and no `from`")
-            return self
+            return
         if self.from_ is None:
             raise ValueError("a row needs `from` (or `fill`)")
         if isinstance(self.from_, list) and isinstance(self.to, list):
@@ -503,83 +477,82 @@ class KeyRule(Deferred):
             "transpose" not in self.ops or sorted(self.axes) != list(range(len(self.axes)))
         ):
             raise ValueError("`axes` is a permutation, for a transpose")
-        return self
 
 
-class Unstack(Deferred):
+class Unstack(Strict):
     """Blocks saved stacked (flax ``nn.scan``): every key under ``stacked`` has a leading axis of one slice per
     block, and reads as the key ``each`` (``{i}`` the block) + the rest."""
 
     stacked: str
     each: Template
 
-    @model_validator(mode="after")
-    def _index(self) -> Unstack:
+    def _check(self) -> None:
         if "{i}" not in self.each:
             raise ValueError("`each` needs {i}")
-        return self
 
 
-class Include(Deferred):
+class Include(Strict):
     """Reuse another conversion's rows (and drops) with prefixes added on each side."""
 
+    ALIASES: ClassVar[dict[str, str]] = {"from": "from_"}
+
     use: str
-    from_: str = Field(default="", alias="from")
+    from_: str = ""
     to: str = ""
 
 
-class Conversion(Deferred):
+class Conversion(Strict):
     """A key table between two architectures, used by ``convert``, ``diff`` and CK104, both directions."""
+
+    ALIASES: ClassVar[dict[str, str]] = {"from": "from_"}
 
     name: str
     title: str
-    from_: str = Field(alias="from")  # architecture names
+    from_: str  # architecture names
     to: str
-    keys: list[KeyRule] = Field(default_factory=list)
-    include: list[Include] = Field(default_factory=list)
-    drop: list[Pattern] = Field(default_factory=list)  # keys of `from` it leaves behind on purpose
-    drop_back: list[Pattern] = Field(default_factory=list)  # keys of `to` left behind going back
-    unstack: list[Unstack] = Field(default_factory=list)  # blocks of `from` that may be saved stacked
+    keys: list[KeyRule] = field(default_factory=list)
+    include: list[Include] = field(default_factory=list)
+    drop: list[Pattern] = field(default_factory=list)  # keys of `from` it leaves behind on purpose
+    drop_back: list[Pattern] = field(default_factory=list)  # keys of `to` left behind going back
+    unstack: list[Unstack] = field(default_factory=list)  # blocks of `from` that may be saved stacked
     one_way: str | None = None  # why it does not read back (the library cannot load the result)
 
-    @model_validator(mode="after")
-    def _some_rows(self) -> Conversion:
+    def _check(self) -> None:
         if not self.keys and not self.include:
             raise ValueError("a conversion needs `keys` or `include`")
-        return self
 
 
-class DeclFile(Deferred):
+class DeclFile(Strict):
     """One declaration file: written from the parameters when converting into the architecture, read back when
     converting out of it."""
 
     name: str  # the file name next to the weights (config.json, open_clip_config.json...)
     kind: str  # the sidecar kind ckptlint reads it as (hf-config, hf-preprocessor, open_clip-config, timm-config)
     when: Expr | None = None  # written only when this holds
-    template: dict[str, Any] = Field(default_factory=dict)  # constant content
-    fields: dict[str, Expr] = Field(default_factory=dict)  # dotted path -> expression (None: left out)
-    read: dict[str, Expr] = Field(default_factory=dict)  # parameter -> expression of cfg(path, default)
+    template: dict[str, Any] = field(default_factory=dict)  # constant content
+    fields: dict[str, Expr] = field(default_factory=dict)  # dotted path -> expression (None: left out)
+    read: dict[str, Expr] = field(default_factory=dict)  # parameter -> expression of cfg(path, default)
 
 
-class Lookup(Deferred):
+class Lookup(Strict):
     """A parameter whose value is the name of another architecture's variant with the same parameters."""
 
     arch: str
     keys: list[str]
 
 
-class Declaration(Deferred):
+class Declaration(Strict):
     """What an architecture's checkpoint declares next to its weights, and what its weights cannot tell."""
 
-    needs: dict[str, str] = Field(default_factory=dict)  # parameter -> what it is (asked for when unknown)
-    only: dict[str, Expr] = Field(default_factory=dict)  # need -> the condition under which it is one
-    assume: dict[str, Expr] = Field(default_factory=dict)  # what the library fixes when nothing is declared
-    files: list[DeclFile] = Field(default_factory=list)
-    require: dict[str, str] = Field(
+    needs: dict[str, str] = field(default_factory=dict)  # parameter -> what it is (asked for when unknown)
+    only: dict[str, Expr] = field(default_factory=dict)  # need -> the condition under which it is one
+    assume: dict[str, Expr] = field(default_factory=dict)  # what the library fixes when nothing is declared
+    files: list[DeclFile] = field(default_factory=list)
+    require: dict[str, str] = field(
         default_factory=dict
     )  # expression -> why nothing is written when it is false
-    caveat: dict[str, str] = Field(default_factory=dict)  # expression -> a note for the user when it is false
-    lookup: dict[str, Lookup] = Field(default_factory=dict)  # parameter -> a named variant of another arch
+    caveat: dict[str, str] = field(default_factory=dict)  # expression -> a note for the user when it is false
+    lookup: dict[str, Lookup] = field(default_factory=dict)  # parameter -> a named variant of another arch
 
 
 class FamilyMeta(Strict):
@@ -593,39 +566,41 @@ class FamilyMeta(Strict):
 class FamilyHead(Strict):
     """What layout detection needs from every family, validated when the file is loaded."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    __pydantic_config__: ClassVar[dict[str, str]] = {
+        "extra": "ignore"
+    }  # the head of a whole file: the rest is validated later
 
     family: FamilyMeta
-    frameworks: dict[str, Framework] = Field(default_factory=dict)
-    layouts: list[Layout] = Field(default_factory=list)
-    detect: list[Detect] = Field(default_factory=list)
+    frameworks: dict[str, Framework] = field(default_factory=dict)
+    layouts: list[Layout] = field(default_factory=list)
+    detect: list[Detect] = field(default_factory=list)
 
 
-class FamilyIndex(Deferred):
+class FamilyIndex(Strict):
     """A family file without its ``[archs.*]`` tables (validated when a run first needs more than the head)."""
 
     family: FamilyMeta
-    frameworks: dict[str, Framework] = Field(default_factory=dict)
-    keys: KeyClasses = Field(default_factory=KeyClasses)
-    sizes: dict[str, dict[str, int]] = Field(default_factory=dict)
-    modules: dict[str, Module] = Field(default_factory=dict)
-    layouts: list[Layout] = Field(default_factory=list)
-    probes: list[ShapeProbe] = Field(default_factory=list)
-    detect: list[Detect] = Field(default_factory=list)
-    old_layouts: list[OldLayout] = Field(default_factory=list)
-    wrappers: list[Wrapper] = Field(default_factory=list)
-    preprocessing: FamilyPreprocessing = Field(default_factory=FamilyPreprocessing)
-    conversions: list[Conversion] = Field(default_factory=list)
-    declarations: dict[str, Declaration] = Field(default_factory=dict)  # architecture -> its declaration
+    frameworks: dict[str, Framework] = field(default_factory=dict)
+    keys: KeyClasses = field(default_factory=KeyClasses)
+    sizes: dict[str, dict[str, int]] = field(default_factory=dict)
+    modules: dict[str, Module] = field(default_factory=dict)
+    layouts: list[Layout] = field(default_factory=list)
+    probes: list[ShapeProbe] = field(default_factory=list)
+    detect: list[Detect] = field(default_factory=list)
+    old_layouts: list[OldLayout] = field(default_factory=list)
+    wrappers: list[Wrapper] = field(default_factory=list)
+    preprocessing: FamilyPreprocessing = field(default_factory=FamilyPreprocessing)
+    conversions: list[Conversion] = field(default_factory=list)
+    declarations: dict[str, Declaration] = field(default_factory=dict)  # architecture -> its declaration
 
 
 class FamilyFile(FamilyIndex):
     """A whole family file (``rules/README.md``)."""
 
-    archs: dict[str, Arch] = Field(default_factory=dict)
+    archs: dict[str, Arch] = field(default_factory=dict)
 
 
-class WrapperFile(Deferred):
+class WrapperFile(Strict):
     """``rules/wrappers.toml``: wrappers of every framework (DDP, torch.compile, trainer dicts...)."""
 
     wrapper: list[Wrapper]

@@ -113,7 +113,7 @@ def posemb_probe(key: str, framework: str | None) -> dict[str, Any] | None:
         return None
     for probe in reg.shape_probes(framework):
         if probe.resample is not None and _probe_match(probe.key, key) is not None:
-            return probe.model_dump(exclude_none=True)
+            return probe.to_dict(exclude_none=True)
     return None
 
 

@@ -9,7 +9,7 @@ written by a row or named by the table's drops: nothing is lost silently.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ckptlint.archs.expr import SpecError, evaluate
@@ -85,15 +85,14 @@ def _rules(conv: Conversion, by_name: dict[str, Conversion], depth: int = 0) -> 
     rules = list(conv.keys)
     for inc in conv.include:
         for r in _rules(by_name[inc.use], by_name, depth + 1):
-            data = r.model_dump(by_alias=True, exclude_none=True)
+            moved = {"to": [inc.to + t for t in r.tos] if isinstance(r.to, list) else inc.to + r.to}
             if r.from_ is not None:
-                data["from"] = (
+                moved["from_"] = (
                     [inc.from_ + f for f in r.froms] if isinstance(r.from_, list) else inc.from_ + r.from_
                 )
-            data["to"] = [inc.to + t for t in r.tos] if isinstance(r.to, list) else inc.to + r.to
             if r.like is not None:
-                data["like"] = inc.from_ + r.like
-            rules.append(KeyRule.model_validate(data))
+                moved["like"] = inc.from_ + r.like
+            rules.append(replace(r, **moved))  # a literal prefix keeps a valid pattern valid
     return rules
 
 

@@ -59,7 +59,7 @@ def plan(hf: HfLoad, params: Mapping[str, Any]) -> dict[str, Any]:
         "tied": {t.target: t.source for t in hf.tied if t.when is None or evaluate(t.when, env)},
         "ignore_missing": list(hf.ignore_missing),
         "ignore_unexpected": list(hf.ignore_unexpected),
-        "transforms": [t.model_dump(by_alias=True, exclude_defaults=True) for t in hf.transforms],
+        "transforms": [t.to_dict(by_alias=True, exclude_defaults=True) for t in hf.transforms],
     }
 
 
