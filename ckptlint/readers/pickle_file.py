@@ -30,8 +30,9 @@ from ckptlint.readers.pickle_scan import Budget, Scan, Source
 from ckptlint.readers.pickle_stream import StreamError, parse_joblib, parse_stream
 from ckptlint.readers.pickle_stubs import RegionReader
 from ckptlint.readers.pickle_tree import TreeTooLarge, flatten
+from ckptlint.readers.tar_probe import is_torch_tar
 from ckptlint.readers.torch_nested import nested_reader
-from ckptlint.readers.torch_tar import NotTorchTar, is_torch_tar, read_tar
+from ckptlint.readers.torch_tar import NotTorchTar, read_tar
 
 # joblib's compressors (joblib/compressor.py): magic prefix -> name
 JOBLIB_MAGIC = {

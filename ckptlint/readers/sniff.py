@@ -20,8 +20,7 @@ from pathlib import Path
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers.jsonfile import load_json
 from ckptlint.readers.limits import LimitExceeded, zip_file
-from ckptlint.readers.pickle_probe import pickle_view
-from ckptlint.readers.torch_tar import is_torch_tar
+from ckptlint.readers.tar_probe import is_torch_tar
 
 HEAD_BYTES = 512
 ZIP_LOCAL = b"PK\x03\x04"
@@ -62,8 +61,12 @@ def sniff(path: Path) -> str:
             except UnreadableCheckpoint as exc:
                 error = exc
             probe = (kind is None or kind in _POLYGLOT_KINDS) and head[0] in _STREAM_FIRST
-            if probe and pickle_view(fh, path.name, evidence=kind is None).unsafe:
-                return "pickle"
+            if probe:
+                # imported here: the pickle machinery costs ~10 ms of start-up that most files never need
+                from ckptlint.readers.pickle_probe import pickle_view
+
+                if pickle_view(fh, path.name, evidence=kind is None).unsafe:
+                    return "pickle"
     except OSError as exc:
         raise UnreadableCheckpoint(str(path), f"cannot open: {exc.strerror or exc}") from None
     if error is not None:

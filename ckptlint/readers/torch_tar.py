@@ -17,7 +17,6 @@ files, extended headers larger than ckptlint reads) fails closed as CK301.
 
 from __future__ import annotations
 
-import io
 import struct
 from typing import IO, Any
 
@@ -30,60 +29,15 @@ from ckptlint.readers.pickle_stream import StreamError, parse_stream
 from ckptlint.readers.pickle_tensors import MAX_DIM
 from ckptlint.readers.pickle_tree import flatten
 from ckptlint.readers.pickle_values import GlobalValue, Opaque, StorageRef, TensorRef
+from ckptlint.readers.tar_probe import BoundedReader, TooLarge
 
 MAX_MEMBERS = 10_000  # tar headers read before giving up (each costs a 512-byte read)
-MAX_TAR_READ = 1 << 20  # one read by tarfile (GNU long names, pax headers); larger ones are refused
 MAX_NDIM = 64
 TORCH_MEMBERS = ("storages", "tensors", "pickle")
 
 
 class NotTorchTar(Exception):
     """A tar archive without any of torch's members: torch.load fails on it before unpickling anything."""
-
-
-class _TooLarge(Exception):
-    """tarfile asked for more bytes in one read than ckptlint allows (an absurd extended header)."""
-
-
-class _BoundedReader(io.RawIOBase):
-    """The file as tarfile sees it, refusing single reads larger than MAX_TAR_READ."""
-
-    def __init__(self, fh: IO[bytes]) -> None:
-        self._fh = fh
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
-        if n is None or n < 0 or n > MAX_TAR_READ:
-            raise _TooLarge(f"a tar header asks to read {n} bytes at once")
-        return self._fh.read(n)
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        return self._fh.seek(pos, whence)
-
-    def tell(self) -> int:
-        return self._fh.tell()
-
-
-def is_torch_tar(fh: IO[bytes]) -> bool | None:
-    """Whether ``torch.load`` takes the tar path for this file: ``tarfile.open(mode="r:")`` accepts it (torch's
-    own test, ``_legacy_load``). None when tarfile fails otherwise (torch.load fails before unpickling)."""
-    import tarfile
-
-    fh.seek(0)
-    try:
-        tarfile.open(fileobj=_BoundedReader(fh), mode="r:").close()
-    except tarfile.TarError:
-        return False
-    except _TooLarge:
-        return True  # tarfile would read on: judged (and refused) by read_tar
-    except Exception:  # tarfile fails in a way torch.load does not catch: it loads nothing
-        return None
-    return True
 
 
 def read_tar(fh: IO[bytes], *, path: str, size: int, stem: str, facts: SecurityFacts) -> Checkpoint | None:
@@ -96,10 +50,10 @@ def read_tar(fh: IO[bytes], *, path: str, size: int, stem: str, facts: SecurityF
 
     fh.seek(0)
     try:
-        tar = tarfile.open(fileobj=_BoundedReader(fh), mode="r:")  # noqa: SIM115 (closed below)
+        tar = tarfile.open(fileobj=BoundedReader(fh), mode="r:")  # noqa: SIM115 (closed below)
     except tarfile.TarError:
         return None
-    except _TooLarge as exc:
+    except TooLarge as exc:
         facts.add_unverifiable(
             "a tar archive", "tar", 0, f"{exc}; torch.load reads tar files before pickles."
         )
@@ -115,7 +69,7 @@ def read_tar(fh: IO[bytes], *, path: str, size: int, stem: str, facts: SecurityF
                     break
                 if info.name in TORCH_MEMBERS:
                     members[info.name] = info  # tarfile.getmember: the last one of that name
-        except (tarfile.TarError, _TooLarge, EOFError) as exc:
+        except (tarfile.TarError, TooLarge, EOFError) as exc:
             facts.add_unverifiable("a tar archive", "tar", fh.tell(), f"Its headers cannot be read: {exc}.")
     if not members:
         raise NotTorchTar(
@@ -154,8 +108,8 @@ def tar_value(fh: IO[bytes], *, path: str, size: int) -> Any:
 
     fh.seek(0)
     try:
-        tar = tarfile.open(fileobj=_BoundedReader(fh), mode="r:")  # noqa: SIM115 (closed below)
-    except (tarfile.TarError, _TooLarge):
+        tar = tarfile.open(fileobj=BoundedReader(fh), mode="r:")  # noqa: SIM115 (closed below)
+    except (tarfile.TarError, TooLarge):
         return None
     members: dict[str, tarfile.TarInfo] = {}
     with tar:
