@@ -33,10 +33,9 @@ FormatName = Literal[
 ]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True)  # slotted, positional: readers make hundreds of thousands (``tensor_info``)
 class TensorInfo(Model):
-    """Header facts of one tensor; its values are never read unless a rule asks (slotted: readers make
-    hundreds of thousands)."""
+    """Header facts of one tensor; its values are never read unless a rule asks."""
 
     shape: tuple[int, ...]
     dtype: str  # numpy / ml_dtypes name: float32, float16, bfloat16, int64, bool, ...
