@@ -39,7 +39,6 @@ class Finding(Model):
     edits: list[Edit] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if (
-            type(self.severity) is not Severity
-        ):  # "error" -> Severity.ERROR, as validation did (ValueError else)
+        # "error" -> Severity.ERROR, as validation did (a ValueError for anything else)
+        if type(self.severity) is not Severity:
             self.severity = Severity(self.severity)
