@@ -7,16 +7,13 @@ missing, …), never findings about them: the rules decide what a fact means.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from ckptlint.dtypes import nbytes_for
 from ckptlint.facts import SecurityFacts
 from ckptlint.findings import Finding
-
-# Schemas are built on first validation/serialisation, not at import: ``ckptlint dump`` must start fast.
-_LAZY = ConfigDict(defer_build=True)
+from ckptlint.model import Model
 
 # Every format a reader may report (docs/CONTRACT.md "Format names"; found by sniffing bytes).
 FormatName = Literal[
@@ -36,10 +33,9 @@ FormatName = Literal[
 ]
 
 
-class TensorInfo(BaseModel):
+@dataclass(slots=True)  # slotted, positional: readers make hundreds of thousands (``tensor_info``)
+class TensorInfo(Model):
     """Header facts of one tensor; its values are never read unless a rule asks."""
-
-    model_config = _LAZY
 
     shape: tuple[int, ...]
     dtype: str  # numpy / ml_dtypes name: float32, float16, bfloat16, int64, bool, ...
@@ -55,84 +51,75 @@ class TensorInfo(BaseModel):
         return n
 
 
-class Sidecar(BaseModel):
+@dataclass(kw_only=True)
+class Sidecar(Model):
     """A config file found next to the weights (HF config, preprocessor, open_clip config, tokenizer...)."""
-
-    model_config = _LAZY
 
     name: str  # file name, relative to the checkpoint's directory
     kind: str  # hf-config | hf-preprocessor | open_clip-config | tokenizer | timm-config | other
     content: dict[str, Any] | None = None  # parsed JSON when small and valid, else None
 
 
-class MisplacedTensor(BaseModel):
+@dataclass(kw_only=True)
+class MisplacedTensor(Model):
     """A tensor the shard index and the shards disagree on."""
-
-    model_config = _LAZY
 
     index: str | None  # the shard the index names for it (None: the index does not list it)
     found_in: list[str]  # the shards that hold it
 
 
-class ShardFacts(BaseModel):
+@dataclass(kw_only=True)
+class ShardFacts(Model):
     """What the sharded reader saw of a ``*.index.json`` and its shards (CK002 and CK003 judge it)."""
 
-    model_config = _LAZY
-
-    missing_shards: list[str] = Field(default_factory=list)  # named by the index, not on disk
-    lost_tensors: list[str] = Field(default_factory=list)  # indexed into a missing shard (sorted)
-    tensors_in_no_shard: list[str] = Field(
-        default_factory=list
-    )  # indexed into a shard that lacks them (sorted)
-    misplaced: dict[str, MisplacedTensor] = Field(
-        default_factory=dict
-    )  # in another/several shards, or unindexed
-    unreferenced_shards: list[str] = Field(
-        default_factory=list
-    )  # shard-named files next to it, not in the index
+    missing_shards: list[str] = field(default_factory=list)  # named by the index, not on disk
+    lost_tensors: list[str] = field(default_factory=list)  # indexed into a missing shard (sorted)
+    # indexed into a shard that lacks them (sorted)
+    tensors_in_no_shard: list[str] = field(default_factory=list)
+    # in another/several shards, or unindexed
+    misplaced: dict[str, MisplacedTensor] = field(default_factory=dict)
+    # shard-named files next to it, not in the index
+    unreferenced_shards: list[str] = field(default_factory=list)
 
 
-class TokenizerFacts(BaseModel):
+@dataclass(kw_only=True)
+class TokenizerFacts(Model):
     """What the tokenizer files next to the weights say about token ids (read as JSON; CK115 judges it)."""
 
-    model_config = _LAZY
-
-    files: list[str] = Field(default_factory=list)  # the tokenizer files read
+    files: list[str] = field(default_factory=list)  # the tokenizer files read
     vocab: int | None = None  # entries of the base vocabulary (tokenizer.json model.vocab, vocab.json)
     added: int = 0  # added tokens (tokenizer.json added_tokens, added_tokens.json, added_tokens_decoder)
     count: int = 0  # distinct token ids
     max_id: int | None = None  # the highest token id
-    special: dict[str, int | None] = Field(
-        default_factory=dict
-    )  # bos_token... -> id (None: not in the vocab)
-    unread: list[str] = Field(default_factory=list)  # tokenizer files too large or not valid JSON
+    # bos_token... -> id (None: not in the vocab)
+    special: dict[str, int | None] = field(default_factory=dict)
+    unread: list[str] = field(default_factory=list)  # tokenizer files too large or not valid JSON
 
 
-class Checkpoint(BaseModel):
+@dataclass(kw_only=True)
+class Checkpoint(Model):
     """A checkpoint's structure: ``key -> TensorInfo`` with the file's own full keys."""
-
-    model_config = _LAZY
 
     path: str
     format: FormatName
     # how the file's nested names are joined: "." for torch/HF, "/" for big_vision/flax
     key_sep: str = "."
-    tensors: dict[str, TensorInfo] = Field(default_factory=dict)
+    tensors: dict[str, TensorInfo] = field(default_factory=dict)
     # top-level containers: params/opt/chrono, state_dict/optimizer
-    groups: list[str] = Field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
     # embedded: safetensors __metadata__, non-tensor values
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    sidecars: list[Sidecar] = Field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    sidecars: list[Sidecar] = field(default_factory=list)
     # every file actually read (shards, the weights inside a folder)
-    files: list[str] = Field(default_factory=list)
+    files: list[str] = field(default_factory=list)
     # findings the input itself carries (a read-back dump)
-    findings: list[Finding] = Field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
     # a sharded checkpoint's index and shards: what agrees and what does not
     shards: ShardFacts | None = None
     # the token ids the tokenizer files next to the weights use (DECL-HF, issue 11)
     tokenizer: TokenizerFacts | None = None
     # what a loader of the file (or folder) could run: globals, constructs not judged, shipped code (CK301/CK302)
-    security: SecurityFacts = Field(default_factory=SecurityFacts)
+    security: SecurityFacts = field(default_factory=SecurityFacts)
 
     @property
     def num_params(self) -> int:
@@ -152,10 +139,6 @@ class Checkpoint(BaseModel):
         return next((s for s in self.sidecars if s.kind == kind), None)
 
 
-_set = object.__setattr__
-_TENSOR_FIELDS = set(TensorInfo.model_fields)  # shared: every field is always set (saves ~700 bytes a tensor)
-
-
 def tensor_info(
     shape: tuple[int, ...] | list[int],
     dtype: str,
@@ -163,18 +146,10 @@ def tensor_info(
     storage: str | None = None,
     offset: int | None = None,
 ) -> TensorInfo:
-    """Build a ``TensorInfo`` without validation, as ``model_construct`` does but ~4x faster (readers create
-    hundreds of thousands; types are theirs to get right)."""
+    """A ``TensorInfo`` with ``shape`` as a tuple of ints and ``nbytes`` computed when not given (readers create
+    hundreds of thousands; the other types are theirs to get right)."""
     shp = tuple(int(d) for d in shape)
-    info = TensorInfo.__new__(TensorInfo)
-    _set(info, "__dict__", {
-        "shape": shp, "dtype": dtype, "nbytes": nbytes_for(shp, dtype) if nbytes is None else int(nbytes),
-        "storage": storage, "offset": offset,
-    })  # fmt: skip
-    _set(info, "__pydantic_fields_set__", _TENSOR_FIELDS)
-    _set(info, "__pydantic_extra__", None)
-    _set(info, "__pydantic_private__", None)
-    return info
+    return TensorInfo(shp, dtype, nbytes_for(shp, dtype) if nbytes is None else int(nbytes), storage, offset)
 
 
 def guess_key_sep(keys: Iterable[str]) -> str:

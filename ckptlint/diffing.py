@@ -9,18 +9,19 @@ around a CLIPPO ViT...). Each rewrite is reported once with its key count, not k
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
-
-from pydantic import BaseModel, Field
 
 from ckptlint.archs.pattern import KeyPattern
 from ckptlint.checkpoint import Checkpoint
+from ckptlint.model import Model
 from ckptlint.renames import Key, find_prefix_renames
 
 SCHEMA_VERSION = "1"
 
 
-class Side(BaseModel):
+@dataclass(kw_only=True)
+class Side(Model):
     """What one side of the comparison is."""
 
     path: str
@@ -30,10 +31,11 @@ class Side(BaseModel):
     num_tensors: int
     num_params: int
     num_bytes: int
-    groups: list[str] = Field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
 
 
-class PrefixRename(BaseModel):
+@dataclass(kw_only=True)
+class PrefixRename(Model):
     """Every key of A starting with ``a_prefix`` is in B under ``b_prefix`` instead (written with each side's sep)."""
 
     a_prefix: str
@@ -41,26 +43,30 @@ class PrefixRename(BaseModel):
     count: int
 
 
-class KeyPair(BaseModel):
+@dataclass(kw_only=True)
+class KeyPair(Model):
     a: str
     b: str
 
 
-class ShapeChange(BaseModel):
+@dataclass(kw_only=True)
+class ShapeChange(Model):
     a: str
     b: str
     a_shape: list[int]
     b_shape: list[int]
 
 
-class DtypeChange(BaseModel):
+@dataclass(kw_only=True)
+class DtypeChange(Model):
     a: str
     b: str
     a_dtype: str
     b_dtype: str
 
 
-class MappingUse(BaseModel):
+@dataclass(kw_only=True)
+class MappingUse(Model):
     """A known conversion table (a family file's ``[[conversions]]``) that explains keys of A as keys of B."""
 
     name: str
@@ -72,7 +78,8 @@ class MappingUse(BaseModel):
     reshaped: int = 0  # pairs whose values are the same but stored transposed/reshaped
 
 
-class DiffResult(BaseModel):
+@dataclass(kw_only=True)
+class DiffResult(Model):
     """The whole comparison; ``ckptlint diff --format json`` is this model."""
 
     schema_version: str = SCHEMA_VERSION
@@ -81,13 +88,13 @@ class DiffResult(BaseModel):
     layout_change: str | None = None  # "open_clip → hf" when the detected layouts differ
     separator_change: str | None = None  # "'/' → '.'"
     mapping: MappingUse | None = None
-    renames: list[PrefixRename] = Field(default_factory=list)
-    renamed: list[KeyPair] = Field(default_factory=list)  # every key pair matched through a rename
-    only_a: list[str] = Field(default_factory=list)
-    only_b: list[str] = Field(default_factory=list)
-    shape_changes: list[ShapeChange] = Field(default_factory=list)
-    dtype_changes: list[DtypeChange] = Field(default_factory=list)
-    metadata_changes: list[str] = Field(default_factory=list)  # embedded metadata keys that differ
+    renames: list[PrefixRename] = field(default_factory=list)
+    renamed: list[KeyPair] = field(default_factory=list)  # every key pair matched through a rename
+    only_a: list[str] = field(default_factory=list)
+    only_b: list[str] = field(default_factory=list)
+    shape_changes: list[ShapeChange] = field(default_factory=list)
+    dtype_changes: list[DtypeChange] = field(default_factory=list)
+    metadata_changes: list[str] = field(default_factory=list)  # embedded metadata keys that differ
     identical: bool = False
 
 

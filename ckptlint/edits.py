@@ -2,7 +2,7 @@
 
 Like ruff's fixes, an edit says exactly what to change, so ``check`` (which reports it) and ``fix`` (which applies
 it) can never disagree. The set of kinds is closed; ``kind`` tells them apart (a pydantic discriminated union, and
-a ``oneOf`` with a discriminator in the JSON schema):
+a ``oneOf`` with a discriminator in the JSON schema; plain dataclasses, validated only when read back):
 
 * ``rename_prefix`` — every key starting with ``old`` is renamed ``new`` + the rest (strip: ``new=""``; add:
   ``old=""``; swap: both set);
@@ -25,68 +25,75 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from ckptlint.model import Model, Tagged
 
-_LAZY = ConfigDict(defer_build=True, extra="forbid")
+_FORBID: dict[str, Any] = {"extra": "forbid"}  # pydantic's config: an unknown field is an error
 
 
-class RenamePrefix(BaseModel):
+@dataclass(kw_only=True)
+class RenamePrefix(Model):
     """Rename every key that starts with ``old`` to ``new`` + the rest of the key."""
 
-    model_config = _LAZY
+    __pydantic_config__: ClassVar[dict[str, Any]] = _FORBID
     kind: Literal["rename_prefix"] = "rename_prefix"
     old: str
     new: str
 
 
-class RenameKeys(BaseModel):
+@dataclass(kw_only=True)
+class RenameKeys(Model):
     """Rename single keys: ``{old key: new key}``."""
 
-    model_config = _LAZY
+    __pydantic_config__: ClassVar[dict[str, Any]] = _FORBID
     kind: Literal["rename_keys"] = "rename_keys"
     renames: dict[str, str]
 
 
-class TakeSubtree(BaseModel):
+@dataclass(kw_only=True)
+class TakeSubtree(Model):
     """Keep only the keys under ``prefix``, renamed ``into`` + the rest; drop every other key."""
 
-    model_config = _LAZY
+    __pydantic_config__: ClassVar[dict[str, Any]] = _FORBID
     kind: Literal["take_subtree"] = "take_subtree"
     prefix: str
     into: str = ""
 
 
-class DropKeys(BaseModel):
+@dataclass(kw_only=True)
+class DropKeys(Model):
     """Drop these exact keys."""
 
-    model_config = _LAZY
+    __pydantic_config__: ClassVar[dict[str, Any]] = _FORBID
     kind: Literal["drop_keys"] = "drop_keys"
     keys: list[str]
 
 
-class DropGroups(BaseModel):
+@dataclass(kw_only=True)
+class DropGroups(Model):
     """Drop every key that equals one of ``groups`` or starts with it followed by ``sep``."""
 
-    model_config = _LAZY
+    __pydantic_config__: ClassVar[dict[str, Any]] = _FORBID
     kind: Literal["drop_groups"] = "drop_groups"
     groups: list[str]
     sep: str
 
 
-class Transpose(BaseModel):
+@dataclass(kw_only=True)
+class Transpose(Model):
     """Swap the two axes of these 2-d tensors (their names stay)."""
 
-    model_config = _LAZY
+    __pydantic_config__: ClassVar[dict[str, Any]] = _FORBID
     kind: Literal["transpose"] = "transpose"
     keys: list[str]
 
 
-class Convert(BaseModel):
+@dataclass(kw_only=True)
+class Convert(Model):
     """Convert the checkpoint into architecture ``to`` (``NAME[:VARIANT]``) with the conversion table ``table``."""
 
-    model_config = _LAZY
+    __pydantic_config__: ClassVar[dict[str, Any]] = _FORBID
     kind: Literal["convert"] = "convert"
     table: str
     to: str
@@ -94,7 +101,7 @@ class Convert(BaseModel):
 
 Edit = Annotated[
     RenamePrefix | RenameKeys | TakeSubtree | DropKeys | DropGroups | Transpose | Convert,
-    Field(discriminator="kind"),
+    Tagged("kind"),
 ]
 # kinds that change only names or which tensors are kept: what the writer behind ``ckptlint fix`` can apply today
 KEY_KINDS = frozenset({"rename_prefix", "rename_keys", "take_subtree", "drop_keys", "drop_groups"})

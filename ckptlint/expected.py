@@ -2,51 +2,50 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from ckptlint.checkpoint import Checkpoint
+from ckptlint.model import Model
 
 
-class ExpectedTensor(BaseModel):
+@dataclass(kw_only=True)
+class ExpectedTensor(Model):
     """Shape and dtype a model definition gives one parameter or persistent buffer."""
-
-    model_config = ConfigDict(defer_build=True)
 
     shape: tuple[int, ...]
     dtype: str = "float32"
 
+    def __post_init__(self) -> None:
+        if type(self.shape) is not tuple:  # a list or torch.Size: compared with TensorInfo.shape, a tuple
+            self.shape = tuple(self.shape)
 
-class Expected(BaseModel):
+
+@dataclass(kw_only=True)
+class Expected(Model):
     """An expected parameter tree, named the way the expected model names its keys.
 
     Keys are a torch model's ``state_dict()`` keys, or a flax parameter path joined with ``/``
     relative to the ``params`` collection.
     """
 
-    model_config = ConfigDict(defer_build=True)
-
     arch: str  # contract name: clippo, bv-vit, bv-siglip, open_clip, hf-clip, hf-clip-vision, hf-siglip, timm-vit, ...
     variant: str | None = None  # "B/16", "ViT-B-16", "custom"
     source: Literal["flag", "inferred", "declared", "model", "spec"] = "flag"
     framework: str = "torch"  # big_vision | open_clip | hf | timm | torch | flax
     key_sep: str = "."
-    tensors: dict[str, ExpectedTensor] = Field(default_factory=dict)
-    params: dict[str, Any] = Field(
-        default_factory=dict
-    )  # width, depth, heads, patch, image_size, context_length...
-    towers: dict[str, list[str]] = Field(
-        default_factory=dict
-    )  # tower -> key prefixes, e.g. {"text": ["txt/"]}
-    preprocessing: dict[str, Any] = Field(default_factory=dict)  # mean/std/size/interpolation when known
+    tensors: dict[str, ExpectedTensor] = field(default_factory=dict)
+    # width, depth, heads, patch, image_size, context_length...
+    params: dict[str, Any] = field(default_factory=dict)
+    # tower -> key prefixes, e.g. {"text": ["txt/"]}
+    towers: dict[str, list[str]] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # mean/std/size/interpolation when known
     description: str = ""  # e.g. "big_vision proj.clippo.one_tower"
     declared_by: str | None = None  # source "declared": the config file (open_clip_config.json)
     declared_name: str | None = None  # source "declared": the declared model (ViT-B-16, ...)
     # the declared library's loading semantics around the tree (transformers: base-model prefix, tied weights,
     # ignore patterns, key conversions; ckptlint.declared.hf_load), empty for a plain state_dict load
-    load: dict[str, Any] = Field(default_factory=dict)
+    load: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from ckptlint.edits import Edit
+from ckptlint.model import Model
 
 
 class Severity(StrEnum):
@@ -22,19 +22,23 @@ class Severity(StrEnum):
         return {"info": 0, "warning": 1, "error": 2}[self.value]
 
 
-class Finding(BaseModel):
+@dataclass(kw_only=True)
+class Finding(Model):
     """One root cause: a code, what was seen, why it probably happened and how to fix it.
 
     ``fix`` says it for a person; ``edits`` says it for ``ckptlint fix`` when the fix is mechanical.
     """
-
-    model_config = ConfigDict(defer_build=True)
 
     code: str
     severity: Severity
     message: str
     cause: str = ""
     fix: str = ""
-    keys: list[str] = Field(default_factory=list)
-    details: dict[str, Any] = Field(default_factory=dict)
-    edits: list[Edit] = Field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    edits: list[Edit] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # "error" -> Severity.ERROR, as validation did (a ValueError for anything else)
+        if type(self.severity) is not Severity:
+            self.severity = Severity(self.severity)

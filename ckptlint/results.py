@@ -5,26 +5,28 @@ The engine builds these and the reporters render them; neither depends on the ot
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from ckptlint._version import __version__
 from ckptlint.findings import Finding, Severity
+from ckptlint.model import Model, omit_none
+
+if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler
+    from pydantic_core import CoreSchema
 
 SCHEMA_VERSION = "1"
-# schemas are built on first use, not at import (start-up time of the CLI)
-_LAZY = ConfigDict(defer_build=True)
 
 
-class ToolInfo(BaseModel):
-    model_config = _LAZY
+@dataclass(kw_only=True)
+class ToolInfo(Model):
     name: str = "ckptlint"
     version: str = __version__
 
 
-class ArchInfo(BaseModel):
-    model_config = _LAZY
+@dataclass(kw_only=True)
+class ArchInfo(Model):
     name: str
     variant: str | None = None
     source: Literal["flag", "inferred", "declared", "model", "spec"]
@@ -35,41 +37,40 @@ class ArchInfo(BaseModel):
     declared_by: str | None = None  # source "declared": the config file, e.g. "open_clip_config.json"
 
 
-class ShapeMismatch(BaseModel):
-    model_config = _LAZY
+@dataclass(kw_only=True)
+class ShapeMismatch(Model):
     key: str
     expected: list[int]
     actual: list[int]
 
 
-class DtypeMismatch(BaseModel):
-    model_config = _LAZY
+@dataclass(kw_only=True)
+class DtypeMismatch(Model):
     key: str
     expected: str
     actual: str
 
 
-class Diff(BaseModel):
+@dataclass(kw_only=True)
+class Diff(Model):
     """Raw comparison with the expectation, in the expected model's key names."""
 
-    model_config = _LAZY
-
-    missing: list[str] = Field(default_factory=list)
-    unexpected: list[str] = Field(default_factory=list)
-    shape_mismatch: list[ShapeMismatch] = Field(default_factory=list)
-    dtype_mismatch: list[DtypeMismatch] = Field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatch: list[ShapeMismatch] = field(default_factory=list)
+    dtype_mismatch: list[DtypeMismatch] = field(default_factory=list)
 
 
-class FileStats(BaseModel):
+@dataclass(kw_only=True)
+class FileStats(Model):
     """What reading a remote file cost (``--stats``): body bytes received and requests sent, retries included."""
 
-    model_config = _LAZY
     bytes: int
     requests: int
 
 
-class FileReport(BaseModel):
-    model_config = _LAZY
+@dataclass(kw_only=True)
+class FileReport(Model):
     path: str
     format: str | None = None
     layout: str = "unknown"
@@ -77,31 +78,33 @@ class FileReport(BaseModel):
     num_tensors: int = 0
     num_params: int = 0
     num_bytes: int = 0  # extension: bytes of all tensors
-    groups: list[str] = Field(default_factory=list)  # extension: top-level groups (params, opt, chrono...)
-    dtypes: dict[str, int] = Field(default_factory=dict)  # extension: parameter count per dtype
+    groups: list[str] = field(default_factory=list)  # extension: top-level groups (params, opt, chrono...)
+    dtypes: dict[str, int] = field(default_factory=dict)  # extension: parameter count per dtype
     error: str | None = None
-    findings: list[Finding] = Field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
     diff: Diff | None = None
     # additive: only with --stats, for remote inputs (absent otherwise, so reports without it are unchanged)
-    stats: FileStats | None = Field(default=None, exclude_if=lambda v: v is None)
+    stats: FileStats | None = None
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return omit_none(handler(source), handler, "stats")  # absent when None, in JSON and in model_dump
 
 
-class Summary(BaseModel):
-    model_config = _LAZY
+@dataclass(kw_only=True)
+class Summary(Model):
     files: int = 0
     errors: int = 0
     warnings: int = 0
     infos: int = 0
 
 
-class Report(BaseModel):
-    model_config = _LAZY
+@dataclass(kw_only=True)
+class Report(Model):
     schema_version: Literal["1"] = SCHEMA_VERSION
-    tool: ToolInfo = Field(
-        default_factory=ToolInfo.model_construct
-    )  # no schema build unless rendered as JSON
-    files: list[FileReport] = Field(default_factory=list)
-    summary: Summary = Field(default_factory=Summary.model_construct)
+    tool: ToolInfo = field(default_factory=ToolInfo)
+    files: list[FileReport] = field(default_factory=list)
+    summary: Summary = field(default_factory=Summary)
 
     def summarize(self) -> Report:
         """Recompute ``summary`` from the files' findings."""
@@ -109,7 +112,7 @@ class Report(BaseModel):
         for f in self.files:
             for fd in f.findings:
                 counts[fd.severity] += 1
-        self.summary = Summary.model_construct(
+        self.summary = Summary(
             files=len(self.files),
             errors=counts[Severity.ERROR],
             warnings=counts[Severity.WARNING],

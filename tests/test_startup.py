@@ -3,7 +3,8 @@
 The plain path, ``ckptlint check`` / ``ckptlint dump`` of a safetensors file whose keys are in no known layout,
 must import none of torch, jax, transformers, numpy, rich (stdout is no terminal) or the writers, and build no
 pydantic schema but the family files' (``ckptlint.archs.schema``, validated when loaded): checkpoints, findings and
-reports are constructed, and validated or serialised only by the reporters that need it (JSON, SARIF).
+reports are plain dataclasses (``ckptlint.model``), validated or serialised through pydantic only by the
+reporters that need it (JSON, SARIF). Building and rendering them as text imports no pydantic at all.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ PROBE = """
 import json, sys
 import pydantic
 from ckptlint.cli import main
+from ckptlint.model import _ADAPTERS
 sys.argv = ["ckptlint", *sys.argv[1:]]
 try:
     main()
@@ -35,7 +37,34 @@ def subclasses(cls):
         yield from subclasses(sub)
 built = sorted({c.__module__ + ":" + c.__name__ for c in subclasses(pydantic.BaseModel)
                 if c.__module__.startswith("ckptlint") and c.__dict__.get("__pydantic_complete__")})
-print(json.dumps({"modules": sorted(sys.modules), "built": built}), file=sys.stderr)
+adapted = sorted(c.__module__ + ":" + c.__name__ for c in _ADAPTERS)
+print(json.dumps({"modules": sorted(sys.modules), "built": built, "adapted": adapted}), file=sys.stderr)
+"""
+# The read path's models on their own: a checkpoint read, findings with edits, a report rendered as text (the
+# modules a plain run uses, not the family files'). pydantic must never be imported.
+PLAIN = """
+import json, sys
+from ckptlint.checkpoint import Checkpoint, Sidecar, tensor_info
+from ckptlint.diffing import DiffResult, Side
+from ckptlint.edits import RenamePrefix
+from ckptlint.expected import Expected, ExpectedTensor
+from ckptlint.findings import Finding, Severity
+from pathlib import Path
+from ckptlint.readers.safetensors_reader import read
+from ckptlint.report import dump_text, text
+from ckptlint.results import ArchInfo, Diff, FileReport, Report, ShapeMismatch
+ckpt = read(Path(sys.argv[1]))
+ckpt.sidecars.append(Sidecar(name="config.json", kind="hf-config", content={}))
+exp = Expected(arch="spec", tensors={k: ExpectedTensor(shape=t.shape) for k, t in ckpt.tensors.items()})
+finding = Finding(code="CK103", severity=Severity.ERROR, message="m", edits=[RenamePrefix(old="a.", new="")])
+diff = Diff(missing=["x"], shape_mismatch=[ShapeMismatch(key="k", expected=[1], actual=[2])])
+file = FileReport(path=ckpt.path, format=ckpt.format, num_tensors=len(ckpt.tensors), findings=[finding],
+                  arch=ArchInfo(name="spec", source="spec"), diff=diff)
+report = Report(files=[file]).summarize()
+side = Side(path="a", format="safetensors", key_sep=".", num_tensors=1, num_params=1, num_bytes=4)
+DiffResult(a=side, b=side)
+out = text.render(report, verbose=True) + dump_text.render(ckpt, "unknown", [finding])
+print(json.dumps({"out": out, "modules": sorted(sys.modules), "errors": report.summary.errors}))
 """
 
 
@@ -59,6 +88,19 @@ def test_plain_safetensors_run_imports_and_builds_nothing_heavy(plain: Path, com
     for heavy in NEVER:
         assert not any(m == heavy or m.startswith(heavy + ".") for m in seen["modules"]), heavy
     assert seen["built"] and all(b.startswith("ckptlint.archs.schema:") for b in seen["built"]), seen["built"]
+    assert (
+        seen["adapted"] == []
+    )  # checkpoints, findings, reports: constructed, never validated nor serialised
+
+
+def test_read_path_models_never_import_pydantic(plain: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", PLAIN, str(plain)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert plain.name in seen["out"] and "blocks" in seen["out"] and "CK103" in seen["out"]
+    assert seen["errors"] == 1
+    assert not [m for m in seen["modules"] if m.split(".")[0] in ("pydantic", "pydantic_core")]
 
 
 def test_json_report_still_validates_and_serialises(plain: Path) -> None:
@@ -66,7 +108,7 @@ def test_json_report_still_validates_and_serialises(plain: Path) -> None:
     report = json.loads(out)
     assert report["schema_version"] == "1" and report["summary"]["files"] == 1
     assert [f["code"] for f in report["files"][0]["findings"]] == ["CK004"]
-    assert "ckptlint.results:Report" in seen["built"]  # JSON needs the schema: built there
+    assert "ckptlint.results:Report" in seen["adapted"]  # JSON needs the schema: built there
 
 
 @pytest.mark.parametrize("arch", [None, "bv-vit", "open_clip", "hf-clip"])

@@ -20,7 +20,7 @@ def render(report: Report, *, verbose: bool = False, fail_on: str = "error") -> 
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of the report, generated from the pydantic models (serialisation mode)."""
+    """JSON Schema (draft 2020-12) of the report, generated from the results models through pydantic (serialisation mode)."""
     schema = Report.model_json_schema(mode="serialization")
     for name, obj in (("Report", schema), *schema.get("$defs", {}).items()):
         if "properties" in obj:  # the reporter always writes every field, null or empty when unknown
