@@ -27,11 +27,10 @@ HELP_WIDTH = 110
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Descriptions keep their line breaks; option help is wrapped to the terminal, at most HELP_WIDTH wide."""
 
-    def __init__(self, prog: str) -> None:
-        import shutil
+    width = HELP_WIDTH  # the terminal's, set when help is printed (argparse builds one per add_argument too)
 
-        width = min(HELP_WIDTH, shutil.get_terminal_size().columns - 2)
-        super().__init__(prog, max_help_position=32, width=width)
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=_Formatter.width)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,6 +44,12 @@ class _Parser(argparse.ArgumentParser):
             formatter_class=_Formatter,
             allow_abbrev=False,  # `--out` is not `--output`: a typo is an error, never a guess
         )
+
+    def format_help(self) -> str:
+        import shutil  # only for help: a run that parses its options never asks the terminal
+
+        _Formatter.width = min(HELP_WIDTH, shutil.get_terminal_size().columns - 2)
+        return super().format_help()
 
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("ckptlint").strip()
@@ -341,7 +346,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ``--help`` and ``--version`` print and exit 0 (SystemExit); anything else wrong raises ``UsageError``.
     """
     split = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
-    top = _main_parser().parse_args(argv[:split])
+    debug = (
+        bool(split) and _main_parser().parse_args(argv[:split]).debug
+    )  # built only when options come first
     if split == len(argv):
         raise UsageError("missing command (see `ckptlint --help`)")
     name = argv[split]
@@ -351,5 +358,5 @@ def parse(argv: list[str]) -> argparse.Namespace:
         )
     args = command_parser(name).parse_intermixed_args(argv[split + 1 :])
     args.command = name
-    args.debug = args.debug or top.debug
+    args.debug = args.debug or debug
     return args
