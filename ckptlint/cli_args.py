@@ -356,7 +356,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         raise UsageError(
             f"unknown command {name!r}: choose from {', '.join(COMMANDS)} (see `ckptlint --help`)"
         )
-    args = command_parser(name).parse_intermixed_args(argv[split + 1 :])
+    rest, parser = argv[split + 1 :], command_parser(name)
+    # after `--` everything is a positional argument (a path may start with "-"); argparse's intermixed parsing
+    # does not keep that apart, so a command line with `--` is parsed plainly: options before it
+    args = parser.parse_args(rest) if "--" in rest else parser.parse_intermixed_args(rest)
     args.command = name
     args.debug = args.debug or debug
     return args

@@ -88,6 +88,8 @@ def test_options_anywhere_among_positionals(corpus: Path, capsys: pytest.Capture
     sets = ["convert", a, "out", "--set", "act=gelu", "--to", "open_clip", "--set", "heads=2"]
     assert parse(sets).sets == ["act=gelu", "heads=2"]
     assert parse(["dump", a]).fmt == "text" and parse(["convert", "--list"]).src is None
+    dashed = parse(["check", "--arch", "clippo", "--", "-odd.npz", "--select"])  # after `--`: paths only
+    assert dashed.paths == ["-odd.npz", "--select"] and dashed.arch == "clippo" and dashed.select is None
 
 
 @pytest.mark.parametrize(
