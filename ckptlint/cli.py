@@ -1,23 +1,21 @@
 """The ``ckptlint`` command: thin — parse options, call the Python API, pick a reporter, set the exit code.
 
-Only click is imported at module level so ``ckptlint --version`` starts fast; every command
-imports what it needs when it runs.
+Options are parsed by the standard library's argparse (``ckptlint.cli_args``), not click: importing click cost
+~20 ms of every run's start-up. Only the parser is imported at module level, so ``ckptlint --version`` starts
+fast; every command imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import sys
+from argparse import Namespace
+from collections.abc import Callable
 from typing import Any, NoReturn
 
-import click
-
-from ckptlint._version import __version__
+from ckptlint.cli_args import parse
+from ckptlint.errors import CkptlintError, UsageError
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
-FAIL_ON = ("error", "warning", "info", "never")
-FORMATS = ("text", "json", "sarif", "markdown", "github")
-CHECK_FORMATS = (*FORMATS, "jsonl")  # jsonl streams: check only
-ENGINES = ("local", "ray", "dask")
 
 
 class _State:
@@ -27,13 +25,19 @@ class _State:
 def _die(message: str) -> NoReturn:
     """Exit 2 with exactly one line on stderr."""
     one_line = " ".join(message.split())
-    click.echo(f"ckptlint: error: {one_line}", err=True)
+    _echo(f"ckptlint: error: {one_line}\n", err=True)
     sys.exit(EXIT_ERROR)
+
+
+def _echo(text: str, *, err: bool = False) -> None:
+    """Write ``text`` as is and flush (a closed pipe surfaces here, inside ``main``'s handler)."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text)
+    stream.flush()
 
 
 def _emit(text: str, output: str | None) -> None:
     if output:
-        from ckptlint.errors import UsageError
         from ckptlint.outfile import write_atomic
 
         try:
@@ -41,7 +45,7 @@ def _emit(text: str, output: str | None) -> None:
         except OSError as exc:
             raise UsageError(f"{output}: cannot write the report: {exc.strerror or exc}") from None
     else:
-        click.echo(text, nl=False)
+        _echo(text)
 
 
 def _render(report: Any, fmt: str, *, verbose: bool, fail_on: str, to_file: bool) -> str:
@@ -56,113 +60,34 @@ def _render(report: Any, fmt: str, *, verbose: bool, fail_on: str, to_file: bool
     return render(report, fmt, verbose=verbose, fail_on=fail_on)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, "--version", prog_name="ckptlint")
-@click.option("--debug", is_flag=True, help="Show a traceback for errors (for bug reports).")
-def cli(debug: bool) -> None:
-    """Checkpoint compatibility linter: find why weights will not load, or load wrong."""
-    _State.debug = debug
+def _one_expectation(args: Namespace) -> None:
+    if sum(x is not None for x in (args.arch, args.model, args.spec)) > 1:
+        raise UsageError("give at most one of --arch, --model, --spec")
 
 
-@cli.command()
-@click.argument("path")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--depth", type=click.IntRange(min=1), default=None, help="Collapse the tree below N levels.")
-@click.option(
-    "--filter", "pattern", default=None, help="Only keys matching this glob, e.g. '*/pos_embedding'."
-)
-@click.option("--output", "-o", default=None, help="Write to FILE instead of stdout.")
-def dump(path: str, fmt: str, depth: int | None, pattern: str | None, output: str | None) -> None:
-    """Print the parameter tree of a checkpoint (header-only; never executes it)."""
+def dump(args: Namespace) -> None:
+    """``ckptlint dump PATH``: the parameter tree (header-only; never executes it)."""
     from ckptlint.archs.detect import detect_layout
     from ckptlint.engine import fact_findings
     from ckptlint.readers import read_checkpoint
 
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(args.path)
     layout = detect_layout(ckpt).name
     findings = fact_findings(ckpt)
-    if fmt == "json":
+    if args.fmt == "json":
         from ckptlint.report import dump_json
 
-        _emit(dump_json.render(ckpt, layout, findings), output)
+        _emit(dump_json.render(ckpt, layout, findings), args.output)
     else:
         from ckptlint.report import dump_text
 
-        _emit(dump_text.render(ckpt, layout, findings, depth=depth, pattern=pattern), output)
+        text = dump_text.render(ckpt, layout, findings, depth=args.depth, pattern=args.pattern)
+        _emit(text, args.output)
 
 
-@cli.command()
-@click.argument("paths", nargs=-1, required=True)
-@click.option("--arch", default=None, help="Expected architecture NAME[:VARIANT] (see `ckptlint archs`).")
-@click.option(
-    "--model", default=None, help="Live model definition MODULE:FACTORY (built on the meta device)."
-)
-@click.option("--spec", default=None, help="Expectation from a `ckptlint dump --format json` file.")
-@click.option(
-    "--format", "fmt", type=click.Choice(CHECK_FORMATS), default=None, help="Report format  [default: text]"
-)
-@click.option("--output", "-o", default=None, help="Write the report to FILE.")
-@click.option("--resume", is_flag=True, help="jsonl: skip files --output already reports, append the rest.")
-@click.option(
-    "--fail-on", type=click.Choice(FAIL_ON), default=None, help="Exit 1 at this severity  [default: error]"
-)
-@click.option("--select", default=None, help="Comma-separated codes or prefixes to report (e.g. CK1,CK201).")
-@click.option("--ignore", default=None, help="Comma-separated codes or prefixes to drop.")
-@click.option("--verbose", "-v", is_flag=True, help="Show every raw missing/unexpected/mismatched key.")
-@click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Concurrent reads: local threads, or workers of a local Ray/Dask cluster  [default: 64 for URLs, else 1]",
-)
-@click.option(
-    "--engine",
-    type=click.Choice(ENGINES),
-    default="local",
-    show_default=True,
-    help="Where files are checked.",
-)
-@click.option(
-    "--engine-address", default=None, help="Ray/Dask cluster (default RAY_ADDRESS / DASK_SCHEDULER_ADDRESS)."
-)
-@click.option("--stats", is_flag=True, help="Add bytes and requests to remote files' reports.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
-    show_default=True,
-    help="Seconds a remote request may stall before it is retried.",
-)
-@click.option("--config", "config_file", default=None, help="Read settings from this TOML file.")
-@click.option("--isolated", is_flag=True, help="Ignore pyproject.toml / ckptlint.toml settings.")
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bar [default: on a terminal, long runs]."
-)
-def check(
-    paths: tuple[str, ...],
-    arch: str | None,
-    model: str | None,
-    spec: str | None,
-    fmt: str | None,
-    output: str | None,
-    fail_on: str | None,
-    select: str | None,
-    ignore: str | None,
-    verbose: bool,
-    jobs: int | None,
-    engine: str,
-    engine_address: str | None,
-    stats: bool,
-    timeout: float,
-    resume: bool,
-    config_file: str | None,
-    isolated: bool,
-    progress: bool | None,
-) -> None:
-    """Check checkpoints (files, folders, globs) and explain the root cause of every problem."""
-    if sum(x is not None for x in (arch, model, spec)) > 1:
-        raise click.UsageError("give at most one of --arch, --model, --spec")
+def check(args: Namespace) -> None:
+    """``ckptlint check PATH...``: one report for every input, exit code per CONTRACT."""
+    _one_expectation(args)
     from pathlib import Path
 
     from ckptlint import config as cfgmod
@@ -171,72 +96,62 @@ def check(
     from ckptlint.runner import plan, run
     from ckptlint.scanning import ScanOptions
 
-    if isolated:
+    if args.isolated:
         cfg = cfgmod.Config()
     else:
-        cfg = cfgmod.load_config(Path(config_file) if config_file else cfgmod.find_config())
-    fmt = fmt or cfg.format
-    fail_on = fail_on or cfg.fail_on
-    if arch is not None:
-        cfgmod.validate_arch(arch, "--arch")
+        cfg = cfgmod.load_config(Path(args.config_file) if args.config_file else cfgmod.find_config())
+    fmt = args.fmt or cfg.format
+    fail_on = args.fail_on or cfg.fail_on
+    if args.arch is not None:
+        cfgmod.validate_arch(args.arch, "--arch")
+    select, ignore = args.select, args.ignore
     tasks = plan(
-        expand_paths(list(paths)),
-        arch=arch,
-        model=model,
-        spec=spec,
+        expand_paths(list(args.paths)),
+        arch=args.arch,
+        model=args.model,
+        spec=args.spec,
         select=cfgmod.validate_codes(_codes(select), "--select") if select is not None else None,
         ignore=cfgmod.validate_codes(_codes(ignore), "--ignore") if ignore is not None else None,
         config=cfg,
     )
-    opts = ScanOptions(stats=stats, retry=RetryPolicy(timeout=timeout), debug=_State.debug)
-    if resume and (fmt != "jsonl" or not output):
-        raise click.UsageError("--resume needs --format jsonl and --output FILE")
+    opts = ScanOptions(stats=args.stats, retry=RetryPolicy(timeout=args.timeout), debug=_State.debug)
+    output = args.output
+    if args.resume and (fmt != "jsonl" or not output):
+        raise UsageError("--resume needs --format jsonl and --output FILE")
     if fmt == "jsonl":
         from ckptlint.scanning.stream import check_jsonl
 
         tally = check_jsonl(
             tasks,
             output=output,
-            resume=resume,
-            engine=engine,
-            address=engine_address,
-            workers=jobs,
+            resume=args.resume,
+            engine=args.engine,
+            address=args.engine_address,
+            workers=args.jobs,
             opts=opts,
-            progress=progress,
+            progress=args.progress,
         )
         if tally.first_unreadable:
             path, reason = tally.first_unreadable
             more = f" (and {tally.unreadable - 1} more unreadable)" if tally.unreadable > 1 else ""
             _die(f"{path}: {reason}{more}")
         sys.exit(tally.exit_code(fail_on))
-    report = run(tasks, jobs=jobs, progress=progress, engine=engine, address=engine_address, opts=opts)
+    report = run(
+        tasks,
+        jobs=args.jobs,
+        progress=args.progress,
+        engine=args.engine,
+        address=args.engine_address,
+        opts=opts,
+    )
     unreadable = [f for f in report.files if f.error]
     if unreadable and len(report.files) == 1 and fmt == "text" and not output:
         _die(f"{unreadable[0].path}: {unreadable[0].error}")  # the report would only repeat this line
-    _emit(_render(report, fmt, verbose=verbose, fail_on=fail_on, to_file=bool(output)), output)
+    _emit(_render(report, fmt, verbose=args.verbose, fail_on=fail_on, to_file=bool(output)), output)
     if unreadable:
         more = f" (and {len(unreadable) - 1} more unreadable)" if len(unreadable) > 1 else ""
         _die(f"{unreadable[0].path}: {unreadable[0].error}{more}")
     sys.exit(exit_code(report, fail_on))
-
-
-# A small local checkpoint takes ~10 ms to check, and a worker process costs ~0.15 s of CPU to start when it has
-# to import the readers, rules and models itself (`check` loads them before forking) plus pickling its results back:
-# `--jobs 2` on 40 small files took 1.9 s against 1.4 s for one job (benchmarks/bench_jobs.py). A worker pays off
-# only with dozens of files to check, and on a busy machine not even then.
-MIN_FILES_PER_WORKER = 64
-
-
-def workers(tasks: list[Any], jobs: int) -> int:
-    """How many worker processes ``--jobs N`` gets: none for a few local files (checked in this process), at most
-    one per MIN_FILES_PER_WORKER files; remote inputs (latency, not CPU) keep N."""
-    if jobs <= 1:
-        return 1
-    from ckptlint.remote import is_remote
-
-    if any(is_remote(t.path) for t in tasks):
-        return jobs
-    return max(1, min(jobs, len(tasks) // MIN_FILES_PER_WORKER))
 
 
 def _codes(value: str) -> list[str]:
@@ -254,196 +169,104 @@ def exit_code(report: Any, fail_on: str) -> int:
     return EXIT_FINDINGS if worst is not None and worst.rank >= threshold else EXIT_CLEAN
 
 
-@cli.command()
-@click.argument("a")
-@click.argument("b")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--output", "-o", default=None, help="Write to FILE instead of stdout.")
-@click.option("--verbose", "-v", is_flag=True, help="List every renamed key, not only the rename rules.")
-def diff(a: str, b: str, fmt: str, output: str | None, verbose: bool) -> None:
-    """Compare two checkpoints header-only: renames (prefix or framework mapping), shape and dtype changes.
-
-    Exit 0 when B has the same tensors as A, 1 when they differ.
-    """
+def diff(args: Namespace) -> None:
+    """``ckptlint diff A B``: exit 0 when B has the same tensors as A, 1 when they differ."""
     from ckptlint.diffing import diff_paths
     from ckptlint.report import diff_report
 
-    result = diff_paths(a, b)
-    if fmt == "json":
-        _emit(diff_report.render_json(result), output)
+    result = diff_paths(args.a, args.b)
+    if args.fmt == "json":
+        _emit(diff_report.render_json(result), args.output)
     else:
-        colour = False if output else diff_report.use_colour(sys.stdout)
-        _emit(diff_report.render_text(result, verbose=verbose, colour=colour), output)
+        colour = False if args.output else diff_report.use_colour(sys.stdout)
+        _emit(diff_report.render_text(result, verbose=args.verbose, colour=colour), args.output)
     sys.exit(EXIT_CLEAN if result.identical else EXIT_FINDINGS)
 
 
-@cli.command()
-@click.argument("src", metavar="IN")
-@click.argument("dst", metavar="OUT")
-@click.option("--keep", default=None, help="Comma-separated top-level groups to keep, e.g. params.")
-@click.option("--drop", default=None, help="Comma-separated top-level groups to drop, e.g. opt,chrono.")
-@click.option(
-    "--to",
-    "to_format",
-    type=click.Choice(["same", "safetensors", "torch", "npz", "msgpack"]),
-    default="same",
-    show_default=True,
-    help="Output format (same: the input's own; legacy torch files become zip archives).",
-)
-def strip(src: str, dst: str, keep: str | None, drop: str | None, to_format: str) -> None:
-    """Write OUT with only some top-level groups of IN (e.g. params without opt/chrono); IN is never touched.
-
-    IN is a weights file, a shard index or a checkpoint folder (then OUT is a folder unless it ends in a weights
-    suffix). The output is written atomically and verified by re-reading it; torch is not needed.
-    """
-    if (keep is None) == (drop is None):
-        raise click.UsageError("give exactly one of --keep or --drop")
+def strip(args: Namespace) -> None:
+    """``ckptlint strip IN OUT``: keep or drop top-level groups; IN is never touched."""
+    if (args.keep is None) == (args.drop is None):
+        raise UsageError("give exactly one of --keep or --drop")
     from ckptlint.strip import strip_checkpoint
 
     result = strip_checkpoint(
-        src,
-        dst,
-        keep=_names(keep) if keep is not None else None,
-        drop=_names(drop) if drop is not None else None,
-        to_format=to_format,
+        args.src,
+        args.dst,
+        keep=_names(args.keep) if args.keep is not None else None,
+        drop=_names(args.drop) if args.drop is not None else None,
+        to_format=args.to_format,
     )
-    click.echo(result.describe())
+    _echo(result.describe() + "\n")
 
 
 def _names(value: str) -> list[str]:
     names = [n.strip().strip("/.") for n in value.split(",") if n.strip().strip("/.")]
     if not names:
-        raise click.UsageError("expected comma-separated group names, e.g. params or opt,chrono")
+        raise UsageError("expected comma-separated group names, e.g. params or opt,chrono")
     return names
 
 
-@cli.command()
-@click.argument("src", metavar="IN")
-@click.argument("dst", metavar="OUT")
-@click.option("--arch", default=None, help="Expected architecture NAME[:VARIANT] (see `ckptlint archs`).")
-@click.option("--model", default=None, help="Live model definition MODULE:FACTORY.")
-@click.option("--spec", default=None, help="Expectation from a `ckptlint dump --format json` file.")
-@click.option(
-    "--to",
-    "to_format",
-    type=click.Choice(["same", "safetensors", "torch", "npz", "msgpack"]),
-    default="same",
-    show_default=True,
-    help="Output format (same: the input's own; legacy torch files become zip archives).",
-)
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
-@click.option("--output", "-o", default=None, help="Write the report on OUT to FILE.")
-def fix(
-    src: str,
-    dst: str,
-    arch: str | None,
-    model: str | None,
-    spec: str | None,
-    to_format: str,
-    fmt: str,
-    output: str | None,
-) -> None:
-    """Apply the mechanical fixes `check` reports (strip a prefix, take a subtree, drop training state or an extra
-    tower, transpose kernels).
-
-    Writes OUT (never IN), re-checks it and reports what changed; exit code as for `check` on OUT. Without --arch,
-    --model or --spec the expectation is the one `check` infers from IN. IN may be a folder, as for `check`.
-    """
-    if sum(x is not None for x in (arch, model, spec)) > 1:
-        raise click.UsageError("give at most one of --arch, --model, --spec")
-    from ckptlint.fixer import fix_checkpoint
-
-    result = fix_checkpoint(src, dst, arch=arch, model=model, spec=spec, to_format=to_format)
-    click.echo(result.describe(), err=fmt != "text" and not output)
-    _emit(_render(result.after, fmt, verbose=False, fail_on="error", to_file=bool(output)), output)
+def _report_written(result: Any, args: Namespace) -> NoReturn:
+    """What ``fix``/``convert`` did (on stderr when stdout carries a machine-readable report), then OUT's report."""
+    _echo(result.describe() + "\n", err=args.fmt != "text" and not args.output)
+    report = _render(result.after, args.fmt, verbose=False, fail_on="error", to_file=bool(args.output))
+    _emit(report, args.output)
     sys.exit(exit_code(result.after, "error"))
 
 
-@cli.command()
-@click.argument("src", metavar="IN", required=False)
-@click.argument("dst", metavar="OUT", required=False)
-@click.option(
-    "--to", "to", default=None, help="Target architecture NAME[:VARIANT] (see `ckptlint convert --list`)."
-)
-@click.option(
-    "--set", "sets", multiple=True, help="KEY=VALUE for what the weights cannot tell (act=quick_gelu)."
-)
-@click.option("--list", "list_pairs", is_flag=True, help="List every supported pair and exit.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
-@click.option("--output", "-o", default=None, help="Write the report on OUT to FILE.")
-def convert(
-    src: str | None,
-    dst: str | None,
-    to: str | None,
-    sets: tuple[str, ...],
-    list_pairs: bool,
-    fmt: str,
-    output: str | None,
-) -> None:
-    """Convert IN into another framework's layout (open_clip, transformers, timm; from big_vision), write OUT.
+def fix(args: Namespace) -> None:
+    """``ckptlint fix IN OUT``: apply the mechanical fixes ``check`` reports, write OUT, re-check it."""
+    _one_expectation(args)
+    from ckptlint.fixer import fix_checkpoint
 
-    OUT ending in .safetensors/.bin/.pt is one file, otherwise a folder in the target's native form (weights,
-    config files, the input's tokenizer files). OUT is checked against the target; exit code as `check` on OUT.
-    """
-    if list_pairs:
+    result = fix_checkpoint(
+        args.src, args.dst, arch=args.arch, model=args.model, spec=args.spec, to_format=args.to_format
+    )
+    _report_written(result, args)
+
+
+def convert(args: Namespace) -> None:
+    """``ckptlint convert IN OUT --to NAME``: another framework's layout; ``--list`` lists the pairs."""
+    if args.list_pairs:
         from ckptlint.convert.listing import render as render_pairs
 
-        click.echo(render_pairs("json" if fmt == "json" else "text"), nl=False)
+        _echo(render_pairs("json" if args.fmt == "json" else "text"))
         return
-    if src is None or dst is None or to is None:
-        raise click.UsageError("give IN, OUT and --to NAME[:VARIANT] (or --list)")
+    if args.src is None or args.dst is None or args.to is None:
+        raise UsageError("give IN, OUT and --to NAME[:VARIANT] (or --list)")
     from ckptlint.convert.plan import parse_sets
     from ckptlint.convert.run import convert_checkpoint
 
-    result = convert_checkpoint(src, dst, to, parse_sets(sets))
-    click.echo(result.describe(), err=fmt != "text" and not output)
-    _emit(_render(result.after, fmt, verbose=False, fail_on="error", to_file=bool(output)), output)
-    sys.exit(exit_code(result.after, "error"))
+    result = convert_checkpoint(args.src, args.dst, args.to, parse_sets(tuple(args.sets)))
+    _report_written(result, args)
 
 
-@cli.command()
-@click.argument("code")
-def explain(code: str) -> None:
-    """Explain a rule: what it checks, why it matters, an example and the fix."""
+def explain(args: Namespace) -> None:
+    """``ckptlint explain CODE``: an unknown code is a UsageError (exit 2, one line)."""
     from ckptlint.rules import explain as explain_rule
 
-    click.echo(explain_rule(code).rstrip("\n"))  # an unknown code is a UsageError: exit 2, one line
+    _echo(explain_rule(args.code).rstrip("\n") + "\n")
 
 
-@cli.command(name="rules")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def rules_cmd(fmt: str) -> None:
-    """List every rule: code, default severity, one-line summary."""
+def rules(args: Namespace) -> None:
+    """``ckptlint rules``: every rule's code, default severity and summary."""
     from ckptlint.report.listing import render_rules
 
-    click.echo(render_rules(fmt), nl=False)
+    _echo(render_rules(args.fmt))
 
 
-@cli.command()
-@click.argument("name", required=False)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def archs(name: str | None, fmt: str) -> None:
-    """List every architecture, all its variants and where it comes from; with NAME, every variant of that
-    architecture with its parameters."""
+def archs(args: Namespace) -> None:
+    """``ckptlint archs [NAME]``: every architecture, or every variant of NAME."""
     from ckptlint.report.listing import render_arch, render_archs
 
-    click.echo(render_arch(name, fmt) if name else render_archs(fmt), nl=False)
+    _echo(render_arch(args.name, args.fmt) if args.name else render_archs(args.fmt))
 
 
-@cli.command()
-@click.option(
-    "--for",
-    "what",
-    type=click.Choice(["check", "diff"]),
-    default="check",
-    show_default=True,
-    help="Which JSON output to describe.",
-)
-def schema(what: str) -> None:
-    """Print the JSON Schema of `check --format json` (or `diff --format json`), generated from the models."""
+def schema(args: Namespace) -> None:
+    """``ckptlint schema``: the JSON Schema of ``check --format json`` (or ``diff --format json``)."""
     import json
 
-    if what == "diff":
+    if args.what == "diff":
         from ckptlint.diffing import DiffResult
 
         doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", **DiffResult.model_json_schema()}
@@ -451,23 +274,30 @@ def schema(what: str) -> None:
         from ckptlint.report.json_report import json_schema
 
         doc = json_schema()
-    click.echo(json.dumps(doc, indent=2))
+    _echo(json.dumps(doc, indent=2) + "\n")
+
+
+COMMANDS: dict[str, Callable[[Namespace], None]] = {
+    "check": check,
+    "dump": dump,
+    "diff": diff,
+    "strip": strip,
+    "fix": fix,
+    "convert": convert,
+    "explain": explain,
+    "rules": rules,
+    "archs": archs,
+    "schema": schema,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line on stderr and exit 2 for usage errors and unreadable input, never a traceback."""
-    from ckptlint.errors import CkptlintError
-
+    _State.debug = False
     try:
-        cli.main(args=argv, prog_name="ckptlint", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        _die("aborted")
-    except click.ClickException as exc:
-        if _State.debug:
-            raise
-        _die(exc.format_message())
+        args = parse(sys.argv[1:] if argv is None else list(argv))
+        _State.debug = args.debug
+        COMMANDS[args.command](args)
     except CkptlintError as exc:
         if _State.debug:
             raise
@@ -475,9 +305,22 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _die("interrupted")
     except BrokenPipeError:
+        _silence_stdout()
         sys.exit(EXIT_CLEAN)
     except Exception as exc:  # a bug of ours: still one line and exit 2; --debug shows the traceback
         if _State.debug:
             raise
         _die(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)")
     sys.exit(EXIT_CLEAN)
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout went away (``ckptlint rules | head -1``): point stdout at /dev/null so that Python's
+    final flush does not print a second BrokenPipeError (the recipe of the ``signal`` module's documentation)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
