@@ -23,11 +23,13 @@ from ckptlint.archs import list_archs, register_family_file, resolve_expected
 from ckptlint.archs import registry as reg
 from ckptlint.archs.build import build, validate
 from ckptlint.archs.detect import detect_layout, infer, recognise
+from ckptlint.archs.parsed_cache import build_cache, cache_path, render
 from ckptlint.archs.pattern import PatternError, pattern
 from ckptlint.archs.schema import FamilyFile, WrapperFile
 from ckptlint.archs.spec import build_tree, load_arch, variant_names, variant_params
 from ckptlint.checkpoint import Checkpoint, tensor_info
 from ckptlint.errors import CkptlintError
+from ckptlint.ruledata import parsed
 
 README = Path(__file__).resolve().parent.parent / "rules" / "README.md"
 BUILTIN = sorted(reg.builtin_dir().glob("*.toml"))
@@ -76,6 +78,50 @@ def test_builtin_file_validates_whole_and_its_lazy_cut_parses_alike(path: Path) 
     assert "archs" not in merged
     merged["archs"] = {name: tomllib.loads(chunk)["archs"][name] for name, chunk in archs.items()}
     assert merged == whole
+
+
+def test_parsed_rules_cache_is_fresh_and_reads_as_the_toml() -> None:
+    """A run reads rules/parsed.json instead of parsing TOML: it must hold exactly what the TOML files say."""
+    root = Path(reg.rules_dir())
+    assert cache_path(root).read_text(encoding="utf-8") == render(build_cache(root)), (
+        "rules/parsed.json is stale: run python scripts/gen_rules_cache.py"
+    )
+    for path in BUILTIN:
+        data = path.read_bytes()
+        entry = parsed(f"archs/{path.name}", data)
+        assert entry is not None and parsed(f"archs/{path.name}", data + b"\n") is None  # edits are noticed
+        whole = tomllib.loads(data.decode())
+        merged = {**entry["index"], "archs": {k: json.loads(v) for k, v in entry["archs"].items()}}
+        assert merged == whole and repr(build(FamilyFile, merged)) == repr(build(FamilyFile, whole))
+    for name in ("wrappers.toml", "preprocessing.toml", "training_state.toml"):
+        data = (root / name).read_bytes()
+        assert parsed(name, data)["data"] == tomllib.loads(data.decode()) == reg.load_toml(name)
+
+
+def test_an_edited_bundled_file_is_read_from_its_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A family file changed after the cache was written is parsed from its TOML (slower, never stale)."""
+    import shutil
+
+    from ckptlint import ruledata
+
+    rules = tmp_path / "rules"
+    shutil.copytree(reg.rules_dir(), rules)
+    path = rules / "archs" / "timm-vit.toml"
+    path.write_text(path.read_text().replace('title = "', 'title = "Edited: ', 1))
+    monkeypatch.setattr(ruledata, "_PKG", tmp_path / "pkg")
+    ruledata.rules_dir.cache_clear()
+    ruledata._entries.cache_clear()
+    monkeypatch.setattr(reg, "rules_dir", lambda: rules)
+    reg.reset()
+    try:
+        titles = {f.name: f.head.family.title for f in reg.registry().families}
+        assert titles["timm-vit"].startswith("Edited: ")
+    finally:
+        ruledata.rules_dir.cache_clear()
+        ruledata._entries.cache_clear()
+        reg.reset()
 
 
 def test_bundled_wrappers_build_as_they_validate() -> None:

@@ -70,6 +70,14 @@ def build(cls: type[T], raw: Any) -> T:
     return _builder(cls)(raw)
 
 
+def build_field(cls: type[Strict], name: str, raw: dict[str, Any]) -> Any:
+    """Field ``name`` of ``cls`` built alone from the table ``raw`` (its default when ``raw`` lacks it)."""
+    if name not in raw:
+        return cls._factories[name]() if name in cls._factories else cls._defaults[name]
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return _builder(hints[name])(raw[name])
+
+
 def _builder(tp: Any) -> Builder:
     fn = _builders.get(tp)
     if fn is None:

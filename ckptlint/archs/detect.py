@@ -506,7 +506,7 @@ def _foreign_tower(
     ranked = [f for f in families if f.name == spec.family] + [f for f in families if f.name != spec.family]
     best: tuple[tuple[int, int, int, int], str, str, str] | None = None
     for fi, fam in enumerate(ranked):
-        for mod_name, module in fam.data.modules.items():
+        for mod_name, module in fam.part("modules").items():
             if module.infer is None or module.infer.tower != tower:
                 continue
             for ai, anchor in enumerate(module.infer.anchor):

@@ -15,6 +15,7 @@ the cut parses exactly as the whole file and validates everything). Other files 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ckptlint.archs.build import InvalidTable, validate
+from ckptlint.archs.build import InvalidTable, build_field, validate
 from ckptlint.archs.build import build as build_bundled
 from ckptlint.archs.expr import SpecError
 from ckptlint.archs.pattern import PatternSet
@@ -43,7 +44,7 @@ from ckptlint.archs.schema import (
     ShapeProbe,
     WrapperFile,
 )
-from ckptlint.ruledata import load_toml, rules_dir
+from ckptlint.ruledata import load_toml, parsed, rules_dir
 
 ENV_PATH = "CKPTLINT_FAMILY_PATH"
 MAX_ERRORS = 3
@@ -63,12 +64,13 @@ class Family:
     path: Path
     head: FamilyHead = field(repr=False)
     raw: dict[str, Any] = field(repr=False)  # the index, parsed
-    sources: dict[str, str | dict[str, Any] | Arch] = field(repr=False)  # arch -> TOML text, raw, or done
+    sources: dict[str, Any] = field(repr=False)  # arch -> TOML text, Cached JSON, raw table, or its Arch
     validated: FamilyIndex | None = field(default=None, repr=False)
     owner: Registry | None = field(default=None, repr=False)  # the registry it is indexed in
-    bundled: bool = (
-        False  # a file of the package's rules/archs: built, not validated (``ckptlint.archs.build``)
-    )
+    # a file of the package's rules/archs: built, neither validated nor checked against the other files at run
+    # time (the tests do both: ``Registry.validate_all``)
+    bundled: bool = False
+    parts: dict[str, Any] = field(default_factory=dict, repr=False)  # a bundled file's index tables built alone
 
     @property
     def data(self) -> FamilyIndex:
@@ -78,6 +80,8 @@ class Family:
                 self.validated = _table(FamilyIndex, self.raw, self.bundled)
             except InvalidTable as exc:
                 raise SpecError(f"{self.path}: {_errors(exc)}") from None
+            if self.bundled:
+                return self.validated
             try:
                 _check_index(self.owner or registry(), self)
             except SpecError:
@@ -85,12 +89,23 @@ class Family:
                 raise
         return self.validated
 
+    def part(self, name: str) -> Any:
+        """One table of the index (``keys``, ``wrappers``, ``modules``...): a bundled file's is built alone (a run
+        needs few of them: building the whole index of every family costs more than the rest of a check)."""
+        if not self.bundled or self.validated is not None:
+            return getattr(self.data, name)
+        if name not in self.parts:
+            self.parts[name] = build_field(FamilyIndex, name, self.raw)
+        return self.parts[name]
+
     def arch(self, name: str, reg: Registry) -> Arch:
         """The validated declaration of ``name`` (parsed and checked the first time)."""
         src = self.sources[name]
         if isinstance(src, Arch):
             return src
-        if isinstance(src, str):
+        if isinstance(src, Cached):
+            src = json.loads(src.text)
+        elif isinstance(src, str):
             try:
                 src = tomllib.loads(src)["archs"][name]
             except (tomllib.TOMLDecodeError, KeyError) as exc:
@@ -99,7 +114,8 @@ class Family:
             arch = _table(Arch, src, self.bundled)
         except InvalidTable as exc:
             raise SpecError(f"{self.path}: {_errors(exc, f'archs.{name}.')}") from None
-        _check_arch(reg, self, name, arch)
+        if not self.bundled:
+            _check_arch(reg, self, name, arch)
         self.sources[name] = arch
         return arch
 
@@ -124,19 +140,30 @@ class Registry:
         fam_name, _, mod = ref.rpartition(":")
         fam_name = fam_name or family
         fam = next((f for f in self.families if f.name == fam_name), None)
-        if fam is None or mod not in fam.data.modules:
+        if fam is None or mod not in fam.part("modules"):
             raise SpecError(f"unknown module {fam_name}:{mod}")
-        return fam, mod, fam.data.modules[mod]
+        return fam, mod, fam.part("modules")[mod]
 
     def of_framework(self, framework: str) -> Iterator[Family]:
         return (f for f in self.families if f.framework == framework)
 
     def validate_all(self) -> None:
-        """Validate everything now, every family's index and architectures (the tests do)."""
+        """Validate everything now (the tests do): every family's index and architectures, with pydantic and
+        against the other files, the bundled files too (a run only builds those)."""
         for fam in self.families:
-            _ = fam.data  # validates it
-        for name in self.archs:
-            self.arch(name)
+            if fam.bundled:
+                fam.validated = validate(FamilyIndex, fam.raw)
+            _check_index(self, fam)
+        wholes: dict[Path, dict[str, Any]] = {}
+        for name, fam in self.archs.items():
+            if not fam.bundled:
+                self.arch(name)
+                continue
+            if fam.path not in wholes:
+                wholes[fam.path] = tomllib.loads(fam.path.read_text(encoding="utf-8"))
+            arch = validate(Arch, wholes[fam.path]["archs"][name])
+            _check_arch(self, fam, name, arch)
+            fam.sources[name] = arch
 
 
 def register_family_file(path: str | os.PathLike[str]) -> None:
@@ -202,16 +229,33 @@ def split_archs(text: str) -> tuple[str, dict[str, str]]:
     return "".join(index), {name: "".join(lines) for name, lines in archs.items()}
 
 
+@dataclass(frozen=True)
+class Cached:
+    """An architecture's table in ``rules/parsed.json``: JSON text, loaded when the architecture is first needed."""
+
+    text: str
+
+
+def parse_bundled(text: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A bundled family file's index (parsed) and each architecture's TOML text (parsed when needed)."""
+    index_text, sources = split_archs(text)
+    raw = tomllib.loads(index_text)
+    if "archs" in raw:  # architectures declared in another form: read the file whole
+        raw, sources = tomllib.loads(text), {}
+    return raw, sources
+
+
 def _read(path: Path, lazy: bool) -> Family:
+    sources: dict[str, Any]
     try:
-        text = path.read_text(encoding="utf-8")
-        if lazy:
-            index_text, sources = split_archs(text)
-            raw = tomllib.loads(index_text)
-            if "archs" in raw:  # architectures declared in another form: read the file whole
-                raw, sources = tomllib.loads(text), {}
+        data = path.read_bytes()
+        entry = parsed(f"archs/{path.name}", data) if lazy else None
+        if entry is not None:
+            raw, sources = entry["index"], {k: Cached(v) for k, v in entry["archs"].items()}
+        elif lazy:
+            raw, sources = parse_bundled(data.decode("utf-8"))
         else:
-            raw, sources = tomllib.loads(text), {}
+            raw, sources = tomllib.loads(data.decode("utf-8")), {}
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot read family file: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -342,13 +386,13 @@ def _check_index(reg: Registry, fam: Family) -> None:
 def _check_arch(reg: Registry, fam: Family, name: str, arch: Arch) -> None:
     where = f"archs.{name}"
     _check_uses(reg, fam, arch.tree, f"{where}.tree")
-    profiles = {p for f in reg.families for p in f.data.preprocessing.profiles}
+    profiles = {p for f in reg.families for p in f.part("preprocessing").profiles}
     if arch.profile is not None and arch.profile not in profiles:
         raise _bad(fam, f"{where}.profile", f"unknown preprocessing profile {arch.profile!r}")
     scheme = arch.variants.scheme
     if scheme == "table" and arch.default_variant not in arch.variants.names:
         raise _bad(fam, f"{where}.default_variant", f"{arch.default_variant!r} is not in variants.names")
-    if scheme == "size_patch" and not fam.data.sizes:
+    if scheme == "size_patch" and not fam.part("sizes"):
         raise _bad(fam, f"{where}.variants.scheme", "size_patch needs a [sizes] table in the family file")
 
 
@@ -413,7 +457,7 @@ def key_classes(framework: str) -> dict[str, PatternSet]:
         out: dict[str, list[str]] = {name: [] for name in KeyClasses.FIELDS}
         for fam in reg.of_framework(framework):
             for name in out:
-                out[name] += getattr(fam.data.keys, name)
+                out[name] += getattr(fam.part("keys"), name)
         return {k: PatternSet(v) for k, v in out.items()}
 
     return cached(("keys", framework), build)
@@ -421,7 +465,7 @@ def key_classes(framework: str) -> dict[str, PatternSet]:
 
 def shape_probes(framework: str) -> list[ShapeProbe]:
     return cached(
-        ("probes", framework), lambda reg: [p for f in reg.of_framework(framework) for p in f.data.probes]
+        ("probes", framework), lambda reg: [p for f in reg.of_framework(framework) for p in f.part("probes")]
     )
 
 
@@ -432,7 +476,7 @@ def wrappers() -> list[dict[str, Any]]:
         generic = build_bundled(WrapperFile, load_toml("wrappers.toml")).wrapper
         out = [w.to_dict() for w in generic]
         for fam in reg.families:
-            out += [{**w.to_dict(), "framework": fam.framework} for w in fam.data.wrappers]
+            out += [{**w.to_dict(), "framework": fam.framework} for w in fam.part("wrappers")]
         return out
 
     return cached("wrappers", collect)
@@ -445,7 +489,7 @@ def old_layouts() -> list[dict[str, Any]]:
         lambda reg: [
             {**e.to_dict(by_alias=True), "framework": f.framework, "family": f.name}
             for f in reg.families
-            for e in f.data.old_layouts
+            for e in f.part("old_layouts")
         ],
     )
 
@@ -457,10 +501,10 @@ def profiles() -> dict[str, dict[str, Any]]:
         out = {
             name: {**p.to_dict(exclude_none=True), "keys": []}
             for f in reg.families
-            for name, p in f.data.preprocessing.profiles.items()
+            for name, p in f.part("preprocessing").profiles.items()
         }
         for f in reg.families:
-            for name, keys in f.data.preprocessing.recognise.items():
+            for name, keys in f.part("preprocessing").recognise.items():
                 out[name]["keys"] += keys
         return out
 
@@ -469,13 +513,13 @@ def profiles() -> dict[str, dict[str, Any]]:
 
 def conversions() -> list[Conversion]:
     """Every conversion table (``[[conversions]]`` of every family), in file order."""
-    return cached("conversions", lambda reg: [c for f in reg.families for c in f.data.conversions])
+    return cached("conversions", lambda reg: [c for f in reg.families for c in f.part("conversions")])
 
 
 def declaration(arch: str) -> Declaration | None:
     """How ``arch``'s checkpoints declare what their weights cannot tell (``[declarations.ARCH]``), if known."""
     return cached(
-        "declarations", lambda reg: {a: d for f in reg.families for a, d in f.data.declarations.items()}
+        "declarations", lambda reg: {a: d for f in reg.families for a, d in f.part("declarations").items()}
     ).get(arch)
 
 
@@ -486,6 +530,6 @@ def tags() -> dict[str, dict[str, Any]]:
         lambda reg: {
             tag: t.to_dict(exclude_none=True)
             for f in reg.families
-            for tag, t in f.data.preprocessing.tags.items()
+            for tag, t in f.part("preprocessing").tags.items()
         },
     )

@@ -91,7 +91,7 @@ def load_arch(name: str) -> ArchSpec:
     if key not in reg.memo:
         fam, decl = reg.arch(name)
         sep = reg.frameworks[fam.framework].sep
-        reg.memo[key] = ArchSpec(name, fam.name, fam.framework, sep, decl, fam.data.sizes)
+        reg.memo[key] = ArchSpec(name, fam.name, fam.framework, sep, decl, fam.part("sizes"))
     return reg.memo[key]
 
 
