@@ -9,7 +9,6 @@ made from the very bytes on disk (length and CRC-32 match); an edited file is pa
 from __future__ import annotations
 
 import json
-import tomllib
 import zlib
 from functools import cache
 from pathlib import Path
@@ -33,7 +32,11 @@ def load_toml(relpath: str) -> dict[str, Any]:
     """Parse ``rules/<relpath>`` (cached; callers must not mutate the result)."""
     data = (rules_dir() / relpath).read_bytes()
     entry = parsed(relpath, data)
-    return entry["data"] if entry is not None else tomllib.loads(data.decode())
+    if entry is not None:
+        return entry["data"]
+    import tomllib  # only for a file the cache does not match (start-up time)
+
+    return tomllib.loads(data.decode())
 
 
 def fingerprint(data: bytes) -> str:

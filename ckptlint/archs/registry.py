@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +69,9 @@ class Family:
     # a file of the package's rules/archs: built, neither validated nor checked against the other files at run
     # time (the tests do both: ``Registry.validate_all``)
     bundled: bool = False
-    parts: dict[str, Any] = field(default_factory=dict, repr=False)  # a bundled file's index tables built alone
+    parts: dict[str, Any] = field(
+        default_factory=dict, repr=False
+    )  # a bundled file's index tables built alone
 
     @property
     def data(self) -> FamilyIndex:
@@ -107,8 +108,8 @@ class Family:
             src = json.loads(src.text)
         elif isinstance(src, str):
             try:
-                src = tomllib.loads(src)["archs"][name]
-            except (tomllib.TOMLDecodeError, KeyError) as exc:
+                src = _toml(src)["archs"][name]
+            except (ValueError, KeyError) as exc:  # ValueError: tomllib.TOMLDecodeError
                 raise SpecError(f"{self.path}: archs.{name}: cannot be read on its own: {exc}") from None
         try:
             arch = _table(Arch, src, self.bundled)
@@ -160,7 +161,7 @@ class Registry:
                 self.arch(name)
                 continue
             if fam.path not in wholes:
-                wholes[fam.path] = tomllib.loads(fam.path.read_text(encoding="utf-8"))
+                wholes[fam.path] = _toml(fam.path.read_text(encoding="utf-8"))
             arch = validate(Arch, wholes[fam.path]["archs"][name])
             _check_arch(self, fam, name, arch)
             fam.sources[name] = arch
@@ -236,12 +237,18 @@ class Cached:
     text: str
 
 
+def _toml(text: str) -> dict[str, Any]:
+    import tomllib  # a run reads rules/parsed.json; TOML only for other or edited files (start-up time)
+
+    return tomllib.loads(text)
+
+
 def parse_bundled(text: str) -> tuple[dict[str, Any], dict[str, str]]:
     """A bundled family file's index (parsed) and each architecture's TOML text (parsed when needed)."""
     index_text, sources = split_archs(text)
-    raw = tomllib.loads(index_text)
+    raw = _toml(index_text)
     if "archs" in raw:  # architectures declared in another form: read the file whole
-        raw, sources = tomllib.loads(text), {}
+        raw, sources = _toml(text), {}
     return raw, sources
 
 
@@ -255,10 +262,10 @@ def _read(path: Path, lazy: bool) -> Family:
         elif lazy:
             raw, sources = parse_bundled(data.decode("utf-8"))
         else:
-            raw, sources = tomllib.loads(data.decode("utf-8")), {}
+            raw, sources = _toml(data.decode("utf-8")), {}
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot read family file: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # tomllib.TOMLDecodeError
         raise SpecError(f"{path}: invalid TOML: {exc}") from None
     try:
         whole = None if sources else _table(FamilyFile, raw, lazy)

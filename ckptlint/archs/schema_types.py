@@ -110,6 +110,10 @@ class Strict:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
+    def copy(self, **changes: Any) -> Strict:
+        """A copy with some fields changed (not checked: the caller keeps them valid)."""
+        return type(self)(**{**vars(self), **changes})
+
     @classmethod
     def _prepare(cls, raw: Any) -> Any:
         """The raw TOML table as the fields name it (aliases renamed)."""

@@ -9,7 +9,7 @@ written by a row or named by the table's drops: nothing is lost silently.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ckptlint.archs.expr import SpecError, evaluate
@@ -92,7 +92,7 @@ def _rules(conv: Conversion, by_name: dict[str, Conversion], depth: int = 0) -> 
                 )
             if r.like is not None:
                 moved["like"] = inc.from_ + r.like
-            rules.append(replace(r, **moved))  # a literal prefix keeps a valid pattern valid
+            rules.append(r.copy(**moved))  # type: ignore[arg-type]  # a literal prefix keeps a valid pattern valid
     return rules
 
 

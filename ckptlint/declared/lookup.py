@@ -13,11 +13,12 @@ Kept apart from the detector and ``ckptlint.archs.resolve``: the detector import
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ckptlint.archs.spec import load_arch
-from ckptlint.declared import hf, hf_config, open_clip, timm
 from ckptlint.declared.declaration import Declaration, Unbuilt, declared
 from ckptlint.declared.declaration import info as table_info
 
@@ -26,11 +27,30 @@ if TYPE_CHECKING:
     from ckptlint.checkpoint import Checkpoint, Sidecar
     from ckptlint.expected import Expected, Unchecked
 
-ADAPTERS: dict[str, ModuleType] = {hf.KIND: hf, open_clip.KIND: open_clip, timm.KIND: timm}
+HF, OPEN_CLIP, TIMM = "hf-config", "open_clip-config", "timm-config"  # each adapter's KIND
+
+
+_MODULES = {HF: "hf", OPEN_CLIP: "open_clip", TIMM: "timm"}
+
+
+class _Adapters(Mapping[str, ModuleType]):
+    """Sidecar kind -> adapter module, imported on first use (a file without a declaration imports none)."""
+
+    def __getitem__(self, kind: str) -> ModuleType:
+        return importlib.import_module(f"ckptlint.declared.{_MODULES[kind]}")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_MODULES)
+
+    def __len__(self) -> int:
+        return len(_MODULES)
+
+
+ADAPTERS: Mapping[str, ModuleType] = _Adapters()
 # adapters that read their file through the architectures' [archs.NAME.config] tables (ckptlint.declared.declaration)
-TABLES = (open_clip.KIND, timm.KIND)
+TABLES = (OPEN_CLIP, TIMM)
 # the declaration a folder's weights go with: an open_clip folder's weights are open_clip's
-_FIRST = {"open_clip-dir": open_clip.KIND}
+_FIRST = {"open_clip-dir": OPEN_CLIP}
 
 
 def declarations(ckpt: Checkpoint) -> list[Sidecar]:
@@ -62,8 +82,10 @@ def declared_params(spec: ArchSpec, ckpt: Checkpoint) -> tuple[dict[str, Any], s
     conf = spec.config
     if conf is None:
         return None
-    if conf.kind == hf.KIND:
-        sidecar = ckpt.sidecar(hf.KIND)
+    if conf.kind == HF:
+        from ckptlint.declared import hf_config
+
+        sidecar = ckpt.sidecar(HF)
         content = sidecar.content if sidecar is not None else None
         if sidecar is None or not isinstance(content, dict) or hf_config.select(conf, content) is None:
             return None

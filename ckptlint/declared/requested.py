@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from ckptlint.archs import registry
 from ckptlint.archs.spec import ArchSpec, load_arch
 from ckptlint.declared.declaration import Declaration
-from ckptlint.declared.hf import declared_class
 from ckptlint.declared.lookup import ADAPTERS, declaration_of
 
 if TYPE_CHECKING:
@@ -77,6 +76,9 @@ def _hf(sidecar: Sidecar, spec: ArchSpec, request: str) -> Conflict | None:
 
 def _hf_class(content: dict[str, Any]) -> str | None:
     """The class the config declares, when a built-in family describes it."""
+    # the hf adapter is imported only when a config.json is there (start-up time)
+    from ckptlint.declared.hf import declared_class
+
     name = declared_class(content)
     return name if name is not None and name in registry.registry().archs else None
 
@@ -88,6 +90,8 @@ def _hf_live(ckpt: Checkpoint, expected: Expected, request: str) -> Conflict | N
     built = expected.load.get("model_type")
     if sidecar is None or not isinstance(content, dict) or not built or content.get("model_type") == built:
         return None
+    from ckptlint.declared.hf import declared_class
+
     name = declared_class(content)
     declared = f"model_type {content.get('model_type')}" + (f" ({name})" if name else "")
     return Conflict(sidecar.name, request, f"transformers {expected.arch}", declared, name, {})

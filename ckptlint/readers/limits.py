@@ -7,8 +7,10 @@ reference (a pickle memo, a nested key) cannot make a reader build more than the
 
 from __future__ import annotations
 
-import zipfile
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import zipfile
 
 MAX_TENSORS = 1 << 19  # tensors in one checkpoint file (~1 KB of memory each once read)
 MAX_LEAVES = 1 << 21  # values (tensors and others) a reader visits in one checkpoint file
@@ -50,6 +52,8 @@ def check_tensor_count(n: int) -> None:
 def zip_file(fp: IO[bytes]) -> zipfile.ZipFile:
     """``zipfile.ZipFile(fp)``, refused before the central directory is parsed when it is too large to list at
     most MAX_MEMBERS members (each takes at least 46 bytes; its own count of entries is not trusted)."""
+    import zipfile  # imported here: a safetensors run needs the limits, not zipfile (start-up time)
+
     endrec = zipfile._EndRecData(fp)  # type: ignore[attr-defined]  (what ZipFile itself reads first)
     if endrec is not None and endrec[zipfile._ECD_SIZE] > MAX_MEMBERS * 46:  # type: ignore[attr-defined]
         raise LimitExceeded(f"its central directory may list more than {MAX_MEMBERS} members")

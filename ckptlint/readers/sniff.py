@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import os
 import struct
-import zipfile
 from pathlib import Path
 
 from ckptlint.errors import UnreadableCheckpoint
 from ckptlint.readers.jsonfile import load_json
-from ckptlint.readers.limits import LimitExceeded, zip_file
 from ckptlint.readers.tar_probe import is_torch_tar
 
 HEAD_BYTES = 512
@@ -131,6 +129,10 @@ def sniff_bytes(head: bytes, size: int, path: Path) -> str:
 
 
 def _sniff_zip(path: Path) -> str:
+    import zipfile  # imported here, with the bounded reader: most files are no zip (start-up time)
+
+    from ckptlint.readers.limits import LimitExceeded, zip_file
+
     try:
         with path.open("rb") as raw, zip_file(raw) as zf:
             names = zf.namelist()
