@@ -13,7 +13,8 @@ run by run (median wall time, peak RSS); and ``ckptlint check DIR --format jsonl
 (per further file = the difference over 1,800 files; RSS of both, to show memory flat in the number of files).
 
 Every subprocess runs with bytecode caching on (``PYTHONPYCACHEPREFIX`` under ``_data``, one warm-up run first),
-as an installed package would, whatever ``PYTHONDONTWRITEBYTECODE`` says.
+as an installed package would, whatever ``PYTHONDONTWRITEBYTECODE`` says, in ``_data`` (no ``pyproject.toml`` above
+it to read settings from), and ckptlint as the ``ckptlint`` console script when it is installed.
 
 Run by hand: ``python benchmarks/bench_read.py [--runs 10] [--keep] [--startup-only]``. Prints Markdown tables.
 """
@@ -32,7 +33,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"
 PY = sys.executable
-CKPTLINT = [PY, "-m", "ckptlint"]
+# the console script users run (``pip install`` writes it next to the interpreter), else ``python -m ckptlint``
+_SCRIPT = Path(PY).parent / "ckptlint"
+CKPTLINT = [str(_SCRIPT)] if _SCRIPT.is_file() else [PY, "-m", "ckptlint"]
 N_TENSORS = 256  # 256 tensors × 1M float32 = 1 GiB
 NUMEL = 1 << 20
 
@@ -127,14 +130,18 @@ ENV["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE.parent), os.environ.get
 
 
 def _rss_of(cmd: list[str], ok: tuple[int, ...] = (0,)) -> float:
-    out = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True, env=ENV)
+    out = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True, env=ENV, cwd=DATA
+    )
     assert out.returncode in ok, out.stderr
     return int(out.stderr.strip().splitlines()[-1]) / 1024
 
 
 def _wall(cmd: list[str], ok: tuple[int, ...] = (0,)) -> float:
     t0 = time.perf_counter()
-    rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV).returncode
+    rc = subprocess.run(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=DATA
+    ).returncode
     assert rc in ok, (cmd, rc)
     return time.perf_counter() - t0
 

@@ -517,6 +517,11 @@ def main() -> int:
         else:
             path.write_text(text, encoding="utf-8")
             log(f"wrote {path.relative_to(ROOT)}")
+    if not args.check:  # the parsed copy a run reads (ckptlint.archs.parsed_cache)
+        from ckptlint.archs.parsed_cache import build_cache, cache_path, render
+
+        cache_path(ROOT / "rules").write_text(render(build_cache(ROOT / "rules")), encoding="utf-8")
+        log("wrote rules/parsed.json")
     if stale:
         log("stale: " + ", ".join(stale))
         return 1

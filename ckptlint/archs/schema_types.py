@@ -78,8 +78,14 @@ class Strict:
             if name not in names:
                 names.append(name)
             value = vars(cls).get(name, dataclasses.MISSING)
+            if value is not dataclasses.MISSING:  # a subclass's default replaces the base's
+                defaults.pop(name, None)
+                factories.pop(name, None)
             if isinstance(value, dataclasses.Field):
-                factories[name] = value.default_factory  # type: ignore[assignment]
+                if value.default_factory is not dataclasses.MISSING:
+                    factories[name] = value.default_factory
+                elif value.default is not dataclasses.MISSING:
+                    defaults[name] = value.default
             elif value is not dataclasses.MISSING:
                 defaults[name] = value
         cls.FIELDS = tuple(names)
