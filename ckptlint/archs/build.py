@@ -21,6 +21,7 @@ T = TypeVar("T")
 Builder = Callable[[Any], Any]
 _builders: dict[Any, Builder] = {}
 _adapters: dict[type, Any] = {}
+_type_hints: dict[type, dict[str, Any]] = {}
 _SCALARS = (str, int, float, bool)
 
 
@@ -74,8 +75,14 @@ def build_field(cls: type[Strict], name: str, raw: dict[str, Any]) -> Any:
     """Field ``name`` of ``cls`` built alone from the table ``raw`` (its default when ``raw`` lacks it)."""
     if name not in raw:
         return cls._factories[name]() if name in cls._factories else cls._defaults[name]
-    hints = typing.get_type_hints(cls, include_extras=True)
-    return _builder(hints[name])(raw[name])
+    return _builder(_hints(cls)[name])(raw[name])
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    hints = _type_hints.get(cls)
+    if hints is None:
+        hints = _type_hints[cls] = typing.get_type_hints(cls, include_extras=True)
+    return hints
 
 
 def _builder(tp: Any) -> Builder:
@@ -162,7 +169,7 @@ def _kind_fits(member: Any, raw: Any) -> bool:
 
 
 def _object(cls: type[Strict]) -> Builder:
-    hints = typing.get_type_hints(cls, include_extras=True)
+    hints = _hints(cls)
     names = cls.FIELDS
     fields: dict[str, Builder] = {}
     prepare = cls._prepare
