@@ -12,7 +12,9 @@ What it does
     embedding sizes, heads and kv heads, hidden and MLP widths, image size against the position-embedding grid,
     patch size, context length, class count against the head, experts. The missing, unexpected and resized keys
     a field explains are folded into its finding. The same pass reports a declaration the library refuses
-    outright (open_clip without ``model_cfg``, transformers with ``num_hidden_layers`` ≠ ``len(layer_types)``),
+    outright (a file that is no JSON object, open_clip without ``model_cfg``, transformers with
+    ``num_hidden_layers`` ≠ ``len(layer_types)`` or a zero head count it divides by) — one finding, with the
+    weights' value as the fix when they contradict the refused field —
     a key conversion transformers would fail on (its ``conversion_errors``, which ``output_loading_info`` leaves
     out), and base-model weights under a task-model config whose head is neither in the file nor tied.
 

@@ -7,7 +7,10 @@ What it does
     and the request is ``--arch open_clip:ViT-B-16`` — it says so first, and folds the findings that follow from
     the choice (missing, unexpected and resized keys, another variant, towers, preprocessing for the requested
     model) into this one: they stay in its ``details["folded"]`` and in the raw diff, not as root causes of their
-    own. (A request in another framework than the declaration is CK104's: the file is in another layout.)
+    own. (A request in another framework than the declaration is CK104's: the file is in another layout.) A
+    transformers task class requested on the weights of the base model config.json declares (``--arch
+    BertForMaskedLM``, ``architectures: [BertModel]``) is one too: ``from_pretrained`` loads them and initialises
+    the head anew, so the missing head follows from the request.
 
 Why is this bad?
     Every difference with the requested model is then a consequence of asking for the wrong model, not a defect of
