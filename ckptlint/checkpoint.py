@@ -58,6 +58,7 @@ class Sidecar(Model):
     name: str  # file name, relative to the checkpoint's directory
     kind: str  # hf-config | hf-preprocessor | open_clip-config | tokenizer | timm-config | other
     content: dict[str, Any] | None = None  # parsed JSON when small and valid, else None
+    error: str | None = None  # why a JSON file that was read is no JSON object (the parser's own words)
 
 
 @dataclass(kw_only=True)

@@ -308,8 +308,18 @@ def _dim(src: Any, env: dict[str, Any], key: str) -> int:
     return value
 
 
+class RepeatTooLarge(UsageError):
+    """A repeat count past ``MAX_REPEAT`` (``src`` is the expression, ``value`` what it gave)."""
+
+    def __init__(self, src: Any, value: int) -> None:
+        super().__init__(f"bad repeat count {value!r} (from {src!r}); expected 0..{MAX_REPEAT}")
+        self.src, self.value = src, value
+
+
 def _count(src: Any, env: dict[str, Any]) -> int:
     value = evaluate(src, env)
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_REPEAT:
+        raise RepeatTooLarge(src, value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REPEAT:
         raise UsageError(f"bad repeat count {value!r} (from {src!r}); expected 0..{MAX_REPEAT}")
     return value

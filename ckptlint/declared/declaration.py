@@ -186,8 +186,10 @@ def _read(adapter: ModuleType, sidecar: Sidecar) -> Declaration | Unbuilt:
     def unbuilt(reason: str, refused: bool = False) -> Unbuilt:
         return Unbuilt(file, kind, reason, refused, adapter.LOADER)
 
+    if sidecar.error is not None:  # the library's json.load fails on it too (or finds no object in it)
+        return unbuilt(sidecar.error, refused=True)
     if not isinstance(sidecar.content, dict):
-        return unbuilt("it is not a JSON object ckptlint could read (or is over 1 MiB)", refused=True)
+        return unbuilt("it is over 1 MiB, more than ckptlint reads of a declaration")
     try:
         doc, origin = adapter.document(sidecar.content)
         reg = registry.registry()

@@ -14,13 +14,15 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+from ckptlint.archs import detect
 from ckptlint.archs import registry as reg
+from ckptlint.archs.detect import run_probes
 from ckptlint.archs.expr import SpecError, evaluate
-from ckptlint.archs.spec import ArchSpec, build_tree, load_arch
+from ckptlint.archs.spec import MAX_REPEAT, ArchSpec, RepeatTooLarge, build_tree, load_arch
 from ckptlint.checkpoint import Checkpoint, Sidecar
 from ckptlint.declared import hf_config
 from ckptlint.declared.hf_config import FLOATS, declared_dtype, file_dtype
-from ckptlint.declared.hf_load import plan
+from ckptlint.declared.hf_load import load, plan
 from ckptlint.errors import CkptlintError, UsageError
 from ckptlint.expected import Expected, ExpectedTensor, Unchecked
 
@@ -42,6 +44,7 @@ MISSING = (
 UNEXPECTED = "{n} tensors of the file are dropped (UNEXPECTED: {keys})"
 REPAIR = "correct {fields} in {file} so that the config is consistent with itself and with the weights"
 INSTALL = "pip install 'ckptlint[hf]' (transformers and torch), then check again"
+MAX_CLAMPED = 4  # block counts past MAX_REPEAT built as the file holds them (each one a separate repeat)
 # transformers' own weight file names: a config.json declares these, not open_clip's or timm's files next to them
 HF_WEIGHTS = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")
 
@@ -49,11 +52,9 @@ HF_WEIGHTS = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin
 def hf_sidecar(ckpt: Checkpoint | None) -> tuple[str, dict[str, Any]] | None:
     """The transformers config next to the weights (name, content), when it declares a model type and the weights
     are the ones transformers would load (an open_clip file in a hub folder is not what config.json describes)."""
-    if ckpt is None or ckpt.format == "open_clip-dir":
+    if not _transformers_weights(ckpt):
         return None
-    if ckpt.format != "hf-dir" and not HF_WEIGHTS.match(ckpt.path.replace("\\", "/").rsplit("/", 1)[-1]):
-        return None
-    side = ckpt.sidecar(KIND)
+    side = ckpt.sidecar(KIND) if ckpt is not None else None
     if side is None or not isinstance(side.content, dict):
         return None
     if not isinstance(side.content.get("model_type"), str):
@@ -61,9 +62,18 @@ def hf_sidecar(ckpt: Checkpoint | None) -> tuple[str, dict[str, Any]] | None:
     return side.name, side.content
 
 
+def _transformers_weights(ckpt: Checkpoint | None) -> bool:
+    """Whether ``ckpt`` is what transformers loads next to a config.json (not open_clip's file in a hub folder)."""
+    if ckpt is None or ckpt.format == "open_clip-dir":
+        return False
+    return ckpt.format == "hf-dir" or bool(HF_WEIGHTS.match(ckpt.path.replace("\\", "/").rsplit("/", 1)[-1]))
+
+
 # ---- the adapter's interface (ckptlint.declared.lookup) --------------------------------------------------------
 def expected(ckpt: Checkpoint, sidecar: Sidecar) -> Expected | Unchecked | None:
     """The class ``config.json`` declares, built from its fields; None when it does not declare these weights."""
+    if sidecar.error is not None and sidecar.name == "config.json" and _transformers_weights(ckpt):
+        return unreadable(sidecar.name, sidecar.error)
     found = hf_sidecar(ckpt)
     if found is None or found[0] != sidecar.name:
         return None
@@ -139,6 +149,17 @@ def unchecked(file: str, content: dict[str, Any]) -> Unchecked:
     )
 
 
+def unreadable(file: str, error: str) -> Unchecked:
+    """A config.json transformers cannot read: ``from_pretrained`` fails on it before building anything (an
+    ``OSError`` "is not a valid JSON file", or a ``TypeError`` / ``ValueError`` for JSON that is no object)."""
+    return Unchecked(
+        reason=f"{file} cannot be read: {error}",
+        declared_by=file,
+        refused=f"{error}, so from_pretrained cannot read it",
+        fix=f"rewrite {file} as one JSON object (config.save_pretrained(FOLDER) of the model's config writes it)",
+    )
+
+
 def from_spec(
     spec: ArchSpec,
     ckpt: Checkpoint | None,
@@ -154,22 +175,32 @@ def from_spec(
     except SpecError as exc:
         raise UsageError(f"{file or spec.name}: {exc}") from None
     params = {**spec.params, **dp.values}
-    refused = []
+    refused: list[dict[str, Any]] = []
     for check in spec.hf.checks:
+        message = None
         try:
-            ok = bool(evaluate(check.expr, params))
-        except SpecError:
-            ok = False
-        if not ok:
-            refused.append({"fields": list(check.fields), "message": _format(check.message, params)})
-    try:
-        built = build_tree(spec, params)
-        tree, towers = built.tensors, built.towers
-    except (
-        CkptlintError
-    ) as exc:  # the config cannot be expanded (a zero head count...): transformers refuses it too
-        tree, towers = {}, {}
-        refused.append({"fields": [], "message": str(exc)})
+            if not evaluate(check.expr, params):
+                message = _format(check.message, params)
+        except SpecError as exc:
+            message = _format(check.message, params)
+            zeros = [f for f in check.fields if params.get(f) == 0 and not isinstance(params.get(f), bool)]
+            if zeros and "ZeroDivisionError" in str(exc):  # transformers' own check divides by it
+                message = (
+                    f"{_zeros(zeros, dp.fields)}: its config class's check ({check.expr}) divides by zero "
+                    "(ZeroDivisionError)"
+                )
+        if message is not None:
+            refused.append({"fields": list(check.fields), "message": message})
+    for name, (src, zeros) in dp.zero.items():  # the model divides by it when it is built
+        refused.append({
+            "fields": zeros,
+            "message": f"{_zeros(zeros, dp.fields)}: building the model divides by it ({name} = {src}: "
+            "ZeroDivisionError)",
+        })  # fmt: skip
+    if dp.zero:
+        tree, towers, notes = {}, {}, {}
+    else:
+        tree, towers, notes = _tree(spec, ckpt, params, dp.fields, refused)
     dtype = declared_dtype(content) or file_dtype(ckpt)
     tensors = {
         k: ExpectedTensor(shape=shape, dtype=dtype if d in FLOATS and dtype else d)
@@ -188,6 +219,7 @@ def from_spec(
         "counted": dp.counted,
         "overrides": dict(overrides or {}),
         "refused": refused,
+        "notes": notes,
         "modalities": list(spec.hf.modalities),
     }
     return Expected(
@@ -204,6 +236,89 @@ def from_spec(
         declared_name=spec.name,
         load=plan(spec.hf, params),
     )
+
+
+def _tree(
+    spec: ArchSpec,
+    ckpt: Checkpoint | None,
+    params: dict[str, Any],
+    fields: dict[str, str],
+    refused: list[dict[str, Any]],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """The tree of ``params`` (tensors, towers) and what the loader does that the tree leaves out (param -> note).
+
+    A block count past what ckptlint expands (``num_hidden_layers: 1000000000``) is built with one block more than
+    the file holds: those are the first keys from_pretrained would report missing, and CK113 names the field (the
+    note says what the rest would be). A config that cannot be expanded otherwise is refused (``refused``)."""
+    shape_params = dict(params)
+    notes: dict[str, str] = {}
+    for _ in range(MAX_CLAMPED + 1):
+        try:
+            built = build_tree(spec, shape_params)
+            return built.tensors, built.towers, notes
+        except RepeatTooLarge as exc:
+            value = exc.value
+            # the config's field behind the count (a module's ``depth`` is the architecture's ``text_depth``)
+            src = str(exc.src)
+            named = (
+                [src]
+                if fields.get(src)
+                else [p for p, v in shape_params.items() if v == value and fields.get(p)]
+            )
+            named = [p for p in named if p not in notes]
+            held, name = None, named[0] if named else str(exc.src)
+            for p in named:
+                held = _held(spec, ckpt, shape_params, p)
+                if held is not None and held < MAX_REPEAT:
+                    name = p
+                    break
+            field = fields.get(name)
+            if held is None or held >= MAX_REPEAT:
+                refused.append({
+                    "fields": [name] if field else [],
+                    "message": f"{field or name} = {value} blocks, more than ckptlint expands ({MAX_REPEAT}); "
+                    "from_pretrained would build every one of them",
+                })  # fmt: skip
+                return {}, {}, notes
+            shape_params[name] = held + 1
+            notes[name] = (
+                f"from_pretrained would build all {value:,} blocks ({field} = {value}), if memory allowed: every "
+                f"block past the file's {held} is missing and initialised randomly ({value - held:,} blocks); the "
+                f"raw diff lists the missing keys of block {held} only"
+            )
+        except CkptlintError as exc:  # the config cannot be expanded: transformers refuses it too
+            refused.append({"fields": [], "message": str(exc)})
+            return {}, {}, notes
+    return {}, {}, notes
+
+
+def _held(spec: ArchSpec, ckpt: Checkpoint | None, params: dict[str, Any], name: str) -> int | None:
+    """How many blocks of the repeat ``name`` the file holds, as the family's probes count them on the keys
+    from_pretrained reads; None when no probe tells."""
+    if ckpt is None or spec.hf is None:
+        return None
+    probes = spec.infer.probes.get(name)
+    found: Any = None
+    if probes:
+        try:
+            big = {
+                k: 0 for k, v in params.items() if isinstance(v, int) and v > MAX_REPEAT
+            }  # only keys count
+            empty = build_tree(spec, {**params, **big, name: 0})
+        except CkptlintError:
+            return None
+        shapes = {k: tuple(shape) for k, (shape, _) in empty.tensors.items()}
+        view = load(ckpt.tensors, shapes, plan(spec.hf, params)).view
+        env = {k: v for k, v in params.items() if k != name and not isinstance(v, dict)}
+        values, seen, _ = run_probes({name: probes}, view, "", env)
+        found = values.get(name) if name in seen else None
+    else:  # a tower module's probe (CLIP's text_depth): the detector reads it from the keys alone
+        found = detect.infer(spec, ckpt.model_copy(update={"sidecars": []})).observed.get(name)
+    return found if isinstance(found, int) and not isinstance(found, bool) and found >= 0 else None
+
+
+def _zeros(params: list[str], fields: dict[str, str]) -> str:
+    return " and ".join(f"{fields.get(p) or p} = 0" for p in params)
 
 
 def _format(message: str, params: dict[str, Any]) -> str:

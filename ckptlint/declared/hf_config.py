@@ -35,6 +35,9 @@ class DeclaredParams:
     )  # params that are a field's number of entries (num_labels)
     base: str = ""  # the match prefix (``vision_config.``)
     model_type: str | None = None
+    # params whose default divides by a zero the config gives (head_dim = hidden_size // num_attention_heads):
+    # param -> (its default, the zero params); transformers fails the same way when it builds the model
+    zero: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
 
 
 def select(conf: ConfigMap, content: dict[str, Any]) -> str | None:
@@ -65,13 +68,22 @@ def read(conf: ConfigMap, content: dict[str, Any], overrides: dict[str, Any] | N
             pending[name] = default
         else:
             values[name] = default
+    zero: dict[str, tuple[str, list[str]]] = {}
     for _ in range(MAX_PASSES):
         if not pending:
             break
         for name, src in list(pending.items()):
             try:
                 values[name] = evaluate(src, values)
-            except SpecError:
+            except SpecError as exc:
+                if "ZeroDivisionError" in str(exc):
+                    names = compile_expr(src).co_names
+                    zero[name] = (
+                        src,
+                        [n for n in names if values.get(n) == 0 and not isinstance(values[n], bool)],
+                    )
+                    values[name] = None
+                    del pending[name]
                 continue
             del pending[name]
     if pending:
@@ -79,7 +91,7 @@ def read(conf: ConfigMap, content: dict[str, Any], overrides: dict[str, Any] | N
     selected = get(content, conf.select)
     counted = [n for n, (path, _) in conf.params.items() if path.startswith("len(")]
     model_type = selected if isinstance(selected, str) else None
-    return DeclaredParams(values, fields, explicit, counted, base, model_type)
+    return DeclaredParams(values, fields, explicit, counted, base, model_type, zero)
 
 
 def _is_expr(default: str, conf: ConfigMap) -> bool:

@@ -3,7 +3,10 @@
 A declaration contradicts the request when, in the same framework, the requested architecture's config table does
 not build the declared model (transformers ``config.json`` ``model_type siglip`` and ``--arch hf-clip``), or builds
 it with other parameters than the request's (``open_clip_config.json`` declares a SigLIP model and ``--arch
-open_clip:ViT-B-16``). Across frameworks it is CK104's story (the file is in another framework's layout).
+open_clip:ViT-B-16``). Across frameworks it is CK104's story (the file is in another framework's layout). A
+transformers task class requested on a folder whose config.json declares its base model (``--arch BertForMaskedLM``,
+``architectures: [BertModel]``) is legal for transformers — ``from_pretrained`` initialises the head anew — but the
+weights hold no head: the request, not the config, is what the missing keys follow from (``requested_head``).
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from ckptlint.archs import registry
 from ckptlint.archs.spec import ArchSpec, load_arch
+from ckptlint.declared.contradict import BaseUnderTask, base_under_task
 from ckptlint.declared.declaration import Declaration
 from ckptlint.declared.lookup import ADAPTERS, declaration_of
 
 if TYPE_CHECKING:
     from ckptlint.checkpoint import Checkpoint, Sidecar
     from ckptlint.expected import Expected
+    from ckptlint.rules._context import Context
 
 MAX_FIELDS = 6
 
@@ -52,6 +57,41 @@ def conflict(ckpt: Checkpoint, expected: Expected, request: str) -> Conflict | N
         if isinstance(decl, Declaration) and decl.file == sidecar.name:
             return _declared(decl, spec, expected, request)
     return None
+
+
+@dataclass(frozen=True)
+class RequestedHead:
+    """``--arch TaskClass`` on the weights of the base model the config declares: the head is not in them."""
+
+    file: str
+    requested: str  # the requested class (BertForMaskedLM)
+    declared: str  # the class config.json declares (BertModel)
+    found: BaseUnderTask  # the head's keys (missing) and the base model's own extras (dropped)
+
+
+def declared_hf_class(ckpt: Checkpoint, file: str | None) -> str | None:
+    """The transformers class the config.json ``file`` next to the weights declares (``architectures[0]``, else
+    its model type's base class)."""
+    side = next((s for s in ckpt.sidecars if s.name == file and s.kind == "hf-config"), None)
+    content = side.content if side is not None else None
+    if not isinstance(content, dict) or not isinstance(content.get("model_type"), str):
+        return None
+    # the hf adapter is imported only when a config.json is there (start-up time)
+    from ckptlint.declared.hf import declared_class
+
+    return declared_class(content)
+
+
+def requested_head(ctx: Context, expected: Expected) -> RequestedHead | None:
+    """The request's task head missing from weights that are the declared base model (its keys consumed)."""
+    info = expected.params.get("declared")
+    if expected.source != "flag" or not isinstance(info, dict) or info.get("kind") != "hf-config":
+        return None
+    declared = declared_hf_class(ctx.ckpt, info.get("file"))
+    if declared is None or declared == expected.arch:
+        return None
+    found = base_under_task(ctx, expected)
+    return RequestedHead(info["file"], expected.arch, declared, found) if found is not None else None
 
 
 def _hf(sidecar: Sidecar, spec: ArchSpec, request: str) -> Conflict | None:

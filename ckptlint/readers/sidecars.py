@@ -96,8 +96,12 @@ def attach_sidecars(
         if name in own or name.endswith(".index.json"):
             continue
         kind = SIDECAR_KINDS.get(name)
+        error = None
         if kind is not None:
-            content = json_content(directory / name, MAX_SIDECAR_JSON) if name.endswith(".json") else None
+            if name.endswith(".json"):
+                content, error = json_document(directory / name, MAX_SIDECAR_JSON)
+            else:
+                content = None
             if name == "config.json" and _looks_like_timm(content):
                 kind = "timm-config"
         elif name.endswith(".json") and others_examined < MAX_OTHER_JSON_FILES:
@@ -108,7 +112,7 @@ def attach_sidecars(
                 continue
         else:
             continue
-        sidecars.append(Sidecar.model_construct(name=name, kind=kind, content=content))
+        sidecars.append(Sidecar.model_construct(name=name, kind=kind, content=content, error=error))
     ckpt.sidecars = sidecars
     if any(s.kind == "tokenizer" for s in sidecars):  # DECL-HF: token ids, for CK115
         from ckptlint.readers.tokenizer import tokenizer_facts
@@ -119,13 +123,38 @@ def attach_sidecars(
 
 def json_content(path: Path | RemotePath, limit: int) -> dict[str, Any] | None:
     """Parsed JSON object of ``path`` when it is at most ``limit`` bytes and valid, else None."""
+    return json_document(path, limit)[0]
+
+
+def json_document(path: Path | RemotePath, limit: int) -> tuple[dict[str, Any] | None, str | None]:
+    """(the parsed JSON object of ``path``, None) when it is at most ``limit`` bytes and valid; (None, why) when it
+    was read and is no JSON object (``json``'s own message, with its line and column); (None, None) when it was
+    not read (too large, unreadable)."""
     try:
         if path.stat().st_size > limit:
-            return None
-        doc = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return None
-    return doc if isinstance(doc, dict) else None
+            return None, None
+        raw = path.read_bytes()
+    except OSError:
+        return None, None
+    try:
+        doc = json.loads(raw)
+    except RecursionError:
+        return None, "it is nested too deeply to parse"
+    except ValueError as exc:  # JSONDecodeError (line, column, char), or bytes that are no UTF-8/16/32 text
+        return None, f"it is not valid JSON ({exc})"
+    if not isinstance(doc, dict):
+        return None, f"it is a JSON {_JSON_TYPES.get(type(doc), type(doc).__name__)}, not an object"
+    return doc, None
+
+
+_JSON_TYPES = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
 
 
 def _looks_like_timm(content: dict[str, Any] | None) -> bool:

@@ -144,6 +144,8 @@ class NotCheckedRule(Rule):
         if ctx.expected is not None:
             return _inferred_misfit(ctx) if ctx.expected.source == "inferred" else []
         note = ctx.unchecked
+        if note is not None and note.refused is not None:
+            return []  # the library refuses the declaration: CK113 says so (an error), the one root cause
         ran = rules_that_ran()
         details: dict[str, object] = {"reason": note.reason if note else default_reason(ctx), "ran": ran}
         if note is not None and note.declared_by:

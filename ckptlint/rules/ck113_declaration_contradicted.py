@@ -12,7 +12,9 @@ What it does
     embedding sizes, heads and kv heads, hidden and MLP widths, image size against the position-embedding grid,
     patch size, context length, class count against the head, experts. The missing, unexpected and resized keys
     a field explains are folded into its finding. The same pass reports a declaration the library refuses
-    outright (open_clip without ``model_cfg``, transformers with ``num_hidden_layers`` ≠ ``len(layer_types)``),
+    outright (a file that is no JSON object, open_clip without ``model_cfg``, transformers with
+    ``num_hidden_layers`` ≠ ``len(layer_types)`` or a zero head count it divides by) — one finding, with the
+    weights' value as the fix when they contradict the refused field —
     a key conversion transformers would fail on (its ``conversion_errors``, which ``output_loading_info`` leaves
     out), and base-model weights under a task-model config whose head is neither in the file nor tied.
 
@@ -63,6 +65,7 @@ from ckptlint.declared.contradict import (
     some,
 )
 from ckptlint.declared.lookup import adapter_of
+from ckptlint.declared.requested import declared_hf_class
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
 
@@ -152,26 +155,39 @@ class DeclarationContradictedRule(Rule):
             return []
         adapter = adapter_of(info)
         file = info["file"]
-        out: list[Message] = []
-        refused: set[str] = set()
-        for r in info.get("refused", []):
-            refused |= set(r.get("fields", []))
-            fields = ", ".join(info["fields"].get(f) or f for f in r.get("fields", [])) or "the fields named"
-            out.append(_refusal(adapter, file, r["message"], fields, details={"refused": r}, ckpt=ctx.ckpt))
-        if not exp.tensors and info.get("refused"):  # nothing could be built: all the rest follows from it
+        refusals = list(info.get("refused", []))
+        if not exp.tensors and refusals:  # nothing could be built: all the rest follows from it
+            out = [_refusal(adapter, file, r, info, ctx.ckpt, []) for r in refusals]
             out[-1].keys = [*ctx.missing, *ctx.unexpected, *ctx.shape]
             ctx.consume_missing(list(ctx.missing))
             ctx.consume_unexpected(list(ctx.unexpected))
             ctx.consume_shape(list(ctx.shape))
             return out
-        out += [_conversion(c) for c in conversions(ctx, exp)]
-        base = base_under_task(ctx, exp)
+        later: list[Message] = [_conversion(c) for c in conversions(ctx, exp)]
+        base = None if _requested_head(ctx, info) else base_under_task(ctx, exp)
         if base is not None:
-            out.append(_base(base, info))
+            later.append(_base(base, info))
+        # a field the library refuses and the weights contradict is one cause: the refusal, with the weights' value
+        behind: list[list[Contradiction]] = [[] for _ in refusals]
         for c in find(ctx, info):
             ctx.contradicted.add(c.param)
-            out.append(_contradicted(ctx, adapter, info, c, c.param in refused))
-        return out
+            owner = next((i for i, r in enumerate(refusals) if c.param in r.get("fields", [])), None)
+            if owner is None:
+                later.append(_contradicted(ctx, adapter, info, c))
+            else:
+                behind[owner].append(c)
+        out = [_refusal(adapter, file, r, info, ctx.ckpt, cs) for r, cs in zip(refusals, behind, strict=True)]
+        return out + later
+
+
+def _requested_head(ctx: Context, info: dict[str, Any]) -> bool:
+    """``--arch TaskClass`` on a folder whose config.json declares another class: a head missing from the weights
+    is the request's doing (CK114 says so), not the config's."""
+    exp = ctx.expected
+    if exp is None or exp.source != "flag" or info.get("kind") != "hf-config":
+        return False
+    declared = declared_hf_class(ctx.ckpt, info.get("file"))
+    return declared is not None and declared != info.get("class")
 
 
 def _refused_unbuilt(ctx: Context) -> list[Message]:
@@ -182,19 +198,49 @@ def _refused_unbuilt(ctx: Context) -> list[Message]:
     side = next((s for s in ctx.ckpt.sidecars if s.name == note.declared_by and s.kind in ADAPTERS), None)
     if side is None:
         return []
-    return [_refusal(ADAPTERS[side.kind], note.declared_by, note.refused, "it", details={}, ckpt=ctx.ckpt)]
+    adapter = ADAPTERS[side.kind]
+    return [
+        Refused(
+            details={"file": note.declared_by},
+            file=note.declared_by,
+            library=adapter.LIBRARY,
+            reason=note.refused,
+            loader=suggest.loader_call(adapter.LOADER, ctx.ckpt),
+            repair=note.fix or adapter.REPAIR.format(file=note.declared_by, fields="it"),
+        )
+    ]
 
 
 def _refusal(
-    adapter: ModuleType, file: str, reason: str, fields: str, details: dict[str, Any], ckpt: Checkpoint
+    adapter: ModuleType,
+    file: str,
+    refusal: dict[str, Any],
+    info: dict[str, Any],
+    ckpt: Checkpoint,
+    behind: list[Contradiction],
 ) -> Message:
+    """The library refuses the config (``refusal``: its check's message and fields); ``behind``: the refused fields
+    the weights contradict, whose values in the weights are the repair."""
+    fields = ", ".join(info["fields"].get(f) or f for f in refusal.get("fields", [])) or "the fields named"
+    reason = refusal["message"]
+    repair = adapter.REPAIR.format(file=file, fields=fields)
+    details: dict[str, Any] = {"file": file, "refused": refusal}
+    keys: list[str] = []
+    if behind:
+        reason += "; the weights hold " + "; ".join(
+            f"{c.field} = {_value(c.observed, None, c.counted)} ({c.evidence})" for c in behind
+        )
+        repair = " and ".join(_edit(adapter, info, c, None) for c in behind)
+        details["contradicted"] = [_details(file, c) for c in behind]
+        keys = [k for c in behind for k in (*c.shape, *c.missing, *c.unexpected)]
     return Refused(
-        details={"file": file, **details},
+        keys=keys,
+        details=details,
         file=file,
         library=adapter.LIBRARY,
         reason=reason,
         loader=suggest.loader_call(adapter.LOADER, ckpt),
-        repair=adapter.REPAIR.format(file=file, fields=fields),
+        repair=repair,
     )
 
 
@@ -226,9 +272,7 @@ def _base(b: BaseUnderTask, info: dict[str, Any]) -> Message:
 
 
 # ---- one contradicted field ------------------------------------------------------------------------------------
-def _contradicted(
-    ctx: Context, adapter: ModuleType, info: dict[str, Any], c: Contradiction, refused: bool
-) -> Message:
+def _contradicted(ctx: Context, adapter: ModuleType, info: dict[str, Any], c: Contradiction) -> Message:
     file = info["file"]
     what = PHRASES.get(c.param, c.param.replace("_", " ")) if info.get("tier") == "table" else None
     declared, observed = _value(c.declared, what, c.counted), _value(c.observed, what, c.counted)
@@ -243,12 +287,7 @@ def _contradicted(
         claim = f"{c.field} = {declared}" + ("" if c.given else f" ({adapter.DEFAULTS})")
         short = f"{c.field} = {declared}"
         hold = f"fit {c.field} = {observed}" if isinstance(c.observed, bool) else f"hold {observed}"
-    if c.suggest is None:
-        edit = f"edit {c.field} in {file} so that the {what or c.param} is {observed}"
-    elif c.counted:
-        edit = f"give {c.suggest[0]} {observed} in {file} (what the weights hold)"
-    else:
-        edit = f"set {c.suggest[0]} = {json.dumps(c.suggest[1])} in {file} (what the weights hold)"
+    edit = _edit(adapter, info, c, what)
     evidence = c.evidence
     if isinstance(c.observed, bool) and c.observed and c.missing and c.field.endswith("tie_word_embeddings"):
         evidence = (
@@ -256,22 +295,9 @@ def _contradicted(
             f"and {info.get('class')} with {c.field} = false needs its own"
         )
     effect = info.get("notes", {}).get(c.param) or _effect(adapter, c, ctx.exp_framework)
-    if refused:
-        effect += f"; {adapter.LIBRARY} also refuses the config as it stands (see above)"
-    details = {
-        "file": file,
-        "field": c.field,
-        "param": c.param,
-        "declared": c.declared,
-        "observed": c.observed,
-        "evidence": c.evidence,
-        "shape_mismatch": c.shape,
-        "missing": c.missing,
-        "unexpected": c.unexpected,
-    }
     return Contradicted(
         keys=[*c.shape, *c.missing, *(ctx.file_key(k) for k in c.unexpected)],
-        details=details,
+        details=_details(file, c),
         file=file,
         claim=claim,
         hold=hold,
@@ -282,6 +308,30 @@ def _contradicted(
         short=short,
         resample=_resample(c, ctx.exp_framework),
     )
+
+
+def _edit(adapter: ModuleType, info: dict[str, Any], c: Contradiction, what: str | None) -> str:
+    """The one edit of the declaration that makes it agree with the weights."""
+    file, observed = info["file"], _value(c.observed, what, c.counted)
+    if c.suggest is None:
+        return f"edit {c.field} in {file} so that the {what or c.param} is {observed}"
+    if c.counted:
+        return f"give {c.suggest[0]} {observed} in {file} (what the weights hold)"
+    return f"set {c.suggest[0]} = {json.dumps(c.suggest[1])} in {file} (what the weights hold)"
+
+
+def _details(file: str, c: Contradiction) -> dict[str, Any]:
+    return {
+        "file": file,
+        "field": c.field,
+        "param": c.param,
+        "declared": c.declared,
+        "observed": c.observed,
+        "evidence": c.evidence,
+        "shape_mismatch": c.shape,
+        "missing": c.missing,
+        "unexpected": c.unexpected,
+    }
 
 
 def _value(value: object, phrased: str | None, counted: bool) -> str:

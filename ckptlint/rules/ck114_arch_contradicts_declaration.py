@@ -7,7 +7,10 @@ What it does
     and the request is ``--arch open_clip:ViT-B-16`` — it says so first, and folds the findings that follow from
     the choice (missing, unexpected and resized keys, another variant, towers, preprocessing for the requested
     model) into this one: they stay in its ``details["folded"]`` and in the raw diff, not as root causes of their
-    own. (A request in another framework than the declaration is CK104's: the file is in another layout.)
+    own. (A request in another framework than the declaration is CK104's: the file is in another layout.) A
+    transformers task class requested on the weights of the base model config.json declares (``--arch
+    BertForMaskedLM``, ``architectures: [BertModel]``) is one too: ``from_pretrained`` loads them and initialises
+    the head anew, so the missing head follows from the request.
 
 Why is this bad?
     Every difference with the requested model is then a consequence of asking for the wrong model, not a defect of
@@ -28,7 +31,9 @@ Fix
 
 from __future__ import annotations
 
-from ckptlint.declared.requested import Conflict, conflict, shown
+from ckptlint import suggest
+from ckptlint.declared.contradict import some
+from ckptlint.declared.requested import Conflict, conflict, requested_head, shown
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
 
@@ -75,6 +80,23 @@ class OtherParameters(Message):
     )
 
 
+class HeadNotInWeights(Message):
+    code = "CK114"
+    message = (
+        "--arch {requested} asks for a task model, but {file} declares {declared} and the weights are that model "
+        "only: {head} {verb} not in them"
+    )
+    cause = (
+        "{requested}.from_pretrained({folder}) loads them under {base}. and initialises the head randomly "
+        "(transformers warns that these weights are newly initialized: that is how a head is fine-tuned){dropped}; "
+        "checked as {requested}, the head is missing"
+    )
+    fix = (
+        "check the weights as what they are: drop --arch (or give --arch {declared}); to use them as {requested}, "
+        "fine-tune the head first, or use weights that include it"
+    )
+
+
 def _request(ctx: Context) -> str:
     assert ctx.expected is not None
     e = ctx.expected
@@ -96,7 +118,7 @@ class ArchContradictsDeclarationRule(Rule):
         assert ctx.expected is not None
         found: Conflict | None = conflict(ctx.ckpt, ctx.expected, _request(ctx))
         if found is None:
-            return []
+            return _head(ctx)
         details = {
             "file": found.file,
             "requested": found.requested,
@@ -127,3 +149,35 @@ class ArchContradictsDeclarationRule(Rule):
                 declared_flag=declared_flag,
             )
         ]
+
+
+def _head(ctx: Context) -> list[Message]:
+    assert ctx.expected is not None
+    head = requested_head(ctx, ctx.expected)
+    if head is None:
+        return []
+    b = head.found
+    shown = ", ".join(b.head[:3]) + (f" (+{len(b.head) - 3} more)" if len(b.head) > 3 else "")
+    return [
+        HeadNotInWeights(
+            keys=b.head + [ctx.file_key(k) for k in b.unused],
+            details={
+                "file": head.file,
+                "requested": head.requested,
+                "declared": head.declared,
+                "declared_arch": head.declared,
+                "base_prefix": b.base,
+                "head": b.head,
+                "unused": [ctx.file_key(k) for k in b.unused],
+                "folds": list(FOLDS),
+            },
+            requested=head.requested,
+            file=head.file,
+            declared=head.declared,
+            head=shown,
+            verb="is" if len(b.head) == 1 else "are",
+            folder=repr(suggest.folder_of(ctx.ckpt)),
+            base=b.base,
+            dropped=f", and drops what it has no place for ({some(b.unused)})" if b.unused else "",
+        )
+    ]
