@@ -59,6 +59,20 @@ def fold_numbers(keys: Iterable[str]) -> list[str]:
     return [text for text, _ in _fold(keys)]
 
 
+def some(keys: list[str]) -> str:
+    """A few keys for a message: ``model.layers.2.* (9 weights)`` when they share a block, else the first three."""
+    if len(keys) > 3:
+        common = []
+        for tokens in zip(*(k.split(".") for k in keys), strict=False):
+            if len(set(tokens)) != 1:
+                break
+            common.append(tokens[0])
+        if len(common) >= 2:
+            return f"{'.'.join(common)}.* ({len(keys)} weights)"
+    folded = fold_numbers(keys)
+    return ", ".join(folded[:3]) + (f" (+{len(folded) - 3} more)" if len(folded) > 3 else "")
+
+
 def _split(text: str, sep: str) -> list[str]:
     """``text`` split at ``sep``, except inside ``{…}`` (a range ``{0..11}`` holds dots)."""
     parts, depth, start, i = [], 0, 0, 0

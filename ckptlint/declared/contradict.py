@@ -28,6 +28,7 @@ from ckptlint.archs.expr import SpecError, evaluate
 from ckptlint.archs.spec import load_arch
 from ckptlint.declared import diff_entries, loaded
 from ckptlint.declared.lookup import rebuild
+from ckptlint.keygroups import some
 
 if TYPE_CHECKING:
     from ckptlint.expected import Expected
@@ -295,22 +296,6 @@ def _evidence(
 def _declared_shape(before: Expected, key: str, shape: list[str]) -> str:
     exp = before.tensors.get(key)
     return f" where the declared model has {list(exp.shape)}" if key in shape and exp is not None else ""
-
-
-def some(keys: list[str]) -> str:
-    """A few keys for a message: ``model.layers.2.* (9 weights)`` when they share a block, else the first three."""
-    from ckptlint.keygroups import fold_numbers
-
-    if len(keys) > 3:
-        common = []
-        for tokens in zip(*(k.split(".") for k in keys), strict=False):
-            if len(set(tokens)) != 1:
-                break
-            common.append(tokens[0])
-        if len(common) >= 2:
-            return f"{'.'.join(common)}.* ({len(keys)} weights)"
-    folded = fold_numbers(keys)
-    return ", ".join(folded[:3]) + (f" (+{len(folded) - 3} more)" if len(folded) > 3 else "")
 
 
 # ---- what the loader does beyond shapes (a loading plan: transformers) ----------------------------------------

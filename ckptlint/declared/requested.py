@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from ckptlint.archs import registry
 from ckptlint.archs.spec import ArchSpec, load_arch
-from ckptlint.declared.contradict import BaseUnderTask, base_under_task
 from ckptlint.declared.declaration import Declaration
 from ckptlint.declared.lookup import ADAPTERS, declaration_of
 
 if TYPE_CHECKING:
     from ckptlint.checkpoint import Checkpoint, Sidecar
+    from ckptlint.declared.contradict import BaseUnderTask
     from ckptlint.expected import Expected
     from ckptlint.rules._context import Context
 
@@ -90,6 +90,9 @@ def requested_head(ctx: Context, expected: Expected) -> RequestedHead | None:
     declared = declared_hf_class(ctx.ckpt, info.get("file"))
     if declared is None or declared == expected.arch:
         return None
+    # the contradiction finder is imported only when a declaration is there (start-up time)
+    from ckptlint.declared.contradict import base_under_task
+
     found = base_under_task(ctx, expected)
     return RequestedHead(info["file"], expected.arch, declared, found) if found is not None else None
 

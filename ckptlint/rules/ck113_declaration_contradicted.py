@@ -49,25 +49,20 @@ from __future__ import annotations
 import json
 import re
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ckptlint import suggest
 from ckptlint.archs import detect
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.declared import ADAPTERS, declared_info
-from ckptlint.declared.contradict import (
-    BaseUnderTask,
-    Contradiction,
-    ConversionFailure,
-    base_under_task,
-    conversions,
-    find,
-    some,
-)
 from ckptlint.declared.lookup import adapter_of
 from ckptlint.declared.requested import declared_hf_class
+from ckptlint.keygroups import some
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
+
+if TYPE_CHECKING:
+    from ckptlint.declared.contradict import BaseUnderTask, Contradiction, ConversionFailure
 
 # how reports name a table parameter (ckptlint's own names; a transformers parameter is the config's field)
 PHRASES = {
@@ -163,6 +158,9 @@ class DeclarationContradictedRule(Rule):
             ctx.consume_unexpected(list(ctx.unexpected))
             ctx.consume_shape(list(ctx.shape))
             return out
+        # the contradiction finder is imported only when a declaration is there (start-up time)
+        from ckptlint.declared.contradict import base_under_task, conversions, find
+
         later: list[Message] = [_conversion(c) for c in conversions(ctx, exp)]
         base = None if _requested_head(ctx, info) else base_under_task(ctx, exp)
         if base is not None:

@@ -32,8 +32,8 @@ Fix
 from __future__ import annotations
 
 from ckptlint import suggest
-from ckptlint.declared.contradict import some
 from ckptlint.declared.requested import Conflict, conflict, requested_head, shown
+from ckptlint.keygroups import some
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
 
