@@ -94,6 +94,7 @@ class TokenizerFacts(Model):
     max_id: int | None = None  # the highest token id
     # bos_token... -> id (None: not in the vocab)
     special: dict[str, int | None] = field(default_factory=dict)
+    special_from: list[str] = field(default_factory=list)  # the files whose special tokens ``special`` took
     unread: list[str] = field(default_factory=list)  # tokenizer files too large or not valid JSON
 
 

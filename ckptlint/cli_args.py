@@ -127,7 +127,12 @@ def _check(p: _Parser) -> None:
     p.add_argument(
         "--select", metavar="CODES", help="Comma-separated codes or prefixes to report (e.g. CK1,CK201)."
     )
-    p.add_argument("--ignore", metavar="CODES", help="Comma-separated codes or prefixes to drop.")
+    p.add_argument(
+        "--ignore",
+        metavar="CODES",
+        help="Comma-separated codes or prefixes not to report (what an ignored explainer explained is then "
+        "reported by CK100-CK102).",
+    )
     p.add_argument(
         "-v", "--verbose", action="store_true", help="Show every raw missing/unexpected/mismatched key."
     )

@@ -6,7 +6,9 @@
    what the framework reports: torch ``load_state_dict(strict=False)`` and its size-mismatch errors (a
    1-element tensor loads into a 0-dim parameter), flax's key sets (``merge_params`` / scope errors).
 3. explainers, stage by stage (``ckptlint.rules.base.Stage``; each rule declares its stage), each consuming the
-   diff entries it accounts for and saying why (a rule that says nothing gives back what it consumed).
+   diff entries it accounts for and saying why (a rule that says nothing gives back what it consumed, and so
+   does a rule whose code ``--ignore``/``--select`` leaves out: ignoring a code hides that explanation, never
+   the problem it explained).
 4. what nobody explained stays as CK100 / CK101 / CK102, one finding per kind with the keys collapsed, whatever
    the expectation's source (given, declared or inferred): no diff entry leaves a report silently.
 
@@ -135,10 +137,15 @@ def _runs(rule: type[Rule], ctx: Context) -> bool:
     return True
 
 
-def explain_all(ctx: Context, stages: Collection[Stage] | None = None) -> list[Finding]:
+def explain_all(
+    ctx: Context, stages: Collection[Stage] | None = None, enabled: Callable[[str], bool] | None = None
+) -> list[Finding]:
     """Run the rules over ``ctx`` in ``run_order()`` (only those of ``stages`` when given).
 
-    Findings come sorted by severity, then rank (the rule's, or its message's own when it sets one), then as found.
+    A rule whose code ``enabled`` rejects still runs (later rules may read what it found) but reports nothing and
+    gives back the diff entries it consumed: they reach the catch-alls (CK100/CK101/CK102, or CK004 for an
+    inferred model) as ``load_state_dict`` would report them. Findings come sorted by severity, then rank (the
+    rule's, or its message's own when it sets one), then as found.
     """
     ranked: list[tuple[int, int, int, Finding]] = []
     seq = 0
@@ -148,6 +155,8 @@ def explain_all(ctx: Context, stages: Collection[Stage] | None = None) -> list[F
             continue
         ctx.mark()
         items = list(rule().check(ctx))
+        if items and enabled is not None and not enabled(rule.code):
+            items = []  # an ignored code: its explanation is not shown, so what it explained is not hidden
         if not items:
             ctx.give_back()  # consumed without a word: the catch-alls still report it
         for item in items:
@@ -250,7 +259,7 @@ def run(
     """
     config = config or CheckConfig()
     ctx = build_context(ckpt, expected, layout=layout, inferred=inferred, unchecked=unchecked)
-    findings = fold([f for f in explain_all(ctx) if config.enabled(f.code)])
+    findings = fold([f for f in explain_all(ctx, enabled=config.enabled) if config.enabled(f.code)])
     weights = ctx.view if ctx.view_root else training_split(ckpt).weights
     dtypes: dict[str, int] = {}
     for t in weights.values():

@@ -187,6 +187,15 @@ def call(url: str, what: str, fn: Callable[[], T], *, request: bool = True) -> T
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def refuse(url: str, reason: str) -> UnreadableCheckpoint:
+    """A final failure that no retry can change (a server that ignores ``Range``), kept in the file's stats as
+    ``call``'s failures are (a reader that re-words it does not hide it)."""
+    stats = _current.get()
+    if stats is not None:
+        stats.failure = reason
+    return UnreadableCheckpoint(url, reason)
+
+
 def _backoff(pol: RetryPolicy, attempt: int, retry_after: float | None) -> float | None:
     if retry_after is not None:
         return retry_after if retry_after <= pol.max_retry_after else None

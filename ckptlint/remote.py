@@ -254,7 +254,8 @@ class RemotePath:
             )
             if hasattr(type(raw), "details"):  # fsspec files look the details up again (a HEAD) unless told
                 raw.details = self._details()
-            self._ranges = Ranges(size, _Fetcher(self.url, raw, traced=self._traced))
+            ranged = not self._details().get("no_ranges")
+            self._ranges = Ranges(size, _Fetcher(self.url, raw, traced=self._traced, ranged=ranged))
             if self._first is not None:
                 self._ranges.seed(0, self._first)
                 self._first = None
@@ -267,23 +268,39 @@ class RemotePath:
             return fh.read()
 
 
+NO_RANGES = (
+    "cannot read remote file: the server does not honour byte ranges (it answered a Range request with the "
+    "whole file); ckptlint reads headers only and never downloads whole weight files"
+)
+
+
 class _Fetcher:
     """One range request of a remote file, retried, checked for truncation and counted (``netfaults``).
 
     fsspec's file object does the backend's range request (``_fetch_range``, which refuses to stream a whole file
-    from a server that ignores ``Range``).
+    from a server that ignores ``Range``). ``ranged=False``: the size probe found that the server ignores
+    ``Range``; every byte beyond the first block it brought is refused (``NO_RANGES``) without another request.
     """
 
-    def __init__(self, url: str, raw: Any, *, traced: bool) -> None:
+    def __init__(self, url: str, raw: Any, *, traced: bool, ranged: bool = True) -> None:
         self.url = url
         self._raw = raw
         self._traced = traced
+        self._ranged = ranged
 
     def __call__(self, start: int, stop: int) -> bytes:
+        if not self._ranged:
+            raise netfaults.refuse(self.url, NO_RANGES)
+
         def request() -> bytes:
             fetch = getattr(self._raw, "_fetch_range", None)  # fsspec's buffered files (http, s3, gs, hf)
             if fetch is not None:
-                data = fetch(start, stop)
+                try:
+                    data = fetch(start, stop)
+                except ValueError as exc:  # fsspec's http file: a 200 (whole body) to a Range request
+                    if "range requests" in str(exc):
+                        raise netfaults.refuse(self.url, NO_RANGES) from None
+                    raise
             else:  # any other file object fsspec returns (memory://, local caches)
                 self._raw.seek(start)
                 data = self._raw.read(stop - start)
@@ -343,7 +360,8 @@ async def _probe_http(fs: Any, url: str) -> tuple[dict[str, Any] | None, bytes |
 
     Replaces fsspec's ``info`` (a HEAD, then the ranged GET that any read needs anyway). ``(None, None)`` when
     the answer tells no size: the caller then asks ``info``. A server that ignores ``Range`` (200) is read for
-    ``BLOCK`` bytes only and the connection dropped, never the whole file.
+    ``BLOCK`` bytes only and the connection dropped, never the whole file; the info then says ``no_ranges``
+    (a larger file's later reads are refused: ``NO_RANGES``).
     """
     session = await fs.set_session()
     kwargs = dict(fs.kwargs)
@@ -378,7 +396,10 @@ async def _probe_http(fs: Any, url: str) -> tuple[dict[str, Any] | None, bytes |
             netfaults.count(len(data))
     if len(data) < want:
         raise netfaults.Truncated(f"truncated response: {len(data)} of {want} bytes at offset 0")
-    return {"type": "file", "size": size}, data[:want]
+    info: dict[str, Any] = {"type": "file", "size": size}
+    if r.status != 206 and size > want:
+        info["no_ranges"] = True
+    return info, data[:want]
 
 
 def _http_trace() -> Any:

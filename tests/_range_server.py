@@ -44,7 +44,9 @@ class RangeServer:
     """``with RangeServer(root) as srv: srv.url("a.safetensors"); srv.bytes_served; srv.requests``.
 
     ``srv.inject(name, fault, ...)`` queues faults for the next requests of ``name`` (one each);
-    ``srv.always[name] = fault`` applies to every request of ``name``; ``srv.latency`` delays every request.
+    ``srv.always[name] = fault`` applies to every request of ``name``; ``srv.latency`` delays every request;
+    ``srv.ranges = False`` makes it a server without Range support (``python -m http.server``): every GET is
+    answered 200 with the whole file, and no ``Accept-Ranges`` header is sent.
     """
 
     def __init__(self, root: Path) -> None:
@@ -55,6 +57,7 @@ class RangeServer:
         self.requests_by_path: Counter[str] = Counter()
         self.times: dict[str, list[float]] = {}  # name -> monotonic arrival time of each request
         self.latency = 0.0
+        self.ranges = True
         self.always: dict[str, Fault] = {}
         self.killed: list[int] = []
         self._queued: dict[str, deque[Fault]] = {}
@@ -114,7 +117,7 @@ class RangeServer:
                 size = target.stat().st_size
                 start, end = 0, size - 1
                 status = 200
-                if rng and not (fault is not None and fault.ignore_range):
+                if rng and server.ranges and not (fault is not None and fault.ignore_range):
                     m = _RANGE.match(rng.strip())
                     if not m or (not m.group(1) and not m.group(2)):
                         self._fail(416)
@@ -133,7 +136,8 @@ class RangeServer:
                     status = 206
                 body_len = end - start + 1
                 self.send_response(status)
-                self.send_header("Accept-Ranges", "bytes")
+                if server.ranges:
+                    self.send_header("Accept-Ranges", "bytes")
                 self.send_header("Content-Length", str(body_len))
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
@@ -177,6 +181,7 @@ class RangeServer:
             self.always.clear()
             self._queued.clear()
             self.latency = 0.0
+            self.ranges = True
 
     def _kill_client(self, peer: tuple[str, int]) -> None:
         """SIGKILL the local process whose socket is the other end of this connection."""

@@ -16,6 +16,7 @@ import re
 import shlex
 import shutil
 from pathlib import Path
+from typing import Any
 
 import convert_support as cs
 import pytest
@@ -214,10 +215,9 @@ def test_bare_open_clip_to_hf_clip_writes_no_out_of_vocabulary_ids(
     assert _token_warnings(caplog, 100)
 
 
-def test_ids_come_from_the_inputs_tokenizer(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """An open_clip folder whose tokenizer (saved by transformers) names bos/eos/pad: OUT's config gives the ids the
-    tokenizer itself resolves them to."""
-    from transformers import CLIPModel, PreTrainedTokenizerFast
+def _tokenized_folder(tmp_path: Path) -> tuple[Path, Any]:
+    """An open_clip hub folder whose tokenizer, saved by transformers, names bos w97, eos w99 and pad w0."""
+    from transformers import PreTrainedTokenizerFast
 
     src = tmp_path / "oc"
     cs.open_clip_folder(src, quick_gelu=True)
@@ -225,6 +225,15 @@ def test_ids_come_from_the_inputs_tokenizer(tmp_path: Path, caplog: pytest.LogCa
     tok.add_special_tokens({"bos_token": "w97", "eos_token": "w99", "pad_token": "w0"})
     (src / "tokenizer.json").unlink()
     tok.save_pretrained(src)
+    return src, tok
+
+
+def test_ids_come_from_the_inputs_tokenizer(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An open_clip folder whose tokenizer (saved by transformers) names bos/eos/pad: OUT's config gives the ids the
+    tokenizer itself resolves them to."""
+    from transformers import CLIPModel
+
+    src, tok = _tokenized_folder(tmp_path)
     out = tmp_path / "hf"
     text = convert(src, out, "hf-clip")
     assert "bos_token_id = 97  (tokenizer_config.json" in text
@@ -234,6 +243,33 @@ def test_ids_come_from_the_inputs_tokenizer(tmp_path: Path, caplog: pytest.LogCa
     assert (text_cfg.bos_token_id, text_cfg.pad_token_id) == (tok.bos_token_id, tok.pad_token_id) == (97, 0)
     assert text_cfg.eos_token_id == 2  # argmax pooling: transformers' legacy flag, not the tokenizer's id
     _no_ck115(out, "hf-clip")
+
+
+@pytest.mark.parametrize("decoder", [False, True], ids=["legacy-map-wins", "added-tokens-decoder-wins"])
+def test_special_tokens_resolve_as_transformers_resolves_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, decoder: bool
+) -> None:
+    """tokenizer_config.json names bos w97, a special_tokens_map.json w42: transformers' tokenizer takes the map's
+    unless the config has ``added_tokens_decoder`` (as transformers 4 wrote it); OUT's config gets the id the
+    tokenizer resolves, and the same id is the fact CK115 reads (``Checkpoint.tokenizer``)."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    from ckptlint.readers import read_checkpoint
+
+    src, _ = _tokenized_folder(tmp_path)
+    (src / "special_tokens_map.json").write_text(json.dumps({"bos_token": "w42"}))
+    if decoder:
+        cfg = json.loads((src / "tokenizer_config.json").read_text())
+        entry = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+        cfg["added_tokens_decoder"] = {"97": {"content": "w97", **entry}}
+        (src / "tokenizer_config.json").write_text(json.dumps(cfg))
+    want = AutoTokenizer.from_pretrained(src).bos_token_id
+    assert want == (97 if decoder else 42)
+    assert read_checkpoint(src).tokenizer.special["bos_token"] == want
+    out = tmp_path / "hf"
+    convert(src, out, "hf-clip")
+    model = _load(CLIPModel, out, caplog)
+    assert model.config.text_config.bos_token_id == want
 
 
 def test_siglip_config_has_no_clip_token_ids(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -19,8 +19,10 @@ HF = CORPUS / "hf"
 
 # ---- fix takes folders, as check and diff do ---------------------------------------------------------------------
 def test_fix_takes_a_sharded_hf_folder(tmp_path: Path) -> None:
-    """A CLIPModel saved in three shards, fixed for CLIPVisionModel: OUT is a folder transformers loads with no
-    missing or unexpected key, holding exactly the vision tower."""
+    """A CLIPModel saved in three shards, its config.json left out (nothing declares the two-tower model), fixed
+    for CLIPVisionModel: OUT is a folder transformers loads (with the vision config) with no missing or unexpected
+    key, holding exactly the vision tower. With the config.json, which declares the whole CLIPModel, nothing is
+    dropped: a vision-only copy would contradict it."""
     import torch
     from transformers import CLIPVisionModel
 
@@ -28,10 +30,16 @@ def test_fix_takes_a_sharded_hf_folder(tmp_path: Path) -> None:
     src = tmp_path / "clip"
     model.save_pretrained(src, max_shard_size="200KB")
     assert len(list(src.glob("model-*.safetensors"))) > 1
+    declared = tmp_path / "declared"
+    proc = ckptlint("fix", str(src), str(declared), "--arch", "hf-clip-vision")
+    assert proc.returncode == 0, proc.stderr
+    assert "fixed: none; still reported: CK101" in proc.stdout
+    (src / "config.json").unlink()
     out = tmp_path / "vision"
     proc = ckptlint("fix", str(src), str(out), "--arch", "hf-clip-vision")
     assert proc.returncode == 0, proc.stderr
-    assert "fixed: CK101, CK103" in proc.stdout
+    assert "fixed: CK101" in proc.stdout
+    model.config.vision_config.save_pretrained(out)
     loaded, info = CLIPVisionModel.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     expected = model.vision_model.state_dict()

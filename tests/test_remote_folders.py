@@ -236,6 +236,48 @@ def test_https_folders_are_probed_by_the_names_loaders_open(stores) -> None:
         assert all(rng is not None for method, _, rng in web.requests if method == "GET")
 
 
+def test_https_folders_on_a_server_without_range_support(stores) -> None:
+    """A plain server (``python -m http.server``) answers every GET 200 with the whole file: a weight file whose
+    metadata the first block holds reads as with ranges (safetensors headers), one that needs more (a torch zip's
+    directory at the end) is that folder's one CK001 in one line, and never more than a block of any file."""
+    from ckptlint.remote import BLOCK, NO_RANGES
+
+    org, _, _, web = stores
+    for repo in REPOS:
+        web.reset()
+        web.ranges = False
+        proc = ckptlint("check", web.url(f"{repo}/"), "--format", "json", "--stats")
+        (doc,) = json.loads(proc.stdout)["files"]
+        weights = [p for p in (org / repo).iterdir() if p.is_file() and p.name.endswith(WEIGHTS)]
+        configs = sum(p.stat().st_size for p in (org / repo).iterdir() if p.name.endswith(".json"))
+        assert doc["stats"]["bytes"] <= configs + len(weights) * BLOCK, (repo, doc["stats"])
+        if repo == "bin_code":
+            assert proc.returncode == 2 and doc["error"] == NO_RANGES
+            (ck001,) = doc["findings"]
+            assert ck001["code"] == "CK001" and ck001["details"]["path"] == web.url(
+                f"{repo}/pytorch_model.bin"
+            )
+            assert proc.stderr.splitlines() == [f"ckptlint: error: {web.url(f'{repo}/')}: {NO_RANGES}"]
+        else:
+            assert proc.returncode in (0, 1), proc.stderr
+            web.reset()
+            assert strip(doc) == strip(remote_report(web.url(f"{repo}/"), {})), repo
+    # the file alone, and next to another input: each reported once, each in one line
+    web.reset()
+    web.ranges = False
+    bin_url = web.url("bin_code/pytorch_model.bin")
+    proc = ckptlint("check", bin_url, web.url("oc_tiny/"), "--format", "jsonl", "--stats")
+    files, _ = jsonl(proc.stdout)
+    assert proc.returncode == 2 and sorted(f["path"] for f in files) == sorted([bin_url, web.url("oc_tiny/")])
+    (refused,) = [f for f in files if f["error"]]
+    assert refused["path"] == bin_url and refused["error"] == NO_RANGES
+    assert refused["stats"]["bytes"] <= BLOCK
+    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+    proc = ckptlint("dump", bin_url)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [f"ckptlint: error: {bin_url}: {NO_RANGES}"]
+    web.reset()
+
+
 def test_remote_flax_npz_and_shards_fetch_metadata_only(stores) -> None:
     """Single files of each format over plain https: the bytes the server sent against the file's metadata."""
     org, _, _, web = stores

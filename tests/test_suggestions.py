@@ -402,20 +402,24 @@ def test_ck110_fix_is_an_instruction_with_the_real_path(tmp_path: Path) -> None:
 
 
 def test_fix_for_a_vision_model_keeps_the_vision_tower_only(tmp_path: Path) -> None:
-    """A CLIPModel's model.safetensors fixed for CLIPVisionModel: OUT holds exactly CLIPVisionModel's keys (no
-    logit_scale, no text_model.*), loads strictly, and its re-check reports neither CK101 nor CK103."""
+    """A CLIPModel's model.safetensors fixed for CLIPVisionModel (``--arch hf-clip-vision``, read as
+    ``CLIPVisionModel.from_pretrained`` reads it, as ``--arch CLIPVisionModel``): OUT holds the vision tower only;
+    from_pretrained loads it with nothing missing or unexpected, and its re-check reports neither CK101 nor CK103."""
     from engine_support import hf_config
-    from safetensors.torch import load_file
     from transformers import CLIPVisionModel
 
     src = tmp_path / "model.safetensors"
     shutil.copy(CORPUS / "hf" / "hf_clip_tiny" / "model.safetensors", src)
-    out = tmp_path / "out.safetensors"
-    proc = ckptlint("fix", str(src), str(out), "--arch", "hf-clip-vision")
-    assert proc.returncode == 0, proc.stderr
-    vision = CLIPVisionModel(hf_config("hf_clip_tiny").vision_config)
-    sd = load_file(str(out))
-    assert set(sd) == set(vision.state_dict())
-    vision.load_state_dict(sd, strict=True)
-    codes = {f.code for f in check_files([str(out)], arch="hf-clip-vision").files[0].findings}
-    assert not codes & {"CK101", "CK103"}
+    outs = {}
+    for arch in ("hf-clip-vision", "CLIPVisionModel"):
+        folder = tmp_path / arch
+        folder.mkdir()
+        proc = ckptlint("fix", str(src), str(folder / "model.safetensors"), "--arch", arch)
+        assert proc.returncode == 0, proc.stderr
+        hf_config("hf_clip_tiny").vision_config.save_pretrained(folder)
+        _, info = CLIPVisionModel.from_pretrained(folder, output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+        codes = {f.code for f in check_files([str(folder)], arch="hf-clip-vision").files[0].findings}
+        assert not codes & {"CK101", "CK103"}
+        outs[arch] = (folder / "model.safetensors").read_bytes()
+    assert outs["hf-clip-vision"] == outs["CLIPVisionModel"]

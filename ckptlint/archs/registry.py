@@ -396,6 +396,8 @@ def _check_arch(reg: Registry, fam: Family, name: str, arch: Arch) -> None:
     profiles = {p for f in reg.families for p in f.part("preprocessing").profiles}
     if arch.profile is not None and arch.profile not in profiles:
         raise _bad(fam, f"{where}.profile", f"unknown preprocessing profile {arch.profile!r}")
+    if arch.loads_as is not None and arch.loads_as not in reg.archs:
+        raise _bad(fam, f"{where}.loads_as", f"unknown architecture {arch.loads_as!r}")
     scheme = arch.variants.scheme
     if scheme == "table" and arch.default_variant not in arch.variants.names:
         raise _bad(fam, f"{where}.default_variant", f"{arch.default_variant!r} is not in variants.names")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from ckptlint.archs.detect import Inference, infer
+from ckptlint.archs.expr import SpecError
 from ckptlint.archs.spec import (
     ArchSpec,
     expected_for,
@@ -50,7 +51,22 @@ def resolve(
             ]
             if changed:
                 variant = CUSTOM
-    return expected_for(spec, variant, params, info, source)
+    expected = expected_for(spec, variant, params, info, source)
+    if spec.loads_as is not None:
+        expected.load = _loader_plan(spec, params)
+    return expected
+
+
+def _loader_plan(spec: ArchSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """The loading plan of the transformers class ``spec`` stands for (``loads_as``): ``--arch hf-clip-vision``
+    reads a folder as ``CLIPVisionModel.from_pretrained`` does (a CLIPModel's ``vision_model.`` taken, the rest
+    unexpected), exactly as ``--arch CLIPVisionModel``."""
+    from ckptlint.declared.hf_load import plan
+
+    target = load_arch(str(spec.loads_as))
+    if target.hf is None:
+        raise SpecError(f"{spec.name}: loads_as {spec.loads_as!r} is no transformers class (no [hf] table)")
+    return plan(target.hf, params)
 
 
 def _from_checkpoint(spec: ArchSpec, ckpt: Checkpoint | None) -> tuple[str, dict[str, Any], dict[str, Any]]:

@@ -331,6 +331,9 @@ class Arch(Strict):
     order: list[Pattern] = field(default_factory=list)  # torch state_dict order across hoisted modules
     dtype: str = "float32"
     hf: HfLoad | None = None  # DECL-HF: a transformers class (generated families, scripts/gen_hf_families.py)
+    # the transformers class (an architecture with ``hf``) whose from_pretrained this architecture stands for: the
+    # raw diff is that loader's report (base-model prefix, key conversions), as for ``--arch CLASS``
+    loads_as: str | None = None
 
 
 # ---- framework-level knowledge --------------------------------------------------------------------------------

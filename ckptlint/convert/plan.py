@@ -284,17 +284,12 @@ def _resolve_needs(
 def _token_ids(
     plan: ConversionPlan, ckpt: Checkpoint, src_values: dict[str, Any], src_sources: dict[str, str]
 ) -> None:
-    """The special-token ids no need resolved: from the input's tokenizer files, else its config files; else None
-    (the target's fields then leave transformers' defaults only where they are right for the vocabulary)."""
-    from pathlib import Path
-
-    from ckptlint.convert.tokens import special_ids
-
-    base = Path(ckpt.path)
-    base = base if base.is_dir() else base.parent
-    names = [sc.name for sc in ckpt.sidecars if sc.kind == "tokenizer"]
-    found = special_ids(base, names) if names and base.is_dir() else {}
-    files = [n for n in ("tokenizer_config.json", "special_tokens_map.json") if n in names]
+    """The special-token ids no need resolved: from the input's tokenizer files (``Checkpoint.tokenizer``, as the
+    reader resolved them), else its config files; else None (the target's fields then leave transformers'
+    defaults only where they are right for the vocabulary)."""
+    facts = ckpt.tokenizer
+    found = {f"{k}_id": v for k, v in (facts.special if facts else {}).items() if v is not None}
+    files = facts.special_from if facts else []
     for k in TOKEN_IDS:
         if k in plan.sources:
             continue

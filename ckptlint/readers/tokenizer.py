@@ -3,8 +3,11 @@
 ``tokenizer.json`` (the ``tokenizers`` format: ``model.vocab`` — a dict token -> id for BPE / WordPiece /
 WordLevel, a list of ``[piece, score]`` for Unigram — and ``added_tokens``), ``vocab.json`` (a slow BPE vocabulary),
 ``added_tokens.json`` (token -> id), ``tokenizer_config.json`` (``added_tokens_decoder``: id -> token, and the
-special tokens ``bos_token``…) and ``special_tokens_map.json``. The result is a fact on the Checkpoint
-(``TokenizerFacts``); CK115 compares it with the embedding.
+special tokens ``bos_token``…) and ``special_tokens_map.json``. The special tokens are resolved as transformers'
+``from_pretrained`` does: ``tokenizer_config.json``'s, overridden by ``special_tokens_map.json``'s unless the
+config has ``added_tokens_decoder`` (the current format, where the legacy map is not read). The result is a fact on
+the Checkpoint (``TokenizerFacts``): CK115 compares it with the embedding, and ``ckptlint convert`` writes its
+special-token ids into the target's config.
 """
 
 from __future__ import annotations
@@ -83,17 +86,20 @@ def tokenizer_facts(directory: Path, names: list[str]) -> TokenizerFacts | None:
     if isinstance(more, dict):
         added.update({k: v for k, v in more.items() if isinstance(v, int)})
     config = docs.get("tokenizer_config.json")
-    if isinstance(config, dict):
-        decoder = config.get("added_tokens_decoder")
-        if isinstance(decoder, dict):
-            for key, entry in decoder.items():
-                content = _content(entry)
-                if content is not None and key.lstrip("-").isdigit():
-                    added.setdefault(content, int(key))
-        specials.update({k: c for k in SPECIAL if (c := _content(config.get(k))) is not None})
-    mapping = docs.get("special_tokens_map.json")
-    if isinstance(mapping, dict):
-        specials.update({k: c for k in SPECIAL if (c := _content(mapping.get(k))) is not None})
+    decoder = config.get("added_tokens_decoder") if isinstance(config, dict) else None
+    if isinstance(decoder, dict):
+        for key, entry in decoder.items():
+            content = _content(entry)
+            if content is not None and key.lstrip("-").isdigit():
+                added.setdefault(content, int(key))
+    sources = [("tokenizer_config.json", config)]
+    if not isinstance(decoder, dict):  # legacy files: the map overrides the config (transformers' order)
+        sources.append(("special_tokens_map.json", docs.get("special_tokens_map.json")))
+    for name, doc in sources:
+        named = {k: c for k in SPECIAL if isinstance(doc, dict) and (c := _content(doc.get(k))) is not None}
+        if named:
+            specials.update(named)
+            facts.special_from.append(name)
     if not ids and not added:
         return facts if facts.unread else None
     every = {**ids, **added}

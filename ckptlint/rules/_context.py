@@ -134,9 +134,18 @@ class Context:
 
     def give_back(self) -> None:
         """Put back every diff entry consumed since ``mark``: a rule that reported nothing explained nothing, so
-        the catch-alls (CK100/CK101/CK102) still see it and no entry of the raw diff leaves the report silently."""
-        for kind, key, issue in self._taken:
-            if kind == "missing":
+        the catch-alls (CK100/CK101/CK102) still see it and no entry of the raw diff leaves the report silently.
+        A rename it recorded (``map_pair``) is undone with the shape clash it opened: the keys are again missing
+        and unexpected, as the loader sees them."""
+        for kind, key, issue in reversed(self._taken):
+            if kind == "pair":
+                self.pairs.pop(key, None)
+            elif kind == "clash":  # the clash map_pair opened, or what it replaced
+                if issue is None:
+                    self.shape.pop(key, None)
+                else:
+                    self.shape[key] = issue
+            elif kind == "missing":
                 self.missing[key] = None
             elif kind == "unexpected":
                 self.unexpected[key] = None
@@ -151,9 +160,12 @@ class Context:
         """Record that ``view_key`` provides ``exp_key`` (a rename an explainer found); a shape clash stays open."""
         self.consume_missing([exp_key])
         self.consume_unexpected([view_key])
+        if exp_key not in self.pairs:
+            self._taken.append(("pair", exp_key, None))
         self.pairs[exp_key] = view_key
         e, a = self.exp[exp_key].shape, self.view[view_key].shape
         if not self.shapes_equal(e, a):
+            self._taken.append(("clash", exp_key, self.shape.get(exp_key)))
             self.shape[exp_key] = ShapeIssue(e, a, view_key)
 
     # ---- what the rules ask about --------------------------------------------------------------------------

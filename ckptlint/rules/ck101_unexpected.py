@@ -12,23 +12,24 @@ Why is this bad?
 
 Example
     $ ckptlint check hf_clip_tiny --arch hf-clip-vision
-    CK103 error    key prefix: every expected key (39) exists under vision_model. (transformers CLIPModel /
-                   4.x CLIPVisionModel)
     CK101 warning  unexpected keys: the checkpoint also holds a text tower the model does not have (39 keys:
                    logit_scale; text_model.… (36 keys); text_projection.weight; visual_projection.weight)
-                   fix: to keep the vision tower only, drop them: `ckptlint fix hf_clip_tiny OUT --arch
-                   hf-clip-vision` (from_pretrained and load_state_dict(strict=False) skip them anyway); if
-                   you meant the whole model, check it as the model it is: `ckptlint check hf_clip_tiny
-                   --arch hf-clip`
+                   fix: nothing to do if you meant to take the vision tower only (from_pretrained and
+                   load_state_dict(strict=False) skip them); do not drop them: config.json declares the whole
+                   model, which a copy without them would contradict; check it as the model it is: `ckptlint
+                   check hf_clip_tiny --arch hf-clip`
 
 Fix
     If you meant to load only part of the checkpoint, drop the extra keys (or load with ``strict=False`` and
-    check that only these are reported). Otherwise check the architecture (``--arch``) or the file.
+    check that only these are reported) — unless the config next to the weights declares the larger model: a
+    copy without them would contradict it, so no edit is offered then. Otherwise check the architecture
+    (``--arch``) or the file.
 """
 
 from __future__ import annotations
 
 from ckptlint.edits import DropKeys
+from ckptlint.expected import Expected
 from ckptlint.keygroups import collapse
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
@@ -89,7 +90,10 @@ class UnexpectedRule(Rule):
         tower = next(iter(new)) if len(new) == 1 else None
         if tower is not None and exp_towers and 2 * towers.count(tower) >= len(keys):
             other = " and ".join(sorted(exp_towers))
-            edits = [DropKeys(keys=[ctx.file_key(k) for k in keys])]
+            file_keys = [ctx.file_key(k) for k in keys]
+            declared_by = _declared_whole(ctx, file_keys)
+            # a copy without them would contradict the config that declares them: no edit, no command
+            edits = [] if declared_by else [DropKeys(keys=file_keys)]
             how = remedy(ctx.ckpt, ctx.expected, edits)
             whole = as_itself(ctx)
             whole = (
@@ -97,7 +101,13 @@ class UnexpectedRule(Rule):
                 if whole
                 else "otherwise check the architecture (--arch)"
             )
-            if how:
+            if declared_by:
+                fix_text = (
+                    f"nothing to do if you meant to take the {other} tower only (from_pretrained and "
+                    f"load_state_dict(strict=False) skip them); do not drop them: {declared_by} declares the "
+                    f"whole model, which a copy without them would contradict; {whole}"
+                )
+            elif how:
                 fix_text = (
                     f"to keep the {other} tower only, drop them: {how} (from_pretrained and "
                     f"load_state_dict(strict=False) skip them anyway); if you meant the whole model, {whole}"
@@ -106,7 +116,7 @@ class UnexpectedRule(Rule):
                 fix_text = f"nothing to do if you meant to take the {other} tower only; {whole}"
             return [
                 ExtraTower(
-                    keys=[ctx.file_key(k) for k in keys],
+                    keys=file_keys,
                     details={**details, "tower": tower},
                     edits=edits,
                     tower=tower,
@@ -126,3 +136,17 @@ class UnexpectedRule(Rule):
                 cause=cause,
             )
         ]
+
+
+def _declared_whole(ctx: Context, file_keys: list[str]) -> str | None:
+    """The config file next to the weights when the model it declares holds most of ``file_keys`` (a CLIPModel
+    folder checked as its vision tower): the keys belong there, and a copy without them is worse. None otherwise."""
+    if ctx.expected is not None and ctx.expected.source == "declared":
+        return None  # the declaration is the expectation: it has no place for them
+    from ckptlint.declared import declared_expected
+
+    declared = declared_expected(ctx.ckpt)
+    if not isinstance(declared, Expected) or declared.declared_by is None:
+        return None
+    held = sum(k in declared.tensors for k in file_keys)
+    return declared.declared_by if 2 * held >= len(file_keys) else None

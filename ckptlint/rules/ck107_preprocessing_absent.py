@@ -102,15 +102,20 @@ class PreprocessingAbsentRule(Rule):
         modalities = declared.get("modalities") if isinstance(declared, dict) else None
         if modalities:  # DECL-HF: the declared model says what it takes in (a Llama is no image model)
             towers = {m for m in modalities if m in ("vision", "text")}
+            takes_text = "text" in towers
         else:
             towers = set(ctx.file_towers)
+            takes_text = "text" in towers
             if ctx.expected is not None:  # the towers the expected keys show (markers), not per-key guesses
-                towers |= ctx.exp_towers_present | set(ctx.expected.towers)
+                model = ctx.exp_towers_present | set(ctx.expected.towers)
+                towers |= model
+                # a text tower both hold: a vision model needs no tokenizer, whatever else the file holds
+                takes_text = takes_text and "text" in model
         if "vision" not in towers:
             return []
         pp = gather(ctx.ckpt)
         missing = [f for f in ("mean", "std", "size", "interpolation") if f not in pp.fields]
-        if "text" in (towers if modalities else ctx.file_towers) and pp.tokenizer is None:
+        if takes_text and pp.tokenizer is None:
             missing.append("tokenizer")
         if not missing:
             return []
