@@ -101,7 +101,8 @@ def test_parsed_rules_cache_is_fresh_and_reads_as_the_toml() -> None:
 def test_an_edited_bundled_file_is_read_from_its_toml(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A family file changed after the cache was written is parsed from its TOML (slower, never stale)."""
+    """A family file changed after the cache was written is parsed from its TOML and validated (slower, never stale,
+    a mistake in it is the one-line schema error)."""
     import shutil
 
     from ckptlint import ruledata
@@ -116,8 +117,16 @@ def test_an_edited_bundled_file_is_read_from_its_toml(
     monkeypatch.setattr(reg, "rules_dir", lambda: rules)
     reg.reset()
     try:
-        titles = {f.name: f.head.family.title for f in reg.registry().families}
-        assert titles["timm-vit"].startswith("Edited: ")
+        families = {f.name: f for f in reg.registry().families}
+        assert families["timm-vit"].head.family.title.startswith("Edited: ")
+        assert (
+            not families["timm-vit"].bundled and families["open_clip"].bundled
+        )  # the edited one is validated
+        broken = path.read_text().replace("variant_keys = [", "varient_keys = [", 1)
+        path.write_text(broken)
+        reg.reset()
+        with pytest.raises(CkptlintError, match=r"timm-vit\.toml: .*varient_keys: Extra inputs"):
+            reg.registry()
     finally:
         ruledata.rules_dir.cache_clear()
         ruledata._entries.cache_clear()

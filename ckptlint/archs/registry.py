@@ -66,8 +66,8 @@ class Family:
     sources: dict[str, Any] = field(repr=False)  # arch -> TOML text, Cached JSON, raw table, or its Arch
     validated: FamilyIndex | None = field(default=None, repr=False)
     owner: Registry | None = field(default=None, repr=False)  # the registry it is indexed in
-    # a file of the package's rules/archs: built, neither validated nor checked against the other files at run
-    # time (the tests do both: ``Registry.validate_all``)
+    # a file of the package's rules/archs as the tests validated it (its bytes match rules/parsed.json): built,
+    # neither validated nor checked against the other files at run time (the tests do both: ``validate_all``)
     bundled: bool = False
     parts: dict[str, Any] = field(
         default_factory=dict, repr=False
@@ -210,7 +210,7 @@ def registry() -> Registry:
     """The registry of this process (loaded and validated on first use)."""
     if not _current:
         builtin = builtin_dir()
-        _current.append(_index([_read(p, lazy=p.parent == builtin) for p in family_files()]))
+        _current.append(_index([_read(p, bundled=p.parent == builtin) for p in family_files()]))
     return _current[0]
 
 
@@ -252,31 +252,33 @@ def parse_bundled(text: str) -> tuple[dict[str, Any], dict[str, str]]:
     return raw, sources
 
 
-def _read(path: Path, lazy: bool) -> Family:
+def _read(path: Path, bundled: bool) -> Family:
+    """A family file, loaded. A bundled file whose bytes are those ``rules/parsed.json`` was made from (the bytes
+    the test suite validated) is trusted: built, its tables when first needed. Any other file, an edited bundled
+    one included, is validated whole now (pydantic, and against the other files once all are loaded)."""
     sources: dict[str, Any]
     try:
         data = path.read_bytes()
-        entry = parsed(f"archs/{path.name}", data) if lazy else None
+        entry = parsed(f"archs/{path.name}", data) if bundled else None
         if entry is not None:
             raw, sources = entry["index"], {k: Cached(v) for k, v in entry["archs"].items()}
-        elif lazy:
-            raw, sources = parse_bundled(data.decode("utf-8"))
         else:
             raw, sources = _toml(data.decode("utf-8")), {}
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot read family file: {exc}") from None
     except ValueError as exc:  # tomllib.TOMLDecodeError
         raise SpecError(f"{path}: invalid TOML: {exc}") from None
+    trusted = entry is not None
     try:
-        whole = None if sources else _table(FamilyFile, raw, lazy)
-        head = _table(FamilyHead, raw, lazy)
+        whole = None if trusted else _table(FamilyFile, raw, trusted)
+        head = _table(FamilyHead, raw, trusted)
     except InvalidTable as exc:
         raise SpecError(f"{path}: {_errors(exc)}") from None
     if whole is not None:
         sources = dict(whole.archs)
     index = {k: v for k, v in raw.items() if k != "archs"}
     return Family(
-        head.family.name, head.family.framework, path, head, index, dict(sources), whole, bundled=lazy
+        head.family.name, head.family.framework, path, head, index, dict(sources), whole, bundled=trusted
     )
 
 
