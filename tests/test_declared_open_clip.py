@@ -23,7 +23,7 @@ from engine_support import TINY_OPEN_CLIP_CFG
 from ckptlint import check
 from ckptlint.checkpoint import Checkpoint, Sidecar
 from ckptlint.declared import declaration_of, declared_expected
-from ckptlint.declared.lookup import Unbuilt
+from ckptlint.declared.declaration import Unbuilt
 from ckptlint.expected import Expected, Unchecked
 
 CONFIG = "open_clip_config.json"

@@ -126,3 +126,12 @@ def test_no_module_over_700_lines() -> None:
 
 def test_checkpoint_format_names_are_the_contracts() -> None:
     assert list(typing.get_args(FormatName)) == contract.format_names()
+
+
+def test_adapter_kinds_are_the_adapters_own() -> None:
+    """``declared.tables`` names each adapter's sidecar kind; the adapters declare it too: the two must agree."""
+    from ckptlint.declared import hf, open_clip, timm
+    from ckptlint.declared.lookup import ADAPTERS
+    from ckptlint.declared.tables import KINDS
+
+    assert [ADAPTERS[k].KIND for k in KINDS] == list(KINDS) == [hf.KIND, open_clip.KIND, timm.KIND]

@@ -581,6 +581,6 @@ def _from_config(spec: ArchSpec, ckpt: Checkpoint) -> tuple[dict[str, Any], str]
     """The parameters the declaration next to the weights gives ``spec``, read by its adapter."""
     if spec.config is None:
         return None
-    from ckptlint.declared.lookup import declared_params
+    from ckptlint.declared.tables import declared_params
 
     return declared_params(spec, ckpt)

@@ -13,50 +13,46 @@ Kept apart from the detector and ``ckptlint.archs.resolve``: the detector import
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ckptlint.archs.spec import load_arch
-from ckptlint.declared.declaration import Declaration, Unbuilt, declared
+from ckptlint.declared.declaration import Declaration
 from ckptlint.declared.declaration import info as table_info
+from ckptlint.declared.tables import HF, KINDS, OPEN_CLIP, TIMM, declaration_of, declarations
 
 if TYPE_CHECKING:
-    from ckptlint.archs.spec import ArchSpec
-    from ckptlint.checkpoint import Checkpoint, Sidecar
+    from ckptlint.checkpoint import Checkpoint
     from ckptlint.expected import Expected, Unchecked
-
-HF, OPEN_CLIP, TIMM = "hf-config", "open_clip-config", "timm-config"  # each adapter's KIND
-
-
-_MODULES = {HF: "hf", OPEN_CLIP: "open_clip", TIMM: "timm"}
 
 
 class _Adapters(Mapping[str, ModuleType]):
     """Sidecar kind -> adapter module, imported on first use (a file without a declaration imports none)."""
 
     def __getitem__(self, kind: str) -> ModuleType:
-        return importlib.import_module(f"ckptlint.declared.{_MODULES[kind]}")
+        if kind == HF:
+            from ckptlint.declared import hf
+
+            return hf
+        if kind == OPEN_CLIP:
+            from ckptlint.declared import open_clip
+
+            return open_clip
+        if kind == TIMM:
+            from ckptlint.declared import timm
+
+            return timm
+        raise KeyError(kind)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(_MODULES)
+        return iter(KINDS)
 
     def __len__(self) -> int:
-        return len(_MODULES)
+        return len(KINDS)
 
 
 ADAPTERS: Mapping[str, ModuleType] = _Adapters()
-# adapters that read their file through the architectures' [archs.NAME.config] tables (ckptlint.declared.declaration)
-TABLES = (OPEN_CLIP, TIMM)
-# the declaration a folder's weights go with: an open_clip folder's weights are open_clip's
-_FIRST = {"open_clip-dir": OPEN_CLIP}
-
-
-def declarations(ckpt: Checkpoint) -> list[Sidecar]:
-    """The sidecars an adapter reads, the folder's own kind first."""
-    first = _FIRST.get(ckpt.format)
-    return sorted((s for s in ckpt.sidecars if s.kind in ADAPTERS), key=lambda s: s.kind != first)
 
 
 def declared_expected(ckpt: Checkpoint) -> Expected | Unchecked | None:
@@ -67,33 +63,6 @@ def declared_expected(ckpt: Checkpoint) -> Expected | Unchecked | None:
         if found is not None:
             return found
     return None
-
-
-def declaration_of(ckpt: Checkpoint) -> Declaration | Unbuilt | None:
-    """What the table declaration next to the weights declares (for an open_clip folder, ``open_clip_config.json``);
-    None without one."""
-    ours = [s for s in declarations(ckpt) if s.kind in TABLES]
-    return declared(ADAPTERS[ours[0].kind], ours[0]) if ours else None
-
-
-def declared_params(spec: ArchSpec, ckpt: Checkpoint) -> tuple[dict[str, Any], str] | None:
-    """(parameters, "FILE (...)") when the checkpoint declares ``spec``'s architecture (``--arch NAME`` without a
-    variant reads them)."""
-    conf = spec.config
-    if conf is None:
-        return None
-    if conf.kind == HF:
-        from ckptlint.declared import hf_config
-
-        sidecar = ckpt.sidecar(HF)
-        content = sidecar.content if sidecar is not None else None
-        if sidecar is None or not isinstance(content, dict) or hf_config.select(conf, content) is None:
-            return None
-        return hf_config.read(conf, content).values, f"{sidecar.name} ({conf.select} {content[conf.select]})"
-    found = declaration_of(ckpt)
-    if not isinstance(found, Declaration) or found.arch != spec.name:
-        return None
-    return dict(found.params), found.file if found.name == found.arch else f"{found.file} ({found.name})"
 
 
 def declared_info(ckpt: Checkpoint, expected: Expected) -> dict[str, Any] | None:
