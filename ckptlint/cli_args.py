@@ -350,6 +350,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
     ``--help`` and ``--version`` print and exit 0 (SystemExit); anything else wrong raises ``UsageError``.
     """
+    if "--" in argv[: next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))]:
+        argv = [arg for arg in argv[: argv.index("--")] if arg != "--"] + argv[argv.index("--") + 1 :]
     split = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
     debug = (
         bool(split) and _main_parser().parse_args(argv[:split]).debug
@@ -363,8 +365,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
         )
     rest, parser = argv[split + 1 :], command_parser(name)
     # after `--` everything is a positional argument (a path may start with "-"); argparse's intermixed parsing
-    # does not keep that apart, so a command line with `--` is parsed plainly: options before it
-    args = parser.parse_args(rest) if "--" in rest else parser.parse_intermixed_args(rest)
+    # does not keep `--` apart, so those arguments stand in as placeholders and are put back after parsing
+    hidden: dict[str, str] = {}
+    if "--" in rest:
+        cut = rest.index("--")
+        hidden = {f"\0ckptlint-arg-{n}": arg for n, arg in enumerate(rest[cut + 1 :])}
+        rest = rest[:cut] + list(hidden)
+    args = parser.parse_intermixed_args(rest)
+    for key, value in vars(args).items():
+        if isinstance(value, str) and value in hidden:
+            setattr(args, key, hidden[value])
+        elif isinstance(value, list):
+            setattr(args, key, [hidden.get(v, v) if isinstance(v, str) else v for v in value])
     args.command = name
     args.debug = args.debug or debug
     return args

@@ -90,6 +90,10 @@ def test_options_anywhere_among_positionals(corpus: Path, capsys: pytest.Capture
     assert parse(["dump", a]).fmt == "text" and parse(["convert", "--list"]).src is None
     dashed = parse(["check", "--arch", "clippo", "--", "-odd.npz", "--select"])  # after `--`: paths only
     assert dashed.paths == ["-odd.npz", "--select"] and dashed.arch == "clippo" and dashed.select is None
+    # paths and options before `--` mix as anywhere else (click accepted these)
+    mixed = parse(["check", a, "--arch", "timm-vit", "-v", "--", "-odd.npz"])
+    assert mixed.paths == [a, "-odd.npz"] and mixed.arch == "timm-vit" and mixed.verbose
+    assert parse(["--", "check", a]).paths == [a] and parse(["dump", "--", "-odd.npz"]).path == "-odd.npz"
 
 
 @pytest.mark.parametrize(
