@@ -32,6 +32,8 @@ def _die(message: str) -> NoReturn:
 def _echo(text: str, *, err: bool = False) -> None:
     """Write ``text`` as is and flush (a closed pipe surfaces here, inside ``main``'s handler)."""
     stream = sys.stderr if err else sys.stdout
+    if stream is None:  # started with the stream closed (`ckptlint rules >&-`): nothing to write to
+        return
     stream.write(text)
     stream.flush()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import re
 import subprocess
 import sys
@@ -155,3 +156,15 @@ def test_closed_stdout_ends_quietly() -> None:
     proc.stdout.close()
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 0 and err == b""
+
+
+def test_started_with_stdout_closed_ends_quietly() -> None:
+    """``ckptlint rules >&-``: there is no stdout at all; no traceback, exit 0 (as click did)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        ["bash", "-c", f"{shlex.quote(sys.executable)} -m ckptlint rules >&-"],
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stderr == b""
