@@ -114,6 +114,7 @@ def test_an_edited_bundled_file_is_read_from_its_toml(
     monkeypatch.setattr(ruledata, "_PKG", tmp_path / "pkg")
     ruledata.rules_dir.cache_clear()
     ruledata._entries.cache_clear()
+    ruledata.load_toml.cache_clear()
     monkeypatch.setattr(reg, "rules_dir", lambda: rules)
     reg.reset()
     try:
@@ -127,9 +128,16 @@ def test_an_edited_bundled_file_is_read_from_its_toml(
         reg.reset()
         with pytest.raises(CkptlintError, match=r"timm-vit\.toml: .*varient_keys: Extra inputs"):
             reg.registry()
+        path.write_text(broken.replace("varient_keys = [", "variant_keys = [", 1))
+        wrappers = rules / "wrappers.toml"
+        wrappers.write_text(wrappers.read_text().replace('side = "file"', 'side = "flie"', 1))
+        reg.reset()
+        with pytest.raises(CkptlintError, match=r"wrappers\.toml: wrapper\.\d+\.side: Input should be"):
+            reg.wrappers()
     finally:
         ruledata.rules_dir.cache_clear()
         ruledata._entries.cache_clear()
+        ruledata.load_toml.cache_clear()
         reg.reset()
 
 
@@ -362,3 +370,14 @@ def test_broken_family_file_is_one_line_naming_file_and_field(tmp_path: Path, ca
     broken.write_text(text.replace(old, new, 1))
     line = one_error_line(ckptlint("archs", env={reg.ENV_PATH: str(broken)}))
     assert str(broken) in line and where in line, line
+
+
+def test_a_key_and_its_alias_together_are_refused() -> None:
+    """``with`` (the TOML name) and ``with_`` (the field) are one field: a table with both is an error, not a
+    silent choice of one."""
+    from ckptlint.archs.build import InvalidTable
+    from ckptlint.archs.schema import Group
+
+    with pytest.raises(InvalidTable, match="'with' and 'with_' name the same field"):
+        validate(Group, {"tensors": [["a", ["n"]]], "with": {"n": 1}, "with_": {"n": 2}})
+    assert validate(Group, {"tensors": [["a", ["n"]]], "with": {"n": 1}}).with_ == {"n": 1}

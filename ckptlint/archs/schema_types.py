@@ -124,6 +124,13 @@ class Strict:
     def _prepare(cls, raw: Any) -> Any:
         """The raw TOML table as the fields name it (aliases renamed)."""
         if cls.ALIASES and isinstance(raw, dict):
+            both = [
+                f"{alias!r} and {name!r}"
+                for alias, name in cls.ALIASES.items()
+                if alias in raw and name in raw
+            ]
+            if both:
+                raise ValueError(f"{both[0]} name the same field: give one")
             return {cls.ALIASES.get(k, k): v for k, v in raw.items()}
         return raw
 
