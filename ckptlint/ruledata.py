@@ -56,6 +56,18 @@ def _entries() -> dict[str, Any]:
 def parsed(relpath: str, data: bytes) -> dict[str, Any] | None:
     """The cache entry of ``rules/<relpath>`` if it was made from exactly ``data``, else None."""
     entry = _entries().get(relpath)
-    if isinstance(entry, dict) and entry.get("source") == fingerprint(data):
+    if isinstance(entry, dict) and entry.get("source") == fingerprint(data) and _well_formed(entry):
         return entry
     return None
+
+
+def _well_formed(entry: dict[str, Any]) -> bool:
+    """An entry as ``parsed_cache`` writes it (a damaged cache is ignored, not trusted)."""
+    if "data" in entry:
+        return isinstance(entry["data"], dict)
+    archs = entry.get("archs")
+    return (
+        isinstance(entry.get("index"), dict)
+        and isinstance(archs, dict)
+        and all(isinstance(v, str) for v in archs.values())
+    )

@@ -1,16 +1,16 @@
-"""Every architecture family ckptlint knows: the family files, loaded, validated and indexed.
+"""Every architecture family ckptlint knows: the family files, loaded, checked and indexed.
 
 Built-in families are ``rules/archs/*.toml``; more come from ``$CKPTLINT_FAMILY_PATH`` (files or folders of
-``*.toml``, separated by ``os.pathsep``) and from ``register_family_file(path)``. Each file is validated with the
-pydantic schema of ``ckptlint.archs.schema`` (an error names the file and the field), then the registry checks what
-crosses files: unique names, module references, the layouts and architectures detect rules name, profiles,
-conversions.
+``*.toml``, separated by ``os.pathsep``) and from ``register_family_file(path)``. Such a file is validated whole when
+loaded with the pydantic schema of ``ckptlint.archs.schema`` (an error names the file and the field), then the
+registry checks what crosses files: unique names, module references, the layouts and architectures detect rules
+name, profiles, conversions.
 
-Start-up cost: every run needs every family's layouts, most runs its key classes and probes, but only the
-architectures it checks against. So a built-in file's head (family, frameworks, layouts, detect rules) is validated
-when it is loaded, the rest of its index on first use, and its ``[archs.NAME]`` tables (the bulk: variant tables)
-are cut out of the text and parsed and validated when NAME is first needed (``tests/test_family_files.py`` proves
-the cut parses exactly as the whole file and validates everything). Other files are validated whole when loaded.
+Start-up cost: a built-in file whose bytes are those ``rules/parsed.json`` was made from is the file the test suite
+validated (``Registry.validate_all``, ``tests/test_family_files.py``): it is read from that JSON and *built*, not
+validated (``ckptlint.archs.build``): its head (family, frameworks, layouts, detect rules) when loaded, each other
+index table when a run first reads it (``Family.part``), each ``[archs.NAME]`` table when NAME is first needed. An
+edited built-in file is validated whole, as any other.
 """
 
 from __future__ import annotations
@@ -56,14 +56,14 @@ _current: list[Registry] = []
 
 @dataclass
 class Family:
-    """One loaded family file; the rest of its index and its architectures are validated on first use."""
+    """One loaded family file; the rest of its index and its architectures are read on first use."""
 
     name: str
     framework: str
     path: Path
     head: FamilyHead = field(repr=False)
     raw: dict[str, Any] = field(repr=False)  # the index, parsed
-    sources: dict[str, Any] = field(repr=False)  # arch -> TOML text, Cached JSON, raw table, or its Arch
+    sources: dict[str, Any] = field(repr=False)  # arch -> its table as Cached JSON, or its Arch
     validated: FamilyIndex | None = field(default=None, repr=False)
     owner: Registry | None = field(default=None, repr=False)  # the registry it is indexed in
     # a file of the package's rules/archs as the tests validated it (its bytes match rules/parsed.json): built,
@@ -75,7 +75,8 @@ class Family:
 
     @property
     def data(self) -> FamilyIndex:
-        """Everything but the architectures, validated (and checked against the other families) once."""
+        """Everything but the architectures: validated and checked against the other families once (a trusted
+        built-in file: built, the tests did both)."""
         if self.validated is None:
             try:
                 self.validated = _table(FamilyIndex, self.raw, self.bundled)
@@ -100,17 +101,15 @@ class Family:
         return self.parts[name]
 
     def arch(self, name: str, reg: Registry) -> Arch:
-        """The validated declaration of ``name`` (parsed and checked the first time)."""
+        """The declaration of ``name`` (parsed, and validated unless trusted, the first time)."""
         src = self.sources[name]
         if isinstance(src, Arch):
             return src
         if isinstance(src, Cached):
-            src = json.loads(src.text)
-        elif isinstance(src, str):
             try:
-                src = _toml(src)["archs"][name]
-            except (ValueError, KeyError) as exc:  # ValueError: tomllib.TOMLDecodeError
-                raise SpecError(f"{self.path}: archs.{name}: cannot be read on its own: {exc}") from None
+                src = json.loads(src.text)
+            except ValueError as exc:
+                raise SpecError(f"rules/parsed.json: archs.{name}: damaged ({exc}); regenerate it") from None
         try:
             arch = _table(Arch, src, self.bundled)
         except InvalidTable as exc:

@@ -1,4 +1,4 @@
-"""The family-file format (``rules/archs/*.toml``), validated with pydantic when a file is loaded.
+"""The family-file format (``rules/archs/*.toml``): plain classes pydantic validates (``ckptlint.archs.build``).
 
 Every field is documented in ``rules/README.md`` (conversion rows and declarations, used by ``ckptlint convert``,
 included); key patterns follow ``ckptlint.archs.pattern``, expressions ``ckptlint.archs.expr``. Cross-file references (modules of other families, layouts, profiles, conversions) are
