@@ -1,7 +1,8 @@
-"""The building blocks of the family-file schema: plain frozen dataclasses with pydantic's checks attached lazily.
+"""The building blocks of the family-file schema: plain frozen classes with pydantic's checks attached lazily.
 
-The schema classes (``ckptlint.archs.schema``) are stdlib dataclasses, so defining and building them never imports
-pydantic (start-up time, issue 13 item 5). pydantic validates them only when asked (``ckptlint.archs.build``):
+The schema classes (``ckptlint.archs.schema``) are plain classes (``Strict``; made stdlib dataclasses only when
+pydantic is asked to validate one), so defining and building them never imports pydantic (start-up time, issue 13
+item 5). pydantic validates them only when asked (``ckptlint.archs.build``):
 each marker below carries a check or a conversion and tells pydantic, through ``__get_pydantic_core_schema__``, how
 to apply it; the trusted builder applies the conversions (``Before``, ``Strict._prepare``) and skips the checks.
 """
