@@ -1,14 +1,14 @@
 """Which declaration a checkpoint carries, and the adapter that reads it: one adapter per kind of declaration.
 
-    ADAPTERS                           Sidecar.kind -> adapter module
+    ADAPTERS                           Sidecar.kind -> adapter module (imported when first asked for)
     declared_expected(ckpt)            the model the declaration next to the weights builds (Expected), why it
                                        cannot be built (Unchecked), or None without one
     declaration_of(ckpt)               a table adapter's reading of it (Declaration | Unbuilt | None)
-    declared_params(spec, ckpt)        the parameters it gives ``spec`` (the detector's step 5: ``--arch NAME``)
     declared_info(ckpt, expected)      ``params["declared"]`` of an expectation built from the declaration
     rebuild(ckpt, info, overrides)     that declaration's model with some parameters changed (CK113)
 
-Kept apart from the detector and ``ckptlint.archs.resolve``: the detector imports this module.
+What the detector needs (``declared_params``, ``declaration_of``) is in ``ckptlint.declared.tables``: the
+transformers adapter imports the detector, so the detector must not import this module.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 class _Adapters(Mapping[str, ModuleType]):
-    """Sidecar kind -> adapter module, imported on first use (a file without a declaration imports none)."""
+    """Sidecar kind -> adapter module, imported on first use (the transformers one only with a config.json)."""
 
     def __getitem__(self, kind: str) -> ModuleType:
         if kind == HF:
