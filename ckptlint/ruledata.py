@@ -27,16 +27,26 @@ def rules_dir() -> Path:
     raise FileNotFoundError("ckptlint rule data not found (neither ckptlint/_rules_data nor rules/)")
 
 
-@cache
 def load_toml(relpath: str) -> dict[str, Any]:
     """Parse ``rules/<relpath>`` (cached; callers must not mutate the result)."""
+    return read_rules(relpath)[0]
+
+
+@cache
+def read_rules(relpath: str) -> tuple[dict[str, Any], bool]:
+    """``rules/<relpath>`` parsed, and whether it came from the cache (the very bytes the tests validated)."""
     data = (rules_dir() / relpath).read_bytes()
     entry = parsed(relpath, data)
     if entry is not None:
-        return entry["data"]
-    import tomllib  # only for a file the cache does not match (start-up time)
+        return entry["data"], True
+    return parse_toml(data.decode()), False
 
-    return tomllib.loads(data.decode())
+
+def parse_toml(text: str) -> dict[str, Any]:
+    """``tomllib.loads``, imported only for a file the cache does not hold (start-up time)."""
+    import tomllib
+
+    return tomllib.loads(text)
 
 
 def fingerprint(data: bytes) -> str:

@@ -29,7 +29,7 @@ from ckptlint.archs.schema import FamilyFile, WrapperFile
 from ckptlint.archs.spec import build_tree, load_arch, variant_names, variant_params
 from ckptlint.checkpoint import Checkpoint, tensor_info
 from ckptlint.errors import CkptlintError
-from ckptlint.ruledata import parsed
+from ckptlint.ruledata import load_toml, parsed
 
 README = Path(__file__).resolve().parent.parent / "rules" / "README.md"
 BUILTIN = sorted(reg.builtin_dir().glob("*.toml"))
@@ -95,7 +95,7 @@ def test_parsed_rules_cache_is_fresh_and_reads_as_the_toml() -> None:
         assert merged == whole and repr(build(FamilyFile, merged)) == repr(build(FamilyFile, whole))
     for name in ("wrappers.toml", "preprocessing.toml", "training_state.toml"):
         data = (root / name).read_bytes()
-        assert parsed(name, data)["data"] == tomllib.loads(data.decode()) == reg.load_toml(name)
+        assert parsed(name, data)["data"] == tomllib.loads(data.decode()) == load_toml(name)
 
 
 def test_an_edited_bundled_file_is_read_from_its_toml(
@@ -114,7 +114,7 @@ def test_an_edited_bundled_file_is_read_from_its_toml(
     monkeypatch.setattr(ruledata, "_PKG", tmp_path / "pkg")
     ruledata.rules_dir.cache_clear()
     ruledata._entries.cache_clear()
-    ruledata.load_toml.cache_clear()
+    ruledata.read_rules.cache_clear()
     monkeypatch.setattr(reg, "rules_dir", lambda: rules)
     reg.reset()
     try:
@@ -137,7 +137,7 @@ def test_an_edited_bundled_file_is_read_from_its_toml(
     finally:
         ruledata.rules_dir.cache_clear()
         ruledata._entries.cache_clear()
-        ruledata.load_toml.cache_clear()
+        ruledata.read_rules.cache_clear()
         reg.reset()
 
 

@@ -43,7 +43,7 @@ from ckptlint.archs.schema import (
     ShapeProbe,
     WrapperFile,
 )
-from ckptlint.ruledata import load_toml, parsed, rules_dir
+from ckptlint.ruledata import parse_toml, parsed, read_rules, rules_dir
 
 ENV_PATH = "CKPTLINT_FAMILY_PATH"
 MAX_ERRORS = 3
@@ -160,7 +160,7 @@ class Registry:
                 self.arch(name)
                 continue
             if fam.path not in wholes:
-                wholes[fam.path] = _toml(fam.path.read_text(encoding="utf-8"))
+                wholes[fam.path] = parse_toml(fam.path.read_text(encoding="utf-8"))
             arch = validate(Arch, wholes[fam.path]["archs"][name])
             _check_arch(self, fam, name, arch)
             fam.sources[name] = arch
@@ -236,18 +236,12 @@ class Cached:
     text: str
 
 
-def _toml(text: str) -> dict[str, Any]:
-    import tomllib  # a run reads rules/parsed.json; TOML only for other or edited files (start-up time)
-
-    return tomllib.loads(text)
-
-
 def parse_bundled(text: str) -> tuple[dict[str, Any], dict[str, str]]:
     """A bundled family file's index (parsed) and each architecture's TOML text (parsed when needed)."""
     index_text, sources = split_archs(text)
-    raw = _toml(index_text)
+    raw = parse_toml(index_text)
     if "archs" in raw:  # architectures declared in another form: read the file whole
-        raw, sources = _toml(text), {}
+        raw, sources = parse_toml(text), {}
     return raw, sources
 
 
@@ -262,7 +256,7 @@ def _read(path: Path, bundled: bool) -> Family:
         if entry is not None:
             raw, sources = entry["index"], {k: Cached(v) for k, v in entry["archs"].items()}
         else:
-            raw, sources = _toml(data.decode("utf-8")), {}
+            raw, sources = parse_toml(data.decode("utf-8")), {}
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot read family file: {exc}") from None
     except ValueError as exc:  # tomllib.TOMLDecodeError
@@ -483,12 +477,11 @@ def wrappers() -> list[dict[str, Any]]:
     """CK103's wrappers: ``rules/wrappers.toml`` (every framework), then each family's (its framework)."""
 
     def collect(reg: Registry) -> list[dict[str, Any]]:
-        path = rules_dir() / "wrappers.toml"
-        trusted = parsed("wrappers.toml", path.read_bytes()) is not None  # as the tests validated it
+        raw, trusted = read_rules("wrappers.toml")  # trusted: the bytes the tests validated
         try:
-            generic = _table(WrapperFile, load_toml("wrappers.toml"), trusted).wrapper
+            generic = _table(WrapperFile, raw, trusted).wrapper
         except InvalidTable as exc:
-            raise SpecError(f"{path}: {_errors(exc)}") from None
+            raise SpecError(f"{rules_dir() / 'wrappers.toml'}: {_errors(exc)}") from None
         out = [w.to_dict() for w in generic]
         for fam in reg.families:
             out += [{**w.to_dict(), "framework": fam.framework} for w in fam.part("wrappers")]
