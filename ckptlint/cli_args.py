@@ -345,14 +345,21 @@ def command_parser(name: str) -> argparse.ArgumentParser:
     return p
 
 
+def _command_at(argv: list[str]) -> int:
+    """Index of the first argument that is not an option (the command), or ``len(argv)``."""
+    return next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse ``[GLOBAL OPTIONS] COMMAND [ARGS]...`` into the command's options plus ``command`` and ``debug``.
 
     ``--help`` and ``--version`` print and exit 0 (SystemExit); anything else wrong raises ``UsageError``.
     """
-    if "--" in argv[: next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))]:
-        argv = [arg for arg in argv[: argv.index("--")] if arg != "--"] + argv[argv.index("--") + 1 :]
-    split = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
+    split = _command_at(argv)
+    if "--" in argv[:split]:  # `ckptlint -- check ...`: the end of the global options
+        cut = argv.index("--")
+        argv = argv[:cut] + argv[cut + 1 :]
+        split = _command_at(argv)
     debug = (
         bool(split) and _main_parser().parse_args(argv[:split]).debug
     )  # built only when options come first

@@ -161,9 +161,10 @@ class Strict:
         schema = handler(source)
         # the type's reference moves to the outer schema: a later use of the type must get the wrapped one
         ref = schema.pop("ref", None) if schema.get("type") == "dataclass" else None
-        if "_check" in _defined(cls):
+        defined = _defined(cls)
+        if "_check" in defined:
             schema = core_schema.no_info_after_validator_function(_checked, schema)
-        if "_prepare" in _defined(cls) or cls.ALIASES:
+        if "_prepare" in defined or cls.ALIASES:
             schema = core_schema.no_info_before_validator_function(cls._prepare, schema)
         if ref is not None:
             schema["ref"] = ref
