@@ -13,8 +13,9 @@ run by run (median wall time, peak RSS); and ``ckptlint check DIR --format jsonl
 (per further file = the difference over 1,800 files; RSS of both, to show memory flat in the number of files).
 
 Every subprocess runs with bytecode caching on (``PYTHONPYCACHEPREFIX`` under ``_data``, one warm-up run first),
-as an installed package would, whatever ``PYTHONDONTWRITEBYTECODE`` says, in ``_data`` (no ``pyproject.toml`` above
-it to read settings from), and ckptlint as the ``ckptlint`` console script when it is installed.
+as an installed package would, whatever ``PYTHONDONTWRITEBYTECODE`` says, in an empty folder of the temp directory
+(``_data`` lies in this repository, whose ``pyproject.toml`` ckptlint would read as a settings file), and ckptlint
+as the ``ckptlint`` console script when it is installed.
 
 Run by hand: ``python benchmarks/bench_read.py [--runs 10] [--keep] [--startup-only]``. Prints Markdown tables.
 """
@@ -27,11 +28,13 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"
+CWD = Path(tempfile.gettempdir()) / "ckptlint-bench-cwd"  # no settings file in it nor above it
 PY = sys.executable
 # the console script users run (``pip install`` writes it next to the interpreter), else ``python -m ckptlint``
 _SCRIPT = Path(PY).parent / "ckptlint"
@@ -131,7 +134,7 @@ ENV["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE.parent), os.environ.get
 
 def _rss_of(cmd: list[str], ok: tuple[int, ...] = (0,)) -> float:
     out = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True, env=ENV, cwd=DATA
+        ["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True, env=ENV, cwd=CWD
     )
     assert out.returncode in ok, out.stderr
     return int(out.stderr.strip().splitlines()[-1]) / 1024
@@ -140,7 +143,7 @@ def _rss_of(cmd: list[str], ok: tuple[int, ...] = (0,)) -> float:
 def _wall(cmd: list[str], ok: tuple[int, ...] = (0,)) -> float:
     t0 = time.perf_counter()
     rc = subprocess.run(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=DATA
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=CWD
     ).returncode
     assert rc in ok, (cmd, rc)
     return time.perf_counter() - t0
@@ -232,6 +235,7 @@ def main() -> None:
     ap.add_argument("--startup-only", action="store_true", help="only the small-file tables")
     args = ap.parse_args()
     DATA.mkdir(exist_ok=True)
+    CWD.mkdir(exist_ok=True)
     small_file_startup(args.runs)
     if args.startup_only:
         return

@@ -14,7 +14,6 @@ retried with exponential backoff (429/503 honour ``Retry-After``); 4xx are final
 from __future__ import annotations
 
 import contextvars
-import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -200,6 +199,8 @@ def _backoff(pol: RetryPolicy, attempt: int, retry_after: float | None) -> float
     if retry_after is not None:
         return retry_after if retry_after <= pol.max_retry_after else None
     base = min(pol.backoff * 2 ** (attempt - 1), pol.max_backoff)
+    import random  # only when a request is retried (start-up time)
+
     return base * (0.5 + random.random() / 2)  # jitter: many workers hitting one server do not retry in step
 
 

@@ -115,6 +115,16 @@ def test_find_config_walks_up_and_ignores_unrelated_pyproject(tmp_path: Path) ->
     assert load_config(find_config(inner)).fail_on == "info"
 
 
+def test_a_pyproject_that_is_not_ours_is_not_parsed(tmp_path: Path) -> None:
+    # broken TOML that never names ckptlint: not our settings file, so not our error (nor parsed at all)
+    (tmp_path / "pyproject.toml").write_text("[project\nname = 'broken'\n")
+    assert find_config(tmp_path) is None
+    # a key spelt with escapes is still found, as tomllib reads it
+    (tmp_path / "pyproject.toml").write_text('[tool."\\u0063kptlint"]\nfail-on = "info"\n')
+    assert find_config(tmp_path) == tmp_path / "pyproject.toml"
+    assert load_config(find_config(tmp_path)).fail_on == "info"
+
+
 @pytest.mark.parametrize(
     ("pattern", "yes", "no"),
     [
