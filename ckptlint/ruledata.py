@@ -1,7 +1,7 @@
 """Where the declarative rule knowledge (``rules/*.toml``) lives, installed or from a source tree, and its parse.
 
 Parsing the TOML files is the largest part of a one-file check's start-up (~25 ms, pure-Python ``tomllib``), so
-``rules/parsed.json`` holds every file already parsed (JSON loads ~30x faster), written by
+``rules/parsed.jsonl`` holds every file already parsed (JSON loads ~30x faster), written by
 ``scripts/gen_rules_cache.py`` and kept fresh by ``tests/test_family_files.py``. An entry is used only when it was
 made from the very bytes on disk (length and CRC-32 match); an edited file is parsed from its TOML.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 _PKG = Path(__file__).resolve().parent
-CACHE = "parsed.json"
+CACHE = "parsed.jsonl"
 
 
 @cache
@@ -56,11 +56,30 @@ def fingerprint(data: bytes) -> str:
 
 @cache
 def _entries() -> dict[str, Any]:
+    """The cache's entries; an architecture's table is its line of the file (JSON text, loaded when needed), so
+    a run parses only the small first line (the indexes): ~0.5 ms instead of ~2.5 ms for the whole."""
     try:
-        entries = json.loads((rules_dir() / CACHE).read_bytes())["files"]
+        head, *lines = (rules_dir() / CACHE).read_bytes().split(b"\n")
+        entries = json.loads(head)["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
-    return entries if isinstance(entries, dict) else {}
+    if not isinstance(entries, dict):
+        return {}
+    for entry in entries.values():
+        archs = entry.get("archs") if isinstance(entry, dict) else None
+        if isinstance(archs, dict):
+            entry["archs"] = {name: _line(lines, at) for name, at in archs.items()}
+    return entries
+
+
+def _line(lines: list[bytes], at: Any) -> str | None:
+    """Line ``at`` after the first, as text (None when there is no such line: the entry is then ignored)."""
+    if type(at) is not int or not 0 <= at < len(lines):
+        return None
+    try:
+        return lines[at].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def parsed(relpath: str, data: bytes) -> dict[str, Any] | None:

@@ -521,7 +521,7 @@ def main() -> int:
         from ckptlint.archs.parsed_cache import build_cache, cache_path, render
 
         cache_path(ROOT / "rules").write_text(render(build_cache(ROOT / "rules")), encoding="utf-8")
-        log("wrote rules/parsed.json")
+        log("wrote rules/parsed.jsonl")
     if stale:
         log("stale: " + ", ".join(stale))
         return 1

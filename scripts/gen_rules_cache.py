@@ -1,4 +1,4 @@
-"""Write ``rules/parsed.json``, every rule-data TOML file parsed (``ckptlint.archs.parsed_cache``).
+"""Write ``rules/parsed.jsonl``, every rule-data TOML file parsed (``ckptlint.archs.parsed_cache``).
 
     python scripts/gen_rules_cache.py           # rewrite it
     python scripts/gen_rules_cache.py --check   # exit 1 when it differs from what it would be

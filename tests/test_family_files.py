@@ -23,6 +23,7 @@ from ckptlint.archs import list_archs, register_family_file, resolve_expected
 from ckptlint.archs import registry as reg
 from ckptlint.archs.build import build, validate
 from ckptlint.archs.detect import detect_layout, infer, recognise
+from ckptlint.archs.expr import SpecError
 from ckptlint.archs.parsed_cache import build_cache, cache_path, render
 from ckptlint.archs.pattern import PatternError, pattern
 from ckptlint.archs.schema import FamilyFile, WrapperFile
@@ -81,10 +82,10 @@ def test_builtin_file_validates_whole_and_its_lazy_cut_parses_alike(path: Path) 
 
 
 def test_parsed_rules_cache_is_fresh_and_reads_as_the_toml() -> None:
-    """A run reads rules/parsed.json instead of parsing TOML: it must hold exactly what the TOML files say."""
+    """A run reads rules/parsed.jsonl instead of parsing TOML: it must hold exactly what the TOML files say."""
     root = Path(reg.rules_dir())
     assert cache_path(root).read_text(encoding="utf-8") == render(build_cache(root)), (
-        "rules/parsed.json is stale: run python scripts/gen_rules_cache.py"
+        "rules/parsed.jsonl is stale: run python scripts/gen_rules_cache.py"
     )
     for path in BUILTIN:
         data = path.read_bytes()
@@ -138,6 +139,55 @@ def test_an_edited_bundled_file_is_read_from_its_toml(
         ruledata.rules_dir.cache_clear()
         ruledata._entries.cache_clear()
         ruledata.read_rules.cache_clear()
+        reg.reset()
+
+
+@pytest.mark.parametrize("damage", ["line_out_of_range", "line_not_json", "head_not_json"])
+def test_a_damaged_rules_cache_is_never_trusted(
+    damage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rules/parsed.jsonl damaged: an entry that points nowhere is ignored (the TOML is read), a table that is no
+    JSON is a one-line error naming the cache, an unreadable first line means no cache at all."""
+    import shutil
+
+    from ckptlint import ruledata
+
+    rules = tmp_path / "rules"
+    shutil.copytree(reg.rules_dir(), rules)
+    cache = rules / "parsed.jsonl"
+    head, *tables = cache.read_text(encoding="utf-8").split("\n")
+    entries = json.loads(head)
+    timm_refs = entries["files"]["archs/timm-vit.toml"]["archs"]
+    if damage == "line_out_of_range":
+        timm_refs[next(iter(timm_refs))] = len(tables) + 5
+        head = json.dumps(entries)
+    elif damage == "line_not_json":
+        tables[timm_refs["timm-vit"]] = "{"
+    else:
+        head = head[:-10]
+    cache.write_text("\n".join([head, *tables]), encoding="utf-8")
+    monkeypatch.setattr(ruledata, "_PKG", tmp_path / "pkg")
+    monkeypatch.setattr(reg, "rules_dir", lambda: rules)
+    for fn in (ruledata.rules_dir, ruledata._entries, ruledata.read_rules):
+        fn.cache_clear()
+    reg.reset()
+    try:
+        families = {f.name: f for f in reg.registry().families}
+        if damage == "line_not_json":
+            assert families["timm-vit"].bundled
+            with pytest.raises(SpecError, match=r"rules/parsed\.jsonl: archs\.timm-vit: damaged"):
+                families["timm-vit"].arch("timm-vit", reg.registry())
+        else:
+            assert not families["timm-vit"].bundled  # read from its TOML and validated
+            assert families["open_clip"].bundled is (damage == "line_out_of_range")
+            arch = families["timm-vit"].arch("timm-vit", reg.registry())
+            assert arch == validate(
+                type(arch),
+                tomllib.loads((rules / "archs" / "timm-vit.toml").read_text())["archs"]["timm-vit"],
+            )
+    finally:
+        for fn in (ruledata.rules_dir, ruledata._entries, ruledata.read_rules):
+            fn.cache_clear()
         reg.reset()
 
 

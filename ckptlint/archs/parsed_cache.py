@@ -1,8 +1,8 @@
-"""``rules/parsed.json``: every rule-data TOML file already parsed, so a run need not parse TOML (start-up).
+"""``rules/parsed.jsonl``: every rule-data TOML file already parsed, so a run need not parse TOML (start-up).
 
 Family files (``archs/*.toml``) are stored as the registry reads a bundled file: the index parsed, each
-architecture's table as JSON text it loads when the architecture is first needed. Every other file is stored
-parsed whole. Each entry records the length and CRC-32 of the bytes it was made from (``ruledata.fingerprint``);
+architecture's table as JSON text it loads when the architecture is first needed (a line of its own: ``render``).
+Every other file is stored parsed whole. Each entry records the length and CRC-32 of the bytes it was made from (``ruledata.fingerprint``);
 ``ckptlint.ruledata.parsed`` ignores an entry that does not match the file on disk.
 """
 
@@ -34,7 +34,20 @@ def build_cache(root: Path | None = None) -> dict[str, Any]:
 
 
 def render(cache: dict[str, Any]) -> str:
-    return json.dumps(cache, ensure_ascii=False, separators=(",", ":")) + "\n"
+    """The file's text: the entries on the first line, each architecture's table on a line of its own (the entry
+    gives the number of that line after the first), so a run parses only the first line and the tables it needs."""
+    tables: list[str] = []
+    files: dict[str, Any] = {}
+    for rel, entry in cache["files"].items():
+        if "archs" in entry:
+            refs = {}
+            for name, text in entry["archs"].items():
+                refs[name] = len(tables)
+                tables.append(text)
+            entry = {**entry, "archs": refs}
+        files[rel] = entry
+    head = json.dumps({**cache, "files": files}, ensure_ascii=False, separators=(",", ":"))
+    return "\n".join([head, *tables]) + "\n"  # json.dumps writes no newline inside a JSON text
 
 
 def cache_path(root: Path | None = None) -> Path:

@@ -6,7 +6,7 @@ loaded with the pydantic schema of ``ckptlint.archs.schema`` (an error names the
 registry checks what crosses files: unique names, module references, the layouts and architectures detect rules
 name, profiles, conversions.
 
-Start-up cost: a built-in file whose bytes are those ``rules/parsed.json`` was made from is the file the test suite
+Start-up cost: a built-in file whose bytes are those ``rules/parsed.jsonl`` was made from is the file the test suite
 validated (``Registry.validate_all``, ``tests/test_family_files.py``): it is read from that JSON and *built*, not
 validated (``ckptlint.archs.build``): its head (family, frameworks, layouts, detect rules) when loaded, each other
 index table when a run first reads it (``Family.part``), each ``[archs.NAME]`` table when NAME is first needed. An
@@ -66,7 +66,7 @@ class Family:
     sources: dict[str, Any] = field(repr=False)  # arch -> its table as Cached JSON, or its Arch
     validated: FamilyIndex | None = field(default=None, repr=False)
     owner: Registry | None = field(default=None, repr=False)  # the registry it is indexed in
-    # a file of the package's rules/archs as the tests validated it (its bytes match rules/parsed.json): built,
+    # a file of the package's rules/archs as the tests validated it (its bytes match rules/parsed.jsonl): built,
     # neither validated nor checked against the other files at run time (the tests do both: ``validate_all``)
     bundled: bool = False
     parts: dict[str, Any] = field(
@@ -109,7 +109,7 @@ class Family:
             try:
                 src = json.loads(src.text)
             except ValueError as exc:
-                raise SpecError(f"rules/parsed.json: archs.{name}: damaged ({exc}); regenerate it") from None
+                raise SpecError(f"rules/parsed.jsonl: archs.{name}: damaged ({exc}); regenerate it") from None
         try:
             arch = _table(Arch, src, self.bundled)
         except InvalidTable as exc:
@@ -231,7 +231,7 @@ def split_archs(text: str) -> tuple[str, dict[str, str]]:
 
 @dataclass(frozen=True)
 class Cached:
-    """An architecture's table in ``rules/parsed.json``: JSON text, loaded when the architecture is first needed."""
+    """An architecture's table in ``rules/parsed.jsonl``: JSON text, loaded when the architecture is first needed."""
 
     text: str
 
@@ -246,7 +246,7 @@ def parse_bundled(text: str) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def _read(path: Path, bundled: bool) -> Family:
-    """A family file, loaded. A bundled file whose bytes are those ``rules/parsed.json`` was made from (the bytes
+    """A family file, loaded. A bundled file whose bytes are those ``rules/parsed.jsonl`` was made from (the bytes
     the test suite validated) is trusted: built, its tables when first needed. Any other file, an edited bundled
     one included, is validated whole now (pydantic, and against the other files once all are loaded)."""
     sources: dict[str, Any]
