@@ -37,13 +37,12 @@ FormatName = Literal[
 _tensor_fields = attrgetter("shape", "dtype", "nbytes", "storage", "offset")  # what TensorInfo compares
 
 
+# Readers make hundreds of thousands (``tensor_info``): slotted, positional, its methods written out (what
+# ``@dataclass(slots=True)`` generates: init, repr, eq, unhashable), the fastest ``__init__`` there is. The
+# docstring is the JSON schema's description: one line, as it was.
 @slotted(storage=None, offset=None)
 class TensorInfo(Model):
-    """Header facts of one tensor; its values are never read unless a rule asks.
-
-    Readers make hundreds of thousands (``tensor_info``): slotted, positional, its methods written out (what
-    ``@dataclass(slots=True)`` would generate: init, repr, eq, unhashable), the fastest ``__init__`` there is.
-    """
+    """Header facts of one tensor; its values are never read unless a rule asks."""
 
     __slots__ = ("shape", "dtype", "nbytes", "storage", "offset")  # noqa: RUF023 (field order: pickles as before)
     __match_args__ = ("shape", "dtype", "nbytes", "storage", "offset")

@@ -24,7 +24,9 @@ OPTIONS = [
 ]
 
 
-def declare(kind: str, options: dict[str, Any], body: Callable[[Any], dict[str, Any]], base: type = object) -> type:
+def declare(
+    kind: str, options: dict[str, Any], body: Callable[[Any], dict[str, Any]], base: type = object
+) -> type:
     """The class ``body(field)`` describes (annotations as strings, as in every ckptlint module), made a record
     (``kind="record"``) or a dataclass."""
     field = record.field if kind == "record" else dataclasses.field
@@ -54,10 +56,10 @@ def pair(options: dict[str, Any], body: Callable[[Any], dict[str, Any]] = five) 
     return declare("record", options, body), declare("dataclass", options, body)
 
 
-def outcome(fn: Callable[[], Any]) -> Any:
-    """What calling ``fn`` gives: its value, or the kind of exception it raises."""
+def outcome(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """What ``fn(*args, **kwargs)`` gives: its value, or the kind of exception it raises."""
     try:
-        return ("ok", fn())
+        return ("ok", fn(*args, **kwargs))
     except TypeError:
         return ("TypeError",)
     except AttributeError:
@@ -68,6 +70,10 @@ def outcome(fn: Callable[[], Any]) -> Any:
 
 def state(obj: Any) -> dict[str, Any]:
     return dict(vars(obj))
+
+
+def built(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    return state(cls(*args, **kwargs))
 
 
 CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
@@ -89,8 +95,7 @@ CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
 def test_init_matches_dataclass(options: dict[str, Any]) -> None:
     rec, dc = pair(options)
     for args, kwargs in CALLS:
-        want = outcome(lambda: state(dc(*args, **dict(kwargs))))
-        assert outcome(lambda: state(rec(*args, **dict(kwargs)))) == want, (args, kwargs)
+        assert outcome(built, rec, args, kwargs) == outcome(built, dc, args, kwargs), (args, kwargs)
     one, two = rec(a=1, b="x"), rec(a=1, b="x")
     assert one.d == [] and one.d is not two.d  # a factory runs per instance
     assert (rec.c, rec.e, rec.K) == (dc.c, dc.e, dc.K) == (3, "e", 7)  # defaults stay class attributes
@@ -167,7 +172,11 @@ def test_post_init_runs_after_the_fields_are_set() -> None:
 
 def test_inheritance_redefined_field_keeps_its_place_with_the_new_default() -> None:
     def base(field: Any) -> dict[str, Any]:
-        return {"__annotations__": {"a": "int", "b": "int", "c": "list"}, "b": 1, "c": field(default_factory=list)}
+        return {
+            "__annotations__": {"a": "int", "b": "int", "c": "list"},
+            "b": 1,
+            "c": field(default_factory=list),
+        }
 
     def sub(field: Any) -> dict[str, Any]:
         return {"__annotations__": {"b": "int", "d": "str"}, "b": 5, "d": "d"}
@@ -176,7 +185,7 @@ def test_inheritance_redefined_field_keeps_its_place_with_the_new_default() -> N
         rec = declare("record", options, sub, declare("record", options, base))
         dc = declare("dataclass", options, sub, declare("dataclass", options, base))
         for args, kwargs in [((0,), {}), ((0, 2, [3], "x"), {}), ((), {"a": 0}), ((), {"d": "y"})]:
-            assert outcome(lambda: state(rec(*args, **kwargs))) == outcome(lambda: state(dc(*args, **kwargs)))
+            assert outcome(built, rec, args, kwargs) == outcome(built, dc, args, kwargs)
         assert repr(rec(a=0)) == repr(dc(a=0)) == "P(a=0, b=5, c=[], d='d')"
 
 
@@ -191,9 +200,9 @@ def test_declaration_errors_match_dataclass() -> None:
         return {"__annotations__": {"a": "int"}, "b": field(default=1)}
 
     for body in (mutable, order, unannotated):
-        want = outcome(lambda: declare("dataclass", {}, body))[0]
-        assert want != "ok" and outcome(lambda: declare("record", {}, body))[0] == want, body.__name__
-    assert outcome(lambda: declare("record", {"kw_only": True}, order))[0] == "ok"  # keywords: any order
+        want = outcome(declare, "dataclass", {}, body)[0]
+        assert want != "ok" and outcome(declare, "record", {}, body)[0] == want, body.__name__
+    assert outcome(declare, "record", {"kw_only": True}, order)[0] == "ok"  # keywords: any order
 
 
 def test_a_class_keeps_the_methods_it_defines() -> None:
@@ -239,7 +248,7 @@ def test_as_dataclass_gives_the_dataclass_fields() -> None:
         assert rec.__doc__ == dc.__doc__  # what dataclasses writes for a class without a docstring
         x = rec(a=1, b="x")  # the record's own methods stay
         assert repr(x) == repr(dc(a=1, b="x")) and x == rec(a=1, b="x")
-        assert outcome(lambda: setattr(x, "a", 3))[0] == ("AttributeError" if options.get("frozen") else "ok")
+        assert outcome(setattr, x, "a", 3)[0] == ("AttributeError" if options.get("frozen") else "ok")
         assert (rec.c, rec.e) == (3, "e") and "d" not in vars(rec)
 
 
