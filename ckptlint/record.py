@@ -13,8 +13,10 @@ pydantic needs real dataclasses: ``as_dataclasses`` turns every record class int
 stay), when ``ckptlint.model`` first builds a ``TypeAdapter``; a record defined later is turned at once.
 
 Only the classes a plain run defines are records. Modules off that path (pickle readers, convert, writers, fix,
-strip, diff, the text dump, ``declared.hf_*``, ``declared.contradict``…) keep ``@dataclass``: they are not on the
-start-up path, some make their instances in bulk (one per pickle opcode), where a compiled ``__init__`` is faster.
+strip, diff, ``declared.hf_*``, ``declared.contradict``…) keep ``@dataclass``: they are not on the start-up path,
+and some make their instances in bulk (one per pickle opcode), where a compiled ``__init__`` is faster (a record's
+costs ~0.5-0.9 µs, 1-3× a dataclass's). Unlike a dataclass, a record class without a docstring has none until
+``as_dataclass``, and ``inspect.signature`` shows its ``__init__`` as ``(*args, **kwargs)``.
 """
 
 from __future__ import annotations
@@ -153,6 +155,8 @@ def as_dataclasses() -> None:
     """Make every record class a stdlib dataclass in place, bases first (for pydantic, which reads
     ``__dataclass_fields__``); records defined later are made dataclasses as they are defined."""
     global _converted
+    if _converted:  # every record is one already
+        return
     with _lock:
         for cls in _RECORDS:
             as_dataclass(cls)
