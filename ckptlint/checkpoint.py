@@ -7,13 +7,14 @@ missing, …), never findings about them: the rules decide what a fact means.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Literal
 
 from ckptlint.dtypes import nbytes_for
 from ckptlint.facts import SecurityFacts
 from ckptlint.findings import Finding
 from ckptlint.model import Model
+from ckptlint.record import field, record, slotted
 
 # Every format a reader may report (docs/CONTRACT.md "Format names"; found by sniffing bytes).
 FormatName = Literal[
@@ -33,15 +34,51 @@ FormatName = Literal[
 ]
 
 
-@dataclass(slots=True)  # slotted, positional: readers make hundreds of thousands (``tensor_info``)
+_tensor_fields = attrgetter("shape", "dtype", "nbytes", "storage", "offset")  # what TensorInfo compares
+
+
+# Readers make hundreds of thousands (``tensor_info``): slotted, positional, its methods written out (what
+# ``@dataclass(slots=True)`` generates: init, repr, eq, unhashable), the fastest ``__init__`` there is. The
+# docstring is the JSON schema's description: one line, as it was.
+@slotted(storage=None, offset=None)
 class TensorInfo(Model):
     """Header facts of one tensor; its values are never read unless a rule asks."""
+
+    __slots__ = ("shape", "dtype", "nbytes", "storage", "offset")  # noqa: RUF023 (field order: pickles as before)
+    __match_args__ = ("shape", "dtype", "nbytes", "storage", "offset")
 
     shape: tuple[int, ...]
     dtype: str  # numpy / ml_dtypes name: float32, float16, bfloat16, int64, bool, ...
     nbytes: int
-    storage: str | None = None  # where the bytes live: zip member, shard file, npz member
-    offset: int | None = None  # byte offset of the data inside ``storage`` (or the file) when known
+    storage: str | None  # where the bytes live: zip member, shard file, npz member (default None)
+    offset: int | None  # byte offset of the data inside ``storage`` (or the file) when known (default None)
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        dtype: str,
+        nbytes: int,
+        storage: str | None = None,
+        offset: int | None = None,
+    ) -> None:
+        self.shape = shape
+        self.dtype = dtype
+        self.nbytes = nbytes
+        self.storage = storage
+        self.offset = offset
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__qualname__}(shape={self.shape!r}, dtype={self.dtype!r}, nbytes={self.nbytes!r}, "
+            f"storage={self.storage!r}, offset={self.offset!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return _tensor_fields(self) == _tensor_fields(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable and compared by value, as a dataclass
 
     @property
     def numel(self) -> int:
@@ -51,7 +88,7 @@ class TensorInfo(Model):
         return n
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class Sidecar(Model):
     """A config file found next to the weights (HF config, preprocessor, open_clip config, tokenizer...)."""
 
@@ -61,7 +98,7 @@ class Sidecar(Model):
     error: str | None = None  # why a JSON file that was read is no JSON object (the parser's own words)
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class MisplacedTensor(Model):
     """A tensor the shard index and the shards disagree on."""
 
@@ -69,7 +106,7 @@ class MisplacedTensor(Model):
     found_in: list[str]  # the shards that hold it
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class ShardFacts(Model):
     """What the sharded reader saw of a ``*.index.json`` and its shards (CK002 and CK003 judge it)."""
 
@@ -83,7 +120,7 @@ class ShardFacts(Model):
     unreferenced_shards: list[str] = field(default_factory=list)
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class TokenizerFacts(Model):
     """What the tokenizer files next to the weights say about token ids (read as JSON; CK115 judges it)."""
 
@@ -98,7 +135,7 @@ class TokenizerFacts(Model):
     unread: list[str] = field(default_factory=list)  # tokenizer files too large or not valid JSON
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class Checkpoint(Model):
     """A checkpoint's structure: ``key -> TensorInfo`` with the file's own full keys."""
 

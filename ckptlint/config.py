@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from ckptlint.errors import UsageError
+from ckptlint.record import field, record
 
 FORMATS = ("text", "json", "sarif", "markdown", "github", "jsonl")
 FAIL_ON = ("error", "warning", "info", "never")
@@ -34,7 +34,7 @@ TOP_KEYS = frozenset({"select", "ignore", "fail-on", "arch", "format", "per-path
 PER_PATH_KEYS = frozenset({"arch", "ignore"})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PathOverride:
     """Settings for checkpoints whose path matches ``pattern`` (a glob relative to the config's folder)."""
 
@@ -44,7 +44,7 @@ class PathOverride:
     ignore: tuple[str, ...] = ()
 
 
-@dataclass
+@record
 class Config:
     """Effective settings; ``source`` is the file they came from (None: defaults only)."""
 

@@ -24,15 +24,15 @@ renames (``rename_prefix`` and ``take_subtree``) the longest prefix wins. Keys n
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
 from ckptlint.model import Model, Tagged
+from ckptlint.record import field, record
 
 _FORBID: dict[str, Any] = {"extra": "forbid"}  # pydantic's config: an unknown field is an error
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class RenamePrefix(Model):
     """Rename every key that starts with ``old`` to ``new`` + the rest of the key."""
 
@@ -42,7 +42,7 @@ class RenamePrefix(Model):
     new: str
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class RenameKeys(Model):
     """Rename single keys: ``{old key: new key}``."""
 
@@ -51,7 +51,7 @@ class RenameKeys(Model):
     renames: dict[str, str]
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class TakeSubtree(Model):
     """Keep only the keys under ``prefix``, renamed ``into`` + the rest; drop every other key."""
 
@@ -61,7 +61,7 @@ class TakeSubtree(Model):
     into: str = ""
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class DropKeys(Model):
     """Drop these exact keys."""
 
@@ -70,7 +70,7 @@ class DropKeys(Model):
     keys: list[str]
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class DropGroups(Model):
     """Drop every key that equals one of ``groups`` or starts with it followed by ``sep``."""
 
@@ -80,7 +80,7 @@ class DropGroups(Model):
     sep: str
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class Transpose(Model):
     """Swap the two axes of these 2-d tensors (their names stay)."""
 
@@ -89,7 +89,7 @@ class Transpose(Model):
     keys: list[str]
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class Convert(Model):
     """Convert the checkpoint into architecture ``to`` (``NAME[:VARIANT]``) with the conversion table ``table``."""
 
@@ -107,7 +107,7 @@ Edit = Annotated[
 KEY_KINDS = frozenset({"rename_prefix", "rename_keys", "take_subtree", "drop_keys", "drop_groups"})
 
 
-@dataclass
+@record
 class KeyPlan:
     """All key edits of a report folded into one function ``key -> new key | None`` (None: dropped)."""
 

@@ -20,12 +20,12 @@ The engine never prints and never reads files; it only looks at the ``Checkpoint
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ckptlint.checkpoint import Checkpoint, TensorInfo
 from ckptlint.expected import Expected, ExpectedTensor, Unchecked
 from ckptlint.findings import Finding
+from ckptlint.record import record
 from ckptlint.results import ArchInfo, Diff, DtypeMismatch, FileReport, ShapeMismatch
 from ckptlint.rules import Message, Rule, Stage, run_order
 from ckptlint.rules._context import Context, RawDiff, torch_shape_equal
@@ -33,7 +33,7 @@ from ckptlint.rules._training import split as training_split
 from ckptlint.views import expected_view, is_flax, weight_view
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CheckConfig:
     """Which codes to report: ``select``/``ignore`` are code prefixes (``CK1`` = CK100…CK199, ``ALL``)."""
 

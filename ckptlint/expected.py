@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.model import Model
+from ckptlint.record import field, record
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class ExpectedTensor(Model):
     """Shape and dtype a model definition gives one parameter or persistent buffer."""
 
@@ -21,7 +21,7 @@ class ExpectedTensor(Model):
             self.shape = tuple(self.shape)
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class Expected(Model):
     """An expected parameter tree, named the way the expected model names its keys.
 
@@ -48,7 +48,7 @@ class Expected(Model):
     load: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Unchecked:
     """Why no architecture was compared with the weights (a fact of the run; CK004 reports it).
 

@@ -8,7 +8,7 @@ cannot make the report large.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from ckptlint.record import field, record
 
 MAX_DISTINCT = 256  # distinct globals / unverifiable constructs kept per file; more are counted
 MAX_OFFSETS = 16
@@ -24,7 +24,7 @@ def one_line(text: str, limit: int = MAX_TEXT) -> str:
     return shown + ("…" if len(text) > limit else "")
 
 
-@dataclass
+@record
 class GlobalUse:
     """A global a loader would import from the file, and what about it is unsafe.
 
@@ -41,7 +41,7 @@ class GlobalUse:
     count: int = 0
 
 
-@dataclass
+@record
 class Unverifiable:
     """Something a loader may run that ckptlint cannot judge (it fails closed on it)."""
 
@@ -52,7 +52,7 @@ class Unverifiable:
     file: str | None = None
 
 
-@dataclass
+@record
 class TorchScript:
     """A TorchScript archive: ``torch.load`` hands it to ``torch.jit.load``, which runs its code members."""
 
@@ -62,7 +62,7 @@ class TorchScript:
     file: str | None = None
 
 
-@dataclass
+@record
 class RemoteCode:
     """Model code a folder ships: ``from_pretrained(..., trust_remote_code=True)`` imports and runs it."""
 
@@ -72,7 +72,7 @@ class RemoteCode:
     missing: list[str]  # modules ``auto_map`` names that are not in the folder (fetched from elsewhere)
 
 
-@dataclass
+@record
 class SecurityFacts:
     """What one file (or folder) holds that a loader could run."""
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from ckptlint.edits import Edit
 from ckptlint.model import Model
+from ckptlint.record import field, record
 
 
 class Severity(StrEnum):
@@ -22,7 +22,7 @@ class Severity(StrEnum):
         return {"info": 0, "warning": 1, "error": 2}[self.value]
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class Finding(Model):
     """One root cause: a code, what was seen, why it probably happened and how to fix it.
 

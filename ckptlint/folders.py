@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import posixpath
-from dataclasses import dataclass
 from pathlib import Path
 
+from ckptlint.record import record
 from ckptlint.remote import RemotePath
 
 # The files loaders of a folder open by name: transformers (weights, shard indexes, configs, preprocessing and
@@ -90,7 +90,7 @@ TEXT_SUFFIXES = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Entry:
     """One item of a folder: ``is_dir``/``is_file`` follow symlinks (as ``os.DirEntry``'s do)."""
 

@@ -1,17 +1,19 @@
-"""Plain dataclasses with the part of pydantic's ``BaseModel`` API ckptlint and its users call, pydantic on demand.
+"""Plain records with the part of pydantic's ``BaseModel`` API ckptlint and its users call, pydantic on demand.
 
-The read path (readers, engine, rules, the text reporters) builds checkpoints, findings and reports as stdlib
-dataclasses: constructing one imports nothing and builds no schema (start-up time, issue 13). Validation, JSON
-serialisation and the JSON schema go through a ``pydantic.TypeAdapter`` of the class, built on first use and kept
-per class; pydantic validates and serialises stdlib dataclasses natively. A class sets pydantic's config as a plain
+The read path (readers, engine, rules, the text reporters) builds checkpoints, findings and reports as records
+(``ckptlint.record``; the diff results are stdlib dataclasses): defining or constructing one imports nothing and
+builds no schema (start-up time, issue 13). Validation, JSON serialisation and the JSON schema go through a
+``pydantic.TypeAdapter`` of the class, built on first use and kept per class; pydantic validates and serialises
+stdlib dataclasses natively, so every record class is made one first (``record.as_dataclasses``). A class sets pydantic's config as a plain
 dict, e.g. ``__pydantic_config__ = {"extra": "forbid"}`` (the default, as for ``BaseModel``, ignores unknown keys).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 from typing import TYPE_CHECKING, Any, Self
+
+from ckptlint import record
 
 if TYPE_CHECKING:
     from pydantic import GetCoreSchemaHandler, TypeAdapter
@@ -21,7 +23,8 @@ _ADAPTERS: dict[type, TypeAdapter[Any]] = {}
 
 
 class Model:
-    """Mixin for ``@dataclass(kw_only=True)`` classes: ``model_validate``, ``model_dump``… as on ``BaseModel``."""
+    """Mixin for ``@record(kw_only=True)`` (or ``@dataclass``) classes: ``model_validate``, ``model_dump``… as on
+    ``BaseModel``."""
 
     __slots__ = ()  # a slotted dataclass stays slotted
 
@@ -32,6 +35,7 @@ class Model:
         if adapter is None:
             from pydantic import TypeAdapter
 
+            record.as_dataclasses()  # pydantic reads the fields of every model nested in this one
             adapter = _ADAPTERS[cls] = TypeAdapter(cls)
         return adapter
 
@@ -66,7 +70,7 @@ class Model:
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy (shallow unless ``deep``) with the fields in ``update`` replaced, not validated."""
         obj = copy.deepcopy(self) if deep else self
-        return dataclasses.replace(obj, **(update or {}))  # type: ignore[type-var]
+        return record.replace(obj, **(update or {}))
 
 
 def omit_none(schema: CoreSchema, handler: GetCoreSchemaHandler, *names: str) -> CoreSchema:

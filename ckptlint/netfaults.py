@@ -17,10 +17,10 @@ import contextvars
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ckptlint.errors import UnreadableCheckpoint
+from ckptlint.record import field, record
 
 T = TypeVar("T")
 
@@ -43,7 +43,7 @@ _TRANSIENT_NAMES = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RetryPolicy:
     """How hard to try one remote request (travels with each batch to Ray/Dask workers)."""
 
@@ -54,7 +54,7 @@ class RetryPolicy:
     timeout: float = 30.0  # seconds without progress on one request (connect or read)
 
 
-@dataclass
+@record
 class FetchStats:
     """What reading one remote file cost: body bytes received and requests sent (retries included)."""
 
@@ -97,7 +97,7 @@ def count(nbytes: int, requests: int = 0) -> None:
         stats.requests += requests
 
 
-@dataclass
+@record
 class Fault:
     """A classified failure."""
 

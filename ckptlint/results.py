@@ -5,12 +5,12 @@ The engine builds these and the reporters render them; neither depends on the ot
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ckptlint._version import __version__
 from ckptlint.findings import Finding, Severity
 from ckptlint.model import Model, omit_none
+from ckptlint.record import field, record
 
 if TYPE_CHECKING:
     from pydantic import GetCoreSchemaHandler
@@ -19,13 +19,13 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = "1"
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class ToolInfo(Model):
     name: str = "ckptlint"
     version: str = __version__
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class ArchInfo(Model):
     name: str
     variant: str | None = None
@@ -37,21 +37,21 @@ class ArchInfo(Model):
     declared_by: str | None = None  # source "declared": the config file, e.g. "open_clip_config.json"
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class ShapeMismatch(Model):
     key: str
     expected: list[int]
     actual: list[int]
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class DtypeMismatch(Model):
     key: str
     expected: str
     actual: str
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class Diff(Model):
     """Raw comparison with the expectation, in the expected model's key names."""
 
@@ -61,7 +61,7 @@ class Diff(Model):
     dtype_mismatch: list[DtypeMismatch] = field(default_factory=list)
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class FileStats(Model):
     """What reading a remote file cost (``--stats``): body bytes received and requests sent, retries included."""
 
@@ -69,7 +69,7 @@ class FileStats(Model):
     requests: int
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class FileReport(Model):
     path: str
     format: str | None = None
@@ -91,7 +91,7 @@ class FileReport(Model):
         return omit_none(handler(source), handler, "stats")  # absent when None, in JSON and in model_dump
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class Summary(Model):
     files: int = 0
     errors: int = 0
@@ -99,7 +99,7 @@ class Summary(Model):
     infos: int = 0
 
 
-@dataclass(kw_only=True)
+@record(kw_only=True)
 class Report(Model):
     schema_version: Literal["1"] = SCHEMA_VERSION
     tool: ToolInfo = field(default_factory=ToolInfo)

@@ -1,10 +1,10 @@
 """Fast start: what a one-file run imports and builds (never how long it takes: that is benchmarks/bench_read.py).
 
 The plain path, ``ckptlint check`` / ``ckptlint dump`` of a safetensors file whose keys are in no known layout,
-must import none of torch, jax, transformers, numpy, rich (stdout is no terminal), the writers or pydantic:
-checkpoints, findings and reports are plain dataclasses (``ckptlint.model``), validated or serialised through
-pydantic only by the reporters that need it (JSON, SARIF); the bundled family files are built without validation
-(``ckptlint.archs.build``; the tests validate them).
+must import none of torch, jax, transformers, numpy, rich (stdout is no terminal), the writers, pydantic,
+dataclasses or inspect: checkpoints, findings and reports are records (``ckptlint.record``, ``ckptlint.model``),
+validated or serialised through pydantic only by the reporters that need it (JSON, SARIF); the bundled family
+files are built without validation (``ckptlint.archs.build``; the tests validate them).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ NEVER = (
     "ckptlint.writers",
     "pydantic",
     "pydantic_core",
+    "dataclasses",  # the read path's classes are records (``ckptlint.record``): no compiled methods
+    "inspect",  # with ast, dis and tokenize: ~4 ms
 )
 PROBE = """
 import json, sys

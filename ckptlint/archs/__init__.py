@@ -15,10 +15,10 @@ Public API:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ckptlint.errors import UsageError
+from ckptlint.record import field, record
 
 if TYPE_CHECKING:
     from ckptlint.checkpoint import Checkpoint
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["ArchSummary", "infer_expected", "list_archs", "register_family_file", "resolve_expected"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ArchSummary:
     """What ``ckptlint archs`` prints for one architecture."""
 

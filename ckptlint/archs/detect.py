@@ -13,7 +13,6 @@ Every pattern is the grammar of ``ckptlint.archs.pattern``. Nothing here reads f
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ckptlint.archs import registry as reg
@@ -30,6 +29,7 @@ from ckptlint.archs.shapes import (  # noqa: F401  (the detector's API: structur
 )
 from ckptlint.archs.spec import ArchSpec
 from ckptlint.checkpoint import Checkpoint, TensorInfo
+from ckptlint.record import field, record
 
 Shape = tuple[int, ...]
 MAX_EVIDENCE = 8
@@ -153,7 +153,7 @@ def towers_by_prefix(key: str, towers: dict[str, list[str]]) -> str | None:
 
 
 # ---- layouts ----------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@record(frozen=True)
 class LayoutGuess:
     """The detected layout of a checkpoint (a plain dataclass: built on every dump, it must not cost a schema build)."""
 
@@ -327,7 +327,7 @@ class _Hit(NamedTuple):
     anchor: int = 0  # which of the module's anchors (the first one is the best evidence)
 
 
-@dataclass
+@record
 class Found:
     """A tower located in the checkpoint."""
 
@@ -342,7 +342,7 @@ class Found:
     evidence: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@record
 class Inference:
     """What the checkpoint says about a spec's parameters."""
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
 from functools import cache
+
+from ckptlint.record import record
 
 _TOKEN = re.compile(r"\*\*|\*|\{([^{}]*)\}|[{}]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -26,7 +27,7 @@ class PatternError(ValueError):
     """A key pattern that does not follow the grammar."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class KeyPattern:
     """A parsed key pattern (see the module docstring for the grammar)."""
 

@@ -19,7 +19,6 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +42,7 @@ from ckptlint.archs.schema import (
     ShapeProbe,
     WrapperFile,
 )
+from ckptlint.record import field, record
 from ckptlint.ruledata import parse_toml, parsed, read_rules, rules_dir
 
 ENV_PATH = "CKPTLINT_FAMILY_PATH"
@@ -54,7 +54,7 @@ T = TypeVar("T")
 _current: list[Registry] = []
 
 
-@dataclass
+@record
 class Family:
     """One loaded family file; the rest of its index and its architectures are read on first use."""
 
@@ -120,7 +120,7 @@ class Family:
         return arch
 
 
-@dataclass
+@record
 class Registry:
     """Everything the family files declare, indexed (built once per process; see ``reset``)."""
 
@@ -229,7 +229,7 @@ def split_archs(text: str) -> tuple[str, dict[str, str]]:
     return "".join(index), {name: "".join(lines) for name, lines in archs.items()}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Cached:
     """An architecture's table in ``rules/parsed.jsonl``: JSON text, loaded when the architecture is first needed."""
 

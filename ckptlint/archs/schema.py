@@ -7,12 +7,12 @@ checked by ``ckptlint.archs.registry`` once every file is loaded.
 
 from __future__ import annotations
 
-from dataclasses import field
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from ckptlint.archs import pattern as _pattern
 from ckptlint.archs.expr import SpecError, compile_expr
 from ckptlint.archs.schema_types import After, Before, Choice, Strict
+from ckptlint.record import field
 
 Scalar = int | float | bool | str
 Tower = Literal["vision", "text"]

@@ -9,9 +9,10 @@ to apply it; the trusted builder applies the conversions (``Before``, ``Strict._
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
+
+from ckptlint.record import MISSING, Field, dataclass_field
 
 
 class Before:
@@ -78,16 +79,16 @@ class Strict:
                 continue
             if name not in names:
                 names.append(name)
-            value = vars(cls).get(name, dataclasses.MISSING)
-            if value is not dataclasses.MISSING:  # a subclass's default replaces the base's
+            value = vars(cls).get(name, MISSING)
+            if value is not MISSING:  # a subclass's default replaces the base's
                 defaults.pop(name, None)
                 factories.pop(name, None)
-            if isinstance(value, dataclasses.Field):
-                if value.default_factory is not dataclasses.MISSING:
+            if isinstance(value, Field):
+                if value.default_factory is not MISSING:
                     factories[name] = value.default_factory
-                elif value.default is not dataclasses.MISSING:
+                elif value.default is not MISSING:
                     defaults[name] = value.default
-            elif value is not dataclasses.MISSING:
+            elif value is not MISSING:
                 defaults[name] = value
         cls.FIELDS = tuple(names)
         cls._defaults, cls._factories = defaults, factories
@@ -173,10 +174,15 @@ class Strict:
 
 def as_dataclasses() -> None:
     """Make every schema class a dataclass (its fields, for pydantic; ``Strict``'s methods stay), bases first."""
+    import dataclasses
+
     todo = list(Strict.__subclasses__())
     while todo:
         cls = todo.pop(0)
         if "__dataclass_fields__" not in vars(cls):
+            for name, value in list(vars(cls).items()):  # a ``record.field`` as dataclasses reads one
+                if isinstance(value, Field):
+                    setattr(cls, name, dataclass_field(value))
             dataclasses.dataclass(init=False, repr=False, eq=False, kw_only=True)(cls)
         todo += cls.__subclasses__()
 

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from ckptlint.archs import registry as reg
 from ckptlint.archs.pattern import pattern
+from ckptlint.record import field, record
 
 Shape = tuple[int, ...]
 # fields that define a variant (CK112); image size and context length are CK110's
 VARIANT_FIELDS = ("patch", "width", "depth", "heads", "mlp", "vocab", "embed_dim")
 
 
-@dataclass
+@record
 class Structure:
     """What the probes found, per tower: ``{"vision": {"patch": 16, "width": 768, "depth": 12, …}}``."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
@@ -19,12 +18,13 @@ from ckptlint.archs.registry import registry
 from ckptlint.archs.schema import Arch, Entry, Group, Tensor, VariantEntry
 from ckptlint.errors import UsageError
 from ckptlint.expected import Expected, ExpectedTensor
+from ckptlint.record import field, record
 from ckptlint.suggest import did_you_mean
 
 MAX_REPEAT = 4096  # no model has more blocks; bounds what a bad override (depth=10**9) can allocate
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ArchSpec:
     """One architecture: its declaration and the family (module library, framework) it belongs to."""
 
@@ -168,7 +168,7 @@ def unknown_variant(spec: ArchSpec, variant: str) -> UsageError:
     return UsageError(f"unknown variant {variant!r} of {spec.name}{hint} ({listing})")
 
 
-@dataclass
+@record
 class VariantMatch:
     name: str | None  # a named variant whose every identity parameter equals the observed one
     params: dict[str, Any]  # that variant's parameters ({} when none)
@@ -212,7 +212,7 @@ def _candidate_variants(spec: ArchSpec, observed: dict[str, Any]) -> Iterator[tu
 
 
 # ---------------------------------------------------------------------------------------------------- expansion
-@dataclass
+@record
 class Tree:
     """An expanded spec: ordered ``key -> (shape, dtype)`` and the key prefixes of each tower."""
 

@@ -11,7 +11,6 @@ the expectation, with ``params["declared"]`` (``info``) for CK113. Nothing here 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,6 +19,7 @@ from ckptlint.archs.expr import SpecError, compile_expr, evaluate
 from ckptlint.archs.spec import ArchSpec, expected_for, load_arch, match_variant, variant_params
 from ckptlint.errors import UsageError
 from ckptlint.expected import Expected, Unchecked
+from ckptlint.record import field, record, replace
 
 if TYPE_CHECKING:
     from ckptlint.checkpoint import Checkpoint, Sidecar
@@ -33,7 +33,7 @@ class NotBuildable(Exception):
     """The declaration asks for something the architecture's tree cannot express (the message says what)."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Declaration:
     """What a config next to the weights declares, as parameters of one architecture."""
 
@@ -155,7 +155,7 @@ def named(spec: ArchSpec, decl: Declaration) -> Declaration:
     return replace(decl, name=found or spec.name, variant=found or CUSTOM)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Unbuilt:
     """A declaration ckptlint could not turn into a tree: ``refused`` when the library itself refuses it."""
 

@@ -11,12 +11,12 @@ image towers (``vision_cfg.timm_model_name``), whose trunk is timm-vit's model o
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ckptlint.archs.spec import load_arch, variant_params
 from ckptlint.declared import declaration
 from ckptlint.declared.declaration import Declaration, NotBuildable
+from ckptlint.record import replace
 
 if TYPE_CHECKING:
     from ckptlint.checkpoint import Checkpoint, Sidecar

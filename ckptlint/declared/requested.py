@@ -11,13 +11,13 @@ weights hold no head: the request, not the config, is what the missing keys foll
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ckptlint.archs import registry
 from ckptlint.archs.spec import ArchSpec, load_arch
 from ckptlint.declared.declaration import Declaration
 from ckptlint.declared.lookup import ADAPTERS, declaration_of
+from ckptlint.record import record
 
 if TYPE_CHECKING:
     from ckptlint.checkpoint import Checkpoint, Sidecar
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 MAX_FIELDS = 6
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Conflict:
     """The request, the declaration it contradicts, and how."""
 
@@ -59,7 +59,7 @@ def conflict(ckpt: Checkpoint, expected: Expected, request: str) -> Conflict | N
     return None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RequestedHead:
     """``--arch TaskClass`` on the weights of the base model the config declares: the head is not in them."""
 

@@ -12,11 +12,11 @@ when ``pretrained_cfg.fixed_input_size``, ``img_size`` from ``pretrained_cfg.inp
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ckptlint.declared import declaration
 from ckptlint.declared.declaration import Declaration, NotBuildable
+from ckptlint.record import replace
 
 if TYPE_CHECKING:
     from ckptlint.checkpoint import Checkpoint, Sidecar

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import fnmatch
 from collections import Counter
-from dataclasses import dataclass, field
 
 from ckptlint.checkpoint import Checkpoint, TensorInfo
 from ckptlint.findings import Finding
 from ckptlint.report.humanize import human_bytes, human_count, shape_str
 
 
-@dataclass
 class _Node:
-    children: dict[str, _Node] = field(default_factory=dict)
-    tensor: TensorInfo | None = None
-    count: int = 0
-    params: int = 0
-    nbytes: int = 0
+    """One prefix of the tree (one per key part: a plain slotted class, no ``dataclasses`` on the dump path)."""
+
+    __slots__ = ("children", "count", "nbytes", "params", "tensor")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.tensor: TensorInfo | None = None
+        self.count = 0
+        self.params = 0
+        self.nbytes = 0
 
 
 def _build_tree(tensors: dict[str, TensorInfo], sep: str) -> _Node:

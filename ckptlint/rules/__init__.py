@@ -16,7 +16,7 @@ Importing this package is cheap; rule modules are imported on first use of the r
 from __future__ import annotations
 
 import importlib
-import pkgutil
+import os
 import re
 from collections.abc import Iterable
 from functools import cache
@@ -32,8 +32,25 @@ _BUILTIN = re.compile(r"^ck\d{3}_\w+$")
 
 
 def builtin_modules() -> list[str]:
-    """The rule modules shipped in this package, by name (``ckptlint.rules.ck103_prefix``…)."""
-    return sorted(f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__) if _BUILTIN.match(m.name))
+    """The rule modules shipped in this package, by name (``ckptlint.rules.ck103_prefix``…).
+
+    Listed from the package's folders as ``pkgutil.iter_modules`` does (a module file is its name and an import
+    suffix), not with it: it imports ``inspect`` (~4 ms at every start, issue 13 item 5).
+    """
+    from importlib.machinery import all_suffixes
+
+    suffixes = all_suffixes()
+    names = set()
+    for folder in __path__:
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            for suffix in suffixes:
+                if entry.endswith(suffix) and _BUILTIN.match(entry[: -len(suffix)]):
+                    names.add(entry[: -len(suffix)])
+    return sorted(f"{__name__}.{name}" for name in names)
 
 
 def rules_in(module: ModuleType) -> list[type[Rule]]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from ckptlint.archs import detect
 from ckptlint.checkpoint import Checkpoint, TensorInfo
 from ckptlint.expected import Expected, ExpectedTensor, Unchecked
+from ckptlint.record import record
 from ckptlint.rules._training import TrainingSplit, split
 from ckptlint.views import params_view
 
@@ -23,7 +23,7 @@ def torch_shape_equal(expected: Shape, actual: Shape) -> bool:
     return len(expected) == 0 and len(actual) == 1 and actual[0] >= 1
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ShapeIssue:
     """A key present on both sides (possibly after a rename) whose shapes differ."""
 
@@ -32,7 +32,7 @@ class ShapeIssue:
     actual_key: str  # the checkpoint-side name (view key)
 
 
-@dataclass
+@record
 class RawDiff:
     """The framework's own view of the pair, in the expected model's key names."""
 

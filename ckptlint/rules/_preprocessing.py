@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 from ckptlint.checkpoint import Checkpoint
+from ckptlint.record import field, record
 from ckptlint.ruledata import load_toml
 
 
@@ -18,7 +18,7 @@ def table() -> dict[str, Any]:
     return load_toml("preprocessing.toml")
 
 
-@dataclass
+@record
 class Found:
     """One recorded value and where it came from."""
 
@@ -26,7 +26,7 @@ class Found:
     source: str
 
 
-@dataclass
+@record
 class Preprocessing:
     """Everything recorded about preprocessing: field -> value with its source."""
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 from ckptlint.checkpoint import Checkpoint, TensorInfo
+from ckptlint.record import field, record
 from ckptlint.ruledata import load_toml
 
 
@@ -15,7 +15,7 @@ def table() -> dict[str, Any]:
     return load_toml("training_state.toml")
 
 
-@dataclass
+@record
 class TrainingSplit:
     """A checkpoint cut into weights and what travels with them."""
 

@@ -15,7 +15,6 @@ registry (``ckptlint.rules``) finds rule classes by scanning rule modules; nothi
 
 from __future__ import annotations
 
-import inspect
 import sys
 from collections.abc import Callable, Iterable
 from enum import IntEnum
@@ -94,6 +93,16 @@ class Message:
         return f"<{type(self).__name__} {self.code} {self.args!r}>"
 
 
+class _ModuleDoc:
+    """``Rule.doc``: the rule module's docstring, cleaned when read (a run that never shows it never imports
+    ``inspect``: start-up time, issue 13 item 5)."""
+
+    def __get__(self, obj: object, cls: type) -> str:
+        import inspect
+
+        return inspect.cleandoc(sys.modules[cls.__module__].__doc__ or "")
+
+
 class Rule:
     """Base of every rule: ``check`` inspects the engine's context and returns its messages.
 
@@ -110,7 +119,7 @@ class Rule:
     stage: ClassVar[Stage]
     order: ClassVar[int]
     rank: ClassVar[int]
-    doc: ClassVar[str]
+    doc: ClassVar[str] = _ModuleDoc()  # type: ignore[assignment]
     needs: ClassVar[Needs] = "none"
 
     def check(self, ctx: Context) -> list[Message] | list[Finding]:
@@ -129,8 +138,7 @@ def rule(
     """
 
     def declare(cls: R) -> R:
-        doc = inspect.cleandoc(sys.modules[cls.__module__].__doc__ or "")
-        if not doc.startswith(code):
+        if not (sys.modules[cls.__module__].__doc__ or "").lstrip().startswith(code):  # as ``cls.doc`` will
             raise ValueError(f"{cls.__module__}: the module docstring must start with the rule code {code}")
         if "\n" in summary or not summary:
             raise ValueError(f"{cls.__module__}: the summary of {code} must be one line")
@@ -140,7 +148,6 @@ def rule(
         cls.stage = Stage(stage)
         cls.order = order
         cls.rank = rank
-        cls.doc = doc
         return cls
 
     return declare

@@ -47,12 +47,12 @@ Links
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from ckptlint.archs import registry
 from ckptlint.archs.pattern import matches
 from ckptlint.edits import RenamePrefix, TakeSubtree
+from ckptlint.record import record
 from ckptlint.renames import find_prefix_renames
 from ckptlint.rules._context import Context
 from ckptlint.rules.base import Message, Rule, Stage, rule
@@ -105,7 +105,7 @@ class FlaxNotNested(Message):
     fix = "{fix_text}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Rename:
     source: str  # prefix on the checkpoint side ("" = none)
     target: str  # prefix on the expected side ("" = none)

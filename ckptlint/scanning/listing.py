@@ -11,8 +11,8 @@ from __future__ import annotations
 import posixpath
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
 
+from ckptlint.record import replace
 from ckptlint.scanning.task import FileTask
 
 LIST_MIN = 8

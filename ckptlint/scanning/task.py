@@ -9,18 +9,18 @@ built once per process).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ckptlint import netfaults
 from ckptlint.errors import UnreadableCheckpoint, UsageError
+from ckptlint.record import field, record
 
 if TYPE_CHECKING:
     from ckptlint.expected import Expected
     from ckptlint.results import FileReport
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FileTask:
     """Everything needed to check one checkpoint (picklable, for worker processes)."""
 
@@ -33,7 +33,7 @@ class FileTask:
     size: int | None = None  # a remote file's size, when a listing told it (saves a HEAD request)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ScanOptions:
     """Settings of a scan that travel with every batch (to Ray/Dask workers too)."""
 
