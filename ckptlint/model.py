@@ -4,8 +4,9 @@ The read path (readers, engine, rules, the text reporters) builds checkpoints, f
 (``ckptlint.record``; the diff results are stdlib dataclasses): defining or constructing one imports nothing and
 builds no schema (start-up time, issue 13). Validation, JSON serialisation and the JSON schema go through a
 ``pydantic.TypeAdapter`` of the class, built on first use and kept per class; pydantic validates and serialises
-stdlib dataclasses natively, so every record class is made one first (``record.as_dataclasses``). A class sets pydantic's config as a plain
-dict, e.g. ``__pydantic_config__ = {"extra": "forbid"}`` (the default, as for ``BaseModel``, ignores unknown keys).
+stdlib dataclasses natively, so every record class is made one first (``record.as_dataclasses``). A class sets
+pydantic's config as a plain dict, e.g. ``__pydantic_config__ = {"extra": "forbid"}`` (the default, as for
+``BaseModel``, ignores unknown keys).
 """
 
 from __future__ import annotations
