@@ -191,6 +191,50 @@ def test_a_damaged_rules_cache_is_never_trusted(
         reg.reset()
 
 
+@pytest.mark.parametrize("damage", ["line_missing", "lines_swapped"])
+def test_a_rules_cache_whose_table_lines_moved_is_never_trusted(
+    damage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rules/parsed.jsonl with a table line lost or two lines swapped (a bad merge, a hand edit): the first line
+    still matches every TOML, but no architecture may be built from another architecture's table. Each arch is
+    what its TOML validates to, or the run refuses the cache with a one-line error naming it."""
+    import shutil
+
+    from ckptlint import ruledata
+
+    rules = tmp_path / "rules"
+    shutil.copytree(reg.rules_dir(), rules)
+    cache = rules / "parsed.jsonl"
+    head, *tables = cache.read_text(encoding="utf-8").split("\n")
+    if damage == "line_missing":  # every table line after the first moves up by one
+        del tables[0]
+    else:
+        tables[0], tables[1] = tables[1], tables[0]
+    cache.write_text("\n".join([head, *tables]), encoding="utf-8")
+    monkeypatch.setattr(ruledata, "_PKG", tmp_path / "pkg")
+    monkeypatch.setattr(reg, "rules_dir", lambda: rules)
+    for fn in (ruledata.rules_dir, ruledata._entries, ruledata.read_rules):
+        fn.cache_clear()
+    reg.reset()
+    try:
+        registry = reg.registry()
+        for fam in registry.families:
+            toml = tomllib.loads(fam.path.read_text(encoding="utf-8")).get("archs", {})
+            for name in sorted(toml):
+                try:
+                    arch = fam.arch(name, registry)
+                except SpecError as exc:
+                    assert "parsed.jsonl" in str(exc)
+                    continue
+                assert arch == validate(type(arch), toml[name]), (
+                    f"{fam.name}: {name} built from another table"
+                )
+    finally:
+        for fn in (ruledata.rules_dir, ruledata._entries, ruledata.read_rules):
+            fn.cache_clear()
+        reg.reset()
+
+
 def test_bundled_wrappers_build_as_they_validate() -> None:
     raw = tomllib.loads((reg.rules_dir() / "wrappers.toml").read_text())
     validated = validate(WrapperFile, raw)
