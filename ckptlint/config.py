@@ -179,13 +179,14 @@ def find_config(start: Path | None = None) -> Path | None:
 
 def _may_name_ckptlint(pyproject: Path) -> bool:
     """Whether the file's text can hold a ``tool.ckptlint`` table: it names ``ckptlint``, or has escapes a quoted
-    key could spell it with. Most projects' pyproject.toml does neither: it is not parsed (``tomllib`` costs ~3 ms
-    of start-up), and a broken one that is not ours is not our error."""
+    key could spell it with (``\\x`` too: TOML 1.1, which a later ``tomllib`` may read). Most projects'
+    pyproject.toml does neither: it is not parsed (``tomllib`` costs ~3 ms of start-up), and a broken one that is
+    not ours is not our error."""
     try:
         text = pyproject.read_bytes()
     except OSError as exc:
         raise UsageError(f"{pyproject}: cannot read: {exc.strerror or exc}") from None
-    return b"ckptlint" in text or b"\\u" in text or b"\\U" in text
+    return b"ckptlint" in text or any(escape in text for escape in (b"\\u", b"\\U", b"\\x"))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

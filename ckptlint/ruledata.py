@@ -68,13 +68,18 @@ def _entries() -> dict[str, Any]:
     for entry in entries.values():
         archs = entry.get("archs") if isinstance(entry, dict) else None
         if isinstance(archs, dict):
-            entry["archs"] = {name: _line(lines, at) for name, at in archs.items()}
+            entry["archs"] = {name: _line(lines, ref) for name, ref in archs.items()}
     return entries
 
 
-def _line(lines: list[bytes], at: Any) -> str | None:
-    """Line ``at`` after the first, as text (None when there is no such line: the entry is then ignored)."""
-    if type(at) is not int or not 0 <= at < len(lines):
+def _line(lines: list[bytes], ref: Any) -> str | None:
+    """The table ``ref`` (``[line number after the first, CRC-32 of that line]``) points to, as text; None when
+    there is no such line or it is not the line the cache was written with (a line lost or moved by an edit or a
+    merge): the entry is then ignored, never built from another table."""
+    if not (isinstance(ref, list) and len(ref) == 2 and all(type(v) is int for v in ref)):
+        return None
+    at, crc = ref
+    if not 0 <= at < len(lines) or zlib.crc32(lines[at]) != crc:
         return None
     try:
         return lines[at].decode("utf-8")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,15 @@ def build_cache(root: Path | None = None) -> dict[str, Any]:
 
 def render(cache: dict[str, Any]) -> str:
     """The file's text: the entries on the first line, each architecture's table on a line of its own (the entry
-    gives the number of that line after the first), so a run parses only the first line and the tables it needs."""
+    gives the number of that line after the first and its CRC-32), so a run parses only the first line and the
+    tables it needs, and never takes a line that moved for the table it names."""
     tables: list[str] = []
     files: dict[str, Any] = {}
     for rel, entry in cache["files"].items():
         if "archs" in entry:
             refs = {}
             for name, text in entry["archs"].items():
-                refs[name] = len(tables)
+                refs[name] = [len(tables), zlib.crc32(text.encode("utf-8"))]
                 tables.append(text)
             entry = {**entry, "archs": refs}
         files[rel] = entry
