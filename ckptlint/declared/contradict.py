@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 MAX_ROUNDS = 8
 MAX_CANDIDATES = 6
+MAX_TRIALS = 32  # values tried for a refused field the weights do not show
 _NUM = re.compile(r"\.(\d+)\.")
 Entry = tuple[str, str]  # ("missing" | "unexpected" | "shape", key)
 
@@ -187,6 +188,47 @@ def _counts(ctx: Context, exp: Expected, v0: Any) -> list[int]:
 
     model, file = counts(exp.tensors), counts(ctx.view)
     return [file[h] for h, n in model.items() if n == v0 and h in file and file[h] != v0]
+
+
+# ---- a refused field the weights do not show -----------------------------------------------------------------
+def buildable(ctx: Context, info: dict[str, Any], refusal: dict[str, Any]) -> tuple[str, int, int] | None:
+    """(parameter, value, default) for a field of ``refusal`` the weights do not show: the value nearest the
+    library's default (else the declared one) with which the library accepts the config and the loader's report
+    stays as it is (nothing the weights hold changes); None when no field of it has one."""
+    current = rebuild(ctx.ckpt, info, {})
+    if current is None or current.arch not in reg.registry().archs:
+        return None
+    conf = load_arch(current.arch).config
+    before = diff_entries(ctx, current) if current.tensors else None
+    for p in refusal.get("fields", []):
+        v0 = current.params.get(p)
+        if conf is None or p not in conf.params or not info.get("fields", {}).get(p):
+            continue
+        if not isinstance(v0, int) or isinstance(v0, bool):
+            continue
+        try:
+            default = evaluate(conf.params[p][1], {**current.params, p: None})
+        except SpecError:
+            default = None
+        start = default if isinstance(default, int) and not isinstance(default, bool) and default > 0 else max(v0, 1)
+        for value in _nearest(start, v0)[:MAX_TRIALS]:
+            trial = rebuild(ctx.ckpt, info, {p: value})
+            if trial is None or not trial.tensors:
+                continue
+            if any(p in r.get("fields", []) for r in trial.params["declared"].get("refused", [])):
+                continue
+            after = diff_entries(ctx, trial)
+            if after == before or (before is None and not after):
+                return p, value, start
+    return None
+
+
+def _nearest(start: int, declared: int) -> list[int]:
+    """Positive values by their distance from ``start`` (the smaller first), ``declared`` left out."""
+    out = [start]
+    for d in range(1, MAX_TRIALS):
+        out += [v for v in (start - d, start + d) if v > 0]
+    return [v for v in out if v != declared]
 
 
 # ---- what a contradiction says -------------------------------------------------------------------------------

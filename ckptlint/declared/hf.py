@@ -17,7 +17,7 @@ from typing import Any, Literal
 from ckptlint.archs import detect
 from ckptlint.archs import registry as reg
 from ckptlint.archs.detect import run_probes
-from ckptlint.archs.expr import SpecError, evaluate
+from ckptlint.archs.expr import SpecError, compile_expr, evaluate
 from ckptlint.archs.spec import MAX_REPEAT, ArchSpec, RepeatTooLarge, build_tree, load_arch
 from ckptlint.checkpoint import Checkpoint, Sidecar
 from ckptlint.declared import hf_config
@@ -175,28 +175,7 @@ def from_spec(
     except SpecError as exc:
         raise UsageError(f"{file or spec.name}: {exc}") from None
     params = {**spec.params, **dp.values}
-    refused: list[dict[str, Any]] = []
-    for check in spec.hf.checks:
-        message = None
-        try:
-            if not evaluate(check.expr, params):
-                message = _format(check.message, params)
-        except SpecError as exc:
-            message = _format(check.message, params)
-            zeros = [f for f in check.fields if params.get(f) == 0 and not isinstance(params.get(f), bool)]
-            if zeros and "ZeroDivisionError" in str(exc):  # transformers' own check divides by it
-                message = (
-                    f"{_zeros(zeros, dp.fields)}: its config class's check ({check.expr}) divides by zero "
-                    "(ZeroDivisionError)"
-                )
-        if message is not None:
-            refused.append({"fields": list(check.fields), "message": message})
-    for name, (src, zeros) in dp.zero.items():  # the model divides by it when it is built
-        refused.append({
-            "fields": zeros,
-            "message": f"{_zeros(zeros, dp.fields)}: building the model divides by it ({name} = {src}: "
-            "ZeroDivisionError)",
-        })  # fmt: skip
+    refused = _refusals(spec, params, dp)
     if dp.zero:
         tree, towers, notes = {}, {}, {}
     else:
@@ -319,6 +298,69 @@ def _held(spec: ArchSpec, ckpt: Checkpoint | None, params: dict[str, Any], name:
 
 def _zeros(params: list[str], fields: dict[str, str]) -> str:
     return " and ".join(f"{fields.get(p) or p} = 0" for p in params)
+
+
+def _refusals(spec: ArchSpec, params: dict[str, Any], dp: hf_config.DeclaredParams) -> list[dict[str, Any]]:
+    """Why transformers refuses this config, in the order it meets them: the config class's checks and divisions,
+    then the model's (``[archs.NAME.hf]`` ``checks`` and ``divides``), then a derived default that divides by zero.
+    A field is named once: by the first of them that fails on it."""
+    assert spec.hf is not None
+    found: list[tuple[bool, list[str], str]] = []  # (when the model is built, fields, message)
+    for check in spec.hf.checks:
+        zeros: list[str] = []
+        try:
+            ok = bool(evaluate(check.expr, params))
+        except SpecError as exc:
+            ok, zeros = False, _zero_params(check.expr, params, exc)
+        if ok:
+            continue
+        if not zeros:
+            found.append((check.build, list(check.fields), _format(check.message, params)))
+        elif not check.where:  # the generic candidates: the config class's own check
+            found.append((False, zeros, f"{_zeros(zeros, dp.fields)}: its config class's check ({check.expr}) "
+                                        "divides by zero (ZeroDivisionError)"))  # fmt: skip
+        else:
+            found.append((check.build, zeros, _divides(zeros, dp.fields, check.build, check.where, "checks",
+                                                       _shown(check.expr, dp.fields))))  # fmt: skip
+    for div in spec.hf.divides:
+        try:
+            evaluate(div.expr, params)
+            continue
+        except SpecError as exc:
+            zeros = _zero_params(div.expr, params, exc)
+        if zeros:
+            what = f"{div.name} = " if div.name else ""
+            shown = what + _shown(str(div.expr), dp.fields)
+            found.append((div.build, zeros, _divides(zeros, dp.fields, div.build, div.where, "computes", shown)))
+    for name, (src, zeros) in dp.zero.items():  # the model divides by it when it is built
+        found.append((True, zeros, f"{_zeros(zeros, dp.fields)}: building the model divides by it ({name} = {src}: "
+                                   "ZeroDivisionError)"))  # fmt: skip
+    refused: list[dict[str, Any]] = []
+    named: set[str] = set()
+    for _, fields, message in sorted(found, key=lambda f: f[0]):  # stable: the config class's first
+        if fields and named & set(fields):
+            continue
+        named |= set(fields)
+        refused.append({"fields": fields, "message": message})
+    return refused
+
+
+def _zero_params(expr: Any, params: dict[str, Any], exc: SpecError) -> list[str]:
+    """The parameters ``expr`` divides by that are zero, when evaluating it divided by zero (else [])."""
+    if "ZeroDivisionError" not in str(exc) or not isinstance(expr, str):
+        return []
+    names = compile_expr(expr).co_names
+    return [n for n in names if params.get(n) == 0 and not isinstance(params.get(n), bool)]
+
+
+def _divides(zeros: list[str], fields: dict[str, str], build: bool, where: str, verb: str, shown: str) -> str:
+    who = "building the model divides by it" if build else "its config class divides by it"
+    return f"{_zeros(zeros, fields)}: {who} ({where} {verb} {shown}: ZeroDivisionError)"
+
+
+def _shown(expr: str, fields: dict[str, str]) -> str:
+    """``expr`` with each parameter named by its config field (``text_config.hidden_size``)."""
+    return re.sub(r"\b[A-Za-z_]\w*\b", lambda m: fields.get(m.group(0)) or m.group(0), expr)
 
 
 def _format(message: str, params: dict[str, Any]) -> str:
