@@ -163,10 +163,16 @@ def _probe_values(ctx: Context, exp: Expected, p: str) -> list[tuple[Any, str | 
     declared)."""
     if exp.arch not in reg.registry().archs:
         return []
-    probes = load_arch(exp.arch).infer.probes.get(p)
+    every = load_arch(exp.arch).infer.probes
+    probes = every.get(p)
     if not probes:
         return []
     env = {k: v for k, v in exp.params.items() if k != p and not isinstance(v, dict)}
+    for q, v in list(env.items()):  # a default that divided by ``p`` (head_dim): what the weights show without it
+        if v is None and q in every:
+            values, seen, _ = detect.run_probes({q: every[q]}, ctx.view, "", env)
+            if q in seen and isinstance(values[q], int):
+                env[q] = values[q]
     out = []
     for probe in probes:
         values, seen, keys = detect.run_probes({p: [probe]}, ctx.view, "", env)
@@ -191,10 +197,12 @@ def _counts(ctx: Context, exp: Expected, v0: Any) -> list[int]:
 
 
 # ---- a refused field the weights do not show -----------------------------------------------------------------
-def buildable(ctx: Context, info: dict[str, Any], refusal: dict[str, Any]) -> tuple[str, int, int] | None:
-    """(parameter, value, default) for a field of ``refusal`` the weights do not show: the value nearest the
-    library's default (else the declared one) with which the library accepts the config and the loader's report
-    stays as it is (nothing the weights hold changes); None when no field of it has one."""
+def buildable(ctx: Context, info: dict[str, Any], refusal: dict[str, Any]) -> tuple[str, int, int | None] | None:
+    """(parameter, value, default) for a field of ``refusal`` whose value the contradictions did not find: when the
+    declared model could be built (its shapes do not depend on the field: the weights do not show it), the value
+    nearest the library's default with which the library accepts the config and the loader's report stays as it
+    is (default None); else the first value, the default then the smallest, with which the model matches the weights.
+    None when no field of it has one within ``MAX_TRIALS`` rebuilds."""
     current = rebuild(ctx.ckpt, info, {})
     if current is None or current.arch not in reg.registry().archs:
         return None
@@ -210,25 +218,32 @@ def buildable(ctx: Context, info: dict[str, Any], refusal: dict[str, Any]) -> tu
             default = evaluate(conf.params[p][1], {**current.params, p: None})
         except SpecError:
             default = None
-        start = default if isinstance(default, int) and not isinstance(default, bool) and default > 0 else max(v0, 1)
-        for value in _nearest(start, v0)[:MAX_TRIALS]:
+        if not isinstance(default, int) or isinstance(default, bool) or default <= 0:
+            default = None
+        if before is not None:
+            values = _nearest(default or max(v0, 1))
+        else:
+            values = [*([default] if default else []), *range(1, MAX_TRIALS)]
+        for value in [v for v in dict.fromkeys(values) if v != v0][:MAX_TRIALS]:
             trial = rebuild(ctx.ckpt, info, {p: value})
             if trial is None or not trial.tensors:
                 continue
             if any(p in r.get("fields", []) for r in trial.params["declared"].get("refused", [])):
                 continue
             after = diff_entries(ctx, trial)
-            if after == before or (before is None and not after):
-                return p, value, start
+            if before is not None and after == before:
+                return p, value, default or max(v0, 1)
+            if before is None and not after:
+                return p, value, None
     return None
 
 
-def _nearest(start: int, declared: int) -> list[int]:
-    """Positive values by their distance from ``start`` (the smaller first), ``declared`` left out."""
+def _nearest(start: int) -> list[int]:
+    """Positive values by their distance from ``start`` (the smaller first)."""
     out = [start]
     for d in range(1, MAX_TRIALS):
         out += [v for v in (start - d, start + d) if v > 0]
-    return [v for v in out if v != declared]
+    return out
 
 
 # ---- what a contradiction says -------------------------------------------------------------------------------

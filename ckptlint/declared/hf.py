@@ -266,7 +266,10 @@ def _tree(
                 f"raw diff lists the missing keys of block {held} only"
             )
         except CkptlintError as exc:  # the config cannot be expanded: transformers refuses it too
-            refused.append({"fields": [], "message": str(exc)})
+            negative = [  # a negative size (num_attention_heads = -1): the fields that can fix it
+                p for p, v in params.items() if fields.get(p) and type(v) is int and v < 0
+            ]
+            refused.append({"fields": negative, "message": str(exc)})
             return {}, {}, notes
     return {}, {}, notes
 
