@@ -136,7 +136,10 @@ def _assigned(s: Site) -> str:
         if not isinstance(node, ast.Assign | ast.AnnAssign) or node.value is None:
             continue
         v = node.value
-        if (v.lineno, v.col_offset) <= (s.line, s.col) and (s.end_line, s.end_col) <= (v.end_lineno, v.end_col_offset):
+        if (v.lineno, v.col_offset) <= (s.line, s.col) and (s.end_line, s.end_col) <= (
+            v.end_lineno,
+            v.end_col_offset,
+        ):
             target = node.targets[0] if isinstance(node, ast.Assign) else node.target
             name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
             size = (v.end_lineno or 0) - v.lineno
@@ -147,7 +150,7 @@ def _assigned(s: Site) -> str:
 
 def _value(node: ast.expr, frame: Any) -> Any:
     """An operand of transformers' operation, evaluated in its own frame (the generator runs transformers anyway)."""
-    return eval(ast.unparse(node), frame.f_globals, dict(frame.f_locals))  # noqa: S307
+    return eval(ast.unparse(node), frame.f_globals, dict(frame.f_locals))
 
 
 class Ambiguous(Exception):
@@ -200,7 +203,11 @@ def _division(group: Group, name: str, path: str, values: dict[str, Any]) -> Div
     if right != 0 or num is None:
         return None
     again, _ = _attempt(group, name, {**values, path: 1})  # the knob itself is the divisor, not what it feeds
-    if again is not None and (s2 := site(_root_cause(again))) is not None and (s2.file, s2.line) == (s.file, s.line):
+    if (
+        again is not None
+        and (s2 := site(_root_cause(again))) is not None
+        and (s2.file, s2.line) == (s.file, s.line)
+    ):
         return None
     return Division(num, OPS[type(node.op)], den, s.where, _assigned(s), build)
 
@@ -264,7 +271,9 @@ def _non_multiple(group: Group, name: str, d: Division, rng: random.Random) -> d
             return None
         text = _template(str(cause), {den: d.den, den * 8 + 1: d.num}, _env(group, values))
         if set(re.findall(r"(?<!{){(\w+)}", text)) - {d.num, d.den}:
-            raise Ambiguous(text)  # another divisor refused first (the encoder's heads): another configuration
+            raise Ambiguous(
+                text
+            )  # another divisor refused first (the encoder's heads): another configuration
         return f"{s.where} raises {type(cause).__name__}: {text}"
 
     messages = _samples(group, rng, N_CONFIRM, one)
@@ -318,7 +327,9 @@ def _positive(group: Group, name: str, den_path: str, rng: random.Random) -> dic
 
 
 # ---- a group ---------------------------------------------------------------------------------------------------
-def refusals(group: Group, classes: list[str], known: list[dict[str, Any]], seed: int) -> dict[str, dict[str, list]]:
+def refusals(
+    group: Group, classes: list[str], known: list[dict[str, Any]], seed: int
+) -> dict[str, dict[str, list]]:
     """Per class: the checks (beyond ``known``, the generic ones) and the divisions transformers refuses a zero in."""
     out: dict[str, dict[str, list]] = {}
     known_exprs = {c["expr"] for c in known}
@@ -327,7 +338,12 @@ def refusals(group: Group, classes: list[str], known: list[dict[str, Any]], seed
         checks: list[dict[str, Any]] = []
         divides: list[dict[str, Any]] = []
         for path in group.ints:
-            found = _samples(group, rng, N_CONFIRM, lambda values: _division(group, name, path, values))
+            found = _samples(
+                group,
+                rng,
+                N_CONFIRM,
+                lambda values, name=name, path=path: _division(group, name, path, values),
+            )
             if not found or None in found:
                 continue
             if len(set(found)) != 1:

@@ -168,7 +168,9 @@ def _probe_values(ctx: Context, exp: Expected, p: str) -> list[tuple[Any, str | 
     if not probes:
         return []
     env = {k: v for k, v in exp.params.items() if k != p and not isinstance(v, dict)}
-    for q, v in list(env.items()):  # a default that divided by ``p`` (head_dim): what the weights show without it
+    for q, v in list(
+        env.items()
+    ):  # a default that divided by ``p`` (head_dim): what the weights show without it
         if v is None and q in every:
             values, seen, _ = detect.run_probes({q: every[q]}, ctx.view, "", env)
             if q in seen and isinstance(values[q], int):
@@ -197,7 +199,9 @@ def _counts(ctx: Context, exp: Expected, v0: Any) -> list[int]:
 
 
 # ---- a refused field the weights do not show -----------------------------------------------------------------
-def buildable(ctx: Context, info: dict[str, Any], refusal: dict[str, Any]) -> tuple[str, int, int | None] | None:
+def buildable(
+    ctx: Context, info: dict[str, Any], refusal: dict[str, Any]
+) -> tuple[str, int, int | None] | None:
     """(parameter, value, default) for a field of ``refusal`` whose value the contradictions did not find: when the
     declared model could be built (its shapes do not depend on the field: the weights do not show it), the value
     nearest the library's default with which the library accepts the config and the loader's report stays as it

@@ -308,23 +308,25 @@ def _refusals(spec: ArchSpec, params: dict[str, Any], dp: hf_config.DeclaredPara
     then the model's (``[archs.NAME.hf]`` ``checks`` and ``divides``), then a derived default that divides by zero.
     A field is named once: by the first of them that fails on it."""
     assert spec.hf is not None
+    fields = dp.fields
     found: list[tuple[bool, list[str], str]] = []  # (when the model is built, fields, message)
     for check in spec.hf.checks:
         zeros: list[str] = []
         try:
-            ok = bool(evaluate(check.expr, params))
+            if evaluate(check.expr, params):
+                continue
         except SpecError as exc:
-            ok, zeros = False, _zero_params(check.expr, params, exc)
-        if ok:
-            continue
+            zeros = _zero_params(check.expr, params, exc)
+        shown = _shown(str(check.expr), fields)
         if not zeros:
             found.append((check.build, list(check.fields), _format(check.message, params)))
         elif not check.where:  # the generic candidates: the config class's own check
-            found.append((False, zeros, f"{_zeros(zeros, dp.fields)}: its config class's check ({check.expr}) "
-                                        "divides by zero (ZeroDivisionError)"))  # fmt: skip
+            why = f"its config class's check ({shown}) divides by zero (ZeroDivisionError)"
+            found.append((False, zeros, f"{_zeros(zeros, fields)}: {why}"))
         else:
-            found.append((check.build, zeros, _divides(zeros, dp.fields, check.build, check.where, "checks",
-                                                       _shown(check.expr, dp.fields))))  # fmt: skip
+            found.append(
+                (check.build, zeros, _divides(zeros, fields, check.build, f"{check.where} checks {shown}"))
+            )
     for div in spec.hf.divides:
         try:
             evaluate(div.expr, params)
@@ -332,19 +334,20 @@ def _refusals(spec: ArchSpec, params: dict[str, Any], dp: hf_config.DeclaredPara
         except SpecError as exc:
             zeros = _zero_params(div.expr, params, exc)
         if zeros:
-            what = f"{div.name} = " if div.name else ""
-            shown = what + _shown(str(div.expr), dp.fields)
-            found.append((div.build, zeros, _divides(zeros, dp.fields, div.build, div.where, "computes", shown)))
-    for name, (src, zeros) in dp.zero.items():  # the model divides by it when it is built
-        found.append((True, zeros, f"{_zeros(zeros, dp.fields)}: building the model divides by it ({name} = {src}: "
+            what = (
+                f"{div.where} computes {div.name + ' = ' if div.name else ''}{_shown(str(div.expr), fields)}"
+            )
+            found.append((div.build, zeros, _divides(zeros, fields, div.build, what)))
+    for name, (src, zeros) in dp.zero.items():  # a default the model computes when it is built
+        found.append((True, zeros, f"{_zeros(zeros, fields)}: building the model divides by it ({name} = {src}: "
                                    "ZeroDivisionError)"))  # fmt: skip
     refused: list[dict[str, Any]] = []
     named: set[str] = set()
-    for _, fields, message in sorted(found, key=lambda f: f[0]):  # stable: the config class's first
-        if fields and named & set(fields):
+    for _, names, message in sorted(found, key=lambda f: f[0]):  # stable: the config class's first
+        if names and named & set(names):
             continue
-        named |= set(fields)
-        refused.append({"fields": fields, "message": message})
+        named |= set(names)
+        refused.append({"fields": names, "message": message})
     return refused
 
 
@@ -356,9 +359,9 @@ def _zero_params(expr: Any, params: dict[str, Any], exc: SpecError) -> list[str]
     return [n for n in names if params.get(n) == 0 and not isinstance(params.get(n), bool)]
 
 
-def _divides(zeros: list[str], fields: dict[str, str], build: bool, where: str, verb: str, shown: str) -> str:
+def _divides(zeros: list[str], fields: dict[str, str], build: bool, what: str) -> str:
     who = "building the model divides by it" if build else "its config class divides by it"
-    return f"{_zeros(zeros, fields)}: {who} ({where} {verb} {shown}: ZeroDivisionError)"
+    return f"{_zeros(zeros, fields)}: {who} ({what}: ZeroDivisionError)"
 
 
 def _shown(expr: str, fields: dict[str, str]) -> str:
