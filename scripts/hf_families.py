@@ -268,9 +268,9 @@ FAMILIES: dict[str, Family] = {
                 "ViTConfig",
                 ["ViTModel", "ViTForImageClassification", "ViTForMaskedImageModeling"],
                 {
-                    "hidden_size": [24, 36, 48],
+                    "hidden_size": [24, 36, 40, 48],
                     "num_hidden_layers": LAYERS,
-                    "num_attention_heads": [2, 3, 4],
+                    "num_attention_heads": [2, 3, 4, 5],  # no divisor of every width: all_head_size is not one
                     "intermediate_size": [20, 36, 52],
                     "image_size": [24, 32, 48],
                     "patch_size": [4, 8, 12],
@@ -292,9 +292,9 @@ FAMILIES: dict[str, Family] = {
                 "Dinov2Config",
                 ["Dinov2Model", "Dinov2ForImageClassification"],
                 {
-                    "hidden_size": [24, 36, 48],
+                    "hidden_size": [24, 36, 40, 48],
                     "num_hidden_layers": LAYERS,
-                    "num_attention_heads": [2, 3, 4],
+                    "num_attention_heads": [2, 3, 4, 5],  # no divisor of every width: all_head_size is not one
                     "mlp_ratio": [2, 3, 4],
                     "image_size": [24, 32, 48],
                     "patch_size": [4, 8, 12],

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 MAX_ROUNDS = 8
 MAX_CANDIDATES = 6
-MAX_TRIALS = 32  # values tried for a refused field the weights do not show
+MAX_TRIALS = 64  # values tried for a refused field whose value no contradiction found
 _NUM = re.compile(r"\.(\d+)\.")
 Entry = tuple[str, str]  # ("missing" | "unexpected" | "shape", key)
 
@@ -201,17 +201,17 @@ def _counts(ctx: Context, exp: Expected, v0: Any) -> list[int]:
 # ---- a refused field the weights do not show -----------------------------------------------------------------
 def buildable(
     ctx: Context, info: dict[str, Any], refusal: dict[str, Any]
-) -> tuple[str, int, int | None] | None:
-    """(parameter, value, default) for a field of ``refusal`` whose value the contradictions did not find: when the
-    declared model could be built (its shapes do not depend on the field: the weights do not show it), the value
-    nearest the library's default with which the library accepts the config and the loader's report stays as it
-    is (default None); else the first value, the default then the smallest, with which the model matches the weights.
-    None when no field of it has one within ``MAX_TRIALS`` rebuilds."""
+) -> tuple[str, int, int, bool] | None:
+    """(parameter, value, default, shapes) for a field of ``refusal`` whose value the contradictions did not find:
+    the value nearest the library's default (else the declared one) with which the library accepts the config and
+    the model matches the weights as well as before (``shapes``: the declared model could not be built — the
+    shapes depend on the field — and the model built with it matches the weights; else they do not show the field
+    and the loader's report stays as it is). None when no field of it has one within ``MAX_TRIALS`` rebuilds."""
     current = rebuild(ctx.ckpt, info, {})
     if current is None or current.arch not in reg.registry().archs:
         return None
     conf = load_arch(current.arch).config
-    before = diff_entries(ctx, current) if current.tensors else None
+    before = diff_entries(ctx, current) if current.tensors else set()
     for p in refusal.get("fields", []):
         v0 = current.params.get(p)
         if conf is None or p not in conf.params or not info.get("fields", {}).get(p):
@@ -223,22 +223,15 @@ def buildable(
         except SpecError:
             default = None
         if not isinstance(default, int) or isinstance(default, bool) or default <= 0:
-            default = None
-        if before is not None:
-            values = _nearest(default or max(v0, 1))
-        else:
-            values = [*([default] if default else []), *range(1, MAX_TRIALS)]
-        for value in [v for v in dict.fromkeys(values) if v != v0][:MAX_TRIALS]:
+            default = max(v0, 1)
+        for value in [v for v in _nearest(default) if v != v0][:MAX_TRIALS]:
             trial = rebuild(ctx.ckpt, info, {p: value})
             if trial is None or not trial.tensors:
                 continue
             if any(p in r.get("fields", []) for r in trial.params["declared"].get("refused", [])):
                 continue
-            after = diff_entries(ctx, trial)
-            if before is not None and after == before:
-                return p, value, default or max(v0, 1)
-            if before is None and not after:
-                return p, value, None
+            if diff_entries(ctx, trial) == before:
+                return p, value, default, not current.tensors
     return None
 
 

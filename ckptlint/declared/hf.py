@@ -266,6 +266,10 @@ def _tree(
                 f"raw diff lists the missing keys of block {held} only"
             )
         except CkptlintError as exc:  # the config cannot be expanded: transformers refuses it too
+            if "ZeroDivisionError" in str(exc) and any(
+                params.get(f) == 0 for r in refused for f in r["fields"]
+            ):
+                return {}, {}, notes  # a shape divides by a zero field: the refusal above says why
             negative = [  # a negative size (num_attention_heads = -1): the fields that can fix it
                 p for p, v in params.items() if fields.get(p) and type(v) is int and v < 0
             ]

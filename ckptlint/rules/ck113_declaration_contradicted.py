@@ -224,25 +224,24 @@ def _refusal(
     info: dict[str, Any],
     ckpt: Checkpoint,
     behind: list[Contradiction],
-    buildable: tuple[str, int, int | None] | None = None,
+    buildable: tuple[str, int, int, bool] | None = None,
 ) -> Message:
     """The library refuses the config (``refusal``: its check's message and fields); ``behind``: the refused fields
-    the weights contradict, whose values in the weights are the repair; else ``buildable``: (a refused field, a
-    value the library builds with, the default it is nearest to: None when the model built with it is the weights')."""
+    the weights contradict, whose values in the weights are the repair; else ``buildable``: (a refused field, the
+    value nearest its default the library builds with, that default, whether the model's shapes depend on it)."""
     fields = ", ".join(info["fields"].get(f) or f for f in refusal.get("fields", [])) or "the fields named"
     reason = refusal["message"]
     repair = adapter.REPAIR.format(file=file, fields=fields)
     if buildable is not None:
-        field, value, default = info["fields"][buildable[0]], buildable[1], buildable[2]
-        if default is None:
-            why = "the model built with it matches the weights"
-        else:
-            near = "its default" if value == default else f"the nearest to its default {default} that builds"
-            why = (
-                f"the weights do not show {field}; {value} is {near}: if the weights were trained with another "
-                "value, set that one"
-            )
-        repair = f"set {field} = {json.dumps(value)} in {file} ({why})"
+        param, value, default, shapes = buildable
+        field = info["fields"][param]
+        near = "its default" if value == default else f"the value nearest its default {default}"
+        built = "the model builds with and matches the weights" if shapes else "the model builds with"
+        shown = "" if shapes else f"the weights do not show {field}; "
+        repair = (
+            f"set {field} = {json.dumps(value)} in {file} ({shown}{value} is {near} that {built}: if the weights "
+            "were trained with another value, set that one)"
+        )
     details: dict[str, Any] = {"file": file, "refused": refusal}
     keys: list[str] = []
     if behind:
