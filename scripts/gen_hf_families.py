@@ -10,10 +10,10 @@ templates with a block index ``{i}``, each dimension into an expression of the c
 configurations have into a condition. What ``from_pretrained`` does around the state_dict — the base-model prefix,
 tied weights, ignore patterns, non-persistent buffers, the key conversions of transformers 5 (legacy names, fused
 MoE experts) and the config checks that make transformers refuse a config — is recorded too
-(``ckptlint.declared.hf_introspect``), and what makes transformers refuse a configuration beyond those checks: a
-division by a field that is zero, a field that is no multiple of another, a negative one (``scripts/hf_refusals.py``,
-each found by building the class with that field so). The result is verified against transformers at other configurations by
-``tests/test_hf_families.py`` (which the generator also runs on what it wrote, unless ``--no-verify``).
+(``ckptlint.declared.hf_introspect``), and so is what else makes transformers refuse a configuration: a division by
+a field that is zero, a field that is no multiple of another, a negative one (``scripts/hf_refusals.py``, each found
+by building the class with that field so). The result is verified against transformers at other configurations by
+``tests/test_hf_families.py`` (run it after generating).
 """
 
 from __future__ import annotations

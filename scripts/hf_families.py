@@ -270,7 +270,8 @@ FAMILIES: dict[str, Family] = {
                 {
                     "hidden_size": [24, 36, 40, 48],
                     "num_hidden_layers": LAYERS,
-                    "num_attention_heads": [2, 3, 4, 5],  # no divisor of every width: all_head_size is not one
+                    # 5 and 3 divide not every width: the attention is heads * (width // heads) wide
+                    "num_attention_heads": [2, 3, 4, 5],
                     "intermediate_size": [20, 36, 52],
                     "image_size": [24, 32, 48],
                     "patch_size": [4, 8, 12],
@@ -294,7 +295,8 @@ FAMILIES: dict[str, Family] = {
                 {
                     "hidden_size": [24, 36, 40, 48],
                     "num_hidden_layers": LAYERS,
-                    "num_attention_heads": [2, 3, 4, 5],  # no divisor of every width: all_head_size is not one
+                    # 5 and 3 divide not every width: the attention is heads * (width // heads) wide
+                    "num_attention_heads": [2, 3, 4, 5],
                     "mlp_ratio": [2, 3, 4],
                     "image_size": [24, 32, 48],
                     "patch_size": [4, 8, 12],

@@ -13,8 +13,10 @@ What it does
     patch size, context length, class count against the head, experts. The missing, unexpected and resized keys
     a field explains are folded into its finding. The same pass reports a declaration the library refuses
     outright (a file that is no JSON object, open_clip without ``model_cfg``, transformers with
-    ``num_hidden_layers`` ≠ ``len(layer_types)`` or a zero head count it divides by) — one finding, with the
-    weights' value as the fix when they contradict the refused field —
+    ``num_hidden_layers`` ≠ ``len(layer_types)``, a head count it divides by that is zero, or that does not divide
+    the width where it checks so, or a negative one its layers refuse; the function of transformers that fails is
+    named) — one finding, with the weights' value as the fix when they show the refused field, else the value
+    nearest the config class's default that the model builds with (said so) —
     a key conversion transformers would fail on (its ``conversion_errors``, which ``output_loading_info`` leaves
     out), and base-model weights under a task-model config whose head is neither in the file nor tied.
 
