@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts"), str(ROOT / "tests")]
 
 import tvshim  # noqa: E402,F401  (transformers imports torchvision: see tests/tvshim.py)
-from hf_families import FAMILIES, Family, Group, config_kwargs, param_name, sample_values  # noqa: E402
+from hf_families import FAMILIES, Family, Group, env_of, make_config, param_name, sample_values  # noqa: E402
 from hf_fit import FitError, fit, fit_condition, templates  # noqa: E402
 from hf_refusals import refusals  # noqa: E402
 
@@ -63,20 +63,6 @@ def log(*args: Any) -> None:
 
 
 # ---- sampling ------------------------------------------------------------------------------------------------------
-def make_config(group: Group, values: dict[str, Any]) -> Any:
-    import transformers
-
-    cls = getattr(transformers, group.config)
-    return cls(**config_kwargs(values, group.fixed))
-
-
-def env_of(group: Group, values: dict[str, Any]) -> dict[str, Any]:
-    env = {param_name(k): v for k, v in values.items()}
-    for name, src in group.derived.items():
-        env[name] = evaluate(src, env)
-    return env
-
-
 def samples(
     group: Group, classes: list[str], seed: int, n: int
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:

@@ -362,3 +362,20 @@ def config_kwargs(values: dict[str, Any], fixed: dict[str, Any]) -> dict[str, An
             node = node.setdefault(sub, {})
         node[leaf] = value
     return out
+
+
+def make_config(group: Group, values: dict[str, Any]) -> Any:
+    """The group's config class at knob values (transformers may refuse them: it raises)."""
+    import transformers
+
+    return getattr(transformers, group.config)(**config_kwargs(values, group.fixed))
+
+
+def env_of(group: Group, values: dict[str, Any]) -> dict[str, Any]:
+    """Knob values as parameters (``text_config.hidden_size`` -> ``text_hidden_size``), the derived ones added."""
+    from ckptlint.archs.expr import evaluate
+
+    env = {param_name(k): v for k, v in values.items()}
+    for name, src in group.derived.items():
+        env[name] = evaluate(src, env)
+    return env

@@ -26,7 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from hf_families import Group, param_name, sample_values
+from hf_families import Group, env_of, make_config, param_name, sample_values
 from hf_fit import FitError, fit_condition
 
 N_CONFIRM = 3  # configurations a finding must hold at
@@ -50,6 +50,8 @@ class Site:
 
 @dataclass(frozen=True)
 class Division:
+    """A division transformers does by a knob (``hidden_size // num_attention_heads``), and where."""
+
     num: str  # parameters
     op: str
     den: str
@@ -64,18 +66,6 @@ class Division:
 
 def log(*args: Any) -> None:
     print(*args, file=sys.stderr)
-
-
-def _make_config(group: Group, values: dict[str, Any]) -> Any:
-    from gen_hf_families import make_config  # the generator's own (one way to build a config)
-
-    return make_config(group, values)
-
-
-def _env(group: Group, values: dict[str, Any]) -> dict[str, Any]:
-    from gen_hf_families import env_of
-
-    return env_of(group, values)
 
 
 def _build(name: str, config: Any) -> None:
@@ -169,7 +159,7 @@ def _named(value: Any, env: dict[str, Any], exclude: str) -> str | None:
 def _attempt(group: Group, name: str, values: dict[str, Any]) -> tuple[BaseException | None, bool]:
     """The exception building ``name`` at ``values`` raises (None: it builds), and whether the config class raised."""
     try:
-        config = _make_config(group, values)
+        config = make_config(group, values)
     except Exception as exc:
         return exc, False
     try:
@@ -199,7 +189,7 @@ def _division(group: Group, name: str, path: str, values: dict[str, Any]) -> Div
         left, right = _value(node.left, s.frame), _value(node.right, s.frame)
     except Exception:
         return None
-    num = _named(left, _env(group, values), den)
+    num = _named(left, env_of(group, values), den)
     if right != 0 or num is None:
         return None
     again, _ = _attempt(group, name, {**values, path: 1})  # the knob itself is the divisor, not what it feeds
@@ -217,7 +207,7 @@ def _valid(group: Group, rng: random.Random) -> dict[str, Any] | None:
     for _ in range(MAX_TRIES):
         values = sample_values(group, rng)
         try:
-            _make_config(group, values)
+            make_config(group, values)
         except Exception:
             continue
         return values
@@ -269,7 +259,7 @@ def _non_multiple(group: Group, name: str, d: Division, rng: random.Random) -> d
         s = site(cause) if cause is not None else None
         if cause is None or s is None or s.where != d.where or build != d.build:
             return None
-        text = _template(str(cause), {den: d.den, den * 8 + 1: d.num}, _env(group, values))
+        text = _template(str(cause), {den: d.den, den * 8 + 1: d.num}, env_of(group, values))
         if set(re.findall(r"(?<!{){(\w+)}", text)) - {d.num, d.den}:
             raise Ambiguous(
                 text
@@ -299,12 +289,12 @@ def _positive(group: Group, name: str, den_path: str, rng: random.Random) -> dic
         exc, build = _attempt(group, name, values)
         cause = _root_cause(exc) if exc is not None else None
         if cause is None or isinstance(cause, ZeroDivisionError) or "negative dimension" in str(cause):
-            return _env(group, values), None
+            return env_of(group, values), None
         s = site(cause, inside=torch_dir) or site(cause)
         if s is None:
-            return _env(group, values), None
-        text = _template(str(cause), {-1: den}, _env(group, values))
-        return _env(group, values), (f"{s.where} raises {type(cause).__name__}: {text}", s.where, build)
+            return env_of(group, values), None
+        text = _template(str(cause), {-1: den}, env_of(group, values))
+        return env_of(group, values), (f"{s.where} raises {type(cause).__name__}: {text}", s.where, build)
 
     rows = _samples(group, rng, N_NEGATIVE, one)
     messages = {r for _, r in rows or [] if r is not None}

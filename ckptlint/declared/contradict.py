@@ -168,9 +168,8 @@ def _probe_values(ctx: Context, exp: Expected, p: str) -> list[tuple[Any, str | 
     if not probes:
         return []
     env = {k: v for k, v in exp.params.items() if k != p and not isinstance(v, dict)}
-    for q, v in list(
-        env.items()
-    ):  # a default that divided by ``p`` (head_dim): what the weights show without it
+    # a default that divided by ``p`` (head_dim = hidden_size // 0): what the weights show without ``p``
+    for q, v in list(env.items()):
         if v is None and q in every:
             values, seen, _ = detect.run_probes({q: every[q]}, ctx.view, "", env)
             if q in seen and isinstance(values[q], int):

@@ -329,7 +329,7 @@ def _refusals(spec: ArchSpec, params: dict[str, Any], dp: hf_config.DeclaredPara
             found.append((False, zeros, f"{_zeros(zeros, fields)}: {why}"))
         else:
             found.append(
-                (check.build, zeros, _divides(zeros, fields, check.build, f"{check.where} checks {shown}"))
+                (check.build, zeros, _division(zeros, fields, check.build, f"{check.where} checks {shown}"))
             )
     for div in spec.hf.divides:
         try:
@@ -341,10 +341,9 @@ def _refusals(spec: ArchSpec, params: dict[str, Any], dp: hf_config.DeclaredPara
             what = (
                 f"{div.where} computes {div.name + ' = ' if div.name else ''}{_shown(str(div.expr), fields)}"
             )
-            found.append((div.build, zeros, _divides(zeros, fields, div.build, what)))
+            found.append((div.build, zeros, _division(zeros, fields, div.build, what)))
     for name, (src, zeros) in dp.zero.items():  # a default the model computes when it is built
-        found.append((True, zeros, f"{_zeros(zeros, fields)}: building the model divides by it ({name} = {src}: "
-                                   "ZeroDivisionError)"))  # fmt: skip
+        found.append((True, zeros, _division(zeros, fields, True, f"{name} = {src}")))
     refused: list[dict[str, Any]] = []
     named: set[str] = set()
     for _, names, message in sorted(found, key=lambda f: f[0]):  # stable: the config class's first
@@ -363,7 +362,8 @@ def _zero_params(expr: Any, params: dict[str, Any], exc: SpecError) -> list[str]
     return [n for n in names if params.get(n) == 0 and not isinstance(params.get(n), bool)]
 
 
-def _divides(zeros: list[str], fields: dict[str, str], build: bool, what: str) -> str:
+def _division(zeros: list[str], fields: dict[str, str], build: bool, what: str) -> str:
+    """``num_attention_heads = 0: building the model divides by it (WHAT: ZeroDivisionError)``."""
     who = "building the model divides by it" if build else "its config class divides by it"
     return f"{_zeros(zeros, fields)}: {who} ({what}: ZeroDivisionError)"
 
