@@ -10,8 +10,10 @@ templates with a block index ``{i}``, each dimension into an expression of the c
 configurations have into a condition. What ``from_pretrained`` does around the state_dict — the base-model prefix,
 tied weights, ignore patterns, non-persistent buffers, the key conversions of transformers 5 (legacy names, fused
 MoE experts) and the config checks that make transformers refuse a config — is recorded too
-(``ckptlint.declared.hf_introspect``). The result is verified against transformers at other configurations by
-``tests/test_hf_families.py`` (which the generator also runs on what it wrote, unless ``--no-verify``).
+(``ckptlint.declared.hf_introspect``), and so is what else makes transformers refuse a configuration: a division by
+a field that is zero, a field that is no multiple of another, a negative one (``scripts/hf_refusals.py``, each found
+by building the class with that field so). The result is verified against transformers at other configurations by
+``tests/test_hf_families.py`` (run it after generating).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts"), str(ROOT / "tests")]
 
 import tvshim  # noqa: E402,F401  (transformers imports torchvision: see tests/tvshim.py)
-from hf_families import FAMILIES, Family, Group, config_kwargs, param_name, sample_values  # noqa: E402
+from hf_families import FAMILIES, Family, Group, env_of, make_config, param_name, sample_values  # noqa: E402
 from hf_fit import FitError, fit, fit_condition, templates  # noqa: E402
+from hf_refusals import refusals  # noqa: E402
 
 from ckptlint.archs.expr import evaluate  # noqa: E402
 from ckptlint.declared.hf_introspect import build_meta, introspect, model_class  # noqa: E402
@@ -60,20 +63,6 @@ def log(*args: Any) -> None:
 
 
 # ---- sampling ------------------------------------------------------------------------------------------------------
-def make_config(group: Group, values: dict[str, Any]) -> Any:
-    import transformers
-
-    cls = getattr(transformers, group.config)
-    return cls(**config_kwargs(values, group.fixed))
-
-
-def env_of(group: Group, values: dict[str, Any]) -> dict[str, Any]:
-    env = {param_name(k): v for k, v in values.items()}
-    for name, src in group.derived.items():
-        env[name] = evaluate(src, env)
-    return env
-
-
 def samples(
     group: Group, classes: list[str], seed: int, n: int
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -330,13 +319,16 @@ def arch_lines(
     dflt: dict[str, Any],
     config_checks: list[dict[str, Any]],
     model_type: str,
+    refused: dict[str, list[dict[str, Any]]],
 ) -> list[str]:
     facts = fitted["facts"]
+    all_checks = config_checks + refused["checks"]
     tpls = fitted["templates"]
     used = {p for t in tpls for e in t.shape for p in _names(e.text)} | {t.repeat for t in tpls if t.repeat}
     used |= {p for t in tpls if t.when for p in _names(t.when)}
     used |= {p for entry in fitted["tied"] if "when" in entry for p in _names(entry["when"])}
-    used |= {f for c in config_checks for f in c["fields"]}
+    used |= {f for c in all_checks for f in c["fields"]}
+    used |= {p for c in [*all_checks, *refused["divides"]] for p in _names(c["expr"])}
     for name_, src in group.derived.items():
         if name_ in used:
             used |= set(_names(src))
@@ -394,11 +386,19 @@ def arch_lines(
         "transforms = [",
         *[f"  {toml_value(t)}," for t in facts["transforms"]],
         "]",
-        f"checks = {toml_value(config_checks)}",
+        *_list_lines("checks", all_checks),
+        *_list_lines("divides", refused["divides"]),
         f"modalities = {toml_value(group.modalities)}",
         "",
     ]
     return lines
+
+
+def _list_lines(name: str, items: list[dict[str, Any]]) -> list[str]:
+    """``name = [...]``, one table a line."""
+    if not items:
+        return [f"{name} = []"]
+    return [f"{name} = [", *[f"  {toml_value(x)}," for x in items], "]"]
 
 
 def _resolve_defaults(params: dict[str, list[Any]], strings: set[str]) -> dict[str, Any]:
@@ -485,8 +485,9 @@ def generate(key: str, fam: Family) -> str:
         if fits:
             first = next(iter(fits))
             _model_defaults(group, first, fits[first], dflt, ints)
+        refused = refusals(group, list(fits), config_checks, SEED + 4)
         for name, fitted in fits.items():
-            body += arch_lines(fam, group, name, fitted, dflt, config_checks, model_type)
+            body += arch_lines(fam, group, name, fitted, dflt, config_checks, model_type, refused[name])
             if name == first:
                 detect += ["[[detect]]", f'arch = "{name}"', f'config = ["{model_type}"]', "rank = 90", ""]
     if skipped:

@@ -268,9 +268,10 @@ FAMILIES: dict[str, Family] = {
                 "ViTConfig",
                 ["ViTModel", "ViTForImageClassification", "ViTForMaskedImageModeling"],
                 {
-                    "hidden_size": [24, 36, 48],
+                    "hidden_size": [24, 36, 40, 48],
                     "num_hidden_layers": LAYERS,
-                    "num_attention_heads": [2, 3, 4],
+                    # 5 and 3 divide not every width: the attention is heads * (width // heads) wide
+                    "num_attention_heads": [2, 3, 4, 5],
                     "intermediate_size": [20, 36, 52],
                     "image_size": [24, 32, 48],
                     "patch_size": [4, 8, 12],
@@ -292,9 +293,10 @@ FAMILIES: dict[str, Family] = {
                 "Dinov2Config",
                 ["Dinov2Model", "Dinov2ForImageClassification"],
                 {
-                    "hidden_size": [24, 36, 48],
+                    "hidden_size": [24, 36, 40, 48],
                     "num_hidden_layers": LAYERS,
-                    "num_attention_heads": [2, 3, 4],
+                    # 5 and 3 divide not every width: the attention is heads * (width // heads) wide
+                    "num_attention_heads": [2, 3, 4, 5],
                     "mlp_ratio": [2, 3, 4],
                     "image_size": [24, 32, 48],
                     "patch_size": [4, 8, 12],
@@ -360,3 +362,20 @@ def config_kwargs(values: dict[str, Any], fixed: dict[str, Any]) -> dict[str, An
             node = node.setdefault(sub, {})
         node[leaf] = value
     return out
+
+
+def make_config(group: Group, values: dict[str, Any]) -> Any:
+    """The group's config class at knob values (transformers may refuse them: it raises)."""
+    import transformers
+
+    return getattr(transformers, group.config)(**config_kwargs(values, group.fixed))
+
+
+def env_of(group: Group, values: dict[str, Any]) -> dict[str, Any]:
+    """Knob values as parameters (``text_config.hidden_size`` -> ``text_hidden_size``), the derived ones added."""
+    from ckptlint.archs.expr import evaluate
+
+    env = {param_name(k): v for k, v in values.items()}
+    for name, src in group.derived.items():
+        env[name] = evaluate(src, env)
+    return env

@@ -61,6 +61,8 @@ def candidates(ints: list[str]) -> Iterable[Expr]:
     for f, g in itertools.permutations(ints, 2):
         yield Expr(f"{f} + {g}", lambda e, f=f, g=g: e[f] + e[g], ((f, f"x - {g}"), (g, f"x - {f}")), 3)
         yield Expr(f"{f} // {g}", lambda e, f=f, g=g: e[f] // max(e[g], 1), (), 3)
+    for f, g in itertools.permutations(ints, 2):  # heads of width // heads each (ViT's all_head_size)
+        yield Expr(f"{g} * ({f} // {g})", lambda e, f=f, g=g: e[g] * (e[f] // max(e[g], 1)), (), 3)
     for f, g in itertools.combinations_with_replacement(ints, 2):
         for c in (2, 3, 4):
             inv = ((f, f"x // ({c} * {g})"), (g, f"x // ({c} * {f})")) if f != g else ()

@@ -310,6 +310,20 @@ def clean(name: str) -> Path:
     return _CLEAN[name]
 
 
+def edited(name: str, folder: Path, change: dict[str, Any]) -> Path:
+    """A copy of the clean folder of ``TINY[name]`` with config.json fields set (``{"text_config.x": 3}``)."""
+    shutil.copytree(clean(name), folder)
+    config = json.loads((folder / "config.json").read_text())
+    for path, value in change.items():
+        node = config
+        *parents, last = path.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
+
+
 def broken(tiny: Tiny, clean: Path, name: str, folder: Path) -> Path:
     """A copy of the clean folder with ``tiny.edits[name]`` applied to its config.json (or its weights)."""
     edit = tiny.edits[name]

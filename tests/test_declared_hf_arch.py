@@ -75,3 +75,26 @@ def test_unknown_class_is_a_usage_error_naming_the_install() -> None:
     proc = run_cli("check", str(clean("llama")), "--arch", "FalconForCausalLM")
     assert proc.returncode == 2
     assert "FalconForCausalLM" in proc.stderr
+
+
+def test_arch_class_name_without_a_config_takes_a_head_count_that_divides_the_width(tmp_path: Path) -> None:
+    """ViT's attention is heads * (width // heads) wide and the weights do not show the head count: transformers'
+    default (12 heads) does not divide the tiny model's width (32), and a model built with it cannot take the
+    weights; ckptlint takes a head count that divides the width, and the file is what it is, a ViT."""
+    import transformers
+
+    tiny = TINY["vit"]
+    model = transformers.ViTForImageClassification(transformers.ViTConfig(**tiny.kwargs))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    path = tmp_path / "vit.safetensors"
+    save_file(state, str(path))
+    default_heads = transformers.ViTForImageClassification(
+        transformers.ViTConfig(
+            **{**tiny.kwargs, "num_attention_heads": transformers.ViTConfig().num_attention_heads}
+        )
+    )
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        default_heads.load_state_dict(state)
+    f = ckptlint.check(str(path), arch="ViTForImageClassification").files[0]
+    assert f.diff is not None and not (f.diff.missing or f.diff.unexpected or f.diff.shape_mismatch)
+    assert [x.code for x in f.findings if x.severity.value == "error"] == []

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from hf_tiny import TINY, clean, oracle, save
+from hf_tiny import edited as _edited
 
 import ckptlint
 from ckptlint.results import FileReport
@@ -31,19 +32,6 @@ def _check(folder: Path, arch: str | None = None) -> FileReport:
 
 def _errors(f: FileReport) -> list[tuple[str, str]]:
     return [(x.code, x.message) for x in f.findings if x.severity.value == "error"]
-
-
-def _edited(name: str, folder: Path, change: dict) -> Path:
-    shutil.copytree(clean(name), folder)
-    config = json.loads((folder / "config.json").read_text())
-    for path, value in change.items():
-        node = config
-        *parents, last = path.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    return folder
 
 
 # ---- 1. a declaration that is no JSON object ------------------------------------------------------------------

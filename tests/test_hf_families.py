@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from hf_families import FAMILIES, Group, config_kwargs, sample_values  # noqa: E402
+from hf_families import FAMILIES, Group, config_kwargs, param_name, sample_values  # noqa: E402
 
 from ckptlint.archs.registry import registry  # noqa: E402
 from ckptlint.archs.spec import load_arch  # noqa: E402
@@ -103,3 +104,77 @@ def test_generated_class_equals_transformers(family: str, group: Group, name: st
                 assert exp.params["declared"]["refused"] == []
             checked += 1
     assert checked >= 3, f"{name}: built at only {checked} configurations"
+
+
+def _refusing(exc: BaseException) -> tuple[str, BaseException]:
+    """The innermost transformers (or torch) function of what transformers raised, and the exception itself (the
+    cause under huggingface_hub's validation wrapper)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    tb, where = exc.__traceback__, ""
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if "/transformers/" in name or "/torch/" in name:
+            where = tb.tb_frame.f_code.co_qualname
+        tb = tb.tb_next
+    return where, exc
+
+
+def _edits(group: Group, spec: object, values: dict) -> list[dict]:
+    """Configurations transformers may refuse, from the family's own data: each divisor 0 and -1, each checked
+    numerator one more than a multiple of its divisor (a divided one may then give a zero head_dim, which only
+    the weights' shapes contradict)."""
+    knobs = {param_name(k): k for k in group.ints}
+    out = []
+    checks = [str(c.expr) for c in spec.hf.checks if c.where]
+    for expr in [*checks, *(str(d.expr) for d in spec.hf.divides)]:
+        for num, den in re.findall(r"(\w+) (?://|%) (\w+)", expr):
+            if den in knobs:
+                out += [{**values, knobs[den]: 0}, {**values, knobs[den]: -1}]
+            if den in knobs and num in knobs and expr in checks:
+                d = max(values[knobs[den]], 2)
+                out.append({**values, knobs[den]: d, knobs[num]: 8 * d + 1})
+    return out
+
+
+@pytest.mark.parametrize(("family", "group", "name"), CASES, ids=[c[2] for c in CASES])
+def test_generated_refusals_are_transformers(family: str, group: Group, name: str) -> None:
+    """What the family says transformers refuses (``checks``, ``divides``), at configurations the generator never
+    saw: ckptlint refuses exactly when transformers fails to build the config or the model, and names the function
+    transformers fails in (with its message, for a ValueError)."""
+    import transformers
+
+    spec = load_arch(name)
+    rng = random.Random(4004)
+    cfg_cls = getattr(transformers, group.config)
+    tried = 0
+    for _ in range(40):
+        values = sample_values(group, rng)
+        try:
+            cfg_cls(**config_kwargs(values, group.fixed))
+        except Exception:
+            continue
+        for edit in _edits(group, spec, values):
+            content = {**config_kwargs(edit, group.fixed), "model_type": cfg_cls.model_type}
+            refused = hf.from_spec(spec, None, "config.json", content, "declared").params["declared"][
+                "refused"
+            ]
+            try:
+                build_meta(model_class(name), cfg_cls(**config_kwargs(edit, group.fixed)))
+                raised = None
+            except Exception as exc:
+                raised = exc
+            assert bool(refused) == (raised is not None), f"{name} at {edit}: {refused} / {raised!r}"
+            tried += 1
+            if raised is None:
+                continue
+            where, exc = _refusing(raised)
+            message = refused[0]["message"]
+            named = re.search(r"\((\w+\.\w+) (?:checks|computes) |^(\w+\.\w+) raises ", message)
+            if named is not None:  # the function transformers fails in, and how
+                assert where == (named.group(1) or named.group(2)), (message, where)
+                if named.group(2):
+                    assert message == f"{where} raises {type(exc).__name__}: {exc}", (message, str(exc))
+                else:
+                    assert isinstance(exc, ZeroDivisionError) and "ZeroDivisionError" in message
+    assert tried or not _edits(group, spec, sample_values(group, rng)), f"{name}: nothing tried"

@@ -283,11 +283,24 @@ class HfTransform(Strict):
 
 
 class HfCheck(Strict):
-    """A check of transformers' config class: the config is refused when ``expr`` is false."""
+    """A check of transformers' config class (or, ``build``, of the model's constructor): the config is refused when
+    ``expr`` is false, or divides by zero."""
 
     expr: Expr
     fields: list[str]  # the parameters it reads (named in the finding)
     message: str  # str.format with the parameters
+    where: str = ""  # transformers' function that checks ("BertSelfAttention.__init__"); "": the config class
+    build: bool = False  # checked when the model is built, not when the config is read
+
+
+class HfDivision(Strict):
+    """A division transformers does when it reads the config (or, ``build``, builds the model): the config is
+    refused when ``expr`` divides by zero."""
+
+    expr: Expr  # "hidden_size // num_attention_heads"
+    where: str  # transformers' function that divides ("ViTAttention.__init__")
+    name: str = ""  # what it computes ("head_dim"); "" when the value is not assigned
+    build: bool = True
 
 
 class HfLoad(Strict):
@@ -301,6 +314,7 @@ class HfLoad(Strict):
     nonpersistent: list[str] = field(default_factory=list)  # buffers not in state_dict (templates)
     transforms: list[HfTransform] = field(default_factory=list)
     checks: list[HfCheck] = field(default_factory=list)
+    divides: list[HfDivision] = field(default_factory=list)
     modalities: list[Literal["text", "vision", "audio"]] = field(
         default_factory=list
     )  # what the model takes in

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 MAX_ROUNDS = 8
 MAX_CANDIDATES = 6
+MAX_TRIALS = 64  # values tried for a refused field whose value no contradiction found
 _NUM = re.compile(r"\.(\d+)\.")
 Entry = tuple[str, str]  # ("missing" | "unexpected" | "shape", key)
 
@@ -162,10 +163,17 @@ def _probe_values(ctx: Context, exp: Expected, p: str) -> list[tuple[Any, str | 
     declared)."""
     if exp.arch not in reg.registry().archs:
         return []
-    probes = load_arch(exp.arch).infer.probes.get(p)
+    every = load_arch(exp.arch).infer.probes
+    probes = every.get(p)
     if not probes:
         return []
     env = {k: v for k, v in exp.params.items() if k != p and not isinstance(v, dict)}
+    # a default that divided by ``p`` (head_dim = hidden_size // 0): what the weights show without ``p``
+    for q, v in list(env.items()):
+        if v is None and q in every:
+            values, seen, _ = detect.run_probes({q: every[q]}, ctx.view, "", env)
+            if q in seen and isinstance(values[q], int):
+                env[q] = values[q]
     out = []
     for probe in probes:
         values, seen, keys = detect.run_probes({p: [probe]}, ctx.view, "", env)
@@ -187,6 +195,51 @@ def _counts(ctx: Context, exp: Expected, v0: Any) -> list[int]:
 
     model, file = counts(exp.tensors), counts(ctx.view)
     return [file[h] for h, n in model.items() if n == v0 and h in file and file[h] != v0]
+
+
+# ---- a refused field the weights do not show -----------------------------------------------------------------
+def buildable(
+    ctx: Context, info: dict[str, Any], refusal: dict[str, Any]
+) -> tuple[str, int, int, bool] | None:
+    """(parameter, value, default, shapes) for a field of ``refusal`` whose value the contradictions did not find:
+    the value nearest the library's default (else the declared one) with which the library accepts the config and
+    the model matches the weights as well as before (``shapes``: the declared model could not be built — the
+    shapes depend on the field — and the model built with it matches the weights; else they do not show the field
+    and the loader's report stays as it is). None when no field of it has one within ``MAX_TRIALS`` rebuilds."""
+    current = rebuild(ctx.ckpt, info, {})
+    if current is None or current.arch not in reg.registry().archs:
+        return None
+    conf = load_arch(current.arch).config
+    before = diff_entries(ctx, current) if current.tensors else set()
+    for p in refusal.get("fields", []):
+        v0 = current.params.get(p)
+        if conf is None or p not in conf.params or not info.get("fields", {}).get(p):
+            continue
+        if not isinstance(v0, int) or isinstance(v0, bool):
+            continue
+        try:
+            default = evaluate(conf.params[p][1], {**current.params, p: None})
+        except SpecError:
+            default = None
+        if not isinstance(default, int) or isinstance(default, bool) or default <= 0:
+            default = max(v0, 1)
+        for value in [v for v in _nearest(default) if v != v0][:MAX_TRIALS]:
+            trial = rebuild(ctx.ckpt, info, {p: value})
+            if trial is None or not trial.tensors:
+                continue
+            if any(p in r.get("fields", []) for r in trial.params["declared"].get("refused", [])):
+                continue
+            if diff_entries(ctx, trial) == before:
+                return p, value, default, not current.tensors
+    return None
+
+
+def _nearest(start: int) -> list[int]:
+    """Positive values by their distance from ``start`` (the smaller first)."""
+    out = [start]
+    for d in range(1, MAX_TRIALS):
+        out += [v for v in (start - d, start + d) if v > 0]
+    return out
 
 
 # ---- what a contradiction says -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from ckptlint.archs import detect
 from ckptlint.archs import registry as reg
 from ckptlint.archs.detect import run_probes
-from ckptlint.archs.expr import SpecError, evaluate
+from ckptlint.archs.expr import SpecError, compile_expr, evaluate
 from ckptlint.archs.spec import MAX_REPEAT, ArchSpec, RepeatTooLarge, build_tree, load_arch
 from ckptlint.checkpoint import Checkpoint, Sidecar
 from ckptlint.declared import hf_config
@@ -175,28 +175,7 @@ def from_spec(
     except SpecError as exc:
         raise UsageError(f"{file or spec.name}: {exc}") from None
     params = {**spec.params, **dp.values}
-    refused: list[dict[str, Any]] = []
-    for check in spec.hf.checks:
-        message = None
-        try:
-            if not evaluate(check.expr, params):
-                message = _format(check.message, params)
-        except SpecError as exc:
-            message = _format(check.message, params)
-            zeros = [f for f in check.fields if params.get(f) == 0 and not isinstance(params.get(f), bool)]
-            if zeros and "ZeroDivisionError" in str(exc):  # transformers' own check divides by it
-                message = (
-                    f"{_zeros(zeros, dp.fields)}: its config class's check ({check.expr}) divides by zero "
-                    "(ZeroDivisionError)"
-                )
-        if message is not None:
-            refused.append({"fields": list(check.fields), "message": message})
-    for name, (src, zeros) in dp.zero.items():  # the model divides by it when it is built
-        refused.append({
-            "fields": zeros,
-            "message": f"{_zeros(zeros, dp.fields)}: building the model divides by it ({name} = {src}: "
-            "ZeroDivisionError)",
-        })  # fmt: skip
+    refused = _refusals(spec, params, dp)
     if dp.zero:
         tree, towers, notes = {}, {}, {}
     else:
@@ -287,7 +266,14 @@ def _tree(
                 f"raw diff lists the missing keys of block {held} only"
             )
         except CkptlintError as exc:  # the config cannot be expanded: transformers refuses it too
-            refused.append({"fields": [], "message": str(exc)})
+            if "ZeroDivisionError" in str(exc) and any(
+                params.get(f) == 0 for r in refused for f in r["fields"]
+            ):
+                return {}, {}, notes  # a shape divides by a zero field: the refusal above says why
+            negative = [  # a negative size (num_attention_heads = -1): the fields that can fix it
+                p for p, v in params.items() if fields.get(p) and type(v) is int and v < 0
+            ]
+            refused.append({"fields": negative, "message": str(exc)})
             return {}, {}, notes
     return {}, {}, notes
 
@@ -319,6 +305,72 @@ def _held(spec: ArchSpec, ckpt: Checkpoint | None, params: dict[str, Any], name:
 
 def _zeros(params: list[str], fields: dict[str, str]) -> str:
     return " and ".join(f"{fields.get(p) or p} = 0" for p in params)
+
+
+def _refusals(spec: ArchSpec, params: dict[str, Any], dp: hf_config.DeclaredParams) -> list[dict[str, Any]]:
+    """Why transformers refuses this config, in the order it meets them: the config class's checks and divisions,
+    then the model's (``[archs.NAME.hf]`` ``checks`` and ``divides``), then a derived default that divides by zero.
+    A field is named once: by the first of them that fails on it."""
+    assert spec.hf is not None
+    fields = dp.fields
+    found: list[tuple[bool, list[str], str]] = []  # (when the model is built, fields, message)
+    for check in spec.hf.checks:
+        zeros: list[str] = []
+        try:
+            if evaluate(check.expr, params):
+                continue
+        except SpecError as exc:
+            zeros = _zero_params(check.expr, params, exc)
+        shown = _shown(str(check.expr), fields)
+        if not zeros:
+            found.append((check.build, list(check.fields), _format(check.message, params)))
+        elif not check.where:  # the generic candidates: the config class's own check
+            why = f"its config class's check ({shown}) divides by zero (ZeroDivisionError)"
+            found.append((False, zeros, f"{_zeros(zeros, fields)}: {why}"))
+        else:
+            found.append(
+                (check.build, zeros, _division(zeros, fields, check.build, f"{check.where} checks {shown}"))
+            )
+    for div in spec.hf.divides:
+        try:
+            evaluate(div.expr, params)
+            continue
+        except SpecError as exc:
+            zeros = _zero_params(div.expr, params, exc)
+        if zeros:
+            what = (
+                f"{div.where} computes {div.name + ' = ' if div.name else ''}{_shown(str(div.expr), fields)}"
+            )
+            found.append((div.build, zeros, _division(zeros, fields, div.build, what)))
+    for name, (src, zeros) in dp.zero.items():  # a default the model computes when it is built
+        found.append((True, zeros, _division(zeros, fields, True, f"{name} = {src}")))
+    refused: list[dict[str, Any]] = []
+    named: set[str] = set()
+    for _, names, message in sorted(found, key=lambda f: f[0]):  # stable: the config class's first
+        if names and named & set(names):
+            continue
+        named |= set(names)
+        refused.append({"fields": names, "message": message})
+    return refused
+
+
+def _zero_params(expr: Any, params: dict[str, Any], exc: SpecError) -> list[str]:
+    """The parameters ``expr`` divides by that are zero, when evaluating it divided by zero (else [])."""
+    if "ZeroDivisionError" not in str(exc) or not isinstance(expr, str):
+        return []
+    names = compile_expr(expr).co_names
+    return [n for n in names if params.get(n) == 0 and not isinstance(params.get(n), bool)]
+
+
+def _division(zeros: list[str], fields: dict[str, str], build: bool, what: str) -> str:
+    """``num_attention_heads = 0: building the model divides by it (WHAT: ZeroDivisionError)``."""
+    who = "building the model divides by it" if build else "its config class divides by it"
+    return f"{_zeros(zeros, fields)}: {who} ({what}: ZeroDivisionError)"
+
+
+def _shown(expr: str, fields: dict[str, str]) -> str:
+    """``expr`` with each parameter named by its config field (``text_config.hidden_size``)."""
+    return re.sub(r"\b[A-Za-z_]\w*\b", lambda m: fields.get(m.group(0)) or m.group(0), expr)
 
 
 def _format(message: str, params: dict[str, Any]) -> str:

@@ -69,4 +69,19 @@ def _probed(spec: ArchSpec, ckpt: Checkpoint | None, content: dict[str, Any]) ->
             # a size the weights cannot split (heads × head_dim) may read back as 0 from a default: keep that
             if name in observed and (isinstance(value, bool) or (isinstance(value, int) and value > 0)):
                 values[name] = value
+    return _divisors(spec, seed, values)
+
+
+def _divisors(spec: ArchSpec, seed: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A count transformers divides a width by that the weights do not show (ViT's num_attention_heads: its
+    attention is heads * (width // heads) wide): the divisor of the width nearest its default."""
+    assert spec.hf is not None and spec.config is not None
+    exprs = [str(c.expr) for c in spec.hf.checks] + [str(d.expr) for d in spec.hf.divides]
+    for num, den in re.findall(r"(\w+) (?://|%) (\w+)", " ".join(exprs)):
+        width, count = values.get(num, seed.get(num)), values.get(den, seed.get(den))
+        if den in values or not (type(width) is int and type(count) is int and width > 0 and count > 0):
+            continue
+        if width % count:  # count - k before count + k: the loop ends by 1 at the latest
+            near = (d for k in range(count) for d in (count - k, count + k) if d > 0 and width % d == 0)
+            values[den] = next(near, 1)
     return values

@@ -75,7 +75,31 @@ def declared_info(ckpt: Checkpoint, expected: Expected) -> dict[str, Any] | None
     decl = declaration_of(ckpt)
     if isinstance(decl, Declaration) and _built_from(expected, decl):
         return table_info(decl)
-    return None
+    return _refused_class(ckpt, expected)
+
+
+def _refused_class(ckpt: Checkpoint, expected: Expected) -> dict[str, Any] | None:
+    """``--arch NAME`` of a family that reads its parameters from a transformers config.json (``hf-clip``): when
+    transformers refuses that config.json for the class the table builds (its ``architectures``), that class's
+    declaration, whose refusals CK113 reports; else None."""
+    conf = load_arch(expected.arch).config if expected.source == "flag" and _known(expected.arch) else None
+    side = ckpt.sidecar(HF) if conf is not None and conf.kind == HF and conf.architectures else None
+    if conf is None or side is None or not isinstance(side.content, dict):
+        return None
+    from ckptlint.declared import hf, hf_config
+
+    spec = hf.builtin(conf.architectures[0])
+    if spec is None or spec.config is None or hf_config.select(spec.config, side.content) is None:
+        return None
+    built = hf.from_spec(spec, ckpt, side.name, side.content, "flag")
+    info = built.params["declared"]
+    return info if info["refused"] else None
+
+
+def _known(arch: str) -> bool:
+    from ckptlint.archs.registry import registry
+
+    return arch in registry().archs
 
 
 def _built_from(expected: Expected, decl: Declaration) -> bool:

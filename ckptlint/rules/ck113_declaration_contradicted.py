@@ -13,8 +13,10 @@ What it does
     patch size, context length, class count against the head, experts. The missing, unexpected and resized keys
     a field explains are folded into its finding. The same pass reports a declaration the library refuses
     outright (a file that is no JSON object, open_clip without ``model_cfg``, transformers with
-    ``num_hidden_layers`` ≠ ``len(layer_types)`` or a zero head count it divides by) — one finding, with the
-    weights' value as the fix when they contradict the refused field —
+    ``num_hidden_layers`` ≠ ``len(layer_types)``, a head count it divides by that is zero, or that does not divide
+    the width where it checks so, or a negative one its layers refuse; the function of transformers that fails is
+    named) — one finding, with the weights' value as the fix when they show the refused field, else the value
+    nearest the config class's default that the model builds with (said so) —
     a key conversion transformers would fail on (its ``conversion_errors``, which ``output_loading_info`` leaves
     out), and base-model weights under a task-model config whose head is neither in the file nor tied.
 
@@ -151,18 +153,14 @@ class DeclarationContradictedRule(Rule):
         adapter = adapter_of(info)
         file = info["file"]
         refusals = list(info.get("refused", []))
-        if not exp.tensors and refusals:  # nothing could be built: all the rest follows from it
-            out = [_refusal(adapter, file, r, info, ctx.ckpt, []) for r in refusals]
-            out[-1].keys = [*ctx.missing, *ctx.unexpected, *ctx.shape]
-            ctx.consume_missing(list(ctx.missing))
-            ctx.consume_unexpected(list(ctx.unexpected))
-            ctx.consume_shape(list(ctx.shape))
-            return out
+        built = bool(exp.tensors)  # else nothing could be built: all the rest follows from the refusals
+        if not built and not any(r.get("fields") for r in refusals):
+            return _unbuilt(ctx, [_refusal(adapter, file, r, info, ctx.ckpt, []) for r in refusals])
         # the contradiction finder is imported only when a declaration is there (start-up time)
-        from ckptlint.declared.contradict import base_under_task, conversions, find
+        from ckptlint.declared.contradict import base_under_task, buildable, conversions, find
 
-        later: list[Message] = [_conversion(c) for c in conversions(ctx, exp)]
-        base = None if _requested_head(ctx, info) else base_under_task(ctx, exp)
+        later: list[Message] = [_conversion(c) for c in conversions(ctx, exp)] if built else []
+        base = None if _requested_head(ctx, info) or not built else base_under_task(ctx, exp)
         if base is not None:
             later.append(_base(base, info))
         # a field the library refuses and the weights contradict is one cause: the refusal, with the weights' value
@@ -174,8 +172,20 @@ class DeclarationContradictedRule(Rule):
                 later.append(_contradicted(ctx, adapter, info, c))
             else:
                 behind[owner].append(c)
-        out = [_refusal(adapter, file, r, info, ctx.ckpt, cs) for r, cs in zip(refusals, behind, strict=True)]
-        return out + later
+        out = [
+            _refusal(adapter, file, r, info, ctx.ckpt, cs, None if cs else buildable(ctx, info, r))
+            for r, cs in zip(refusals, behind, strict=True)
+        ]
+        return (out if built else _unbuilt(ctx, out)) + later
+
+
+def _unbuilt(ctx: Context, out: list[Message]) -> list[Message]:
+    """The refusals of a declaration nothing could be built from: every key left is theirs."""
+    out[-1].keys = [*out[-1].keys, *ctx.missing, *ctx.unexpected, *ctx.shape]
+    ctx.consume_missing(list(ctx.missing))
+    ctx.consume_unexpected(list(ctx.unexpected))
+    ctx.consume_shape(list(ctx.shape))
+    return out
 
 
 def _requested_head(ctx: Context, info: dict[str, Any]) -> bool:
@@ -216,12 +226,24 @@ def _refusal(
     info: dict[str, Any],
     ckpt: Checkpoint,
     behind: list[Contradiction],
+    buildable: tuple[str, int, int, bool] | None = None,
 ) -> Message:
     """The library refuses the config (``refusal``: its check's message and fields); ``behind``: the refused fields
-    the weights contradict, whose values in the weights are the repair."""
+    the weights contradict, whose values in the weights are the repair; else ``buildable``: (a refused field, the
+    value nearest its default the library builds with, that default, whether the model's shapes depend on it)."""
     fields = ", ".join(info["fields"].get(f) or f for f in refusal.get("fields", [])) or "the fields named"
     reason = refusal["message"]
     repair = adapter.REPAIR.format(file=file, fields=fields)
+    if buildable is not None:
+        param, value, default, shapes = buildable
+        field = info["fields"][param]
+        near = "its default" if value == default else f"the value nearest its default {default}"
+        built = "the model builds with and matches the weights" if shapes else "the model builds with"
+        shown = "" if shapes else f"the weights do not show {field}; "
+        repair = (
+            f"set {field} = {json.dumps(value)} in {file} ({shown}{value} is {near} that {built}: if the weights "
+            "were trained with another value, set that one)"
+        )
     details: dict[str, Any] = {"file": file, "refused": refusal}
     keys: list[str] = []
     if behind:
