@@ -146,3 +146,61 @@ def test_without_transformers_or_cache_the_run_says_how_to_check(tmp_path: Path,
         got["unchecked"]
         == "config.json declares model_type gpt2; install ckptlint[hf] to check it against its architecture"
     )
+
+
+# ---- a module count no model has (bounded: building it would never finish) ----------------------------------------
+HUGE = 10**9
+LAYERS = {"gpt2": "n_layer", "opt": "num_hidden_layers"}
+
+
+def _with(folder: Path, to: Path, fields: dict) -> Path:
+    shutil.copytree(folder, to)
+    config = json.loads((to / "config.json").read_text())
+    config.update(fields)
+    (to / "config.json").write_text(json.dumps(config))
+    return to
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_a_billion_layers_is_one_contradiction_and_bounded(name: str, tmp_path: Path) -> None:
+    import transformers
+
+    config_cls, cls = LIVE[name][0], LIVE[name][1]
+    field = LAYERS[name]
+    folder = _save(name, tmp_path / name)
+    bad = _with(folder, tmp_path / "bad", {field: HUGE})
+    # transformers accepts the config; from_pretrained would then build a billion blocks (never finishes)
+    assert getattr(getattr(transformers, config_cls).from_pretrained(bad), field) == HUGE
+    f = ckptlint.check(str(bad)).files[0]
+    (finding,) = [x for x in f.findings if x.severity.value == "error"]
+    assert finding.code == "CK113" and finding.details["field"] == field
+    assert f"declares {field} = {HUGE}, but the weights hold 2" in finding.message
+    assert finding.fix.startswith(f"set {field} = 2 in config.json")
+    # the raw diff is the first block from_pretrained would report missing: what it reports for 3 blocks
+    three = _with(folder, tmp_path / "three", {field: 3})
+    assert _diff(bad) == oracle(three, cls)
+    # the fix as written
+    fixed = _with(folder, tmp_path / "fixed", {field: 2})
+    assert oracle(fixed, cls) == {"missing": set(), "unexpected": set(), "mismatched": set()}
+    assert [x for x in ckptlint.check(str(fixed)).files[0].findings if x.severity.value == "error"] == []
+
+
+def test_a_count_the_weights_do_not_tell_is_refused_not_built(tmp_path: Path) -> None:
+    """BART numbers encoder and decoder layers apart: which group encoder_layers counts is not told by the keys
+    alone, so the config is refused (one CK113 naming the field) instead of built a billion times."""
+    import torch
+    import transformers
+
+    kwargs = dict(
+        d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=32, decoder_ffn_dim=32, vocab_size=64, max_position_embeddings=32,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.BartModel(transformers.BartConfig(**kwargs)).save_pretrained(tmp_path / "bart")
+    bad = _with(tmp_path / "bart", tmp_path / "bad", {"encoder_layers": HUGE})
+    assert transformers.BartConfig.from_pretrained(bad).encoder_layers == HUGE
+    f = ckptlint.check(str(bad)).files[0]
+    (finding,) = [x for x in f.findings if x.severity.value == "error"]
+    assert finding.code == "CK113"
+    assert f"encoder_layers = {HUGE}: more than ckptlint builds (4096)" in finding.message
+    assert "encoder_layers" in finding.fix

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ckptlint.archs import detect
 from ckptlint.archs import registry as reg
 from ckptlint.archs.expr import SpecError, evaluate
-from ckptlint.archs.spec import load_arch
+from ckptlint.archs.spec import MAX_REPEAT, load_arch
 from ckptlint.declared import diff_entries, loaded
 from ckptlint.declared.lookup import rebuild
 from ckptlint.keygroups import some
@@ -183,7 +183,8 @@ def _probe_values(ctx: Context, exp: Expected, p: str) -> list[tuple[Any, str | 
 
 
 def _counts(ctx: Context, exp: Expected, v0: Any) -> list[int]:
-    """Block counts: a list whose model count is the declared value while the file holds another number."""
+    """Block counts: a list whose model count is the declared value while the file holds another number (a count
+    past MAX_REPEAT is built with one block more than the file holds: ``declared.hf``, ``declared.hf_live``)."""
 
     def counts(keys: Iterable[str]) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -194,7 +195,11 @@ def _counts(ctx: Context, exp: Expected, v0: Any) -> list[int]:
         return out
 
     model, file = counts(exp.tensors), counts(ctx.view)
-    return [file[h] for h, n in model.items() if n == v0 and h in file and file[h] != v0]
+    return [
+        file[h]
+        for h, n in model.items()
+        if h in file and file[h] != v0 and (n == v0 or (v0 > MAX_REPEAT and n == file[h] + 1))
+    ]
 
 
 # ---- a refused field the weights do not show -----------------------------------------------------------------

@@ -16,17 +16,23 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from ckptlint._version import __version__
+from ckptlint.archs.spec import MAX_REPEAT
 from ckptlint.checkpoint import Checkpoint
 from ckptlint.declared.hf_config import FLOATS, declared_dtype, file_dtype
 from ckptlint.expected import Expected, ExpectedTensor, Unchecked
 
 SKIP = ("transformers_version", "architectures", "auto_map", "dtype", "torch_dtype")
+# config fields that count modules transformers builds one by one (n_layer, num_hidden_layers, encoder_layers,
+# num_local_experts…): past MAX_REPEAT, building the model is unbounded work (a billion GPT-2 blocks on the meta
+# device never finish), so ckptlint refuses to build it, as it bounds every other input
+_MODULE_COUNT = re.compile(r"(?:layers?|blocks?|experts)$")
 
 
 def available() -> bool:
@@ -181,11 +187,27 @@ def expected(
 ) -> Expected | Unchecked:
     """The expectation of tier (b) for the class ``name`` built from ``content`` (with ``overrides`` applied)."""
     built = _apply(content, overrides or {})
-    result = facts(built, name)
+    fields = _fields(built)
+    notes: dict[str, str] = {}
+    huge = [p for p, v in fields.items() if _MODULE_COUNT.search(p) and type(v) is int and v > MAX_REPEAT]
+    held = _numbered_blocks(ckpt) if ckpt is not None and len(huge) == 1 else None
+    if huge and (held is None or huge[0].endswith("experts")):
+        result = _too_many(fields, huge)
+    elif huge:
+        # as for a built-in family (``declared.hf``): built with one block more than the file holds, whose keys
+        # are the first from_pretrained would report missing; CK113 names the field, the note says the rest
+        (field, value), (count, prefix) = (huge[0], fields[huge[0]]), held  # type: ignore[misc]
+        result = facts(_apply(built, {field: count + 1}), name)
+        notes[field] = (
+            f"from_pretrained would build all {value:,} blocks ({field} = {value}), if memory allowed: every block "
+            f"past the file's {count} ({prefix}.0–{count - 1}) is missing and initialised randomly "
+            f"({value - count:,} blocks); the raw diff lists the missing keys of block {count} only"
+        )
+    else:
+        result = facts(built, name)
     if "missing" in result or "unavailable" in result:
         reason = result.get("missing") or result["unavailable"]
         return Unchecked(reason=f"{file} declares {name}: {reason}", declared_by=file)
-    fields = _fields(built)
     info = {
         "file": file,
         "kind": "hf-config",
@@ -197,7 +219,10 @@ def expected(
         "given": sorted(fields),
         "counted": ["num_labels"] if "num_labels" in fields else [],
         "overrides": dict(overrides or {}),
-        "refused": [{"fields": [], "message": result["refused"]}] if "refused" in result else [],
+        "refused": [{"fields": result.get("fields", []), "message": result["refused"]}]
+        if "refused" in result
+        else [],
+        "notes": notes,
         "modalities": _modalities(content),
         "content": content,
     }
@@ -231,6 +256,33 @@ def expected(
         declared_name=name,
         load=load,
     )
+
+
+def _too_many(fields: dict[str, Any], huge: list[str]) -> dict[str, Any]:
+    """The refusal of a config whose module counts ``huge`` are past what ckptlint builds (see ``_MODULE_COUNT``)
+    when the weights do not tell the count (no numbered blocks, several groups, experts)."""
+    said = " and ".join(f"{p} = {fields[p]}" for p in huge)
+    return {
+        "refused": f"{said}: more than ckptlint builds ({MAX_REPEAT}); from_pretrained would build every one of "
+        "them before it reads a weight",
+        "fields": huge,
+    }
+
+
+def _numbered_blocks(ckpt: Checkpoint) -> tuple[int, str] | None:
+    """(N, prefix) when the weights number blocks 0…N-1 under one prefix (``transformer.h.0.…``) and nowhere else
+    at the top of their keys; else None (no numbered blocks, or several groups: which one a field counts is not
+    clear)."""
+    groups: dict[str, set[int]] = {}
+    for key in ckpt.tensors:
+        parts = key.split(".")
+        at = next((i for i, part in enumerate(parts) if part.isdigit()), None)
+        if at is not None:
+            groups.setdefault(".".join(parts[:at]), set()).add(int(parts[at]))
+    if len(groups) != 1:
+        return None
+    ((prefix, indices),) = groups.items()
+    return (len(indices), prefix) if indices == set(range(len(indices))) else None
 
 
 def _modalities(content: dict[str, Any]) -> list[str]:
