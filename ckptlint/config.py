@@ -168,37 +168,40 @@ def find_config(start: Path | None = None) -> Path | None:
         if own.is_file():
             return own
         pyproject = folder / "pyproject.toml"
-        if (
-            pyproject.is_file()
-            and _may_name_ckptlint(pyproject)
-            and "ckptlint" in _read_toml(pyproject).get("tool", {})
-        ):
-            return pyproject
+        if pyproject.is_file():
+            data = _read_bytes(pyproject)
+            if _may_name_ckptlint(data) and "ckptlint" in _parse_toml(pyproject, data).get("tool", {}):
+                return pyproject
     return None
 
 
-def _may_name_ckptlint(pyproject: Path) -> bool:
-    """Whether the file's text can hold a ``tool.ckptlint`` table: it names ``ckptlint``, or has escapes a quoted
-    key could spell it with (``\\x`` too: TOML 1.1, which a later ``tomllib`` may read). Most projects'
+def _may_name_ckptlint(data: bytes) -> bool:
+    """Whether a pyproject.toml's bytes can hold a ``tool.ckptlint`` table: they name ``ckptlint``, or have escapes
+    a quoted key could spell it with (``\\x`` too: TOML 1.1, which a later ``tomllib`` may read). Most projects'
     pyproject.toml does neither: it is not parsed (``tomllib`` costs ~3 ms of start-up), and a broken one that is
     not ours is not our error."""
+    return b"ckptlint" in data or any(escape in data for escape in (b"\\u", b"\\U", b"\\x"))
+
+
+def _read_bytes(path: Path) -> bytes:
     try:
-        text = pyproject.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
-        raise UsageError(f"{pyproject}: cannot read: {exc.strerror or exc}") from None
-    return b"ckptlint" in text or any(escape in text for escape in (b"\\u", b"\\U", b"\\x"))
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    return _parse_toml(path, _read_bytes(path))
+
+
+def _parse_toml(path: Path, data: bytes) -> dict[str, Any]:
+    """``data`` (the bytes of ``path``) parsed as ``tomllib.load`` parses a file."""
     import tomllib  # imported when a settings file exists (start-up time)
 
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        return tomllib.loads(data.decode())
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML: {exc}") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def _str_list(value: Any, where: str) -> list[str]:
