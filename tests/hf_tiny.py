@@ -357,3 +357,17 @@ def oracle(folder: Path, cls_name: str) -> dict[str, Any]:
         "unexpected": set(info["unexpected_keys"]),
         "mismatched": {(k, tuple(a), tuple(e)) for k, a, e in info["mismatched_keys"]},
     }
+
+
+def check_folder(folder: Path, arch: str | None = None) -> Any:
+    """ckptlint's FileReport of ``folder`` (read without error)."""
+    import ckptlint
+
+    (f,) = ckptlint.check(str(folder), arch=arch).files
+    assert f.error is None
+    return f
+
+
+def errors(f: Any) -> list[tuple[str, str]]:
+    """(code, message) of the report's error findings."""
+    return [(x.code, x.message) for x in f.findings if x.severity.value == "error"]

@@ -24,23 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hf_tiny import check_folder as _check
 from hf_tiny import clean, edited, oracle
-
-import ckptlint
-from ckptlint.results import FileReport
+from hf_tiny import errors as _errors
 
 FIX = re.compile(r"^set (\S+) = (-?\d+) in config\.json \((.*)\)$")
 WHERE = re.compile(r"\((\w+\.\w+) (?:checks|computes) ")
-
-
-def _check(folder: Path, arch: str | None = None) -> FileReport:
-    (f,) = ckptlint.check(str(folder), arch=arch).files
-    assert f.error is None
-    return f
-
-
-def _errors(f: FileReport) -> list[tuple[str, str]]:
-    return [(x.code, x.message) for x in f.findings if x.severity.value == "error"]
 
 
 def _declared(name: str, field: str) -> Any:

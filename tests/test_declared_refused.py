@@ -18,20 +18,9 @@ from pathlib import Path
 
 import pytest
 from hf_tiny import TINY, clean, oracle, save
+from hf_tiny import check_folder as _check
 from hf_tiny import edited as _edited
-
-import ckptlint
-from ckptlint.results import FileReport
-
-
-def _check(folder: Path, arch: str | None = None) -> FileReport:
-    (f,) = ckptlint.check(str(folder), arch=arch).files
-    assert f.error is None
-    return f
-
-
-def _errors(f: FileReport) -> list[tuple[str, str]]:
-    return [(x.code, x.message) for x in f.findings if x.severity.value == "error"]
+from hf_tiny import errors as _errors
 
 
 # ---- 1. a declaration that is no JSON object ------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,62 +100,54 @@ def test_parsed_rules_cache_is_fresh_and_reads_as_the_toml() -> None:
         assert parsed(name, data)["data"] == tomllib.loads(data.decode()) == load_toml(name)
 
 
-def test_an_edited_bundled_file_is_read_from_its_toml(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A family file changed after the cache was written is parsed from its TOML and validated (slower, never stale,
-    a mistake in it is the one-line schema error)."""
+@pytest.fixture
+def rules_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A copy of the package's rule data that ckptlint reads instead (edit it, then ask the registry)."""
     import shutil
 
     from ckptlint import ruledata
 
     rules = tmp_path / "rules"
     shutil.copytree(reg.rules_dir(), rules)
+    monkeypatch.setattr(ruledata, "_PKG", tmp_path / "pkg")
+    monkeypatch.setattr(reg, "rules_dir", lambda: rules)
+    caches = (ruledata.rules_dir, ruledata._entries, ruledata.read_rules)
+    for fn in caches:
+        fn.cache_clear()
+    reg.reset()
+    yield rules
+    for fn in caches:
+        fn.cache_clear()
+    reg.reset()
+
+
+def test_an_edited_bundled_file_is_read_from_its_toml(rules_copy: Path) -> None:
+    """A family file changed after the cache was written is parsed from its TOML and validated (slower, never stale,
+    a mistake in it is the one-line schema error)."""
+    rules = rules_copy
     path = rules / "archs" / "timm-vit.toml"
     path.write_text(path.read_text().replace('title = "', 'title = "Edited: ', 1))
-    monkeypatch.setattr(ruledata, "_PKG", tmp_path / "pkg")
-    ruledata.rules_dir.cache_clear()
-    ruledata._entries.cache_clear()
-    ruledata.read_rules.cache_clear()
-    monkeypatch.setattr(reg, "rules_dir", lambda: rules)
+    families = {f.name: f for f in reg.registry().families}
+    assert families["timm-vit"].head.family.title.startswith("Edited: ")
+    assert not families["timm-vit"].bundled and families["open_clip"].bundled  # the edited one is validated
+    broken = path.read_text().replace("variant_keys = [", "varient_keys = [", 1)
+    path.write_text(broken)
     reg.reset()
-    try:
-        families = {f.name: f for f in reg.registry().families}
-        assert families["timm-vit"].head.family.title.startswith("Edited: ")
-        assert (
-            not families["timm-vit"].bundled and families["open_clip"].bundled
-        )  # the edited one is validated
-        broken = path.read_text().replace("variant_keys = [", "varient_keys = [", 1)
-        path.write_text(broken)
-        reg.reset()
-        with pytest.raises(CkptlintError, match=r"timm-vit\.toml: .*varient_keys: Extra inputs"):
-            reg.registry()
-        path.write_text(broken.replace("varient_keys = [", "variant_keys = [", 1))
-        wrappers = rules / "wrappers.toml"
-        wrappers.write_text(wrappers.read_text().replace('side = "file"', 'side = "flie"', 1))
-        reg.reset()
-        with pytest.raises(CkptlintError, match=r"wrappers\.toml: wrapper\.\d+\.side: Input should be"):
-            reg.wrappers()
-    finally:
-        ruledata.rules_dir.cache_clear()
-        ruledata._entries.cache_clear()
-        ruledata.read_rules.cache_clear()
-        reg.reset()
+    with pytest.raises(CkptlintError, match=r"timm-vit\.toml: .*varient_keys: Extra inputs"):
+        reg.registry()
+    path.write_text(broken.replace("varient_keys = [", "variant_keys = [", 1))
+    wrappers = rules / "wrappers.toml"
+    wrappers.write_text(wrappers.read_text().replace('side = "file"', 'side = "flie"', 1))
+    reg.reset()
+    with pytest.raises(CkptlintError, match=r"wrappers\.toml: wrapper\.\d+\.side: Input should be"):
+        reg.wrappers()
 
 
 @pytest.mark.parametrize("damage", ["line_out_of_range", "line_edited", "head_not_json"])
-def test_a_damaged_rules_cache_is_never_trusted(
-    damage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_damaged_rules_cache_is_never_trusted(damage: str, rules_copy: Path) -> None:
     """rules/parsed.jsonl damaged: an entry that points nowhere, or to a line that is not the one it was written
     with, is ignored (the TOML is read and validated); an unreadable first line means no cache at all."""
-    import shutil
-
-    from ckptlint import ruledata
-
-    rules = tmp_path / "rules"
-    shutil.copytree(reg.rules_dir(), rules)
-    cache = rules / "parsed.jsonl"
+    cache = rules_copy / "parsed.jsonl"
     head, *tables = cache.read_text(encoding="utf-8").split("\n")
     entries = json.loads(head)
     timm_refs = entries["files"]["archs/timm-vit.toml"]["archs"]
@@ -166,66 +159,36 @@ def test_a_damaged_rules_cache_is_never_trusted(
     else:
         head = head[:-10]
     cache.write_text("\n".join([head, *tables]), encoding="utf-8")
-    monkeypatch.setattr(ruledata, "_PKG", tmp_path / "pkg")
-    monkeypatch.setattr(reg, "rules_dir", lambda: rules)
-    for fn in (ruledata.rules_dir, ruledata._entries, ruledata.read_rules):
-        fn.cache_clear()
-    reg.reset()
-    try:
-        families = {f.name: f for f in reg.registry().families}
-        assert not families["timm-vit"].bundled  # read from its TOML and validated
-        assert families["open_clip"].bundled is (damage != "head_not_json")
-        arch = families["timm-vit"].arch("timm-vit", reg.registry())
-        toml = tomllib.loads((rules / "archs" / "timm-vit.toml").read_text())
-        assert arch == validate(type(arch), toml["archs"]["timm-vit"])
-    finally:
-        for fn in (ruledata.rules_dir, ruledata._entries, ruledata.read_rules):
-            fn.cache_clear()
-        reg.reset()
+    families = {f.name: f for f in reg.registry().families}
+    assert not families["timm-vit"].bundled  # read from its TOML and validated
+    assert families["open_clip"].bundled is (damage != "head_not_json")
+    arch = families["timm-vit"].arch("timm-vit", reg.registry())
+    toml = tomllib.loads((rules_copy / "archs" / "timm-vit.toml").read_text())
+    assert arch == validate(type(arch), toml["archs"]["timm-vit"])
 
 
 @pytest.mark.parametrize("damage", ["line_missing", "lines_swapped"])
-def test_a_rules_cache_whose_table_lines_moved_is_never_trusted(
-    damage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_rules_cache_whose_table_lines_moved_is_never_trusted(damage: str, rules_copy: Path) -> None:
     """rules/parsed.jsonl with a table line lost or two lines swapped (a bad merge, a hand edit): the first line
     still matches every TOML, but no architecture may be built from another architecture's table. Each arch is
     what its TOML validates to, or the run refuses the cache with a one-line error naming it."""
-    import shutil
-
-    from ckptlint import ruledata
-
-    rules = tmp_path / "rules"
-    shutil.copytree(reg.rules_dir(), rules)
-    cache = rules / "parsed.jsonl"
+    cache = rules_copy / "parsed.jsonl"
     head, *tables = cache.read_text(encoding="utf-8").split("\n")
     if damage == "line_missing":  # every table line after the first moves up by one
         del tables[0]
     else:
         tables[0], tables[1] = tables[1], tables[0]
     cache.write_text("\n".join([head, *tables]), encoding="utf-8")
-    monkeypatch.setattr(ruledata, "_PKG", tmp_path / "pkg")
-    monkeypatch.setattr(reg, "rules_dir", lambda: rules)
-    for fn in (ruledata.rules_dir, ruledata._entries, ruledata.read_rules):
-        fn.cache_clear()
-    reg.reset()
-    try:
-        registry = reg.registry()
-        for fam in registry.families:
-            toml = tomllib.loads(fam.path.read_text(encoding="utf-8")).get("archs", {})
-            for name in sorted(toml):
-                try:
-                    arch = fam.arch(name, registry)
-                except SpecError as exc:
-                    assert "parsed.jsonl" in str(exc)
-                    continue
-                assert arch == validate(type(arch), toml[name]), (
-                    f"{fam.name}: {name} built from another table"
-                )
-    finally:
-        for fn in (ruledata.rules_dir, ruledata._entries, ruledata.read_rules):
-            fn.cache_clear()
-        reg.reset()
+    registry = reg.registry()
+    for fam in registry.families:
+        toml = tomllib.loads(fam.path.read_text(encoding="utf-8")).get("archs", {})
+        for name in sorted(toml):
+            try:
+                arch = fam.arch(name, registry)
+            except SpecError as exc:
+                assert "parsed.jsonl" in str(exc)
+                continue
+            assert arch == validate(type(arch), toml[name]), f"{fam.name}: {name} built from another table"
 
 
 def test_bundled_wrappers_build_as_they_validate() -> None:
